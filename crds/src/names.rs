@@ -1,0 +1,103 @@
+//! Names and labels of the objects CMP creates.
+
+use sha2::{Digest, Sha256};
+
+/// Kubernetes' limit on a namespace name (a DNS label).
+pub const MAX_NAMESPACE_LEN: usize = 63;
+/// Prefix of every namespace CMP creates.
+pub const NAMESPACE_PREFIX: &str = "cmp-";
+
+/// Label on every namespace CMP creates: `control` or `runtime`. NetworkPolicies trust it.
+pub const TENANT_LABEL: &str = "cmp.gsv.dev/tenant";
+/// Label naming the Organization a namespace belongs to.
+pub const ORGANIZATION_LABEL: &str = "cmp.gsv.dev/organization";
+/// Label naming the Project a runtime namespace belongs to.
+pub const PROJECT_LABEL: &str = "cmp.gsv.dev/project";
+/// The standard managed-by label.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Our value of the managed-by label, and our server-side apply field manager.
+pub const OPERATOR_MANAGER: &str = "cmp-operator";
+
+/// The control namespace of an Organization: `cmp-<org>`.
+///
+/// The Organization schema bounds the name to 59 characters, so this always
+/// fits a DNS label.
+pub fn control_namespace(organization: &str) -> String {
+    format!("{NAMESPACE_PREFIX}{organization}")
+}
+
+/// The Organization a control namespace belongs to, if it is one of ours.
+pub fn organization_of_control_namespace(namespace: &str) -> Option<&str> {
+    namespace
+        .strip_prefix(NAMESPACE_PREFIX)
+        .filter(|org| !org.is_empty())
+}
+
+/// The runtime namespace of a Project: `cmp-<org>-<project>`, or, when that is
+/// longer than 63 characters, its first 54 characters (without a trailing
+/// '-') followed by '-' and 8 hex characters of a sha256 of `<org>/<project>`.
+/// Deterministic, so every reconcile and every replica computes the same name.
+pub fn runtime_namespace(organization: &str, project: &str) -> String {
+    let full = format!("{NAMESPACE_PREFIX}{organization}-{project}");
+    if full.len() <= MAX_NAMESPACE_LEN {
+        return full;
+    }
+    let digest = Sha256::digest(format!("{organization}/{project}").as_bytes());
+    let suffix = &hex::encode(digest)[..8];
+    let keep = MAX_NAMESPACE_LEN - suffix.len() - 1;
+    // Names are ASCII (the schema enforces DNS labels), so byte slicing is safe;
+    // fall back to char-wise truncation for anything else.
+    let head: String = full.chars().take(keep).collect();
+    format!("{}-{suffix}", head.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_dns_label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= MAX_NAMESPACE_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+
+    #[test]
+    fn short_names_are_kept_as_is() {
+        assert_eq!(control_namespace("acme"), "cmp-acme");
+        assert_eq!(runtime_namespace("acme", "support"), "cmp-acme-support");
+        assert_eq!(organization_of_control_namespace("cmp-acme"), Some("acme"));
+        assert_eq!(organization_of_control_namespace("kube-system"), None);
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically_with_a_hash() {
+        let org = "a".repeat(59);
+        let project = "b".repeat(63);
+        let name = runtime_namespace(&org, &project);
+        assert_eq!(name.len(), MAX_NAMESPACE_LEN);
+        assert!(is_dns_label(&name), "{name}");
+        assert_eq!(name, runtime_namespace(&org, &project));
+        assert_ne!(name, runtime_namespace(&org, "b".repeat(62).as_str()));
+    }
+
+    #[test]
+    fn a_cut_that_lands_on_a_dash_does_not_leave_a_double_dash() {
+        // 54 characters end exactly on the '-' between org and project.
+        let org = "o".repeat(49);
+        let name = runtime_namespace(&org, &"p".repeat(20));
+        assert!(is_dns_label(&name), "{name}");
+        assert!(!name.contains("--"), "{name}");
+    }
+
+    #[test]
+    fn same_prefix_different_projects_get_different_names() {
+        let org = "acme-corporation-international-holdings";
+        let a = runtime_namespace(org, "customer-support-assistant-for-europe-1");
+        let b = runtime_namespace(org, "customer-support-assistant-for-europe-2");
+        assert_ne!(a, b);
+        assert!(is_dns_label(&a) && is_dns_label(&b));
+    }
+}

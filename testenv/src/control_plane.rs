@@ -1,0 +1,364 @@
+//! Starting and stopping etcd, kube-apiserver and kube-controller-manager.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, certs};
+
+/// How long a component may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The workspace root (where `Cargo.toml` and `xtask/` are).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The cache directory: `$CMP_CACHE`, else `$XDG_CACHE_HOME/cmp`, else `~/.cache/cmp`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CMP_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("cmp")
+}
+
+/// Where `cargo xtask cluster` keeps its state and kubeconfig.
+pub fn default_state_dir() -> PathBuf {
+    cache_dir().join("cluster")
+}
+
+/// Builds (once) and returns the directory holding etcd, kube-apiserver,
+/// kube-controller-manager and kubectl. `$CMP_KUBE_BIN_DIR` overrides it.
+pub fn binaries() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os("CMP_KUBE_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = workspace_root().join("xtask/go/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|source| Error::Spawn {
+            binary: script.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(Error::Build(format!(
+            "{} exited with {}",
+            script.display(),
+            output.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
+    if dir.is_empty() {
+        return Err(Error::Build(format!(
+            "{} printed no output directory",
+            script.display()
+        )));
+    }
+    Ok(PathBuf::from(dir))
+}
+
+fn free_port() -> Result<u16, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })?
+        .port();
+    Ok(port)
+}
+
+/// A running component.
+struct Component {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A running local control plane. Dropping it stops every process.
+pub struct ControlPlane {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    bin_dir: PathBuf,
+    components: Vec<Component>,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager with state in
+    /// `dir` (wiped first), waits for `/readyz` and writes `dir/kubeconfig`.
+    pub async fn start(dir: &Path) -> Result<Self, Error> {
+        let bin_dir = binaries()?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki).map_err(|source| Error::Io {
+            path: pki.clone(),
+            source,
+        })?;
+        let certs = certs::generate(&pki)?;
+
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let api_port = free_port()?;
+        let kcm_port = free_port()?;
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        let mut plane = ControlPlane {
+            dir: dir.to_path_buf(),
+            kubeconfig: kubeconfig.clone(),
+            server: server.clone(),
+            bin_dir,
+            components: Vec::new(),
+        };
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        plane.spawn(
+            "etcd",
+            &[
+                "--name=default".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        plane.wait_for_port("etcd", etcd_port).await?;
+
+        plane.spawn(
+            "kube-apiserver",
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                format!("--cert-dir={}", pki.display()),
+                format!("--tls-cert-file={}", certs.serving_cert.display()),
+                format!("--tls-private-key-file={}", certs.serving_key.display()),
+                format!("--client-ca-file={}", certs.ca_cert.display()),
+                format!("--secure-port={api_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--allow-privileged=true".into(),
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--authorization-mode=RBAC".into(),
+                format!("--service-account-issuer={server}/"),
+                format!(
+                    "--service-account-key-file={}",
+                    certs.service_account_public_key.display()
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    certs.service_account_key.display()
+                ),
+                "--v=1".into(),
+            ],
+        )?;
+        write_kubeconfig(&kubeconfig, &server, &certs)?;
+        plane.wait_for_readyz().await?;
+
+        plane.spawn(
+            "kube-controller-manager",
+            &[
+                format!("--kubeconfig={}", kubeconfig.display()),
+                "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller".into(),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={kcm_port}"),
+                "--v=1".into(),
+            ],
+        )?;
+        plane
+            .wait_for_port("kube-controller-manager", kcm_port)
+            .await?;
+        tracing::info!(server = %plane.server, kubeconfig = %plane.kubeconfig.display(), "local control plane is ready");
+        Ok(plane)
+    }
+
+    /// The admin kubeconfig (`system:masters`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The directory holding the binaries (kubectl among them).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The state directory (logs, certificates, etcd data).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        crate::test::client_for(&self.kubeconfig).await
+    }
+
+    fn spawn(&mut self, name: &'static str, args: &[String]) -> Result<(), Error> {
+        let log = self.dir.join(format!("{name}.log"));
+        let out = File::create(&log).map_err(|source| Error::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| Error::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let binary = self.bin_dir.join(name);
+        let child = Command::new(&binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: binary.display().to_string(),
+                source,
+            })?;
+        tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
+        self.components.push(Component { name, child, log });
+        Ok(())
+    }
+
+    /// Fails with the component's log when it has exited.
+    fn check_alive(&mut self, name: &str) -> Result<(), Error> {
+        if let Some(c) = self.components.iter_mut().find(|c| c.name == name)
+            && let Ok(Some(status)) = c.child.try_wait()
+        {
+            return Err(Error::NotReady {
+                what: format!("{name} exited with {status}"),
+                log: c.log.clone(),
+                tail: tail(&c.log),
+            });
+        }
+        Ok(())
+    }
+
+    fn timed_out(&self, name: &str) -> Error {
+        let log = self.dir.join(format!("{name}.log"));
+        Error::NotReady {
+            what: format!("{name} was not ready after {READY_TIMEOUT:?}"),
+            tail: tail(&log),
+            log,
+        }
+    }
+
+    async fn wait_for_port(&mut self, name: &str, port: u16) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            self.check_alive(name)?;
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(self.timed_out(name))
+    }
+
+    async fn wait_for_readyz(&mut self) -> Result<(), Error> {
+        let client = crate::test::client_for(&self.kubeconfig).await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            self.check_alive("kube-apiserver")?;
+            if crate::test::is_ready(&client).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(self.timed_out("kube-apiserver"))
+    }
+
+    /// Stops every component, newest first: SIGTERM, then SIGKILL after 10s.
+    pub fn stop(&mut self) {
+        while let Some(mut c) = self.components.pop() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.child.id()).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = c.child.kill();
+                        let _ = c.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            tracing::debug!(component = c.name, "stopped");
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn write_kubeconfig(path: &Path, server: &str, certs: &certs::CertFiles) -> Result<(), Error> {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: cmp-local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: cmp-admin
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: cmp-local
+  context:
+    cluster: cmp-local
+    user: cmp-admin
+current-context: cmp-local
+",
+        ca = certs.ca_cert.display(),
+        cert = certs.admin_cert.display(),
+        key = certs.admin_key.display(),
+    );
+    std::fs::write(path, yaml).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,82 @@
+//! A real local Kubernetes control plane for development and tests.
+//!
+//! [`ControlPlane::start`] runs etcd, kube-apiserver and
+//! kube-controller-manager (built from their Go modules by
+//! `xtask/go/build.sh`) on loopback, the way controller-runtime's envtest
+//! does: generated certificates, RBAC authorization, service-account signing
+//! keys. [`apply`] applies YAML with server-side apply. [`test_client`] gives
+//! integration tests a client for the control plane that the test command
+//! started, and fails loudly when there is none.
+
+pub mod apply;
+mod certs;
+pub mod control_plane;
+pub mod test;
+
+use std::path::PathBuf;
+
+pub use control_plane::{ControlPlane, binaries, default_state_dir, workspace_root};
+pub use test::test_client;
+
+/// What went wrong while running or reaching the local control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("generating the {what}: {source}")]
+    Certificates {
+        /// Which certificate.
+        what: String,
+        /// The cause.
+        source: rcgen::Error,
+    },
+    /// The Go build of the control-plane binaries failed.
+    #[error("building the control plane binaries failed: {0}")]
+    Build(String),
+    /// A binary could not be started.
+    #[error("starting {binary}: {source}")]
+    Spawn {
+        /// The binary.
+        binary: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A component stopped or never became ready.
+    #[error("{what}; last lines of {log}:\n{tail}")]
+    NotReady {
+        /// What did not happen.
+        what: String,
+        /// The component's log file.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// A kubeconfig could not be loaded.
+    #[error("loading kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// A YAML document could not be parsed.
+    #[error("{source_name}: document {index}: {message}")]
+    Document {
+        /// Where the YAML came from.
+        source_name: String,
+        /// The document's position (1-based).
+        index: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// The API server refused a request.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}

@@ -1,0 +1,214 @@
+//! Developer tooling. `cargo xtask <command>`:
+//!
+//! - `up`: build, start the local control plane, install the CRDs, apply the
+//!   examples and run the operator against it (Ctrl-C stops everything);
+//! - `test`: start a fresh control plane and run the whole test suite against it;
+//! - `cluster`: only start the local control plane and keep it running.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use cmp_testenv::ControlPlane;
+use cmp_testenv::apply::{ApplyOptions, apply_yaml, install_crds};
+
+/// The field manager xtask applies with.
+const MANAGER: &str = "cmp-xtask";
+
+#[derive(Parser)]
+#[command(about = "CMP developer tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, start the local control plane, install the CRDs, apply examples/ and run the operator.
+    Up,
+    /// Start a fresh local control plane and run `cargo test --workspace` against it.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Start the local control plane (state in ~/.cache/cmp/cluster) and keep it running.
+    Cluster,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn,kube_client=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Up => up().await,
+        Command::Test { cargo_args } => test(&cargo_args).await,
+        Command::Cluster => cluster().await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    cmp_testenv::workspace_root()
+}
+
+/// Starts a control plane in `dir` and installs the CRDs.
+async fn start(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Client)> {
+    eprintln!("starting the local control plane in {} ...", dir.display());
+    let plane = ControlPlane::start(dir)
+        .await
+        .context("starting the local control plane")?;
+    let client = plane.client().await?;
+    install_crds(&client, &cmp_crds::all_crds(), MANAGER)
+        .await
+        .context("installing the CRDs")?;
+    eprintln!("control plane ready at {}; CRDs installed", plane.server());
+    Ok((plane, client))
+}
+
+fn print_usage(plane: &ControlPlane) {
+    eprintln!(
+        "\nUse it with:\n  export KUBECONFIG={}\n  export PATH={}:$PATH   # kubectl {}\n  kubectl get cmp -A\n",
+        plane.kubeconfig().display(),
+        plane.bin_dir().display(),
+        "built with the control plane"
+    );
+}
+
+async fn cluster() -> anyhow::Result<ExitCode> {
+    let (plane, _client) = start(&cmp_testenv::default_state_dir()).await?;
+    print_usage(&plane);
+    eprintln!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stopping ...");
+    drop(plane);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
+    let dir = cmp_testenv::control_plane::cache_dir()
+        .join("test-runs")
+        .join(std::process::id().to_string());
+    let (plane, _client) = start(&dir).await?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("running cargo test --workspace against {}", plane.server());
+    let status = tokio::process::Command::new(cargo)
+        .current_dir(root())
+        .args(["test", "--workspace"])
+        .args(cargo_args)
+        .env(cmp_testenv::test::KUBECONFIG_ENV, plane.kubeconfig())
+        .env("KUBECONFIG", plane.kubeconfig())
+        .status()
+        .await
+        .context("running cargo test")?;
+    drop(plane);
+    if status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("tests failed; control plane logs are in {}", dir.display());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The example files to apply: `examples/*.yaml`, in name order.
+fn example_files() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = root().join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+async fn up() -> anyhow::Result<ExitCode> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the CMP binaries ...");
+    let built = tokio::process::Command::new(&cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "cmp-operator",
+            "-p",
+            "cmp-gateway",
+            "-p",
+            "cmp-webhook",
+        ])
+        .status()
+        .await?;
+    if !built.success() {
+        bail!("cargo build failed");
+    }
+    let (plane, client) = start(&cmp_testenv::default_state_dir()).await?;
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
+        .env("KUBECONFIG", plane.kubeconfig())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting cmp-operator")?;
+
+    for file in example_files()? {
+        let yaml = std::fs::read_to_string(&file)?;
+        let name = file.display().to_string();
+        ensure_namespaces(&client, &name, &yaml).await?;
+        let options = ApplyOptions {
+            field_manager: MANAGER.into(),
+            ..Default::default()
+        };
+        let applied = apply_yaml(&client, &name, &yaml, &options)
+            .await
+            .with_context(|| format!("applying {name}"))?;
+        eprintln!("applied {name} ({} objects)", applied.len());
+    }
+    print_usage(&plane);
+    eprintln!("cmp-operator is running against it. Ctrl-C stops everything.");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping ..."),
+        status = operator.wait() => eprintln!("cmp-operator exited: {status:?}"),
+    }
+    let _ = operator.start_kill();
+    let _ = operator.wait().await;
+    drop(plane);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the namespaces that namespaced examples live in, when absent.
+///
+/// The operator creates control namespaces itself once it reconciles
+/// Organizations; this keeps `up` working before that.
+async fn ensure_namespaces(client: &kube::Client, name: &str, yaml: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<Namespace> = Api::all(client.clone());
+    for object in cmp_testenv::apply::parse_documents(name, yaml)? {
+        if let Some(ns) = object.metadata.namespace
+            && api.get_opt(&ns).await?.is_none()
+        {
+            let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            api.patch(&ns, &PatchParams::apply(MANAGER), &Patch::Apply(namespace))
+                .await?;
+        }
+    }
+    Ok(())
+}
