@@ -139,3 +139,207 @@ pub fn compact(
     total.meters.drain(..excess);
     Some((live.into_iter().cloned().collect(), total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wallet::GrantSource;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use proptest::prelude::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid timestamp")
+    }
+
+    fn grant(id: &str, credits: i64, expires: Option<i64>) -> Grant {
+        Grant {
+            id: id.into(),
+            credits,
+            reason: String::new(),
+            source: GrantSource::Manual,
+            order_ref: None,
+            expires_at: expires.map(|s| Time(at(s))),
+        }
+    }
+
+    fn meter(
+        name: &str,
+        consumed: i64,
+        lease: i64,
+        lease_expires: Option<i64>,
+        updated: Option<i64>,
+    ) -> Meter {
+        Meter {
+            name: name.into(),
+            consumed,
+            runs: consumed,
+            lease,
+            lease_expires_at: lease_expires.map(|s| Time(at(s))),
+            updated_at: updated.map(|s| Time(at(s))),
+        }
+    }
+
+    #[test]
+    fn balance_is_grants_minus_meters_and_compacted() {
+        let grants = [grant("starter", 1000, None), grant("order-1", 500, None)];
+        let meters = [
+            meter("a", 100, 0, None, Some(10)),
+            meter("b", 50, 0, None, Some(10)),
+        ];
+        let compacted = CompactedUsage {
+            consumed: 25,
+            runs: 25,
+            meters: vec!["old".into()],
+        };
+        let f = figures(&grants, &meters, Some(&compacted), at(100));
+        assert_eq!(
+            f,
+            Figures {
+                granted: 1500,
+                consumed: 175,
+                balance: 1325,
+                leased: 0
+            }
+        );
+    }
+
+    #[test]
+    fn only_live_leases_count() {
+        let meters = [
+            meter("a", 0, 30, Some(200), None),
+            meter("b", 0, 20, Some(50), None),
+            meter("c", 0, 5, None, None),
+        ];
+        assert_eq!(
+            leased(&meters, at(100)),
+            35,
+            "b's lease expired; c's has no expiry and counts"
+        );
+    }
+
+    #[test]
+    fn an_expired_grant_forfeits_only_its_unused_part() {
+        // 100 expiring at t=50 and 1000 lasting; 30 consumed, charged to the expiring grant first.
+        let grants = [grant("lasting", 1000, None), grant("promo", 100, Some(50))];
+        let meters = [meter("a", 30, 0, None, None)];
+        let before = figures(&grants, &meters, None, at(10));
+        assert_eq!((before.granted, before.balance), (1100, 1070));
+        let after = figures(&grants, &meters, None, at(60));
+        assert_eq!(
+            (after.granted, after.balance),
+            (1030, 1000),
+            "70 unused promo credits expired"
+        );
+    }
+
+    #[test]
+    fn consumption_beyond_an_expired_grant_is_charged_to_the_others() {
+        let grants = [grant("lasting", 1000, None), grant("promo", 100, Some(50))];
+        let meters = [meter("a", 300, 0, None, None)];
+        let f = figures(&grants, &meters, None, at(60));
+        assert_eq!(
+            (f.granted, f.balance),
+            (1100, 800),
+            "the promo was fully used before it expired"
+        );
+    }
+
+    #[test]
+    fn funding_classifies_against_overdraft_and_threshold() {
+        assert_eq!(funding(1000, 0, 100), Funding::Funded);
+        assert_eq!(funding(100, 0, 100), Funding::Funded);
+        assert_eq!(funding(99, 0, 100), Funding::Low);
+        assert_eq!(funding(0, 0, 100), Funding::Exhausted);
+        assert_eq!(funding(-10, 50, 100), Funding::Low, "within the overdraft");
+        assert_eq!(funding(-50, 50, 100), Funding::Exhausted);
+    }
+
+    #[test]
+    fn a_meter_with_a_live_lease_is_never_stale() {
+        let stale_after = SignedDuration::from_secs(3600);
+        assert!(meter_is_stale(
+            &meter("gone", 10, 0, None, Some(0)),
+            at(7200),
+            stale_after
+        ));
+        assert!(!meter_is_stale(
+            &meter("recent", 10, 0, None, Some(7000)),
+            at(7200),
+            stale_after
+        ));
+        assert!(!meter_is_stale(
+            &meter("leased", 10, 5, Some(9000), Some(0)),
+            at(7200),
+            stale_after
+        ));
+        assert!(meter_is_stale(
+            &meter("expired-lease", 10, 5, Some(100), Some(0)),
+            at(7200),
+            stale_after
+        ));
+        assert!(
+            compact(
+                &[meter("recent", 1, 0, None, Some(7000))],
+                None,
+                at(7200),
+                stale_after
+            )
+            .is_none()
+        );
+    }
+
+    fn arb_meter() -> impl Strategy<Value = Meter> {
+        (
+            0i64..1_000_000,
+            0i64..1000,
+            proptest::option::of(0i64..20_000),
+            proptest::option::of(0i64..20_000),
+        )
+            .prop_map(|(consumed, lease, lease_expires, updated)| {
+                meter("m", consumed, lease, lease_expires, updated)
+            })
+    }
+
+    proptest! {
+        /// Compaction never changes the consumed total, the balance or the leases.
+        #[test]
+        fn compaction_loses_no_credit(
+            mut meters in proptest::collection::vec(arb_meter(), 0..20),
+            grants in proptest::collection::vec((1i64..100_000, proptest::option::of(0i64..20_000)), 0..10),
+            prior in 0i64..1_000_000,
+            now in 0i64..20_000,
+            stale_secs in 0i64..10_000,
+        ) {
+            for (i, m) in meters.iter_mut().enumerate() {
+                m.name = format!("replica-{i}");
+            }
+            let grants: Vec<Grant> = grants.iter().enumerate().map(|(i, (c, e))| grant(&format!("g{i}"), *c, *e)).collect();
+            let compacted = CompactedUsage { consumed: prior, runs: prior, meters: vec![] };
+            let now = at(now);
+            let stale_after = SignedDuration::from_secs(stale_secs);
+            let before = figures(&grants, &meters, Some(&compacted), now);
+            if let Some((kept, total)) = compact(&meters, Some(&compacted), now, stale_after) {
+                let after = figures(&grants, &kept, Some(&total), now);
+                prop_assert_eq!(before, after);
+                prop_assert!(kept.iter().all(|m| !meter_is_stale(m, now, stale_after)));
+                prop_assert!(kept.len() < meters.len());
+                // Compacting again right away changes nothing.
+                prop_assert!(compact(&kept, Some(&total), now, stale_after).is_none());
+            }
+        }
+
+        /// The balance is granted - consumed, and granted never exceeds the sum of grants.
+        #[test]
+        fn balance_identity_holds(
+            meters in proptest::collection::vec(arb_meter(), 0..10),
+            grants in proptest::collection::vec((1i64..100_000, proptest::option::of(0i64..20_000)), 0..10),
+            now in 0i64..20_000,
+        ) {
+            let grants: Vec<Grant> = grants.iter().enumerate().map(|(i, (c, e))| grant(&format!("g{i}"), *c, *e)).collect();
+            let f = figures(&grants, &meters, None, at(now));
+            prop_assert_eq!(f.balance, f.granted - f.consumed);
+            prop_assert!(f.granted <= grants.iter().map(|g| g.credits).sum::<i64>());
+            prop_assert_eq!(f.consumed, meters.iter().map(|m| m.consumed).sum::<i64>());
+        }
+    }
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{DNS_LABEL_RULE, DeletionPolicy, conditions_schema, is_false};
 
 /// The desired state of an Instance.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) attributes repeat type_ legitimately
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cmp.gsv.dev",

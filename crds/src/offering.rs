@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{conditions_schema, is_false};
 
 /// The desired state of an Offering.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) attributes repeat type_ legitimately
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cmp.gsv.dev",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{DeletionPolicy, conditions_schema, is_false};
 
 /// The desired state of an Organization.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) attributes repeat type_ legitimately
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "cmp.gsv.dev",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{DNS_LABEL_RULE, DeletionPolicy, conditions_schema};
 
 /// The desired state of a Project.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) attributes repeat type_ legitimately
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "cmp.gsv.dev",

@@ -12,6 +12,7 @@ use crate::common::conditions_schema;
 pub const MAX_GRANTS: usize = 400;
 
 /// The desired state of a Wallet: its grants, append-only.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) attributes repeat type_ legitimately
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "cmp.gsv.dev",

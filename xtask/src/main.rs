@@ -80,10 +80,9 @@ async fn start(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Client)> {
 
 fn print_usage(plane: &ControlPlane) {
     eprintln!(
-        "\nUse it with:\n  export KUBECONFIG={}\n  export PATH={}:$PATH   # kubectl {}\n  kubectl get cmp -A\n",
+        "\nUse it with:\n  export KUBECONFIG={}\n  export PATH={}:$PATH   # kubectl built with the control plane\n  kubectl get cmp -A\n",
         plane.kubeconfig().display(),
         plane.bin_dir().display(),
-        "built with the control plane"
     );
 }
 
