@@ -136,6 +136,12 @@ pub struct OrganizationStatus {
     /// The names of the organization's Projects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projects: Vec<String>,
+    /// The value of the `cmp.gsv.dev/reconcile-requested-at` annotation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// True once the starter grant was appended to the Wallet (it is appended at most once, ever).
+    #[serde(default)]
+    pub starter_granted: bool,
     /// How many Projects the organization has.
     #[serde(default)]
     pub project_count: i64,

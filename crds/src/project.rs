@@ -175,6 +175,9 @@ pub struct ProjectStatus {
     /// The runtime namespace's real name: `cmp-<org>-<project>`, shortened with a hash suffix when longer than 63 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_namespace: Option<String>,
+    /// The value of the `cmp.gsv.dev/reconcile-requested-at` annotation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// How many Instances the Project has.
     #[serde(default)]
     pub instance_count: i64,

@@ -165,6 +165,9 @@ pub struct WalletStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The value of the `cmp.gsv.dev/reconcile-requested-at` annotation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// Credits of all grants, less what expired unused.
     #[serde(default)]
     pub granted: i64,

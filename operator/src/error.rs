@@ -1,0 +1,88 @@
+//! The operator's errors. Each says what failed and carries a CamelCase
+//! reason for the object's conditions and a label for the error metric.
+
+use kube::runtime::finalizer;
+
+/// A reconcile error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What the operator was doing, for example "applying NetworkPolicy cmp-acme-x/cmp-default-deny".
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object could not be converted to or from JSON.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A Project lives outside an organization's control namespace.
+    #[error(
+        "Project is in namespace {namespace}, which is not an organization's control namespace (cmp-<organization>); move it there"
+    )]
+    NotInControlNamespace {
+        /// Its namespace.
+        namespace: String,
+    },
+    /// A Project's Organization does not exist.
+    #[error(
+        "Organization {organization} does not exist; create it, or move the Project to an existing organization's namespace"
+    )]
+    OrganizationNotFound {
+        /// The missing organization.
+        organization: String,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+/// `Result` with the operator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a kube error with what the operator was doing.
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube { action, source }
+    }
+
+    /// The CamelCase reason written to the object's conditions.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 403 => "Forbidden",
+            Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 409 => "Conflict",
+            Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 422 => "Invalid",
+            Error::Kube { .. } => "ApiError",
+            Error::Encode { .. } => "EncodingFailed",
+            Error::NotInControlNamespace { .. } => "NotInControlNamespace",
+            Error::OrganizationNotFound { .. } => "OrganizationNotFound",
+            Error::Finalizer(_) => "FinalizerFailed",
+        }
+    }
+
+    /// True when retrying cannot help until the user changes something.
+    pub fn needs_user_action(&self) -> bool {
+        matches!(
+            self,
+            Error::NotInControlNamespace { .. } | Error::OrganizationNotFound { .. }
+        )
+    }
+}

@@ -1,0 +1,242 @@
+//! A Wallet's status as the operator computes it: pure functions.
+
+use std::time::Duration;
+
+use cmp_crds::Wallet;
+use cmp_crds::conditions::set_condition;
+use cmp_crds::credits::{self, Funding};
+use cmp_crds::wallet::WalletStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Resource;
+use serde::Serialize;
+
+use crate::status::{self, condition};
+
+/// The part of a Wallet's status the operator owns (server-side apply):
+/// everything but the gateways' meters and the compacted total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorStatus {
+    /// The generation of the spec this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// See [`WalletStatus::granted`].
+    pub granted: i64,
+    /// See [`WalletStatus::consumed`].
+    pub consumed: i64,
+    /// See [`WalletStatus::balance`].
+    pub balance: i64,
+    /// See [`WalletStatus::leased`].
+    pub leased: i64,
+    /// The annotation value last acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// `Funded` and `Paused`.
+    pub conditions: Vec<Condition>,
+}
+
+impl OperatorStatus {
+    /// The operator's part of an existing status.
+    pub fn of(status: Option<&WalletStatus>) -> Self {
+        status.map_or_else(Self::default, |s| Self {
+            observed_generation: s.observed_generation,
+            granted: s.granted,
+            consumed: s.consumed,
+            balance: s.balance,
+            leased: s.leased,
+            last_handled_reconcile_at: s.last_handled_reconcile_at.clone(),
+            conditions: s.conditions.clone(),
+        })
+    }
+}
+
+/// The figures and `Funded` condition of `wallet` at `now`.
+pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorStatus {
+    let current = wallet.status.as_ref();
+    let meters = current.map(|s| s.meters.as_slice()).unwrap_or_default();
+    let compacted = current.and_then(|s| s.compacted.as_ref());
+    let f = credits::figures(&wallet.spec.grants, meters, compacted, now);
+    let mut next = OperatorStatus::of(current);
+    next.observed_generation = wallet.meta().generation;
+    next.granted = f.granted;
+    next.consumed = f.consumed;
+    next.balance = f.balance;
+    next.leased = f.leased;
+    let available = f.balance.saturating_add(wallet.spec.overdraft);
+    let funded = match credits::funding(f.balance, wallet.spec.overdraft, low_threshold) {
+        Funding::Funded => condition(
+            super::FUNDED,
+            true,
+            "Funded",
+            format!("{available} credits available"),
+        ),
+        Funding::Low => condition(
+            super::FUNDED,
+            false,
+            "Low",
+            format!(
+                "{available} credits available, below the threshold of {low_threshold}: add a grant (top up) to keep runs going"
+            ),
+        ),
+        Funding::Exhausted => condition(
+            super::FUNDED,
+            false,
+            "Exhausted",
+            format!(
+                "no credits left (balance {}): runs are refused until a grant is added",
+                f.balance
+            ),
+        ),
+    };
+    set_condition(
+        &mut next.conditions,
+        funded,
+        next.observed_generation,
+        status::now(),
+    );
+    next
+}
+
+/// The Wallet with its stale meters folded into the compacted total, ready
+/// to replace the status (it keeps the resourceVersion that was read), or
+/// `None` when no meter is stale.
+pub fn compacted(wallet: &Wallet, now: Timestamp, stale_after: SignedDuration) -> Option<Wallet> {
+    let status = wallet.status.as_ref()?;
+    let (meters, total) =
+        credits::compact(&status.meters, status.compacted.as_ref(), now, stale_after)?;
+    let mut next = wallet.clone();
+    // Let the API server keep computing field ownership (the gateways own their meters).
+    next.metadata.managed_fields = None;
+    let next_status = next.status.get_or_insert_with(WalletStatus::default);
+    next_status.meters = meters;
+    next_status.compacted = Some(total);
+    Some(next)
+}
+
+/// When to look at the Wallet again: when the next lease expires (the
+/// leased figure drops) or the next meter turns stale; at most 10 minutes.
+pub fn next_check(wallet: &Wallet, now: Timestamp, stale_after: SignedDuration) -> Duration {
+    const LONGEST: Duration = Duration::from_secs(600);
+    let meters = wallet
+        .status
+        .as_ref()
+        .map(|s| s.meters.as_slice())
+        .unwrap_or_default();
+    let lease_expiries = meters
+        .iter()
+        .filter_map(|m| m.lease_expires_at.as_ref().map(|t| t.0))
+        .filter(|t| *t > now);
+    let stale_times = meters
+        .iter()
+        .filter_map(|m| {
+            m.updated_at
+                .as_ref()
+                .and_then(|t| t.0.checked_add(stale_after).ok())
+        })
+        .filter(|t| *t > now);
+    lease_expiries
+        .chain(stale_times)
+        .min()
+        .and_then(|t| Duration::try_from(now.duration_until(t)).ok())
+        .map_or(LONGEST, |d| (d + Duration::from_secs(1)).min(LONGEST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_crds::WalletSpec;
+    use cmp_crds::wallet::{Grant, GrantSource, Meter};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid")
+    }
+
+    fn wallet(credits: i64, meters: Vec<Meter>) -> Wallet {
+        let mut w = Wallet::new(
+            "acme",
+            WalletSpec {
+                grants: vec![Grant {
+                    id: "starter".into(),
+                    credits,
+                    reason: String::new(),
+                    source: GrantSource::Starter,
+                    order_ref: None,
+                    expires_at: None,
+                }],
+                ..Default::default()
+            },
+        );
+        w.status = Some(WalletStatus {
+            meters,
+            ..Default::default()
+        });
+        w
+    }
+
+    fn meter(name: &str, consumed: i64, updated: i64, lease: i64, lease_expires: i64) -> Meter {
+        Meter {
+            name: name.into(),
+            consumed,
+            runs: consumed,
+            lease,
+            lease_expires_at: Some(Time(at(lease_expires))),
+            updated_at: Some(Time(at(updated))),
+        }
+    }
+
+    fn funded(s: &OperatorStatus) -> (String, String) {
+        status::state(&s.conditions, super::super::FUNDED).expect("Funded is set")
+    }
+
+    #[test]
+    fn funded_low_and_exhausted() {
+        let s = status(&wallet(1000, vec![meter("a", 100, 0, 0, 0)]), 100, at(10));
+        assert_eq!((s.granted, s.consumed, s.balance), (1000, 100, 900));
+        assert_eq!(funded(&s), ("True".into(), "Funded".into()));
+        let s = status(&wallet(1000, vec![meter("a", 950, 0, 0, 0)]), 100, at(10));
+        assert_eq!(funded(&s), ("False".into(), "Low".into()));
+        let s = status(&wallet(1000, vec![meter("a", 1000, 0, 0, 0)]), 100, at(10));
+        assert_eq!(funded(&s), ("False".into(), "Exhausted".into()));
+    }
+
+    #[test]
+    fn compaction_keeps_the_balance() {
+        let w = wallet(
+            1000,
+            vec![
+                meter("gone", 300, 0, 0, 0),
+                meter("live", 50, 5000, 10, 9000),
+            ],
+        );
+        let stale_after = SignedDuration::from_secs(3600);
+        let before = status(&w, 100, at(6000));
+        let folded = compacted(&w, at(6000), stale_after).expect("one meter is stale");
+        let meters = &folded.status.as_ref().expect("status").meters;
+        assert_eq!(meters.len(), 1);
+        assert_eq!(meters[0].name, "live");
+        let after = status(&folded, 100, at(6000));
+        assert_eq!(
+            (before.balance, before.consumed, before.leased),
+            (after.balance, after.consumed, after.leased)
+        );
+        assert!(
+            compacted(&folded, at(6000), stale_after).is_none(),
+            "nothing left to fold"
+        );
+    }
+
+    #[test]
+    fn next_check_is_the_next_lease_expiry() {
+        let w = wallet(1000, vec![meter("a", 0, 100, 5, 130)]);
+        assert_eq!(
+            next_check(&w, at(100), SignedDuration::from_secs(3600)),
+            Duration::from_secs(31)
+        );
+        assert_eq!(
+            next_check(&wallet(1, vec![]), at(100), SignedDuration::from_secs(3600)),
+            Duration::from_secs(600)
+        );
+    }
+}
