@@ -38,6 +38,41 @@ pub async fn is_ready(client: &kube::Client) -> bool {
         .is_ok_and(|body| body.trim() == "ok")
 }
 
+/// A client of the test control plane that acts as `user` in `groups`
+/// (the admin impersonates them), to test what other users may do.
+pub async fn client_as(user: &str, groups: &[&str]) -> kube::Client {
+    let path = test_kubeconfig();
+    let kubeconfig =
+        Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    kube::Client::try_from(config).unwrap_or_else(|e| panic!("client for {user}: {e}"))
+}
+
+/// Polls `check` every 200ms until it returns `Some`, failing the test with
+/// `what` after `timeout`. The timeout bounds a hang; it is not a speed check.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The kubeconfig the tests use: `$CMP_TEST_KUBECONFIG`, else the one of
 /// `cargo xtask cluster`.
 pub fn test_kubeconfig() -> PathBuf {
@@ -116,4 +151,32 @@ pub fn unique_name(prefix: &str) -> String {
         .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
         .collect();
     format!("{prefix}-{suffix}")
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }

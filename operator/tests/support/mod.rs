@@ -1,0 +1,248 @@
+//! Running the real operator binary against the test control plane.
+//!
+//! Each test starts its own operator, restricted with
+//! `--organization-selector` to the Organizations the test labels with its
+//! run id, and with its own Lease, so tests run in parallel without seeing
+//! each other's objects.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cmp_crds::{Organization, Project, Wallet};
+use cmp_testenv::apply::install_crds;
+use cmp_testenv::test::{
+    eventually, free_port, http_get, test_client, test_kubeconfig, unique_name,
+};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// The label a test puts on its Organizations.
+pub const RUN_LABEL: &str = "cmp.gsv.dev/test-run";
+/// How long a test waits for the operator to converge before failing.
+pub const CONVERGE: Duration = Duration::from_secs(90);
+
+/// One test's world: a client, a run id and the operators it started.
+pub struct World {
+    pub client: kube::Client,
+    pub run: String,
+}
+
+impl World {
+    pub async fn new(prefix: &str) -> Self {
+        let client = test_client().await;
+        install_crds(&client, &cmp_crds::all_crds(), "cmp-tests")
+            .await
+            .expect("CRDs install");
+        Self {
+            client,
+            run: unique_name(prefix),
+        }
+    }
+
+    /// A unique Organization name for this test.
+    pub fn org_name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.run)
+    }
+
+    /// Starts an operator for this run. `extra` adds flags.
+    pub fn operator(&self, identity: &str, extra: &[&str]) -> Operator {
+        Operator::start(&self.run, identity, extra)
+    }
+
+    /// Applies an Organization labelled for this run.
+    pub async fn apply_org(&self, name: &str, spec: Value) {
+        let org = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name, "labels": {RUN_LABEL: self.run}},
+            "spec": spec,
+        });
+        Api::<Organization>::all(self.client.clone())
+            .patch(
+                name,
+                &PatchParams::apply("cmp-tests").force(),
+                &Patch::Apply(org),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying Organization {name}: {e}"));
+    }
+
+    /// Applies a Project in the organization's control namespace, once the
+    /// operator has created that namespace.
+    pub async fn apply_project(&self, org: &str, name: &str, spec: Value) {
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
+        let ns = format!("cmp-{org}");
+        eventually(&format!("namespace {ns}"), CONVERGE, || async {
+            namespaces.get_opt(&ns).await.ok()?
+        })
+        .await;
+        let project = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project",
+            "metadata": {"name": name, "namespace": format!("cmp-{org}")},
+            "spec": spec,
+        });
+        self.projects(org)
+            .patch(
+                name,
+                &PatchParams::apply("cmp-tests").force(),
+                &Patch::Apply(project),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying Project {name}: {e}"));
+    }
+
+    pub fn projects(&self, org: &str) -> Api<Project> {
+        Api::namespaced(self.client.clone(), &format!("cmp-{org}"))
+    }
+
+    pub fn wallets(&self, org: &str) -> Api<Wallet> {
+        Api::namespaced(self.client.clone(), &format!("cmp-{org}"))
+    }
+
+    /// Waits until the Organization reports `Ready=True` for its current generation.
+    pub async fn org_ready(&self, name: &str) -> Organization {
+        let api = Api::<Organization>::all(self.client.clone());
+        eventually(&format!("Organization {name} Ready"), CONVERGE, || async {
+            let org = api.get_opt(name).await.ok().flatten()?;
+            let status = org.status.as_ref()?;
+            let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
+            (ready.status == "True" && ready.observed_generation == org.metadata.generation)
+                .then_some(org)
+        })
+        .await
+    }
+
+    /// Waits until the Project reports `Ready=True` for its current generation.
+    pub async fn project_ready(&self, org: &str, name: &str) -> Project {
+        let api = self.projects(org);
+        eventually(&format!("Project {name} Ready"), CONVERGE, || async {
+            let project = api.get_opt(name).await.ok().flatten()?;
+            let status = project.status.as_ref()?;
+            let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
+            (ready.status == "True" && ready.observed_generation == project.metadata.generation)
+                .then_some(project)
+        })
+        .await
+    }
+}
+
+/// A running `cmp-operator` process, killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub health: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    fn start(run: &str, identity: &str, extra: &[&str]) -> Self {
+        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::env::temp_dir().join(format!("{run}-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cmp-operator"))
+            .env("KUBECONFIG", test_kubeconfig())
+            .env("RUST_LOG", "info,cmp_operator=debug")
+            .args(["--organization-selector", &format!("{RUN_LABEL}={run}")])
+            .args(["--lease-name", &format!("cmp-operator-{run}")])
+            .args(["--identity", identity])
+            .args(["--health-addr", &health.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("cmp-operator starts");
+        Self { child, health, log }
+    }
+
+    /// Its log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operator's /metrics text, if it serves.
+    pub async fn metrics(&self) -> Option<String> {
+        match http_get(self.health, "/metrics").await {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The API writes it made so far (sum of `cmp_operator_api_writes_total`).
+    pub async fn writes(&self) -> u64 {
+        let metrics = self.metrics().await.unwrap_or_default();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("cmp_operator_api_writes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Writes to kinds other than the admission policy (which every operator applies at start).
+    pub async fn tenant_writes(&self) -> u64 {
+        let metrics = self.metrics().await.unwrap_or_default();
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("cmp_operator_api_writes_total{")
+                    && !l.contains("ValidatingAdmissionPolicy")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Kills it at once (SIGKILL): no graceful release of its lease.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Operator {
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("operator exits")
+    }
+}
+
+/// Sets `cmp.gsv.dev/reconcile-requested-at` on an object and waits until
+/// its status says the request was handled.
+pub async fn request_reconcile<K>(
+    api: &Api<K>,
+    name: &str,
+    value: &str,
+    handled: impl Fn(&K) -> Option<String>,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"annotations": {"cmp.gsv.dev/reconcile-requested-at": value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+    eventually(
+        &format!("reconcile request {value} of {name} handled"),
+        CONVERGE,
+        || async {
+            let object = api.get(name).await.ok()?;
+            (handled(&object).as_deref() == Some(value)).then_some(())
+        },
+    )
+    .await;
+}
