@@ -231,10 +231,7 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
         "only the two statuses recording the handled requests were written"
     );
 
-    Api::<Organization>::all(w.client.clone())
-        .delete(&org, &DeleteParams::default())
-        .await
-        .expect("cleanup");
+    w.delete_org(&org).await;
 }
 
 #[tokio::test]
@@ -281,10 +278,7 @@ async fn deleted_and_edited_children_are_repaired() {
         operator.log().contains("applied"),
         "the operator logged its repairs"
     );
-    Api::<Organization>::all(w.client.clone())
-        .delete(&org, &DeleteParams::default())
-        .await
-        .expect("cleanup");
+    w.delete_org(&org).await;
 }
 
 #[tokio::test]
@@ -350,7 +344,5 @@ async fn starter_credits_are_granted_once_across_restarts_and_wallet_recreation(
         recreated.spec.grants.is_empty(),
         "starter credits are granted once in an organization's life"
     );
-    orgs.delete(&org, &DeleteParams::default())
-        .await
-        .expect("cleanup");
+    w.delete_org(&org).await;
 }

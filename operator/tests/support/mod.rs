@@ -94,6 +94,23 @@ impl World {
             .unwrap_or_else(|e| panic!("applying Project {name}: {e}"));
     }
 
+    /// Deletes an Organization and waits until it is gone (its finalizer
+    /// handled), so that the test leaves nothing stuck behind.
+    pub async fn delete_org(&self, name: &str) {
+        let api = Api::<Organization>::all(self.client.clone());
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => panic!("deleting Organization {name}: {e}"),
+        }
+        eventually(
+            &format!("Organization {name} to be gone"),
+            CONVERGE,
+            || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
+        )
+        .await;
+    }
+
     pub fn projects(&self, org: &str) -> Api<Project> {
         Api::namespaced(self.client.clone(), &format!("cmp-{org}"))
     }
