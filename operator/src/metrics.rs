@@ -30,7 +30,7 @@ pub struct ErrorLabels {
 pub struct WriteLabels {
     /// The written kind.
     pub kind: String,
-    /// `apply`, `apply_status`, `replace_status` or `delete`.
+    /// `apply`, `apply_status`, `patch_status` or `delete`.
     pub verb: String,
 }
 

@@ -98,20 +98,33 @@ pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorSt
     next
 }
 
-/// The Wallet with its stale meters folded into the compacted total, ready
-/// to replace the status (it keeps the resourceVersion that was read), or
-/// `None` when no meter is stale.
-pub fn compacted(wallet: &Wallet, now: Timestamp, stale_after: SignedDuration) -> Option<Wallet> {
+/// A JSON patch of the status subresource that folds the stale meters into
+/// the compacted total, or `None` when no meter is stale. It first tests the
+/// resourceVersion that was read, so a concurrent meter write makes it fail
+/// instead of losing that write; it removes only the stale entries (by index,
+/// from the last) and leaves every other meter byte for byte as its replica
+/// wrote it, so each replica keeps owning its own entry.
+pub fn compaction_patch(
+    wallet: &Wallet,
+    now: Timestamp,
+    stale_after: SignedDuration,
+) -> Option<json_patch::Patch> {
     let status = wallet.status.as_ref()?;
-    let (meters, total) =
-        credits::compact(&status.meters, status.compacted.as_ref(), now, stale_after)?;
-    let mut next = wallet.clone();
-    // Let the API server keep computing field ownership (the gateways own their meters).
-    next.metadata.managed_fields = None;
-    let next_status = next.status.get_or_insert_with(WalletStatus::default);
-    next_status.meters = meters;
-    next_status.compacted = Some(total);
-    Some(next)
+    let (_, total) = credits::compact(&status.meters, status.compacted.as_ref(), now, stale_after)?;
+    let mut ops = vec![serde_json::json!({
+        "op": "test", "path": "/metadata/resourceVersion", "value": wallet.metadata.resource_version,
+    })];
+    for (index, _) in status
+        .meters
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, m)| credits::meter_is_stale(m, now, stale_after))
+    {
+        ops.push(serde_json::json!({"op": "remove", "path": format!("/status/meters/{index}")}));
+    }
+    ops.push(serde_json::json!({"op": "add", "path": "/status/compacted", "value": total}));
+    serde_json::from_value(serde_json::Value::Array(ops)).ok()
 }
 
 /// When to look at the Wallet again: when the next lease expires (the
@@ -202,27 +215,45 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_the_balance() {
-        let w = wallet(
+    fn the_compaction_patch_removes_only_stale_meters_and_keeps_the_balance() {
+        let mut w = wallet(
             1000,
             vec![
-                meter("gone", 300, 0, 0, 0),
+                meter("gone-1", 300, 0, 0, 0),
                 meter("live", 50, 5000, 10, 9000),
+                meter("gone-2", 7, 10, 0, 0),
             ],
         );
+        w.metadata.resource_version = Some("42".into());
         let stale_after = SignedDuration::from_secs(3600);
         let before = status(&w, 100, at(6000));
-        let folded = compacted(&w, at(6000), stale_after).expect("one meter is stale");
+        let patch = compaction_patch(&w, at(6000), stale_after).expect("two meters are stale");
+        let ops = serde_json::to_value(&patch).expect("json");
+        assert_eq!(
+            ops[0],
+            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
+        );
+        assert_eq!(
+            ops[1]["path"], "/status/meters/2",
+            "removed from the last index first"
+        );
+        assert_eq!(ops[2]["path"], "/status/meters/0");
+
+        let mut folded = serde_json::to_value(&w).expect("json");
+        json_patch::patch(&mut folded, &patch).expect("the patch applies");
+        let folded: Wallet = serde_json::from_value(folded).expect("a wallet");
         let meters = &folded.status.as_ref().expect("status").meters;
-        assert_eq!(meters.len(), 1);
-        assert_eq!(meters[0].name, "live");
+        assert_eq!(
+            meters.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["live"]
+        );
         let after = status(&folded, 100, at(6000));
         assert_eq!(
             (before.balance, before.consumed, before.leased),
             (after.balance, after.consumed, after.leased)
         );
         assert!(
-            compacted(&folded, at(6000), stale_after).is_none(),
+            compaction_patch(&folded, at(6000), stale_after).is_none(),
             "nothing left to fold"
         );
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cmp_crds::Wallet;
 use cmp_crds::names::organization_of_control_namespace;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
@@ -63,17 +63,31 @@ async fn converge(wallet: &Wallet, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
     let stale_after = SignedDuration::from_secs(ctx.config.meter_stale_after_seconds);
     if !requests.paused
-        && let Some(compacted) = desired::compacted(wallet, now, stale_after)
+        && let Some(patch) = desired::compaction_patch(wallet, now, stale_after)
     {
         let name = wallet.name_any();
-        ctx.metrics.write(KIND, "replace_status");
-        // A replace with the resourceVersion we read: a concurrent meter write makes it fail with 409, and we retry.
-        api.replace_status(&name, &PostParams::default(), &compacted)
+        ctx.metrics.write(KIND, "patch_status");
+        let params = PatchParams {
+            field_manager: Some(cmp_crds::names::OPERATOR_MANAGER.into()),
+            ..Default::default()
+        };
+        match api
+            .patch_status(&name, &params, &Patch::<()>::Json(patch))
             .await
-            .map_err(Error::kube(format!(
-                "folding stale meters of Wallet {namespace}/{name}"
-            )))?;
-        tracing::info!(wallet = %key(wallet), "folded stale gateway meters into the compacted total");
+        {
+            Ok(_) => {
+                tracing::info!(wallet = %key(wallet), "folded stale gateway meters into the compacted total")
+            }
+            // The resourceVersion test failed: a replica wrote meanwhile. Read again and retry.
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => {
+                tracing::debug!(wallet = %key(wallet), "wallet changed while folding meters; retrying");
+            }
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "folding stale meters of Wallet {namespace}/{name}"
+                ))(e));
+            }
+        }
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
