@@ -162,6 +162,10 @@ async fn up() -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| root().join("target"));
     let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
         .env("KUBECONFIG", plane.kubeconfig())
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -181,7 +185,10 @@ async fn up() -> anyhow::Result<ExitCode> {
         eprintln!("applied {name} ({} objects)", applied.len());
     }
     print_usage(&plane);
-    eprintln!("cmp-operator is running against it. Ctrl-C stops everything.");
+    report_readiness(&client).await;
+    eprintln!(
+        "cmp-operator is running against it (metrics on http://127.0.0.1:8080/metrics). Ctrl-C stops everything."
+    );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => eprintln!("stopping ..."),
         status = operator.wait() => eprintln!("cmp-operator exited: {status:?}"),
@@ -192,22 +199,70 @@ async fn up() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates the namespaces that namespaced examples live in, when absent.
-///
-/// The operator creates control namespaces itself once it reconciles
-/// Organizations; this keeps `up` working before that.
+/// Waits for the namespaces that namespaced examples live in: the operator
+/// creates each organization's control namespace from its Organization.
 async fn ensure_namespaces(client: &kube::Client, name: &str, yaml: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Namespace;
-    use kube::api::{Api, Patch, PatchParams};
+    use kube::api::Api;
     let api: Api<Namespace> = Api::all(client.clone());
     for object in cmp_testenv::apply::parse_documents(name, yaml)? {
-        if let Some(ns) = object.metadata.namespace
-            && api.get_opt(&ns).await?.is_none()
-        {
-            let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            api.patch(&ns, &PatchParams::apply(MANAGER), &Patch::Apply(namespace))
-                .await?;
+        let Some(ns) = object.metadata.namespace else {
+            continue;
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while api.get_opt(&ns).await?.is_none() {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "namespace {ns} (for {name}) did not appear within 60s: is its Organization in examples/, and is cmp-operator running? see its log above"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
     Ok(())
+}
+
+/// Waits (a while) for the example Organizations and Projects to be Ready and says so.
+async fn report_readiness(client: &kube::Client) {
+    use cmp_crds::{Organization, Project};
+    use kube::api::{Api, ListParams};
+    let ready = |conditions: Option<
+        &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    >| { conditions.is_some_and(|c| cmp_crds::conditions::is_true(c, "Ready")) };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let orgs = Api::<Organization>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let projects = Api::<Project>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let pending = orgs
+            .iter()
+            .filter(|o| !ready(o.status.as_ref().map(|s| &s.conditions)))
+            .count()
+            + projects
+                .iter()
+                .filter(|p| !ready(p.status.as_ref().map(|s| &s.conditions)))
+                .count();
+        if pending == 0 {
+            eprintln!(
+                "{} organization(s) and {} project(s) are Ready (kubectl get cmp -A)",
+                orgs.len(),
+                projects.len()
+            );
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            eprintln!(
+                "{pending} organization(s)/project(s) are not Ready yet; see `kubectl get cmp -A` and the operator log"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
