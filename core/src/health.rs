@@ -28,9 +28,7 @@ impl Readiness {
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     /// The address could not be bound.
-    #[error(
-        "cannot listen on {addr}: {source}; choose another address with the health/metrics address flag"
-    )]
+    #[error("cannot listen on {addr}: {source}; choose another address with the health/metrics address flag")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -44,18 +42,11 @@ pub enum HealthError {
 
 /// The routes `/healthz` and `/readyz`; merge more (such as `/metrics`) into it.
 pub fn router(readiness: Readiness) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(readiness)
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(readiness)
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
+    if readiness.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
 }
 
 /// Binds `addr` and serves `router` until `shutdown` completes.
@@ -64,15 +55,10 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HealthError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| HealthError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %local, "serving /healthz and /readyz");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HealthError::Serve)
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(HealthError::Serve)
 }
 
 /// Serves `/healthz` and `/readyz` (ready at once) on `addr` until SIGTERM
@@ -90,32 +76,18 @@ mod tests {
     async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut response = String::new();
         stream.read_to_string(&mut response).await.expect("read");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (
-            status,
-            response
-                .rsplit("\r\n\r\n")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        )
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, response.rsplit("\r\n\r\n").next().unwrap_or_default().to_string())
     }
 
     #[tokio::test]
     async fn healthz_is_ok_and_readyz_follows_readiness_over_real_http() {
         let readiness = Readiness::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -136,13 +108,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_taken_port_is_a_clear_error() {
-        let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = taken.local_addr().expect("addr");
-        let error = serve(addr, router(Readiness::default()), async {})
-            .await
-            .expect_err("port is taken");
+        let error = serve(addr, router(Readiness::default()), async {}).await.expect_err("port is taken");
         assert!(error.to_string().contains(&addr.to_string()), "{error}");
     }
 }

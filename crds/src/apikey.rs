@@ -63,9 +63,7 @@ pub struct ParsedKey<'a> {
 }
 
 fn random_base62(rng: &mut impl Rng, len: usize) -> String {
-    (0..len)
-        .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)
-        .collect()
+    (0..len).map(|_| BASE62[rng.random_range(0..BASE62.len())] as char).collect()
 }
 
 fn is_base62(s: &str) -> bool {
@@ -83,18 +81,13 @@ pub fn generate_with(rng: &mut impl Rng) -> GeneratedKey {
     let secret = random_base62(rng, SECRET_LEN);
     let plaintext = format!("{PREFIX}_{public_id}_{secret}");
     let hash = hash(&plaintext);
-    GeneratedKey {
-        public_id,
-        plaintext,
-        hash,
-    }
+    GeneratedKey { public_id, plaintext, hash }
 }
 
 /// Splits a key into its public id and secret, checking the format.
 pub fn parse(key: &str) -> Result<ParsedKey<'_>, ApiKeyError> {
     let mut parts = key.split('_');
-    let (Some(PREFIX), Some(public_id), Some(secret), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(PREFIX), Some(public_id), Some(secret), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ApiKeyError::Malformed);
     };
@@ -109,10 +102,7 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, ApiKeyError> {
 
 /// The stored form of a key: `sha256:<64 hex>` of the whole key.
 pub fn hash(key: &str) -> String {
-    format!(
-        "{HASH_PREFIX}{}",
-        hex::encode(Sha256::digest(key.as_bytes()))
-    )
+    format!("{HASH_PREFIX}{}", hex::encode(Sha256::digest(key.as_bytes())))
 }
 
 /// True when `key` is well-formed and hashes to `stored` (compared in constant time).
@@ -121,12 +111,7 @@ pub fn verify(key: &str, stored: &str) -> bool {
         return false;
     }
     let computed = hash(key);
-    computed.len() == stored.len()
-        && computed
-            .bytes()
-            .zip(stored.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    computed.len() == stored.len() && computed.bytes().zip(stored.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 #[cfg(test)]
@@ -162,14 +147,8 @@ mod tests {
         assert_eq!(parse("sk_abc_def"), Err(ApiKeyError::Malformed));
         assert_eq!(parse(&format!("{good}_extra")), Err(ApiKeyError::Malformed));
         assert_eq!(parse("cmp_short_x"), Err(ApiKeyError::BadPublicId));
-        assert_eq!(
-            parse(&format!("cmp_{}_{}", "A".repeat(12), "b".repeat(42))),
-            Err(ApiKeyError::BadSecret)
-        );
-        assert_eq!(
-            parse(&format!("cmp_{}_{}", "A-".repeat(6), "b".repeat(43))),
-            Err(ApiKeyError::BadPublicId)
-        );
+        assert_eq!(parse(&format!("cmp_{}_{}", "A".repeat(12), "b".repeat(42))), Err(ApiKeyError::BadSecret));
+        assert_eq!(parse(&format!("cmp_{}_{}", "A-".repeat(6), "b".repeat(43))), Err(ApiKeyError::BadPublicId));
     }
 
     #[test]

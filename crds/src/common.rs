@@ -23,18 +23,13 @@ pub(crate) const DNS_LABEL_RULE: &str = "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0
 
 /// Schema for `status.conditions`: a list of `metav1.Condition` merged per `type`.
 pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut schema =
-        generator.subschema_for::<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>();
+    let mut schema = generator.subschema_for::<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>();
     let object = schema.ensure_object();
     object.insert("x-kubernetes-list-type".into(), "map".into());
-    object.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
+    object.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     object.insert(
         "description".into(),
-        "The latest observations of the object's state, one per condition type (standard metav1.Condition)."
-            .into(),
+        "The latest observations of the object's state, one per condition type (standard metav1.Condition).".into(),
     );
     schema
 }

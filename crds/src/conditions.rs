@@ -37,8 +37,7 @@ pub fn set_condition(
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(existing) => {
             let transitioned = existing.status != new.status;
-            let changed =
-                transitioned || existing.reason != new.reason || existing.message != new.message;
+            let changed = transitioned || existing.reason != new.reason || existing.message != new.message;
             if transitioned {
                 existing.last_transition_time = now;
             }
@@ -82,23 +81,13 @@ mod tests {
     }
 
     fn ready(status: &'static str, reason: &'static str, message: &str) -> NewCondition<'static> {
-        NewCondition {
-            type_: "Ready",
-            status,
-            reason,
-            message: message.to_string(),
-        }
+        NewCondition { type_: "Ready", status, reason, message: message.to_string() }
     }
 
     #[test]
     fn adding_a_condition_stamps_time_and_generation() {
         let mut conditions = Vec::new();
-        assert!(set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "ok"),
-            Some(3),
-            at(10)
-        ));
+        assert!(set_condition(&mut conditions, ready(TRUE, "Reconciled", "ok"), Some(3), at(10)));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].observed_generation, Some(3));
@@ -107,18 +96,8 @@ mod tests {
     #[test]
     fn same_status_keeps_last_transition_time_but_updates_generation_and_message() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "ok"),
-            Some(1),
-            at(10),
-        );
-        let changed = set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "still ok"),
-            Some(2),
-            at(20),
-        );
+        set_condition(&mut conditions, ready(TRUE, "Reconciled", "ok"), Some(1), at(10));
+        let changed = set_condition(&mut conditions, ready(TRUE, "Reconciled", "still ok"), Some(2), at(20));
         assert!(changed, "a new message is a change");
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].observed_generation, Some(2));
@@ -128,36 +107,16 @@ mod tests {
     #[test]
     fn identical_condition_is_not_a_change() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "ok"),
-            Some(1),
-            at(10),
-        );
-        assert!(!set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "ok"),
-            Some(1),
-            at(30)
-        ));
+        set_condition(&mut conditions, ready(TRUE, "Reconciled", "ok"), Some(1), at(10));
+        assert!(!set_condition(&mut conditions, ready(TRUE, "Reconciled", "ok"), Some(1), at(30)));
         assert_eq!(conditions[0].last_transition_time, at(10));
     }
 
     #[test]
     fn status_change_moves_last_transition_time() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "ok"),
-            Some(1),
-            at(10),
-        );
-        set_condition(
-            &mut conditions,
-            ready(FALSE, "NamespaceMissing", "gone"),
-            Some(1),
-            at(40),
-        );
+        set_condition(&mut conditions, ready(TRUE, "Reconciled", "ok"), Some(1), at(10));
+        set_condition(&mut conditions, ready(FALSE, "NamespaceMissing", "gone"), Some(1), at(40));
         assert_eq!(conditions[0].last_transition_time, at(40));
         assert_eq!(conditions[0].status, FALSE);
         assert!(!is_true(&conditions, "Ready"));
@@ -166,24 +125,11 @@ mod tests {
     #[test]
     fn conditions_of_other_types_are_left_alone() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(TRUE, "Reconciled", "ok"),
-            Some(1),
-            at(10),
-        );
-        let funded = NewCondition {
-            type_: "Funded",
-            status: FALSE,
-            reason: "Exhausted",
-            message: "0".into(),
-        };
+        set_condition(&mut conditions, ready(TRUE, "Reconciled", "ok"), Some(1), at(10));
+        let funded = NewCondition { type_: "Funded", status: FALSE, reason: "Exhausted", message: "0".into() };
         set_condition(&mut conditions, funded, Some(1), at(20));
         assert_eq!(conditions.len(), 2);
         assert!(is_true(&conditions, "Ready"));
-        assert_eq!(
-            find(&conditions, "Funded").map(|c| c.reason.as_str()),
-            Some("Exhausted")
-        );
+        assert_eq!(find(&conditions, "Funded").map(|c| c.reason.as_str()), Some("Exhausted"));
     }
 }

@@ -25,11 +25,7 @@ pub struct Figures {
 
 /// Credits consumed: the compacted total plus every meter.
 pub fn consumed(meters: &[Meter], compacted: Option<&CompactedUsage>) -> i64 {
-    meters
-        .iter()
-        .fold(compacted.map_or(0, |c| c.consumed), |sum, m| {
-            sum.saturating_add(m.consumed.max(0))
-        })
+    meters.iter().fold(compacted.map_or(0, |c| c.consumed), |sum, m| sum.saturating_add(m.consumed.max(0)))
 }
 
 /// True when the meter's lease still holds credits at `now`. A lease without
@@ -40,27 +36,14 @@ pub fn lease_is_live(meter: &Meter, now: Timestamp) -> bool {
 
 /// Credits held by live leases.
 pub fn leased(meters: &[Meter], now: Timestamp) -> i64 {
-    meters
-        .iter()
-        .filter(|m| lease_is_live(m, now))
-        .fold(0i64, |sum, m| sum.saturating_add(m.lease))
+    meters.iter().filter(|m| lease_is_live(m, now)).fold(0i64, |sum, m| sum.saturating_add(m.lease))
 }
 
 /// Computes a Wallet's figures at `now`.
-pub fn figures(
-    grants: &[Grant],
-    meters: &[Meter],
-    compacted: Option<&CompactedUsage>,
-    now: Timestamp,
-) -> Figures {
+pub fn figures(grants: &[Grant], meters: &[Meter], compacted: Option<&CompactedUsage>, now: Timestamp) -> Figures {
     let consumed = consumed(meters, compacted);
     let granted = granted_after_expiry(grants, consumed, now);
-    Figures {
-        granted,
-        consumed,
-        balance: granted.saturating_sub(consumed),
-        leased: leased(meters, now),
-    }
+    Figures { granted, consumed, balance: granted.saturating_sub(consumed), leased: leased(meters, now) }
 }
 
 /// Sum of grants less the unused part of expired grants, when `consumed`
@@ -123,9 +106,7 @@ pub fn compact(
     now: Timestamp,
     stale_after: SignedDuration,
 ) -> Option<(Vec<Meter>, CompactedUsage)> {
-    let (stale, live): (Vec<&Meter>, Vec<&Meter>) = meters
-        .iter()
-        .partition(|m| meter_is_stale(m, now, stale_after));
+    let (stale, live): (Vec<&Meter>, Vec<&Meter>) = meters.iter().partition(|m| meter_is_stale(m, now, stale_after));
     if stale.is_empty() {
         return None;
     }
@@ -162,13 +143,7 @@ mod tests {
         }
     }
 
-    fn meter(
-        name: &str,
-        consumed: i64,
-        lease: i64,
-        lease_expires: Option<i64>,
-        updated: Option<i64>,
-    ) -> Meter {
+    fn meter(name: &str, consumed: i64, lease: i64, lease_expires: Option<i64>, updated: Option<i64>) -> Meter {
         Meter {
             name: name.into(),
             consumed,
@@ -182,39 +157,17 @@ mod tests {
     #[test]
     fn balance_is_grants_minus_meters_and_compacted() {
         let grants = [grant("starter", 1000, None), grant("order-1", 500, None)];
-        let meters = [
-            meter("a", 100, 0, None, Some(10)),
-            meter("b", 50, 0, None, Some(10)),
-        ];
-        let compacted = CompactedUsage {
-            consumed: 25,
-            runs: 25,
-            meters: vec!["old".into()],
-        };
+        let meters = [meter("a", 100, 0, None, Some(10)), meter("b", 50, 0, None, Some(10))];
+        let compacted = CompactedUsage { consumed: 25, runs: 25, meters: vec!["old".into()] };
         let f = figures(&grants, &meters, Some(&compacted), at(100));
-        assert_eq!(
-            f,
-            Figures {
-                granted: 1500,
-                consumed: 175,
-                balance: 1325,
-                leased: 0
-            }
-        );
+        assert_eq!(f, Figures { granted: 1500, consumed: 175, balance: 1325, leased: 0 });
     }
 
     #[test]
     fn only_live_leases_count() {
-        let meters = [
-            meter("a", 0, 30, Some(200), None),
-            meter("b", 0, 20, Some(50), None),
-            meter("c", 0, 5, None, None),
-        ];
-        assert_eq!(
-            leased(&meters, at(100)),
-            35,
-            "b's lease expired; c's has no expiry and counts"
-        );
+        let meters =
+            [meter("a", 0, 30, Some(200), None), meter("b", 0, 20, Some(50), None), meter("c", 0, 5, None, None)];
+        assert_eq!(leased(&meters, at(100)), 35, "b's lease expired; c's has no expiry and counts");
     }
 
     #[test]
@@ -225,11 +178,7 @@ mod tests {
         let before = figures(&grants, &meters, None, at(10));
         assert_eq!((before.granted, before.balance), (1100, 1070));
         let after = figures(&grants, &meters, None, at(60));
-        assert_eq!(
-            (after.granted, after.balance),
-            (1030, 1000),
-            "70 unused promo credits expired"
-        );
+        assert_eq!((after.granted, after.balance), (1030, 1000), "70 unused promo credits expired");
     }
 
     #[test]
@@ -237,11 +186,7 @@ mod tests {
         let grants = [grant("lasting", 1000, None), grant("promo", 100, Some(50))];
         let meters = [meter("a", 300, 0, None, None)];
         let f = figures(&grants, &meters, None, at(60));
-        assert_eq!(
-            (f.granted, f.balance),
-            (1100, 800),
-            "the promo was fully used before it expired"
-        );
+        assert_eq!((f.granted, f.balance), (1100, 800), "the promo was fully used before it expired");
     }
 
     #[test]
@@ -257,47 +202,16 @@ mod tests {
     #[test]
     fn a_meter_with_a_live_lease_is_never_stale() {
         let stale_after = SignedDuration::from_secs(3600);
-        assert!(meter_is_stale(
-            &meter("gone", 10, 0, None, Some(0)),
-            at(7200),
-            stale_after
-        ));
-        assert!(!meter_is_stale(
-            &meter("recent", 10, 0, None, Some(7000)),
-            at(7200),
-            stale_after
-        ));
-        assert!(!meter_is_stale(
-            &meter("leased", 10, 5, Some(9000), Some(0)),
-            at(7200),
-            stale_after
-        ));
-        assert!(meter_is_stale(
-            &meter("expired-lease", 10, 5, Some(100), Some(0)),
-            at(7200),
-            stale_after
-        ));
-        assert!(
-            compact(
-                &[meter("recent", 1, 0, None, Some(7000))],
-                None,
-                at(7200),
-                stale_after
-            )
-            .is_none()
-        );
+        assert!(meter_is_stale(&meter("gone", 10, 0, None, Some(0)), at(7200), stale_after));
+        assert!(!meter_is_stale(&meter("recent", 10, 0, None, Some(7000)), at(7200), stale_after));
+        assert!(!meter_is_stale(&meter("leased", 10, 5, Some(9000), Some(0)), at(7200), stale_after));
+        assert!(meter_is_stale(&meter("expired-lease", 10, 5, Some(100), Some(0)), at(7200), stale_after));
+        assert!(compact(&[meter("recent", 1, 0, None, Some(7000))], None, at(7200), stale_after).is_none());
     }
 
     fn arb_meter() -> impl Strategy<Value = Meter> {
-        (
-            0i64..1_000_000,
-            0i64..1000,
-            proptest::option::of(0i64..20_000),
-            proptest::option::of(0i64..20_000),
-        )
-            .prop_map(|(consumed, lease, lease_expires, updated)| {
-                meter("m", consumed, lease, lease_expires, updated)
-            })
+        (0i64..1_000_000, 0i64..1000, proptest::option::of(0i64..20_000), proptest::option::of(0i64..20_000))
+            .prop_map(|(consumed, lease, lease_expires, updated)| meter("m", consumed, lease, lease_expires, updated))
     }
 
     proptest! {

@@ -27,40 +27,17 @@ use crate::common::{DNS_LABEL_RULE, DeletionPolicy, conditions_schema, is_false}
     printcolumn(name = "Offering", type_ = "string", json_path = ".spec.offering"),
     printcolumn(name = "Plan", type_ = "string", json_path = ".spec.plan"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Version",
-        type_ = "string",
-        json_path = ".spec.version",
-        priority = 1
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version", priority = 1),
     printcolumn(
         name = "Synced",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Synced\")].status",
         priority = 1
     ),
-    printcolumn(
-        name = "Endpoint",
-        type_ = "string",
-        json_path = ".status.endpoint",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Commit",
-        type_ = "string",
-        json_path = ".status.gitops.commit",
-        priority = 1
-    )
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1),
+    printcolumn(name = "Commit", type_ = "string", json_path = ".status.gitops.commit", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceSpec {

@@ -32,18 +32,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 /// Every CustomResourceDefinition of the API, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![
-        Organization::crd(),
-        Project::crd(),
-        Offering::crd(),
-        Instance::crd(),
-        Wallet::crd(),
-    ]
+    vec![Organization::crd(), Project::crd(), Offering::crd(), Instance::crd(), Wallet::crd()]
 }
 
 /// The header of every generated CRD file.
-pub const GENERATED_HEADER: &str =
-    "# Generated from crds/src by `cargo run -p cmp-crdgen`. Do not edit.\n";
+pub const GENERATED_HEADER: &str = "# Generated from crds/src by `cargo run -p cmp-crdgen`. Do not edit.\n";
 
 /// The generated CRD files: `(file name, YAML)`, one per kind, named
 /// `<kind>.yaml` in lower case. `crdgen` writes them to `crds/` and to the
@@ -53,10 +46,7 @@ pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
         .into_iter()
         .map(|crd| {
             let file = format!("{}.yaml", crd.spec.names.kind.to_lowercase());
-            Ok((
-                file,
-                format!("{GENERATED_HEADER}{}", serde_yaml::to_string(&crd)?),
-            ))
+            Ok((file, format!("{GENERATED_HEADER}{}", serde_yaml::to_string(&crd)?)))
         })
         .collect()
 }

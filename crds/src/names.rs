@@ -28,9 +28,7 @@ pub fn control_namespace(organization: &str) -> String {
 
 /// The Organization a control namespace belongs to, if it is one of ours.
 pub fn organization_of_control_namespace(namespace: &str) -> Option<&str> {
-    namespace
-        .strip_prefix(NAMESPACE_PREFIX)
-        .filter(|org| !org.is_empty())
+    namespace.strip_prefix(NAMESPACE_PREFIX).filter(|org| !org.is_empty())
 }
 
 /// The runtime namespace of a Project: `cmp-<org>-<project>`, or, when that is
@@ -58,8 +56,7 @@ mod tests {
     fn is_dns_label(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= MAX_NAMESPACE_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     }

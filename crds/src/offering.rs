@@ -20,34 +20,13 @@ use crate::common::{conditions_schema, is_false};
     status = "OfferingStatus",
     derive = "PartialEq",
     doc = "An agent sold in the catalog: the runtime it needs, its versions (flow artifacts pinned by sha256) and its plans (price per run, included credits, rate limit, timeout, Saleor SKU). Instances subscribe a Project to one version and one plan.",
-    printcolumn(
-        name = "Display Name",
-        type_ = "string",
-        json_path = ".spec.displayName"
-    ),
+    printcolumn(name = "Display Name", type_ = "string", json_path = ".spec.displayName"),
     printcolumn(name = "Publisher", type_ = "string", json_path = ".spec.publisher"),
-    printcolumn(
-        name = "Runtime API",
-        type_ = "string",
-        json_path = ".spec.runtime.api"
-    ),
+    printcolumn(name = "Runtime API", type_ = "string", json_path = ".spec.runtime.api"),
     printcolumn(name = "Latest", type_ = "string", json_path = ".status.latestVersion"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Image",
-        type_ = "string",
-        json_path = ".spec.runtime.image",
-        priority = 1
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.runtime.image", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OfferingSpec {

@@ -68,9 +68,7 @@ pub struct OrganizationSpec {
 }
 
 /// Whether a subject is a single user or a group, as the OIDC identity provider names them.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
 pub enum SubjectKind {
     /// A single user (the OIDC `sub` or user name the API server sees).
     #[default]
@@ -92,9 +90,7 @@ pub struct Subject {
 }
 
 /// What a member may do.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
 pub enum Role {
     /// Everything a developer can do, plus managing the organization's members and projects.
     Admin,

@@ -27,28 +27,10 @@ pub const MAX_GRANTS: usize = 400;
     doc = "Prepaid credits. Grants are appended to spec (starter credits by the operator, paid top-ups by the provisioner, manual grants and refunds by an admin) and never edited or removed; each gateway replica records its consumption in its own entry of status.meters. balance = granted - consumed.",
     printcolumn(name = "Balance", type_ = "integer", json_path = ".status.balance"),
     printcolumn(name = "Leased", type_ = "integer", json_path = ".status.leased"),
-    printcolumn(
-        name = "Funded",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Funded\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Granted",
-        type_ = "integer",
-        json_path = ".status.granted",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Consumed",
-        type_ = "integer",
-        json_path = ".status.consumed",
-        priority = 1
-    ),
+    printcolumn(name = "Funded", type_ = "string", json_path = ".status.conditions[?(@.type==\"Funded\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Granted", type_ = "integer", json_path = ".status.granted", priority = 1),
+    printcolumn(name = "Consumed", type_ = "integer", json_path = ".status.consumed", priority = 1),
     printcolumn(
         name = "Reason",
         type_ = "string",

@@ -30,21 +30,13 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 
 async fn setup(prefix: &str) -> (kube::Client, TestNamespace) {
     let client = test_client().await;
-    install_crds(&client, &cmp_crds::all_crds(), "cmp-tests")
-        .await
-        .expect("CRDs install");
-    let ns = TestNamespace::create(&client, prefix)
-        .await
-        .expect("test namespace");
+    install_crds(&client, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs install");
+    let ns = TestNamespace::create(&client, prefix).await.expect("test namespace");
     (client, ns)
 }
 
 fn options(ns: &TestNamespace, dry_run: bool) -> ApplyOptions {
-    ApplyOptions {
-        field_manager: "cmp-tests".into(),
-        dry_run,
-        namespace: Some(ns.name.clone()),
-    }
+    ApplyOptions { field_manager: "cmp-tests".into(), dry_run, namespace: Some(ns.name.clone()) }
 }
 
 fn kubectl_output(args: &[&str]) -> String {
@@ -54,11 +46,7 @@ fn kubectl_output(args: &[&str]) -> String {
         .output()
         .expect("kubectl runs");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     stdout
 }
 
@@ -78,11 +66,7 @@ async fn every_example_is_accepted() {
     }
     kinds.sort();
     kinds.dedup();
-    assert_eq!(
-        kinds,
-        ["Instance", "Offering", "Organization", "Project", "Wallet"],
-        "examples cover every kind"
-    );
+    assert_eq!(kinds, ["Instance", "Offering", "Organization", "Project", "Wallet"], "examples cover every kind");
     ns.delete().await.expect("cleanup");
 }
 
@@ -113,12 +97,7 @@ async fn every_invalid_example_is_refused_with_its_message() {
             Some(before) => Some(
                 apply_object(&client, before, &options(&ns, false))
                     .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "{}: the first document must be accepted: {e}",
-                            file.display()
-                        )
-                    }),
+                    .unwrap_or_else(|e| panic!("{}: the first document must be accepted: {e}", file.display())),
             ),
             None => None,
         };
@@ -127,11 +106,7 @@ async fn every_invalid_example_is_refused_with_its_message() {
             .err()
             .unwrap_or_else(|| panic!("{} was accepted; expected: {expected}", file.display()));
         let message = error.to_string();
-        assert!(
-            message.contains(&expected),
-            "{}: expected {expected:?} in the error, got: {message}",
-            file.display()
-        );
+        assert!(message.contains(&expected), "{}: expected {expected:?} in the error, got: {message}", file.display());
         if let Some(stored_before) = stored_before {
             let api: Api<DynamicObject> = Api::namespaced_with(
                 client.clone(),
@@ -142,10 +117,7 @@ async fn every_invalid_example_is_refused_with_its_message() {
                     &refused.types.as_ref().expect("typed").kind,
                 )),
             );
-            let now = api
-                .get(refused.metadata.name.as_deref().expect("named"))
-                .await
-                .expect("still there");
+            let now = api.get(refused.metadata.name.as_deref().expect("named")).await.expect("still there");
             assert_eq!(
                 now.data["spec"],
                 stored_before.data["spec"],
@@ -173,41 +145,21 @@ async fn two_gateway_replicas_each_own_their_meter_entry() {
         "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Wallet", "metadata": {"name": "shared"},
         "spec": {"grants": [{"id": "starter", "credits": 100, "source": "Starter"}]}
     });
-    wallets
-        .patch(
-            "shared",
-            &PatchParams::apply("cmp-tests"),
-            &Patch::Apply(&wallet),
-        )
-        .await
-        .expect("wallet");
+    wallets.patch("shared", &PatchParams::apply("cmp-tests"), &Patch::Apply(&wallet)).await.expect("wallet");
 
     // Each replica applies only its own entry, without forcing: no conflict.
     let replica = |name: &str| PatchParams::apply(&format!("cmp-gateway-{name}"));
-    wallets
-        .patch_status("shared", &replica("a"), &Patch::Apply(meter_patch("a", 5)))
-        .await
-        .expect("replica a");
-    wallets
-        .patch_status("shared", &replica("b"), &Patch::Apply(meter_patch("b", 7)))
-        .await
-        .expect("replica b");
+    wallets.patch_status("shared", &replica("a"), &Patch::Apply(meter_patch("a", 5))).await.expect("replica a");
+    wallets.patch_status("shared", &replica("b"), &Patch::Apply(meter_patch("b", 7))).await.expect("replica b");
     // Replica a updates its entry; b's entry is untouched.
-    let after = wallets
-        .patch_status("shared", &replica("a"), &Patch::Apply(meter_patch("a", 9)))
-        .await
-        .expect("a again");
+    let after =
+        wallets.patch_status("shared", &replica("a"), &Patch::Apply(meter_patch("a", 9))).await.expect("a again");
     let meters = after.status.expect("status").meters;
-    let consumed: Vec<(String, i64)> = meters
-        .iter()
-        .map(|m| (m.name.clone(), m.consumed))
-        .collect();
+    let consumed: Vec<(String, i64)> = meters.iter().map(|m| (m.name.clone(), m.consumed)).collect();
     assert_eq!(consumed, [("a".to_string(), 9), ("b".to_string(), 7)]);
 
     // Replica b writing a's entry is a conflict, not a silent overwrite.
-    let conflict = wallets
-        .patch_status("shared", &replica("b"), &Patch::Apply(meter_patch("a", 0)))
-        .await;
+    let conflict = wallets.patch_status("shared", &replica("b"), &Patch::Apply(meter_patch("a", 0))).await;
     match conflict {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
         other => panic!("expected a 409 conflict, got {other:?}"),
@@ -217,13 +169,7 @@ async fn two_gateway_replicas_each_own_their_meter_entry() {
 
 /// The header cells of `kubectl get` output.
 fn header(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    output.lines().next().unwrap_or_default().split_whitespace().map(str::to_string).collect()
 }
 
 #[tokio::test]
@@ -232,9 +178,7 @@ async fn kubectl_get_shows_useful_columns() {
     for file in ["30-projects.yaml", "40-wallet.yaml", "50-instance.yaml"] {
         let yaml = std::fs::read_to_string(examples_dir().join(file)).expect("readable");
         for object in parse_documents(file, &yaml).expect("valid YAML") {
-            apply_object(&client, &object, &options(&ns, false))
-                .await
-                .expect("example applies");
+            apply_object(&client, &object, &options(&ns, false)).await.expect("example applies");
         }
     }
     let wallets: Api<Wallet> = Api::namespaced(client.clone(), &ns.name);
@@ -242,65 +186,24 @@ async fn kubectl_get_shows_useful_columns() {
         "granted": 6000, "consumed": 250, "balance": 5750, "leased": 40,
         "conditions": [{"type": "Funded", "status": "True", "reason": "Funded", "message": "5750 credits left",
                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}});
-    wallets
-        .patch_status(
-            "acme",
-            &PatchParams::apply("cmp-tests"),
-            &Patch::Apply(status),
-        )
-        .await
-        .expect("status");
+    wallets.patch_status("acme", &PatchParams::apply("cmp-tests"), &Patch::Apply(status)).await.expect("status");
 
     let out = kubectl_output(&["get", "wallets", "-n", &ns.name]);
-    assert_eq!(
-        header(&out),
-        ["NAME", "BALANCE", "LEASED", "FUNDED", "AGE"],
-        "{out}"
-    );
-    let row: Vec<&str> = out
-        .lines()
-        .nth(1)
-        .expect("one wallet")
-        .split_whitespace()
-        .collect();
+    assert_eq!(header(&out), ["NAME", "BALANCE", "LEASED", "FUNDED", "AGE"], "{out}");
+    let row: Vec<&str> = out.lines().nth(1).expect("one wallet").split_whitespace().collect();
     assert_eq!(&row[..4], ["acme", "5750", "40", "True"], "{out}");
 
     let out = kubectl_output(&["get", "instances", "-n", &ns.name, "-o", "wide"]);
     assert_eq!(
         header(&out),
-        [
-            "NAME", "PROJECT", "OFFERING", "PLAN", "PHASE", "READY", "AGE", "VERSION", "SYNCED",
-            "ENDPOINT", "COMMIT"
-        ],
+        ["NAME", "PROJECT", "OFFERING", "PLAN", "PHASE", "READY", "AGE", "VERSION", "SYNCED", "ENDPOINT", "COMMIT"],
         "{out}"
     );
-    let row: Vec<&str> = out
-        .lines()
-        .nth(1)
-        .expect("one instance")
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        &row[..4],
-        ["support-bot", "support", "support-assistant", "pro"],
-        "{out}"
-    );
+    let row: Vec<&str> = out.lines().nth(1).expect("one instance").split_whitespace().collect();
+    assert_eq!(&row[..4], ["support-bot", "support", "support-assistant", "pro"], "{out}");
 
     let out = kubectl_output(&["get", "projects", "-n", &ns.name]);
-    assert_eq!(
-        header(&out),
-        [
-            "NAME",
-            "DISPLAY",
-            "NAME",
-            "RUNTIME",
-            "NAMESPACE",
-            "INSTANCES",
-            "READY",
-            "AGE"
-        ],
-        "{out}"
-    );
+    assert_eq!(header(&out), ["NAME", "DISPLAY", "NAME", "RUNTIME", "NAMESPACE", "INSTANCES", "READY", "AGE"], "{out}");
 
     // The category lists every kind of the namespace at once.
     let out = kubectl_output(&["get", "cmp", "-n", &ns.name, "-o", "name"]);
@@ -310,10 +213,7 @@ async fn kubectl_get_shows_useful_columns() {
         "project.cmp.gsv.dev/sales",
         "wallet.cmp.gsv.dev/acme",
     ] {
-        assert!(
-            out.lines().any(|l| l == expected),
-            "{expected} missing from kubectl get cmp: {out}"
-        );
+        assert!(out.lines().any(|l| l == expected), "{expected} missing from kubectl get cmp: {out}");
     }
     ns.delete().await.expect("cleanup");
 }
@@ -323,10 +223,7 @@ async fn kubectl_explain_documents_the_fields() {
     let _ = setup("explain").await.1.delete().await;
     let out = kubectl_output(&["explain", "instance.spec.apiKeys"]);
     assert!(out.contains("The API keys callers use"), "{out}");
-    assert!(
-        out.contains("expiresAt") && out.contains("revoked"),
-        "{out}"
-    );
+    assert!(out.contains("expiresAt") && out.contains("revoked"), "{out}");
     let out = kubectl_output(&["explain", "wallet.spec.grants.credits"]);
     assert!(out.contains("positive whole number"), "{out}");
 }

@@ -10,9 +10,8 @@ fn committed_crd_yaml_matches_the_code() {
     for dir in ["crds", "charts/cmp/crds"] {
         for (name, yaml) in &files {
             let path = root.join(dir).join(name);
-            let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!("{}: {e}; run `cargo run -p cmp-crdgen`", path.display())
-            });
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run `cargo run -p cmp-crdgen`", path.display()));
             assert!(
                 committed == *yaml,
                 "{} differs from what the code generates; run `cargo run -p cmp-crdgen` and commit the result",

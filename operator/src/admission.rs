@@ -3,9 +3,7 @@
 //! remove them. Enforced by a ValidatingAdmissionPolicy (CEL) that the API
 //! server evaluates, so it holds whether or not the operator is running.
 
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
@@ -16,20 +14,13 @@ use crate::error::{Error, Result};
 /// The policy's (and its binding's) name.
 pub const POLICY_NAME: &str = "cmp-tenancy-labels";
 /// The labels the policy protects.
-pub const PROTECTED_LABELS: [&str; 3] = [
-    cmp_crds::names::TENANT_LABEL,
-    cmp_crds::names::ORGANIZATION_LABEL,
-    cmp_crds::names::PROJECT_LABEL,
-];
+pub const PROTECTED_LABELS: [&str; 3] =
+    [cmp_crds::names::TENANT_LABEL, cmp_crds::names::ORGANIZATION_LABEL, cmp_crds::names::PROJECT_LABEL];
 
 /// The policy: on namespace create and update by anyone but `writers`,
 /// every protected label must keep its old value (absent stays absent).
 pub fn policy(writers: &[String]) -> Value {
-    let keys = PROTECTED_LABELS
-        .iter()
-        .map(|k| format!("'{k}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = PROTECTED_LABELS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
     let value_of = |obj: &str| {
         format!(
             "({obj} != null && has({obj}.metadata.labels) && k in {obj}.metadata.labels ? {obj}.metadata.labels[k] : '')"
@@ -75,14 +66,8 @@ pub async fn own_username(client: &kube::Client) -> Result<String> {
     let review = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
-        .map_err(Error::kube(
-            "asking the API server who the operator is (SelfSubjectReview)",
-        ))?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
+        .map_err(Error::kube("asking the API server who the operator is (SelfSubjectReview)"))?;
+    Ok(review.status.and_then(|s| s.user_info).and_then(|u| u.username).unwrap_or_default())
 }
 
 /// Installs the policy and its binding, allowing the operator's own user and `extra_writers`.
@@ -92,23 +77,9 @@ pub async fn install(applier: &Applier, extra_writers: &[String]) -> Result<Vec<
     writers.sort();
     writers.dedup();
     let policies = Api::<ValidatingAdmissionPolicy>::all(applier.client().clone());
-    applier
-        .ensure_in(
-            &policies,
-            POLICY_NAME,
-            &policy(&writers),
-            cmp_crds::names::OPERATOR_MANAGER,
-        )
-        .await?;
+    applier.ensure_in(&policies, POLICY_NAME, &policy(&writers), cmp_crds::names::OPERATOR_MANAGER).await?;
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(applier.client().clone());
-    applier
-        .ensure_in(
-            &bindings,
-            POLICY_NAME,
-            &binding(),
-            cmp_crds::names::OPERATOR_MANAGER,
-        )
-        .await?;
+    applier.ensure_in(&bindings, POLICY_NAME, &binding(), cmp_crds::names::OPERATOR_MANAGER).await?;
     Ok(writers)
 }
 
@@ -119,27 +90,17 @@ mod tests {
     #[test]
     fn writers_are_excluded_by_match_condition() {
         let p = policy(&["system:serviceaccount:cmp-system:cmp-operator".into()]);
-        let expr = p["spec"]["matchConditions"][0]["expression"]
-            .as_str()
-            .expect("expression");
-        assert_eq!(
-            expr,
-            r#"!(request.userInfo.username in ["system:serviceaccount:cmp-system:cmp-operator"])"#
-        );
+        let expr = p["spec"]["matchConditions"][0]["expression"].as_str().expect("expression");
+        assert_eq!(expr, r#"!(request.userInfo.username in ["system:serviceaccount:cmp-system:cmp-operator"])"#);
     }
 
     #[test]
     fn every_protected_label_is_compared_old_to_new() {
         let p = policy(&[]);
-        let expr = p["spec"]["validations"][0]["expression"]
-            .as_str()
-            .expect("expression");
+        let expr = p["spec"]["validations"][0]["expression"].as_str().expect("expression");
         for label in PROTECTED_LABELS {
             assert!(expr.contains(label), "{label} is protected");
         }
-        assert!(
-            expr.contains("oldObject != null"),
-            "creation (no old object) compares against absent labels"
-        );
+        assert!(expr.contains("oldObject != null"), "creation (no old object) compares against absent labels");
     }
 }

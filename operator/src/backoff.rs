@@ -27,10 +27,7 @@ pub struct Backoff {
 impl Backoff {
     /// Records a failure and returns the delay before the next try.
     pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = failures.entry(key.to_string()).or_insert(0);
         *count = count.saturating_add(1);
         delay(*count)
@@ -38,10 +35,7 @@ impl Backoff {
 
     /// Forgets the failures of an object that reconciled.
     pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 }
 

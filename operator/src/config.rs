@@ -9,10 +9,7 @@ use crate::project::desired::NetworkSettings;
 
 /// The CMP operator.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    version,
-    about = "The CMP operator: reconciles Organizations, Projects and Wallets"
-)]
+#[command(version, about = "The CMP operator: reconciles Organizations, Projects and Wallets")]
 pub struct Config {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "CMP_HEALTH_ADDR", default_value = "127.0.0.1:8080")]
@@ -71,11 +68,7 @@ pub struct Config {
     pub admission_policy: bool,
 
     /// Users besides the operator itself who may set tenancy labels (for example the provisioner's service account).
-    #[arg(
-        long = "tenancy-label-writer",
-        env = "CMP_TENANCY_LABEL_WRITERS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "tenancy-label-writer", env = "CMP_TENANCY_LABEL_WRITERS", value_delimiter = ',')]
     pub tenancy_label_writers: Vec<String>,
 
     /// How many objects of each kind are reconciled at once.
@@ -86,22 +79,14 @@ pub struct Config {
 impl Config {
     /// The network boundaries of runtime namespaces.
     pub fn network(&self) -> NetworkSettings {
-        NetworkSettings {
-            gateway_namespace: self.gateway_namespace.clone(),
-            dns_namespace: self.dns_namespace.clone(),
-        }
+        NetworkSettings { gateway_namespace: self.gateway_namespace.clone(), dns_namespace: self.dns_namespace.clone() }
     }
 
     /// This replica's identity.
     pub fn identity(&self) -> String {
-        self.identity
-            .clone()
-            .or_else(|| std::env::var("POD_NAME").ok())
-            .unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_default();
-                format!("{host}-{}", std::process::id())
-            })
+        self.identity.clone().or_else(|| std::env::var("POD_NAME").ok()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+            format!("{host}-{}", std::process::id())
+        })
     }
 }

@@ -33,24 +33,11 @@ pub struct Context {
 impl Context {
     /// Builds the context.
     pub fn new(client: kube::Client, config: Config, metrics: Arc<Metrics>) -> Self {
-        let applier = Applier::new(
-            client.clone(),
-            metrics.clone(),
-            cmp_crds::names::OPERATOR_MANAGER,
-        );
-        let reporter = Reporter {
-            controller: cmp_crds::names::OPERATOR_MANAGER.into(),
-            instance: Some(config.identity()),
-        };
+        let applier = Applier::new(client.clone(), metrics.clone(), cmp_crds::names::OPERATOR_MANAGER);
+        let reporter =
+            Reporter { controller: cmp_crds::names::OPERATOR_MANAGER.into(), instance: Some(config.identity()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self {
-            client,
-            config,
-            metrics,
-            applier,
-            recorder,
-            backoff: Backoff::default(),
-        }
+        Self { client, config, metrics, applier, recorder, backoff: Backoff::default() }
     }
 
     /// Publishes an Event about `object`. Failures are logged, never fatal.
@@ -59,11 +46,7 @@ impl Context {
         K: Resource<DynamicType = ()>,
     {
         let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
             note: Some(note),
             action: "Reconcile".into(),
@@ -88,13 +71,7 @@ impl Context {
             let params = ListParams::default()
                 .labels(&self.config.organization_selector)
                 .fields(&format!("metadata.name={name}"));
-            let selected = api
-                .list(&params)
-                .await
-                .map_err(read)?
-                .items
-                .into_iter()
-                .next();
+            let selected = api.list(&params).await.map_err(read)?.items.into_iter().next();
             if selected.is_none()
                 && api
                     .get_metadata_opt(name)
@@ -106,8 +83,6 @@ impl Context {
             }
             selected
         };
-        found.map(Some).ok_or_else(|| Error::OrganizationNotFound {
-            organization: name.to_string(),
-        })
+        found.map(Some).ok_or_else(|| Error::OrganizationNotFound { organization: name.to_string() })
     }
 }

@@ -29,11 +29,7 @@ fn managed() -> watcher::Config {
 
 fn organizations(ctx: &Context) -> watcher::Config {
     let selector = &ctx.config.organization_selector;
-    if selector.is_empty() {
-        watcher::Config::default()
-    } else {
-        watcher::Config::default().labels(selector)
-    }
+    if selector.is_empty() { watcher::Config::default() } else { watcher::Config::default().labels(selector) }
 }
 
 /// The Organization a child of an organization (no project label) belongs to.
@@ -42,9 +38,7 @@ fn org_of<K: Resource>(child: &K) -> Option<ObjectRef<Organization>> {
     if labels.contains_key(PROJECT_LABEL) {
         return None;
     }
-    labels
-        .get(ORGANIZATION_LABEL)
-        .map(|org| ObjectRef::new(org))
+    labels.get(ORGANIZATION_LABEL).map(|org| ObjectRef::new(org))
 }
 
 /// The Project a child of a project belongs to.
@@ -93,10 +87,7 @@ async fn log_results<K: Resource, E: std::fmt::Display + 'static>(
 }
 
 /// Runs the Organization, Project and Wallet controllers until `shutdown` completes.
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let config = ControllerConfig::default().concurrency(ctx.config.concurrency);
 
     let orgs = Controller::new(all::<Organization>(&ctx), organizations(&ctx))
@@ -104,21 +95,12 @@ pub async fn run(
         .watches(all::<Namespace>(&ctx), managed(), |ns| org_of(&ns))
         .watches(all::<Role>(&ctx), managed(), |r| org_of(&r))
         .watches(all::<RoleBinding>(&ctx), managed(), |b| org_of(&b))
-        .watches(all::<Project>(&ctx), watcher::Config::default(), |p| {
-            org_of_namespace(&p)
-        })
-        .watches(all::<Instance>(&ctx), watcher::Config::default(), |i| {
-            org_of_namespace(&i)
-        })
+        .watches(all::<Project>(&ctx), watcher::Config::default(), |p| org_of_namespace(&p))
+        .watches(all::<Instance>(&ctx), watcher::Config::default(), |i| org_of_namespace(&i))
         .graceful_shutdown_on(shutdown.clone())
-        .run(
-            organization::reconcile,
-            organization::error_policy,
-            ctx.clone(),
-        );
+        .run(organization::reconcile, organization::error_policy, ctx.clone());
 
-    let projects = Controller::new(all::<Project>(&ctx), watcher::Config::default())
-        .with_config(config.clone());
+    let projects = Controller::new(all::<Project>(&ctx), watcher::Config::default()).with_config(config.clone());
     let project_store = projects.store();
     let projects = projects
         .watches(all::<Namespace>(&ctx), managed(), |ns| project_of(&ns))
@@ -129,8 +111,7 @@ pub async fn run(
         .watches(all::<Role>(&ctx), managed(), |r| project_of(&r))
         .watches(all::<RoleBinding>(&ctx), managed(), |b| project_of(&b))
         .watches(all::<Instance>(&ctx), watcher::Config::default(), |i| {
-            i.namespace()
-                .map(|ns| ObjectRef::<Project>::new(&i.spec.project).within(&ns))
+            i.namespace().map(|ns| ObjectRef::<Project>::new(&i.spec.project).within(&ns))
         })
         .watches(all::<Organization>(&ctx), organizations(&ctx), move |org| {
             let ns = control_namespace(&org.name_any());
@@ -149,9 +130,5 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(wallet::reconcile, wallet::error_policy, ctx.clone());
 
-    tokio::join!(
-        log_results("Organization", orgs),
-        log_results("Project", projects),
-        log_results("Wallet", wallets)
-    );
+    tokio::join!(log_results("Organization", orgs), log_results("Project", projects), log_results("Wallet", wallets));
 }

@@ -58,18 +58,9 @@ impl Error {
     /// The CamelCase reason written to the object's conditions.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 403 => "Forbidden",
-            Error::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 409 => "Conflict",
-            Error::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 422 => "Invalid",
+            Error::Kube { source: kube::Error::Api(status), .. } if status.code == 403 => "Forbidden",
+            Error::Kube { source: kube::Error::Api(status), .. } if status.code == 409 => "Conflict",
+            Error::Kube { source: kube::Error::Api(status), .. } if status.code == 422 => "Invalid",
             Error::Kube { .. } => "ApiError",
             Error::Encode { .. } => "EncodingFailed",
             Error::NotInControlNamespace { .. } => "NotInControlNamespace",
@@ -80,9 +71,6 @@ impl Error {
 
     /// True when retrying cannot help until the user changes something.
     pub fn needs_user_action(&self) -> bool {
-        matches!(
-            self,
-            Error::NotInControlNamespace { .. } | Error::OrganizationNotFound { .. }
-        )
+        matches!(self, Error::NotInControlNamespace { .. } | Error::OrganizationNotFound { .. })
     }
 }

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cmp_crds::names::{
-    MANAGED_BY_LABEL, OPERATOR_MANAGER, ORGANIZATION_LABEL, PROJECT_LABEL, TENANT_LABEL,
-};
+use cmp_crds::names::{MANAGED_BY_LABEL, OPERATOR_MANAGER, ORGANIZATION_LABEL, PROJECT_LABEL, TENANT_LABEL};
 
 /// `cmp.gsv.dev/paused: "true"` stops reconciling an object (deletion still proceeds).
 pub const PAUSED_ANNOTATION: &str = "cmp.gsv.dev/paused";
@@ -42,26 +40,17 @@ pub fn owned_labels(organization: &str, project: Option<&str>) -> BTreeMap<Strin
 /// Labels of a tenant namespace: the owned labels plus the tenant label.
 pub fn namespace_labels(organization: &str, project: Option<&str>) -> BTreeMap<String, String> {
     let mut labels = owned_labels(organization, project);
-    let tenant = if project.is_some() {
-        TENANT_RUNTIME
-    } else {
-        TENANT_CONTROL
-    };
+    let tenant = if project.is_some() { TENANT_RUNTIME } else { TENANT_CONTROL };
     labels.insert(TENANT_LABEL.to_string(), tenant.to_string());
     labels
 }
 
 /// True when the annotation is set to "true".
 pub fn flag(annotations: Option<&BTreeMap<String, String>>, key: &str) -> bool {
-    annotations
-        .and_then(|a| a.get(key))
-        .is_some_and(|v| v == "true")
+    annotations.and_then(|a| a.get(key)).is_some_and(|v| v == "true")
 }
 
 /// The value of an annotation.
-pub fn annotation<'a>(
-    annotations: Option<&'a BTreeMap<String, String>>,
-    key: &str,
-) -> Option<&'a str> {
+pub fn annotation<'a>(annotations: Option<&'a BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
     annotations.and_then(|a| a.get(key)).map(String::as_str)
 }

@@ -57,28 +57,14 @@ impl Default for Metrics {
         let durations: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let writes = Family::<WriteLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, per kind and reason",
-            errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "How long reconciles take, per kind",
-            durations.clone(),
-        );
+        registry.register("reconcile_errors", "Reconciles that failed, per kind and reason", errors.clone());
+        registry.register("reconcile_duration_seconds", "How long reconciles take, per kind", durations.clone());
         registry.register(
             "api_writes",
             "Writes the operator sent to the API server, per kind and verb",
             writes.clone(),
         );
-        Self {
-            registry,
-            reconciles,
-            errors,
-            durations,
-            writes,
-        }
+        Self { registry, reconciles, errors, durations, writes }
     }
 }
 
@@ -91,49 +77,26 @@ pub struct ReconcileTimer<'a> {
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
-        let labels = KindLabels {
-            kind: self.kind.to_string(),
-        };
-        self.metrics
-            .durations
-            .get_or_create(&labels)
-            .observe(self.start.elapsed().as_secs_f64());
+        let labels = KindLabels { kind: self.kind.to_string() };
+        self.metrics.durations.get_or_create(&labels).observe(self.start.elapsed().as_secs_f64());
     }
 }
 
 impl Metrics {
     /// Counts a reconcile and times it until the returned guard drops.
     pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
-        self.reconciles
-            .get_or_create(&KindLabels {
-                kind: kind.to_string(),
-            })
-            .inc();
-        ReconcileTimer {
-            metrics: self,
-            kind,
-            start: Instant::now(),
-        }
+        self.reconciles.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+        ReconcileTimer { metrics: self, kind, start: Instant::now() }
     }
 
     /// Counts a failed reconcile.
     pub fn error(&self, kind: &'static str, reason: &str) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                kind: kind.to_string(),
-                reason: reason.to_string(),
-            })
-            .inc();
+        self.errors.get_or_create(&ErrorLabels { kind: kind.to_string(), reason: reason.to_string() }).inc();
     }
 
     /// Counts an API write.
     pub fn write(&self, kind: &str, verb: &'static str) {
-        self.writes
-            .get_or_create(&WriteLabels {
-                kind: kind.to_string(),
-                verb: verb.to_string(),
-            })
-            .inc();
+        self.writes.get_or_create(&WriteLabels { kind: kind.to_string(), verb: verb.to_string() }).inc();
     }
 
     /// The metrics in the Prometheus text format.

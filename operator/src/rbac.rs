@@ -29,9 +29,7 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const WRITE: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
+const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
 
 /// Rules in the control namespace. Nobody gets write access to Wallets:
 /// grants are appended only by the operator and the provisioner.
@@ -50,11 +48,7 @@ fn control_rules(role: MemberRole) -> Vec<PolicyRule> {
     if role == MemberRole::Admin {
         // API-key Secrets are written to the control namespace.
         rules.push(rule(&[""], &["secrets"], READ));
-        rules.push(rule(
-            &["rbac.authorization.k8s.io"],
-            &["roles", "rolebindings"],
-            READ,
-        ));
+        rules.push(rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], READ));
     }
     rules
 }
@@ -66,15 +60,7 @@ fn runtime_rules(role: MemberRole) -> Vec<PolicyRule> {
     let mut rules = vec![
         rule(
             &["", "apps"],
-            &[
-                "pods",
-                "pods/log",
-                "services",
-                "endpoints",
-                "configmaps",
-                "deployments",
-                "replicasets",
-            ],
+            &["pods", "pods/log", "services", "endpoints", "configmaps", "deployments", "replicasets"],
             READ,
         ),
         rule(&[""], &["events", "resourcequotas", "limitranges"], READ),
@@ -96,26 +82,14 @@ pub fn role(role: MemberRole, namespace: &str, organization: &str, project: Opti
             labels: Some(owned_labels(organization, project)),
             ..Default::default()
         },
-        rules: Some(if project.is_some() {
-            runtime_rules(role)
-        } else {
-            control_rules(role)
-        }),
+        rules: Some(if project.is_some() { runtime_rules(role) } else { control_rules(role) }),
     }
 }
 
 /// The subjects holding `role`: owners are admins; members hold their own role.
 pub fn subjects(spec: &OrganizationSpec, role: MemberRole) -> Vec<Subject> {
-    let owners = spec
-        .owners
-        .iter()
-        .filter(|_| role == MemberRole::Admin)
-        .map(|o| (o.kind, o.name.as_str()));
-    let members = spec
-        .members
-        .iter()
-        .filter(|m| m.role == role)
-        .map(|m| (m.kind, m.name.as_str()));
+    let owners = spec.owners.iter().filter(|_| role == MemberRole::Admin).map(|o| (o.kind, o.name.as_str()));
+    let members = spec.members.iter().filter(|m| m.role == role).map(|m| (m.kind, m.name.as_str()));
     let mut subjects: Vec<Subject> = owners
         .chain(members)
         .map(|(kind, name)| Subject {
@@ -154,7 +128,9 @@ pub fn role_binding(
             kind: "Role".to_string(),
             name: role_name(role).to_string(),
         },
-        subjects: Some(subjects(spec, role)),
+        // The API server drops an empty list, so an empty one is left unset
+        // (else the live object would never look like the desired one).
+        subjects: Some(subjects(spec, role)).filter(|s| !s.is_empty()),
     }
 }
 
@@ -166,26 +142,11 @@ mod tests {
     fn spec() -> OrganizationSpec {
         OrganizationSpec {
             display_name: "Acme".into(),
-            owners: vec![OrgSubject {
-                kind: SubjectKind::User,
-                name: "alice".into(),
-            }],
+            owners: vec![OrgSubject { kind: SubjectKind::User, name: "alice".into() }],
             members: vec![
-                Member {
-                    kind: SubjectKind::User,
-                    name: "bob".into(),
-                    role: MemberRole::Developer,
-                },
-                Member {
-                    kind: SubjectKind::Group,
-                    name: "support".into(),
-                    role: MemberRole::Viewer,
-                },
-                Member {
-                    kind: SubjectKind::User,
-                    name: "alice".into(),
-                    role: MemberRole::Admin,
-                },
+                Member { kind: SubjectKind::User, name: "bob".into(), role: MemberRole::Developer },
+                Member { kind: SubjectKind::Group, name: "support".into(), role: MemberRole::Viewer },
+                Member { kind: SubjectKind::User, name: "alice".into(), role: MemberRole::Admin },
             ],
             ..Default::default()
         }
@@ -193,12 +154,8 @@ mod tests {
 
     fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
         rules.iter().any(|r| {
-            r.api_groups
-                .as_ref()
-                .is_some_and(|g| g.iter().any(|x| x == group))
-                && r.resources
-                    .as_ref()
-                    .is_some_and(|x| x.iter().any(|x| x == resource))
+            r.api_groups.as_ref().is_some_and(|g| g.iter().any(|x| x == group))
+                && r.resources.as_ref().is_some_and(|x| x.iter().any(|x| x == resource))
                 && r.verbs.iter().any(|v| v == verb)
         })
     }
@@ -206,18 +163,11 @@ mod tests {
     #[test]
     fn owners_are_admins_and_members_get_their_role_once() {
         let admins = subjects(&spec(), MemberRole::Admin);
-        assert_eq!(
-            admins.len(),
-            1,
-            "alice is an owner and an admin member: bound once"
-        );
+        assert_eq!(admins.len(), 1, "alice is an owner and an admin member: bound once");
         assert_eq!(admins[0].name, "alice");
         assert_eq!(subjects(&spec(), MemberRole::Developer)[0].name, "bob");
         let viewers = subjects(&spec(), MemberRole::Viewer);
-        assert_eq!(
-            (viewers[0].kind.as_str(), viewers[0].name.as_str()),
-            ("Group", "support")
-        );
+        assert_eq!((viewers[0].kind.as_str(), viewers[0].name.as_str()), ("Group", "support"));
     }
 
     #[test]
@@ -225,54 +175,20 @@ mod tests {
         for r in ROLES {
             let rules = control_rules(r);
             for verb in ["create", "update", "patch", "delete"] {
-                assert!(
-                    !allows(&rules, "cmp.gsv.dev", "wallets", verb),
-                    "{r:?} may {verb} wallets"
-                );
+                assert!(!allows(&rules, "cmp.gsv.dev", "wallets", verb), "{r:?} may {verb} wallets");
             }
-            assert!(
-                allows(&rules, "cmp.gsv.dev", "wallets", "get"),
-                "{r:?} reads wallets"
-            );
-            assert!(
-                allows(&rules, "cmp.gsv.dev", "instances", "list"),
-                "{r:?} reads instances"
-            );
+            assert!(allows(&rules, "cmp.gsv.dev", "wallets", "get"), "{r:?} reads wallets");
+            assert!(allows(&rules, "cmp.gsv.dev", "instances", "list"), "{r:?} reads instances");
         }
     }
 
     #[test]
     fn developers_manage_projects_and_instances_viewers_do_not() {
-        assert!(allows(
-            &control_rules(MemberRole::Developer),
-            "cmp.gsv.dev",
-            "projects",
-            "create"
-        ));
-        assert!(allows(
-            &control_rules(MemberRole::Developer),
-            "cmp.gsv.dev",
-            "instances",
-            "patch"
-        ));
-        assert!(!allows(
-            &control_rules(MemberRole::Viewer),
-            "cmp.gsv.dev",
-            "instances",
-            "patch"
-        ));
-        assert!(!allows(
-            &control_rules(MemberRole::Developer),
-            "",
-            "secrets",
-            "get"
-        ));
-        assert!(allows(
-            &control_rules(MemberRole::Admin),
-            "",
-            "secrets",
-            "get"
-        ));
+        assert!(allows(&control_rules(MemberRole::Developer), "cmp.gsv.dev", "projects", "create"));
+        assert!(allows(&control_rules(MemberRole::Developer), "cmp.gsv.dev", "instances", "patch"));
+        assert!(!allows(&control_rules(MemberRole::Viewer), "cmp.gsv.dev", "instances", "patch"));
+        assert!(!allows(&control_rules(MemberRole::Developer), "", "secrets", "get"));
+        assert!(allows(&control_rules(MemberRole::Admin), "", "secrets", "get"));
     }
 
     #[test]
@@ -280,12 +196,7 @@ mod tests {
         for r in ROLES {
             let rules = runtime_rules(r);
             for verb in ["create", "update", "patch", "delete"] {
-                assert!(!allows(
-                    &rules,
-                    "networking.k8s.io",
-                    "networkpolicies",
-                    verb
-                ));
+                assert!(!allows(&rules, "networking.k8s.io", "networkpolicies", verb));
                 assert!(!allows(&rules, "", "resourcequotas", verb));
             }
         }

@@ -25,15 +25,9 @@ async fn check_crd<K>(client: &kube::Client) -> anyhow::Result<()>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    Api::<K>::all(client.clone())
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-        .with_context(|| {
-            format!(
-                "listing {}: is the CRD installed? (kubectl apply --server-side -f crds/)",
-                K::plural(&())
-            )
-        })?;
+    Api::<K>::all(client.clone()).list_metadata(&ListParams::default().limit(1)).await.with_context(|| {
+        format!("listing {}: is the CRD installed? (kubectl apply --server-side -f crds/)", K::plural(&()))
+    })?;
     Ok(())
 }
 
@@ -50,21 +44,15 @@ fn metrics_route(metrics: Arc<Metrics>) -> axum::Router {
         "/metrics",
         get(move || {
             let metrics = metrics.clone();
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    metrics.encode(),
-                )
-            }
+            async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], metrics.encode()) }
         }),
     )
 }
 
 /// Runs the operator until SIGTERM/Ctrl-C, or until it loses leadership (an error: restart as a standby).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the cluster (KUBECONFIG or in-cluster config)")?;
+    let client =
+        kube::Client::try_default().await.context("connecting to the cluster (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let stop: Stop = cmp_core::shutdown::signal().boxed().shared();
@@ -78,11 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let writers = admission::install(&ctx.applier, &config.tenancy_label_writers)
             .await
             .context("installing the tenancy-label admission policy")?;
-        tracing::info!(
-            ?writers,
-            policy = admission::POLICY_NAME,
-            "tenancy labels are protected by admission"
-        );
+        tracing::info!(?writers, policy = admission::POLICY_NAME, "tenancy labels are protected by admission");
     }
     readiness.set(true);
 
@@ -101,13 +85,9 @@ async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<(
     let api = Api::<Namespace>::all(client.clone());
     if api.get_metadata_opt(name).await?.is_none() {
         let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        api.patch(
-            name,
-            &PatchParams::apply(cmp_crds::names::OPERATOR_MANAGER),
-            &Patch::Apply(ns),
-        )
-        .await
-        .with_context(|| format!("creating the lease namespace {name}"))?;
+        api.patch(name, &PatchParams::apply(cmp_crds::names::OPERATOR_MANAGER), &Patch::Apply(ns))
+            .await
+            .with_context(|| format!("creating the lease namespace {name}"))?;
     }
     Ok(())
 }
@@ -143,10 +123,7 @@ async fn run_as_leader(ctx: Arc<Context>, config: &Config, stop: Stop) -> anyhow
         let _ = watch_loss.wait_for(|is_leader| !*is_leader).await;
     }
     .shared();
-    let controllers_stop = futures::future::select(stop.clone(), lost.clone())
-        .map(|_| ())
-        .boxed()
-        .shared();
+    let controllers_stop = futures::future::select(stop.clone(), lost.clone()).map(|_| ()).boxed().shared();
     controllers::run(ctx, controllers_stop).await;
     let lost_leadership = lost.now_or_never().is_some() && stop.clone().now_or_never().is_none();
     drop(leader);

@@ -24,18 +24,8 @@ pub fn now() -> Time {
 }
 
 /// A condition that is True when `ok`.
-pub fn condition<'a>(
-    type_: &'a str,
-    ok: bool,
-    reason: &'a str,
-    message: impl Into<String>,
-) -> NewCondition<'a> {
-    NewCondition {
-        type_,
-        status: if ok { TRUE } else { FALSE },
-        reason,
-        message: message.into(),
-    }
+pub fn condition<'a>(type_: &'a str, ok: bool, reason: &'a str, message: impl Into<String>) -> NewCondition<'a> {
+    NewCondition { type_, status: if ok { TRUE } else { FALSE }, reason, message: message.into() }
 }
 
 /// What the annotations ask of a reconcile.
@@ -51,8 +41,7 @@ pub struct Requests {
 pub fn requests(annotations: Option<&BTreeMap<String, String>>) -> Requests {
     Requests {
         paused: flag(annotations, PAUSED_ANNOTATION),
-        reconcile_requested_at: annotation(annotations, RECONCILE_REQUESTED_ANNOTATION)
-            .map(str::to_string),
+        reconcile_requested_at: annotation(annotations, RECONCILE_REQUESTED_ANNOTATION).map(str::to_string),
     }
 }
 

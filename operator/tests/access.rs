@@ -44,34 +44,18 @@ async fn org_viewers_and_developers_read_but_cannot_append_wallet_grants() {
         let client = client_as(user, &["system:authenticated"]).await;
         let wallets = Api::<Wallet>::namespaced(client.clone(), &ns);
         // Reading works (the binding is in place) ...
-        let wallet = eventually(&format!("{user} can read the wallet"), CONVERGE, || async {
-            wallets.get(&org).await.ok()
-        })
-        .await;
+        let wallet =
+            eventually(&format!("{user} can read the wallet"), CONVERGE, || async { wallets.get(&org).await.ok() })
+                .await;
         assert_eq!(wallet.spec.grants.len(), 1);
         // ... appending a grant does not, by apply, merge patch or update.
-        let (code, message) = api_code(
-            wallets
-                .patch(
-                    &org,
-                    &PatchParams::apply(user),
-                    &Patch::Apply(append_grant("mine")),
-                )
-                .await,
-        );
+        let (code, message) =
+            api_code(wallets.patch(&org, &PatchParams::apply(user), &Patch::Apply(append_grant("mine"))).await);
         assert_eq!(code, 403, "{message}");
-        assert!(
-            message.contains("cannot patch resource \"wallets\""),
-            "{message}"
-        );
+        assert!(message.contains("cannot patch resource \"wallets\""), "{message}");
         let mut edited = wallet.clone();
-        edited.spec.grants.push(
-            serde_json::from_value(append_grant("x")["spec"]["grants"][0].clone()).expect("grant"),
-        );
-        assert_eq!(
-            api_code(wallets.replace(&org, &PostParams::default(), &edited).await).0,
-            403
-        );
+        edited.spec.grants.push(serde_json::from_value(append_grant("x")["spec"]["grants"][0].clone()).expect("grant"));
+        assert_eq!(api_code(wallets.replace(&org, &PostParams::default(), &edited).await).0, 403);
     }
     let after = w.wallets(&org).get(&org).await.expect("wallet");
     assert_eq!(after.spec.grants.len(), 1, "nothing was appended");
@@ -80,25 +64,12 @@ async fn org_viewers_and_developers_read_but_cannot_append_wallet_grants() {
     let dev = client_as(&developer, &["system:authenticated"]).await;
     let instance: Instance = serde_json::from_value(json!({
         "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": "bot", "namespace": ns},
-        "spec": {"project": "p", "offering": "o", "version": "1", "plan": "basic"}})).expect("instance");
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    Api::<Instance>::namespaced(dev, &ns)
-        .create(&dry_run, &instance)
-        .await
-        .expect("developers create Instances");
+        "spec": {"project": "p", "offering": "o", "version": "1", "plan": "basic"}}))
+    .expect("instance");
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    Api::<Instance>::namespaced(dev, &ns).create(&dry_run, &instance).await.expect("developers create Instances");
     let viewer_client = client_as(&viewer, &["system:authenticated"]).await;
-    assert_eq!(
-        api_code(
-            Api::<Instance>::namespaced(viewer_client, &ns)
-                .create(&dry_run, &instance)
-                .await
-        )
-        .0,
-        403
-    );
+    assert_eq!(api_code(Api::<Instance>::namespaced(viewer_client, &ns).create(&dry_run, &instance).await).0, 403);
 
     w.delete_org(&org).await;
 }
@@ -127,93 +98,40 @@ async fn only_the_operator_may_set_change_or_remove_tenancy_labels() {
     .expect("binding");
     let roles = Api::<ClusterRole>::all(w.client.clone());
     let bindings = Api::<ClusterRoleBinding>::all(w.client.clone());
-    roles
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
+    roles.create(&PostParams::default(), &role).await.expect("role");
+    bindings.create(&PostParams::default(), &binding).await.expect("binding");
 
     let namespaces = Api::<Namespace>::all(client_as(&mallory, &[]).await);
-    let relabel =
-        |value: serde_json::Value| json!({"metadata": {"labels": {"cmp.gsv.dev/tenant": value}}});
+    let relabel = |value: serde_json::Value| json!({"metadata": {"labels": {"cmp.gsv.dev/tenant": value}}});
     // The policy is in place once a change is refused (the API server loads policies asynchronously).
-    let message = eventually(
-        "the tenancy label change to be refused",
-        CONVERGE,
-        || async {
-            match namespaces
-                .patch(
-                    &ns,
-                    &PatchParams::default(),
-                    &Patch::Merge(relabel(json!("runtime"))),
-                )
-                .await
+    let message = eventually("the tenancy label change to be refused", CONVERGE, || async {
+        match namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(relabel(json!("runtime")))).await {
+            Err(kube::Error::Api(status))
+                if status.code == 403 && status.message.contains("managed by the CMP operator") =>
             {
-                Err(kube::Error::Api(status))
-                    if status.code == 403
-                        && status.message.contains("managed by the CMP operator") =>
-                {
-                    Some(status.message.clone())
-                }
-                _ => None,
+                Some(status.message.clone())
             }
-        },
-    )
+            _ => None,
+        }
+    })
     .await;
-    assert!(
-        message.contains(&mallory),
-        "the refusal names the user: {message}"
-    );
+    assert!(message.contains(&mallory), "the refusal names the user: {message}");
     // Removing it is refused too; other labels are fine.
     assert_eq!(
-        api_code(
-            namespaces
-                .patch(
-                    &ns,
-                    &PatchParams::default(),
-                    &Patch::Merge(relabel(json!(null)))
-                )
-                .await
-        )
-        .0,
+        api_code(namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(relabel(json!(null)))).await).0,
         403
     );
     let team = json!({"metadata": {"labels": {"team": "blue"}}});
-    namespaces
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(team))
-        .await
-        .expect("other labels are allowed");
+    namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(team)).await.expect("other labels are allowed");
     // So is creating a namespace that claims to be a tenant.
-    let spoof: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": format!("{}-spoof", w.run),
+    let spoof: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{}-spoof", w.run),
         "labels": {"cmp.gsv.dev/tenant": "runtime", "cmp.gsv.dev/organization": org}}}))
-        .expect("namespace");
-    assert_eq!(
-        api_code(namespaces.create(&PostParams::default(), &spoof).await).0,
-        403
-    );
+    .expect("namespace");
+    assert_eq!(api_code(namespaces.create(&PostParams::default(), &spoof).await).0, 403);
 
-    let labels = Api::<Namespace>::all(w.client.clone())
-        .get(&ns)
-        .await
-        .expect("ns")
-        .metadata
-        .labels
-        .expect("labels");
-    assert_eq!(
-        labels["cmp.gsv.dev/tenant"], "control",
-        "the label is unchanged"
-    );
-    roles
-        .delete(&mallory, &DeleteParams::default())
-        .await
-        .expect("cleanup");
-    bindings
-        .delete(&mallory, &DeleteParams::default())
-        .await
-        .expect("cleanup");
+    let labels = Api::<Namespace>::all(w.client.clone()).get(&ns).await.expect("ns").metadata.labels.expect("labels");
+    assert_eq!(labels["cmp.gsv.dev/tenant"], "control", "the label is unchanged");
+    roles.delete(&mallory, &DeleteParams::default()).await.expect("cleanup");
+    bindings.delete(&mallory, &DeleteParams::default()).await.expect("cleanup");
     w.delete_org(&org).await;
 }

@@ -10,13 +10,7 @@ use serde_json::json;
 use support::{CONVERGE, World};
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
-    leases
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
+    leases.get_opt(name).await.ok().flatten()?.spec?.holder_identity
 }
 
 #[tokio::test]
@@ -31,25 +25,14 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
     })
     .await;
     let mut second = w.operator("second", &flags);
-    eventually("the second replica to serve metrics", CONVERGE, || async {
-        second.metrics().await
-    })
-    .await;
+    eventually("the second replica to serve metrics", CONVERGE, || async { second.metrics().await }).await;
 
     let org = w.org_name("org");
     w.apply_org(&org, json!({"displayName": "Leader"})).await;
     w.apply_project(&org, "one", json!({})).await;
     w.project_ready(&org, "one").await;
-    assert!(
-        first.tenant_writes().await > 0,
-        "the leader converged the org"
-    );
-    assert_eq!(
-        second.tenant_writes().await,
-        0,
-        "the standby wrote nothing:\n{}",
-        second.log()
-    );
+    assert!(first.tenant_writes().await > 0, "the leader converged the org");
+    assert_eq!(second.tenant_writes().await, 0, "the standby wrote nothing:\n{}", second.log());
     assert_eq!(holder(&leases, &lease).await.as_deref(), Some("first"));
 
     first.kill();
@@ -59,29 +42,15 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
     .await;
     w.apply_project(&org, "two", json!({})).await;
     w.project_ready(&org, "two").await;
-    assert!(
-        second.tenant_writes().await > 0,
-        "the new leader converged the new project"
-    );
+    assert!(second.tenant_writes().await > 0, "the new leader converged the new project");
 
     w.delete_org(&org).await;
 
     // SIGTERM: a clean exit that releases the lease.
     let status = second.terminate();
-    assert!(
-        status.success(),
-        "exit status {status:?}:\n{}",
-        second.log()
-    );
-    assert!(
-        second.log().contains("released the leader lease"),
-        "{}",
-        second.log()
-    );
+    assert!(status.success(), "exit status {status:?}:\n{}", second.log());
+    assert!(second.log().contains("released the leader lease"), "{}", second.log());
     assert!(!second.running());
     let released = holder(&leases, &lease).await;
-    assert!(
-        released.as_deref() != Some("second"),
-        "lease still held by {released:?}"
-    );
+    assert!(released.as_deref() != Some("second"), "lease still held by {released:?}");
 }

@@ -16,12 +16,7 @@ use serde_json::json;
 use support::{CONVERGE, World, request_reconcile};
 
 fn subjects(binding: &RoleBinding) -> Vec<String> {
-    binding
-        .subjects
-        .iter()
-        .flatten()
-        .map(|s| format!("{}:{}", s.kind, s.name))
-        .collect()
+    binding.subjects.iter().flatten().map(|s| format!("{}:{}", s.kind, s.name)).collect()
 }
 
 /// resourceVersions of every object the operator manages for `org`.
@@ -30,18 +25,8 @@ async fn managed_versions(client: &kube::Client, org: &str) -> BTreeMap<String, 
     let mut versions = BTreeMap::new();
     macro_rules! collect {
         ($kind:ty) => {
-            for o in Api::<$kind>::all(client.clone())
-                .list(&params)
-                .await
-                .expect("list")
-                .items
-            {
-                let key = format!(
-                    "{}/{}/{}",
-                    <$kind>::kind(&()),
-                    o.namespace().unwrap_or_default(),
-                    o.name_any()
-                );
+            for o in Api::<$kind>::all(client.clone()).list(&params).await.expect("list").items {
+                let key = format!("{}/{}/{}", <$kind>::kind(&()), o.namespace().unwrap_or_default(), o.name_any());
                 versions.insert(key, o.resource_version().unwrap_or_default());
             }
         };
@@ -57,8 +42,7 @@ async fn managed_versions(client: &kube::Client, org: &str) -> BTreeMap<String, 
 }
 
 #[tokio::test]
-async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_a_reapply_changes_nothing()
- {
+async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_a_reapply_changes_nothing() {
     let w = World::new("tenancy").await;
     let operator = w.operator("a", &["--gateway-namespace", "cmp-gw"]);
     let org = w.org_name("org");
@@ -85,34 +69,16 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
         (s.projects == ["sales", "support"]).then_some(s)
     })
     .await;
-    assert_eq!(
-        status.namespace.as_deref(),
-        Some(format!("cmp-{org}").as_str())
-    );
+    assert_eq!(status.namespace.as_deref(), Some(format!("cmp-{org}").as_str()));
     assert_eq!(status.wallet.as_deref(), Some(org.as_str()));
-    assert!(cmp_crds::conditions::is_true(
-        &status.conditions,
-        "NamespaceReady"
-    ));
+    assert!(cmp_crds::conditions::is_true(&status.conditions, "NamespaceReady"));
     let runtime = format!("cmp-{org}-support");
-    assert_eq!(
-        support
-            .status
-            .as_ref()
-            .and_then(|s| s.runtime_namespace.clone()),
-        Some(runtime.clone())
-    );
-    assert!(cmp_crds::conditions::is_true(
-        &support.status.expect("status").conditions,
-        "IsolationReady"
-    ));
+    assert_eq!(support.status.as_ref().and_then(|s| s.runtime_namespace.clone()), Some(runtime.clone()));
+    assert!(cmp_crds::conditions::is_true(&support.status.expect("status").conditions, "IsolationReady"));
 
     // Namespaces, labelled as tenants.
     let namespaces = Api::<Namespace>::all(w.client.clone());
-    let control = namespaces
-        .get(&format!("cmp-{org}"))
-        .await
-        .expect("control namespace");
+    let control = namespaces.get(&format!("cmp-{org}")).await.expect("control namespace");
     assert_eq!(control.labels()["cmp.gsv.dev/tenant"], "control");
     let rt = namespaces.get(&runtime).await.expect("runtime namespace");
     assert_eq!(rt.labels()["cmp.gsv.dev/tenant"], "runtime");
@@ -120,18 +86,10 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
 
     // Quota and limits from the spec, and defaults where it is silent.
     let hard = |q: ResourceQuota| q.spec.and_then(|s| s.hard).expect("hard");
-    let quota = hard(
-        Api::<ResourceQuota>::namespaced(w.client.clone(), &runtime)
-            .get("cmp-quota")
-            .await
-            .expect("quota"),
-    );
+    let quota =
+        hard(Api::<ResourceQuota>::namespaced(w.client.clone(), &runtime).get("cmp-quota").await.expect("quota"));
     assert_eq!(
-        (
-            quota["limits.cpu"].0.as_str(),
-            quota["limits.memory"].0.as_str(),
-            quota["pods"].0.as_str()
-        ),
+        (quota["limits.cpu"].0.as_str(), quota["limits.memory"].0.as_str(), quota["pods"].0.as_str()),
         ("2", "4Gi", "10")
     );
     let sales_quota = hard(
@@ -141,62 +99,28 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
             .expect("quota"),
     );
     assert_eq!(sales_quota["limits.cpu"].0, "4");
-    Api::<LimitRange>::namespaced(w.client.clone(), &runtime)
-        .get("cmp-limits")
-        .await
-        .expect("limit range");
-    Api::<ServiceAccount>::namespaced(w.client.clone(), &runtime)
-        .get("cmp-runtime")
-        .await
-        .expect("service account");
+    Api::<LimitRange>::namespaced(w.client.clone(), &runtime).get("cmp-limits").await.expect("limit range");
+    Api::<ServiceAccount>::namespaced(w.client.clone(), &runtime).get("cmp-runtime").await.expect("service account");
 
     // Network policies: default deny, ingress from the gateway namespace, egress to DNS and the spec's CIDR.
     let policies = Api::<NetworkPolicy>::namespaced(w.client.clone(), &runtime);
-    let deny = policies
-        .get("cmp-default-deny")
-        .await
-        .expect("deny")
-        .spec
-        .expect("spec");
-    assert_eq!(
-        deny.policy_types,
-        Some(vec!["Ingress".to_string(), "Egress".to_string()])
-    );
-    let ingress = serde_json::to_value(
-        policies
-            .get("cmp-allow-ingress")
-            .await
-            .expect("ingress")
-            .spec,
-    )
-    .expect("json");
+    let deny = policies.get("cmp-default-deny").await.expect("deny").spec.expect("spec");
+    assert_eq!(deny.policy_types, Some(vec!["Ingress".to_string(), "Egress".to_string()]));
+    let ingress = serde_json::to_value(policies.get("cmp-allow-ingress").await.expect("ingress").spec).expect("json");
     assert_eq!(
         ingress["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "cmp-gw"
     );
-    let egress = serde_json::to_value(policies.get("cmp-allow-egress").await.expect("egress").spec)
-        .expect("json");
-    assert_eq!(
-        egress["egress"][1]["to"][0]["ipBlock"]["cidr"],
-        "203.0.113.0/24"
-    );
+    let egress = serde_json::to_value(policies.get("cmp-allow-egress").await.expect("egress").spec).expect("json");
+    assert_eq!(egress["egress"][1]["to"][0]["ipBlock"]["cidr"], "203.0.113.0/24");
     assert_eq!(egress["egress"][1]["ports"][0]["port"], 443);
 
     // RBAC from owners and members, in the control and the runtime namespace.
     for ns in [format!("cmp-{org}"), runtime.clone()] {
         let bindings = Api::<RoleBinding>::namespaced(w.client.clone(), &ns);
-        assert_eq!(
-            subjects(&bindings.get("cmp-admin").await.expect("admin")),
-            ["User:alice"]
-        );
-        assert_eq!(
-            subjects(&bindings.get("cmp-developer").await.expect("developer")),
-            ["User:bob"]
-        );
-        assert_eq!(
-            subjects(&bindings.get("cmp-viewer").await.expect("viewer")),
-            ["Group:support"]
-        );
+        assert_eq!(subjects(&bindings.get("cmp-admin").await.expect("admin")), ["User:alice"]);
+        assert_eq!(subjects(&bindings.get("cmp-developer").await.expect("developer")), ["User:bob"]);
+        assert_eq!(subjects(&bindings.get("cmp-viewer").await.expect("viewer")), ["Group:support"]);
     }
 
     // The Wallet and its starter credits.
@@ -212,24 +136,14 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
     assert!(before.len() >= 20, "all children found: {before:?}");
     let writes_before = operator.tenant_writes().await;
     w.apply_project(&org, "sales", json!({})).await;
-    request_reconcile(&orgs, &org, "again-1", |o| {
-        o.status.as_ref()?.last_handled_reconcile_at.clone()
-    })
-    .await;
+    request_reconcile(&orgs, &org, "again-1", |o| o.status.as_ref()?.last_handled_reconcile_at.clone()).await;
     request_reconcile(&w.projects(&org), "support", "again-1", |p| {
         p.status.as_ref()?.last_handled_reconcile_at.clone()
     })
     .await;
-    assert_eq!(
-        managed_versions(&w.client, &org).await,
-        before,
-        "no child was rewritten"
-    );
+    assert_eq!(managed_versions(&w.client, &org).await, before, "no child was rewritten");
     let writes = operator.tenant_writes().await - writes_before;
-    assert_eq!(
-        writes, 2,
-        "only the two statuses recording the handled requests were written"
-    );
+    assert_eq!(writes, 2, "only the two statuses recording the handled requests were written");
 
     w.delete_org(&org).await;
 }
@@ -240,44 +154,27 @@ async fn deleted_and_edited_children_are_repaired() {
     let operator = w.operator("a", &[]);
     let org = w.org_name("org");
     w.apply_org(&org, json!({"displayName": "Drift"})).await;
-    w.apply_project(&org, "p", json!({"quota": {"pods": 7}}))
-        .await;
+    w.apply_project(&org, "p", json!({"quota": {"pods": 7}})).await;
     w.project_ready(&org, "p").await;
     let runtime = format!("cmp-{org}-p");
 
     let policies = Api::<NetworkPolicy>::namespaced(w.client.clone(), &runtime);
     let quotas = Api::<ResourceQuota>::namespaced(w.client.clone(), &runtime);
     let roles = Api::<Role>::namespaced(w.client.clone(), &format!("cmp-{org}"));
-    policies
-        .delete("cmp-default-deny", &DeleteParams::default())
-        .await
-        .expect("delete policy");
-    roles
-        .delete("cmp-viewer", &DeleteParams::default())
-        .await
-        .expect("delete role");
+    policies.delete("cmp-default-deny", &DeleteParams::default()).await.expect("delete policy");
+    roles.delete("cmp-viewer", &DeleteParams::default()).await.expect("delete role");
     let edit = json!({"spec": {"hard": {"pods": "999"}}});
-    quotas
-        .patch("cmp-quota", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("edit quota");
+    quotas.patch("cmp-quota", &PatchParams::default(), &Patch::Merge(&edit)).await.expect("edit quota");
 
-    eventually(
-        "the deleted policy, the deleted role and the quota to come back",
-        CONVERGE,
-        || async {
-            let policy = policies.get_opt("cmp-default-deny").await.ok()??;
-            roles.get_opt("cmp-viewer").await.ok()??;
-            let quota = quotas.get("cmp-quota").await.ok()?;
-            let pods = quota.spec?.hard?.get("pods")?.0.clone();
-            (pods == "7" && policy.spec.is_some()).then_some(())
-        },
-    )
+    eventually("the deleted policy, the deleted role and the quota to come back", CONVERGE, || async {
+        let policy = policies.get_opt("cmp-default-deny").await.ok()??;
+        roles.get_opt("cmp-viewer").await.ok()??;
+        let quota = quotas.get("cmp-quota").await.ok()?;
+        let pods = quota.spec?.hard?.get("pods")?.0.clone();
+        (pods == "7" && policy.spec.is_some()).then_some(())
+    })
     .await;
-    assert!(
-        operator.log().contains("applied"),
-        "the operator logged its repairs"
-    );
+    assert!(operator.log().contains("applied"), "the operator logged its repairs");
     w.delete_org(&org).await;
 }
 
@@ -288,61 +185,27 @@ async fn starter_credits_are_granted_once_across_restarts_and_wallet_recreation(
     let orgs = Api::<Organization>::all(w.client.clone());
     {
         let _first = w.operator("first", &[]);
-        w.apply_org(
-            &org,
-            json!({"displayName": "Starter", "starterCredits": 250}),
-        )
-        .await;
+        w.apply_org(&org, json!({"displayName": "Starter", "starterCredits": 250})).await;
         w.org_ready(&org).await;
-        request_reconcile(&orgs, &org, "1", |o| {
-            o.status.as_ref()?.last_handled_reconcile_at.clone()
-        })
-        .await;
+        request_reconcile(&orgs, &org, "1", |o| o.status.as_ref()?.last_handled_reconcile_at.clone()).await;
     }
     let _second = w.operator("second", &[]);
-    request_reconcile(&orgs, &org, "2", |o| {
-        o.status.as_ref()?.last_handled_reconcile_at.clone()
-    })
-    .await;
+    request_reconcile(&orgs, &org, "2", |o| o.status.as_ref()?.last_handled_reconcile_at.clone()).await;
     let wallets = w.wallets(&org);
     let wallet = eventually("wallet figures", CONVERGE, || async {
         let wallet = wallets.get(&org).await.ok()?;
         (wallet.status.as_ref()?.granted == 250).then_some(wallet)
     })
     .await;
-    let starters: Vec<_> = wallet
-        .spec
-        .grants
-        .iter()
-        .filter(|g| g.id == "starter")
-        .collect();
+    let starters: Vec<_> = wallet.spec.grants.iter().filter(|g| g.id == "starter").collect();
     assert_eq!(starters.len(), 1);
     assert_eq!(starters[0].credits, 250);
-    assert!(
-        orgs.get(&org)
-            .await
-            .expect("org")
-            .status
-            .expect("status")
-            .starter_granted
-    );
+    assert!(orgs.get(&org).await.expect("org").status.expect("status").starter_granted);
 
     // A recreated Wallet does not get the starter credits again.
-    wallets
-        .delete(&org, &DeleteParams::default())
-        .await
-        .expect("delete wallet");
-    request_reconcile(&orgs, &org, "3", |o| {
-        o.status.as_ref()?.last_handled_reconcile_at.clone()
-    })
-    .await;
-    let recreated = eventually("wallet recreated", CONVERGE, || async {
-        wallets.get_opt(&org).await.ok()?
-    })
-    .await;
-    assert!(
-        recreated.spec.grants.is_empty(),
-        "starter credits are granted once in an organization's life"
-    );
+    wallets.delete(&org, &DeleteParams::default()).await.expect("delete wallet");
+    request_reconcile(&orgs, &org, "3", |o| o.status.as_ref()?.last_handled_reconcile_at.clone()).await;
+    let recreated = eventually("wallet recreated", CONVERGE, || async { wallets.get_opt(&org).await.ok()? }).await;
+    assert!(recreated.spec.grants.is_empty(), "starter credits are granted once in an organization's life");
     w.delete_org(&org).await;
 }

@@ -67,11 +67,7 @@ pub async fn apply_object(
             if let Some(ns) = &options.namespace {
                 object.metadata.namespace = Some(ns.clone());
             }
-            let ns = object
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
+            let ns = object.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             Api::namespaced_with(client.clone(), &ns, &resource)
         }
     };

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 use crate::Error;
@@ -31,61 +31,35 @@ pub struct CertFiles {
 }
 
 fn cert_error(what: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
-    move |source| Error::Certificates {
-        what: what.to_string(),
-        source,
-    }
+    move |source| Error::Certificates { what: what.to_string(), source }
 }
 
 /// Writes fresh certificates into `dir`.
 pub fn generate(dir: &Path) -> Result<CertFiles, Error> {
-    let mut ca_params =
-        CertificateParams::new(Vec::<String>::new()).map_err(cert_error("CA parameters"))?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "cmp-local-ca");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error("CA parameters"))?;
+    ca_params.distinguished_name.push(DnType::CommonName, "cmp-local-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_key = KeyPair::generate().map_err(cert_error("CA key"))?;
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, ca_key).map_err(cert_error("CA certificate"))?;
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(cert_error("CA certificate"))?;
 
-    let mut serving = CertificateParams::new(vec!["localhost".to_string()])
-        .map_err(cert_error("serving parameters"))?;
-    serving
-        .subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
+    let mut serving =
+        CertificateParams::new(vec!["localhost".to_string()]).map_err(cert_error("serving parameters"))?;
+    serving.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    serving.distinguished_name.push(DnType::CommonName, "localhost");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    serving.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     let serving_key = KeyPair::generate().map_err(cert_error("serving key"))?;
-    let serving_cert = serving
-        .signed_by(&serving_key, &ca)
-        .map_err(cert_error("serving certificate"))?;
+    let serving_cert = serving.signed_by(&serving_key, &ca).map_err(cert_error("serving certificate"))?;
 
-    let mut admin =
-        CertificateParams::new(Vec::<String>::new()).map_err(cert_error("admin parameters"))?;
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "cmp-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
+    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(cert_error("admin parameters"))?;
+    admin.distinguished_name.push(DnType::CommonName, "cmp-admin");
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     admin.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let admin_key = KeyPair::generate().map_err(cert_error("admin key"))?;
-    let admin_cert = admin
-        .signed_by(&admin_key, &ca)
-        .map_err(cert_error("admin certificate"))?;
+    let admin_cert = admin.signed_by(&admin_key, &ca).map_err(cert_error("admin certificate"))?;
 
     let service_account_key = KeyPair::generate().map_err(cert_error("service-account key"))?;
 
@@ -103,20 +77,11 @@ pub fn generate(dir: &Path) -> Result<CertFiles, Error> {
     write(&files.serving_key, &serving_key.serialize_pem())?;
     write(&files.admin_cert, &admin_cert.pem())?;
     write(&files.admin_key, &admin_key.serialize_pem())?;
-    write(
-        &files.service_account_key,
-        &service_account_key.serialize_pem(),
-    )?;
-    write(
-        &files.service_account_public_key,
-        &service_account_key.public_key_pem(),
-    )?;
+    write(&files.service_account_key, &service_account_key.serialize_pem())?;
+    write(&files.service_account_public_key, &service_account_key.public_key_pem())?;
     Ok(files)
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
-    std::fs::write(path, contents).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, contents).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }

@@ -44,40 +44,22 @@ pub fn binaries() -> Result<PathBuf, Error> {
         .arg(&script)
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|source| Error::Spawn {
-            binary: script.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| Error::Spawn { binary: script.display().to_string(), source })?;
     if !output.status.success() {
-        return Err(Error::Build(format!(
-            "{} exited with {}",
-            script.display(),
-            output.status
-        )));
+        return Err(Error::Build(format!("{} exited with {}", script.display(), output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
     if dir.is_empty() {
-        return Err(Error::Build(format!(
-            "{} printed no output directory",
-            script.display()
-        )));
+        return Err(Error::Build(format!("{} printed no output directory", script.display())));
     }
     Ok(PathBuf::from(dir))
 }
 
 fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
-    })?;
-    let port = listener
-        .local_addr()
-        .map_err(|source| Error::Io {
-            path: PathBuf::from("127.0.0.1:0"),
-            source,
-        })?
-        .port();
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
+    let port = listener.local_addr().map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?.port();
     Ok(port)
 }
 
@@ -102,17 +84,18 @@ impl ControlPlane {
     /// `dir` (wiped first), waits for `/readyz` and writes `dir/kubeconfig`.
     pub async fn start(dir: &Path) -> Result<Self, Error> {
         let bin_dir = binaries()?;
+        let previous = dir.join("kubeconfig");
+        if previous.exists()
+            && let Ok(client) = crate::test::client_for(&previous).await
+            && crate::test::is_ready(&client).await
+        {
+            return Err(Error::AlreadyRunning { dir: dir.to_path_buf() });
+        }
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::remove_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         }
         let pki = dir.join("pki");
-        std::fs::create_dir_all(&pki).map_err(|source| Error::Io {
-            path: pki.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&pki).map_err(|source| Error::Io { path: pki.clone(), source })?;
         let certs = certs::generate(&pki)?;
 
         let etcd_port = free_port()?;
@@ -163,14 +146,8 @@ impl ControlPlane {
                 "--disable-admission-plugins=ServiceAccount".into(),
                 "--authorization-mode=RBAC".into(),
                 format!("--service-account-issuer={server}/"),
-                format!(
-                    "--service-account-key-file={}",
-                    certs.service_account_public_key.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    certs.service_account_key.display()
-                ),
+                format!("--service-account-key-file={}", certs.service_account_public_key.display()),
+                format!("--service-account-signing-key-file={}", certs.service_account_key.display()),
                 "--v=1".into(),
             ],
         )?;
@@ -189,9 +166,7 @@ impl ControlPlane {
                 "--v=1".into(),
             ],
         )?;
-        plane
-            .wait_for_port("kube-controller-manager", kcm_port)
-            .await?;
+        plane.wait_for_port("kube-controller-manager", kcm_port).await?;
         tracing::info!(server = %plane.server, kubeconfig = %plane.kubeconfig.display(), "local control plane is ready");
         Ok(plane)
     }
@@ -223,14 +198,8 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &'static str, args: &[String]) -> Result<(), Error> {
         let log = self.dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|source| Error::Io {
-            path: log.clone(),
-            source,
-        })?;
-        let err = out.try_clone().map_err(|source| Error::Io {
-            path: log.clone(),
-            source,
-        })?;
+        let out = File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
+        let err = out.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
         let binary = self.bin_dir.join(name);
         let child = Command::new(&binary)
             .args(args)
@@ -238,10 +207,7 @@ impl ControlPlane {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| Error::Spawn {
-                binary: binary.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| Error::Spawn { binary: binary.display().to_string(), source })?;
         tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
         self.components.push(Component { name, child, log });
         Ok(())
@@ -263,21 +229,14 @@ impl ControlPlane {
 
     fn timed_out(&self, name: &str) -> Error {
         let log = self.dir.join(format!("{name}.log"));
-        Error::NotReady {
-            what: format!("{name} was not ready after {READY_TIMEOUT:?}"),
-            tail: tail(&log),
-            log,
-        }
+        Error::NotReady { what: format!("{name} was not ready after {READY_TIMEOUT:?}"), tail: tail(&log), log }
     }
 
     async fn wait_for_port(&mut self, name: &str, port: u16) -> Result<(), Error> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             self.check_alive(name)?;
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -357,8 +316,5 @@ current-context: cmp-local
         cert = certs.admin_cert.display(),
         key = certs.admin_key.display(),
     );
-    std::fs::write(path, yaml).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, yaml).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }

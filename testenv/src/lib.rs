@@ -76,6 +76,14 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// Another control plane already runs from the state directory.
+    #[error(
+        "a control plane is already running from {dir}: stop it (Ctrl-C in its terminal) or use its kubeconfig ({dir}/kubeconfig)"
+    )]
+    AlreadyRunning {
+        /// The state directory.
+        dir: PathBuf,
+    },
     /// The API server refused a request.
     #[error(transparent)]
     Kube(#[from] kube::Error),

@@ -14,16 +14,11 @@ pub const KUBECONFIG_ENV: &str = "CMP_TEST_KUBECONFIG";
 
 /// An admin client for the kubeconfig at `path`.
 pub async fn client_for(path: &Path) -> Result<kube::Client, Error> {
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let kubeconfig = Kubeconfig::read_from(path)
+        .map_err(|e| Error::Kubeconfig { path: path.to_path_buf(), message: e.to_string() })?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Kubeconfig {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Error::Kubeconfig { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -32,22 +27,17 @@ pub async fn is_ready(client: &kube::Client) -> bool {
     let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else {
         return false;
     };
-    client
-        .request_text(request)
-        .await
-        .is_ok_and(|body| body.trim() == "ok")
+    client.request_text(request).await.is_ok_and(|body| body.trim() == "ok")
 }
 
 /// A client of the test control plane that acts as `user` in `groups`
 /// (the admin impersonates them), to test what other users may do.
 pub async fn client_as(user: &str, groups: &[&str]) -> kube::Client {
     let path = test_kubeconfig();
-    let kubeconfig =
-        Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     config.auth_info.impersonate = Some(user.to_string());
     config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
     kube::Client::try_from(config).unwrap_or_else(|e| panic!("client for {user}: {e}"))
@@ -65,10 +55,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -76,9 +63,7 @@ where
 /// The kubeconfig the tests use: `$CMP_TEST_KUBECONFIG`, else the one of
 /// `cargo xtask cluster`.
 pub fn test_kubeconfig() -> PathBuf {
-    std::env::var_os(KUBECONFIG_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::default_state_dir().join("kubeconfig"))
+    std::env::var_os(KUBECONFIG_ENV).map(PathBuf::from).unwrap_or_else(|| crate::default_state_dir().join("kubeconfig"))
 }
 
 /// A client for the test control plane.
@@ -119,26 +104,16 @@ impl TestNamespace {
     pub async fn create(client: &kube::Client, prefix: &str) -> Result<Self, Error> {
         let name = unique_name(prefix);
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
             ..Default::default()
         };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
-        Ok(Self {
-            name,
-            client: client.clone(),
-        })
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(Self { name, client: client.clone() })
     }
 
     /// Deletes the namespace (the namespace controller removes what is in it).
     pub async fn delete(self) -> Result<(), Error> {
-        Api::<Namespace>::all(self.client)
-            .delete(&self.name, &DeleteParams::default())
-            .await?;
+        Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::default()).await?;
         Ok(())
     }
 }
@@ -147,9 +122,7 @@ impl TestNamespace {
 pub fn unique_name(prefix: &str) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    let suffix: String = (0..8)
-        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
-        .collect();
+    let suffix: String = (0..8).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect();
     format!("{prefix}-{suffix}")
 }
 
@@ -161,22 +134,12 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }

@@ -5,6 +5,8 @@
 //! - `test`: start a fresh control plane and run the whole test suite against it;
 //! - `cluster`: only start the local control plane and keep it running.
 
+mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
@@ -14,7 +16,7 @@ use cmp_testenv::ControlPlane;
 use cmp_testenv::apply::{ApplyOptions, apply_yaml, install_crds};
 
 /// The field manager xtask applies with.
-const MANAGER: &str = "cmp-xtask";
+pub(crate) const MANAGER: &str = "cmp-xtask";
 
 #[derive(Parser)]
 #[command(about = "CMP developer tooling")]
@@ -35,6 +37,12 @@ enum Command {
     },
     /// Start the local control plane (state in ~/.cache/cmp/cluster) and keep it running.
     Cluster,
+    /// Benchmark: N Organizations with one Project each, from cold; prints time, writes, RSS.
+    BenchTenancy {
+        /// How many Organizations.
+        #[arg(long, default_value_t = 1000)]
+        orgs: usize,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +58,7 @@ async fn main() -> ExitCode {
         Command::Up => up().await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
+        Command::BenchTenancy { orgs } => bench::run(orgs).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -60,20 +69,16 @@ async fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     cmp_testenv::workspace_root()
 }
 
 /// Starts a control plane in `dir` and installs the CRDs.
-async fn start(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Client)> {
+pub(crate) async fn start(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Client)> {
     eprintln!("starting the local control plane in {} ...", dir.display());
-    let plane = ControlPlane::start(dir)
-        .await
-        .context("starting the local control plane")?;
+    let plane = ControlPlane::start(dir).await.context("starting the local control plane")?;
     let client = plane.client().await?;
-    install_crds(&client, &cmp_crds::all_crds(), MANAGER)
-        .await
-        .context("installing the CRDs")?;
+    install_crds(&client, &cmp_crds::all_crds(), MANAGER).await.context("installing the CRDs")?;
     eprintln!("control plane ready at {}; CRDs installed", plane.server());
     Ok((plane, client))
 }
@@ -97,9 +102,7 @@ async fn cluster() -> anyhow::Result<ExitCode> {
 }
 
 async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
-    let dir = cmp_testenv::control_plane::cache_dir()
-        .join("test-runs")
-        .join(std::process::id().to_string());
+    let dir = cmp_testenv::control_plane::cache_dir().join("test-runs").join(std::process::id().to_string());
     let (plane, _client) = start(&dir).await?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("running cargo test --workspace against {}", plane.server());
@@ -140,16 +143,7 @@ async fn up() -> anyhow::Result<ExitCode> {
     eprintln!("building the CMP binaries ...");
     let built = tokio::process::Command::new(&cargo)
         .current_dir(root())
-        .args([
-            "build",
-            "--bins",
-            "-p",
-            "cmp-operator",
-            "-p",
-            "cmp-gateway",
-            "-p",
-            "cmp-webhook",
-        ])
+        .args(["build", "--bins", "-p", "cmp-operator", "-p", "cmp-gateway", "-p", "cmp-webhook"])
         .status()
         .await?;
     if !built.success() {
@@ -157,15 +151,10 @@ async fn up() -> anyhow::Result<ExitCode> {
     }
     let (plane, client) = start(&cmp_testenv::default_state_dir()).await?;
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
         .env("KUBECONFIG", plane.kubeconfig())
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -175,13 +164,8 @@ async fn up() -> anyhow::Result<ExitCode> {
         let yaml = std::fs::read_to_string(&file)?;
         let name = file.display().to_string();
         ensure_namespaces(&client, &name, &yaml).await?;
-        let options = ApplyOptions {
-            field_manager: MANAGER.into(),
-            ..Default::default()
-        };
-        let applied = apply_yaml(&client, &name, &yaml, &options)
-            .await
-            .with_context(|| format!("applying {name}"))?;
+        let options = ApplyOptions { field_manager: MANAGER.into(), ..Default::default() };
+        let applied = apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
         eprintln!("applied {name} ({} objects)", applied.len());
     }
     print_usage(&plane);
@@ -226,9 +210,9 @@ async fn ensure_namespaces(client: &kube::Client, name: &str, yaml: &str) -> any
 async fn report_readiness(client: &kube::Client) {
     use cmp_crds::{Organization, Project};
     use kube::api::{Api, ListParams};
-    let ready = |conditions: Option<
-        &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    >| { conditions.is_some_and(|c| cmp_crds::conditions::is_true(c, "Ready")) };
+    let ready = |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
+        conditions.is_some_and(|c| cmp_crds::conditions::is_true(c, "Ready"))
+    };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let orgs = Api::<Organization>::all(client.clone())
@@ -236,19 +220,10 @@ async fn report_readiness(client: &kube::Client) {
             .await
             .map(|l| l.items)
             .unwrap_or_default();
-        let projects = Api::<Project>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        let pending = orgs
-            .iter()
-            .filter(|o| !ready(o.status.as_ref().map(|s| &s.conditions)))
-            .count()
-            + projects
-                .iter()
-                .filter(|p| !ready(p.status.as_ref().map(|s| &s.conditions)))
-                .count();
+        let projects =
+            Api::<Project>::all(client.clone()).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+        let pending = orgs.iter().filter(|o| !ready(o.status.as_ref().map(|s| &s.conditions))).count()
+            + projects.iter().filter(|p| !ready(p.status.as_ref().map(|s| &s.conditions))).count();
         if pending == 0 {
             eprintln!(
                 "{} organization(s) and {} project(s) are Ready (kubectl get cmp -A)",

@@ -34,19 +34,14 @@ fn main() -> anyhow::Result<()> {
             if args.check {
                 stale.push(path.display().to_string());
             } else {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                std::fs::write(&path, yaml)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
         }
     }
     if !stale.is_empty() {
-        bail!(
-            "out of date: {}; run `cargo run -p cmp-crdgen`",
-            stale.join(", ")
-        );
+        bail!("out of date: {}; run `cargo run -p cmp-crdgen`", stale.join(", "));
     }
     Ok(())
 }

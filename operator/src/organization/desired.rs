@@ -51,26 +51,22 @@ pub fn children(org: &Organization) -> Children {
             "metadata": {"name": wallet_name(org), "namespace": ns, "labels": owned_labels(&name, None)},
             "spec": {}
         }),
-        roles: rbac::ROLES
-            .iter()
-            .map(|r| rbac::role(*r, &ns, &name, None))
-            .collect(),
-        role_bindings: rbac::ROLES
-            .iter()
-            .map(|r| rbac::role_binding(&org.spec, *r, &ns, &name, None))
-            .collect(),
+        roles: rbac::ROLES.iter().map(|r| rbac::role(*r, &ns, &name, None)).collect(),
+        role_bindings: rbac::ROLES.iter().map(|r| rbac::role_binding(&org.spec, *r, &ns, &name, None)).collect(),
     }
 }
 
-/// The starter grant to append, applied once under its own field manager.
+/// The starter grant to append, applied once under its own field manager
+/// (with the Wallet's labels, so that it can create the Wallet in one write).
 /// `None` when the configured amount is zero.
 pub fn starter_grant(org: &Organization, default_credits: i64) -> Option<Value> {
     let credits = org.spec.starter_credits.unwrap_or(default_credits);
+    let name = org.name_any();
     (credits > 0).then(|| {
         json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1",
             "kind": "Wallet",
-            "metadata": {"name": wallet_name(org), "namespace": control_namespace(&org.name_any())},
+            "metadata": {"name": wallet_name(org), "namespace": control_namespace(&name), "labels": owned_labels(&name, None)},
             "spec": {"grants": [{
                 "id": STARTER_GRANT_ID,
                 "credits": credits,
@@ -90,11 +86,7 @@ mod tests {
     fn org(starter: Option<i64>) -> Organization {
         Organization::new(
             "acme",
-            OrganizationSpec {
-                display_name: "Acme".into(),
-                starter_credits: starter,
-                ..Default::default()
-            },
+            OrganizationSpec { display_name: "Acme".into(), starter_credits: starter, ..Default::default() },
         )
     }
 
@@ -103,52 +95,29 @@ mod tests {
         let c = children(&org(None));
         assert_eq!(c.namespace.metadata.name.as_deref(), Some("cmp-acme"));
         let labels = c.namespace.metadata.labels.expect("labels");
-        assert_eq!(
-            labels.get(TENANT_LABEL).map(String::as_str),
-            Some("control")
-        );
-        assert_eq!(
-            labels.get("cmp.gsv.dev/organization").map(String::as_str),
-            Some("acme")
-        );
+        assert_eq!(labels.get(TENANT_LABEL).map(String::as_str), Some("control"));
+        assert_eq!(labels.get("cmp.gsv.dev/organization").map(String::as_str), Some("acme"));
     }
 
     #[test]
     fn the_wallet_is_applied_without_grants() {
         let c = children(&org(Some(5)));
         assert_eq!(c.wallet["metadata"]["namespace"], "cmp-acme");
-        assert!(
-            c.wallet["spec"].get("grants").is_none(),
-            "grants are appended separately, once"
-        );
+        assert!(c.wallet["spec"].get("grants").is_none(), "grants are appended separately, once");
     }
 
     #[test]
     fn starter_grant_uses_the_spec_then_the_default() {
-        assert_eq!(
-            starter_grant(&org(Some(250)), 1000).expect("grant")["spec"]["grants"][0]["credits"],
-            250
-        );
-        assert_eq!(
-            starter_grant(&org(None), 1000).expect("grant")["spec"]["grants"][0]["credits"],
-            1000
-        );
+        assert_eq!(starter_grant(&org(Some(250)), 1000).expect("grant")["spec"]["grants"][0]["credits"], 250);
+        assert_eq!(starter_grant(&org(None), 1000).expect("grant")["spec"]["grants"][0]["credits"], 1000);
         assert!(starter_grant(&org(Some(0)), 1000).is_none());
     }
 
     #[test]
     fn three_roles_and_bindings_in_the_control_namespace() {
         let c = children(&org(None));
-        let names: Vec<_> = c
-            .roles
-            .iter()
-            .filter_map(|r| r.metadata.name.clone())
-            .collect();
+        let names: Vec<_> = c.roles.iter().filter_map(|r| r.metadata.name.clone()).collect();
         assert_eq!(names, ["cmp-admin", "cmp-developer", "cmp-viewer"]);
-        assert!(
-            c.role_bindings
-                .iter()
-                .all(|b| b.metadata.namespace.as_deref() == Some("cmp-acme"))
-        );
+        assert!(c.role_bindings.iter().all(|b| b.metadata.namespace.as_deref() == Some("cmp-acme")));
     }
 }

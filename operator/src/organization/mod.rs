@@ -94,30 +94,18 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
     ctx.applier.ensure_cluster(&children.namespace).await?;
     set_condition(
         &mut status.conditions,
-        condition(
-            NAMESPACE_READY,
-            true,
-            "NamespaceReady",
-            format!("control namespace {ns} exists"),
-        ),
+        condition(NAMESPACE_READY, true, "NamespaceReady", format!("control namespace {ns} exists")),
         generation,
         status::now(),
     );
 
     let wallets = Api::<Wallet>::namespaced(ctx.client.clone(), &ns);
     let wallet_name = desired::wallet_name(org);
-    ctx.applier
-        .ensure_in(
-            &wallets,
-            &wallet_name,
-            &children.wallet,
-            cmp_crds::names::OPERATOR_MANAGER,
-        )
-        .await?;
     if !status.starter_granted {
         grant_starter_credits(org, ctx, &wallets).await?;
         status.starter_granted = true;
     }
+    ctx.applier.ensure_in(&wallets, &wallet_name, &children.wallet, cmp_crds::names::OPERATOR_MANAGER).await?;
     for role in &children.roles {
         ctx.applier.ensure(role).await?;
     }
@@ -150,12 +138,7 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
                 "spec.suspended is true: the gateway refuses runs of every Instance of the organization",
             )
         } else {
-            condition(
-                types::SUSPENDED,
-                false,
-                "Active",
-                "the organization is active",
-            )
+            condition(types::SUSPENDED, false, "Active", "the organization is active")
         },
         generation,
         status::now(),
@@ -166,10 +149,7 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
             types::READY,
             true,
             "Reconciled",
-            format!(
-                "namespace {ns}, wallet, RBAC and {} project(s) in place",
-                status.project_count
-            ),
+            format!("namespace {ns}, wallet, RBAC and {} project(s) in place", status.project_count),
         ),
         generation,
         status::now(),
@@ -178,41 +158,25 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// Appends the starter grant unless the Wallet already has one. Idempotent by
+/// Appends the starter grant (creating the Wallet with it when there is no
+/// Wallet yet) unless the Wallet already has one. Idempotent by
 /// grant id, and guarded by `status.starterGranted` so that it happens once
 /// in the Organization's life, even if the Wallet is later recreated.
-async fn grant_starter_credits(
-    org: &Organization,
-    ctx: &Context,
-    wallets: &Api<Wallet>,
-) -> Result<()> {
+async fn grant_starter_credits(org: &Organization, ctx: &Context, wallets: &Api<Wallet>) -> Result<()> {
     let Some(grant) = desired::starter_grant(org, ctx.config.starter_credits) else {
         return Ok(());
     };
     let name = desired::wallet_name(org);
-    let wallet = wallets
-        .get(&name)
-        .await
-        .map_err(Error::kube(format!("reading Wallet {name}")))?;
-    if wallet
-        .spec
-        .grants
-        .iter()
-        .any(|g| g.id == desired::STARTER_GRANT_ID)
-    {
+    let wallet = wallets.get_opt(&name).await.map_err(Error::kube(format!("reading Wallet {name}")))?;
+    if wallet.is_some_and(|w| w.spec.grants.iter().any(|g| g.id == desired::STARTER_GRANT_ID)) {
         return Ok(());
     }
-    ctx.applier
-        .ensure_in(wallets, &name, &grant, STARTER_MANAGER)
-        .await?;
+    ctx.applier.ensure_in(wallets, &name, &grant, STARTER_MANAGER).await?;
     ctx.publish(
         org,
         false,
         "StarterCreditsGranted",
-        format!(
-            "granted {} starter credits to Wallet {name}",
-            grant["spec"]["grants"][0]["credits"]
-        ),
+        format!("granted {} starter credits to Wallet {name}", grant["spec"]["grants"][0]["credits"]),
     )
     .await;
     Ok(())
@@ -222,28 +186,16 @@ async fn grant_starter_credits(
 /// its own field manager, so that the gateway can refuse their runs.
 async fn propagate_suspension(org: &Organization, ctx: &Context, ns: &str) -> Result<()> {
     let instances = Api::<Instance>::namespaced(ctx.client.clone(), ns);
-    let list = instances
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube(format!("listing the Instances of {ns}")))?;
+    let list =
+        instances.list(&ListParams::default()).await.map_err(Error::kube(format!("listing the Instances of {ns}")))?;
     let (status, reason, message) = if org.spec.suspended {
-        (
-            "True",
-            "OrganizationSuspended",
-            format!("Organization {} is suspended", org.name_any()),
-        )
+        ("True", "OrganizationSuspended", format!("Organization {} is suspended", org.name_any()))
     } else {
-        (
-            "False",
-            "OrganizationActive",
-            format!("Organization {} is active", org.name_any()),
-        )
+        ("False", "OrganizationActive", format!("Organization {} is active", org.name_any()))
     };
     for instance in list.items {
-        let current = instance
-            .status
-            .as_ref()
-            .and_then(|s| cmp_crds::conditions::find(&s.conditions, types::SUSPENDED));
+        let current =
+            instance.status.as_ref().and_then(|s| cmp_crds::conditions::find(&s.conditions, types::SUSPENDED));
         if current.is_some_and(|c| c.status == status && c.reason == reason) {
             continue;
         }
@@ -257,40 +209,23 @@ async fn propagate_suspension(org: &Organization, ctx: &Context, ns: &str) -> Re
         let name = instance.name_any();
         ctx.metrics.write("Instance", "apply_status");
         instances
-            .patch_status(
-                &name,
-                &PatchParams::apply(SUSPENSION_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch_status(&name, &PatchParams::apply(SUSPENSION_MANAGER).force(), &Patch::Apply(&patch))
             .await
-            .map_err(Error::kube(format!(
-                "marking Instance {ns}/{name} {reason}"
-            )))?;
+            .map_err(Error::kube(format!("marking Instance {ns}/{name} {reason}")))?;
     }
     Ok(())
 }
 
 /// Writes the status when it changed, and publishes an Event when `Ready` transitions.
 async fn write_status(org: &Organization, ctx: &Context, status: OrganizationStatus) -> Result<()> {
-    let before = org
-        .status
-        .as_ref()
-        .and_then(|s| status::state(&s.conditions, types::READY));
+    let before = org.status.as_ref().and_then(|s| status::state(&s.conditions, types::READY));
     let after = status::state(&status.conditions, types::READY);
     let api = Api::<Organization>::all(ctx.client.clone());
-    ctx.applier
-        .apply_status(&api, &org.name_any(), org.status.as_ref(), &status)
-        .await?;
+    ctx.applier.apply_status(&api, &org.name_any(), org.status.as_ref(), &status).await?;
     if before != after
         && let Some(ready) = cmp_crds::conditions::find(&status.conditions, types::READY)
     {
-        ctx.publish(
-            org,
-            ready.status != "True",
-            &ready.reason,
-            ready.message.clone(),
-        )
-        .await;
+        ctx.publish(org, ready.status != "True", &ready.reason, ready.message.clone()).await;
     }
     Ok(())
 }
@@ -310,12 +245,6 @@ async fn cleanup(org: &Organization, ctx: &Context) -> Result<Action> {
     // reconciler finalizes the Projects in it (and their runtime namespaces).
     let ns = control_namespace(&name);
     ctx.applier.delete_cluster::<Namespace>(&ns).await?;
-    ctx.publish(
-        org,
-        false,
-        "Deleting",
-        format!("deleting control namespace {ns}"),
-    )
-    .await;
+    ctx.publish(org, false, "Deleting", format!("deleting control namespace {ns}")).await;
     Ok(Action::await_change())
 }

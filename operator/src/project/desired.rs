@@ -7,12 +7,11 @@ use cmp_crds::names::runtime_namespace;
 use cmp_crds::organization::OrganizationSpec;
 use cmp_crds::project::{ProjectSpec, Protocol};
 use k8s_openapi::api::core::v1::{
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
-    ServiceAccount,
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -77,28 +76,18 @@ fn meta(name: &str, namespace: &str, organization: &str, project: &str) -> Objec
 }
 
 fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
 }
 
 fn namespace_selector(namespace: &str) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            "kubernetes.io/metadata.name".to_string(),
-            namespace.to_string(),
-        )])),
+        match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), namespace.to_string())])),
         ..Default::default()
     }
 }
 
 fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        port: Some(IntOrString::Int(number)),
-        protocol: Some(protocol.to_string()),
-        end_port: None,
-    }
+    NetworkPolicyPort { port: Some(IntOrString::Int(number)), protocol: Some(protocol.to_string()), end_port: None }
 }
 
 fn egress_rules(spec: &ProjectSpec, network: &NetworkSettings) -> Vec<NetworkPolicyEgressRule> {
@@ -109,34 +98,15 @@ fn egress_rules(spec: &ProjectSpec, network: &NetworkSettings) -> Vec<NetworkPol
         }]),
         ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
     };
-    let allowed = spec
-        .network
-        .egress
-        .iter()
-        .map(|rule| NetworkPolicyEgressRule {
-            to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: rule.cidr.clone(),
-                    except: None,
-                }),
-                ..Default::default()
-            }]),
-            ports: (!rule.ports.is_empty()).then(|| {
-                rule.ports
-                    .iter()
-                    .map(|p| {
-                        port(
-                            p.port,
-                            if p.protocol == Protocol::Udp {
-                                "UDP"
-                            } else {
-                                "TCP"
-                            },
-                        )
-                    })
-                    .collect()
-            }),
-        });
+    let allowed = spec.network.egress.iter().map(|rule| NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: rule.cidr.clone(), except: None }),
+            ..Default::default()
+        }]),
+        ports: (!rule.ports.is_empty()).then(|| {
+            rule.ports.iter().map(|p| port(p.port, if p.protocol == Protocol::Udp { "UDP" } else { "TCP" })).collect()
+        }),
+    });
     std::iter::once(dns).chain(allowed).collect()
 }
 
@@ -169,15 +139,10 @@ fn network_policies(
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![
                         NetworkPolicyPeer {
-                            namespace_selector: Some(namespace_selector(
-                                &network.gateway_namespace,
-                            )),
+                            namespace_selector: Some(namespace_selector(&network.gateway_namespace)),
                             ..Default::default()
                         },
-                        NetworkPolicyPeer {
-                            pod_selector: Some(everything.clone()),
-                            ..Default::default()
-                        },
+                        NetworkPolicyPeer { pod_selector: Some(everything.clone()), ..Default::default() },
                     ]),
                     ports: None,
                 }]),
@@ -206,22 +171,12 @@ pub fn children(
 ) -> Children {
     let ns = runtime_namespace(organization, project);
     let mut ns_labels = namespace_labels(organization, Some(project));
-    ns_labels.insert(
-        "pod-security.kubernetes.io/enforce".into(),
-        "restricted".into(),
-    );
+    ns_labels.insert("pod-security.kubernetes.io/enforce".into(), "restricted".into());
     let q = &spec.quota;
-    let container = [
-        ("cpu", q.container_cpu.as_str()),
-        ("memory", q.container_memory.as_str()),
-    ];
+    let container = [("cpu", q.container_cpu.as_str()), ("memory", q.container_memory.as_str())];
     Children {
         namespace: Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.clone()),
-                labels: Some(ns_labels),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(ns.clone()), labels: Some(ns_labels), ..Default::default() },
             ..Default::default()
         },
         quota: ResourceQuota {
@@ -255,10 +210,7 @@ pub fn children(
             automount_service_account_token: Some(false),
             ..Default::default()
         },
-        roles: rbac::ROLES
-            .iter()
-            .map(|r| rbac::role(*r, &ns, organization, Some(project)))
-            .collect(),
+        roles: rbac::ROLES.iter().map(|r| rbac::role(*r, &ns, organization, Some(project))).collect(),
         role_bindings: rbac::ROLES
             .iter()
             .map(|r| rbac::role_binding(org_spec, *r, &ns, organization, Some(project)))
@@ -272,10 +224,7 @@ mod tests {
     use cmp_crds::project::{EgressRule, Port, ProjectNetwork};
 
     fn settings() -> NetworkSettings {
-        NetworkSettings {
-            gateway_namespace: "cmp-system".into(),
-            dns_namespace: "kube-system".into(),
-        }
+        NetworkSettings { gateway_namespace: "cmp-system".into(), dns_namespace: "kube-system".into() }
     }
 
     fn spec_with_egress() -> ProjectSpec {
@@ -284,10 +233,7 @@ mod tests {
                 egress: vec![EgressRule {
                     name: "llm".into(),
                     cidr: "203.0.113.0/24".into(),
-                    ports: vec![Port {
-                        port: 443,
-                        protocol: Protocol::Tcp,
-                    }],
+                    ports: vec![Port { port: 443, protocol: Protocol::Tcp }],
                 }],
             },
             ..Default::default()
@@ -296,17 +242,8 @@ mod tests {
 
     #[test]
     fn quota_and_limits_follow_the_spec_defaults() {
-        let c = children(
-            "acme",
-            &OrganizationSpec::default(),
-            "support",
-            &ProjectSpec::default(),
-            &settings(),
-        );
-        assert_eq!(
-            c.namespace.metadata.name.as_deref(),
-            Some("cmp-acme-support")
-        );
+        let c = children("acme", &OrganizationSpec::default(), "support", &ProjectSpec::default(), &settings());
+        assert_eq!(c.namespace.metadata.name.as_deref(), Some("cmp-acme-support"));
         let hard = c.quota.spec.and_then(|s| s.hard).expect("hard limits");
         assert_eq!(hard["limits.cpu"].0, "4");
         assert_eq!(hard["limits.memory"].0, "8Gi");
@@ -317,89 +254,39 @@ mod tests {
 
     #[test]
     fn network_is_default_deny_with_gateway_ingress_and_dns_egress() {
-        let c = children(
-            "acme",
-            &OrganizationSpec::default(),
-            "support",
-            &spec_with_egress(),
-            &settings(),
-        );
-        let [deny, ingress, egress] = &c.network_policies[..] else {
-            panic!("three policies")
-        };
+        let c = children("acme", &OrganizationSpec::default(), "support", &spec_with_egress(), &settings());
+        let [deny, ingress, egress] = &c.network_policies[..] else { panic!("three policies") };
         let deny = deny.spec.as_ref().expect("spec");
-        assert_eq!(
-            deny.policy_types.as_deref(),
-            Some(&["Ingress".to_string(), "Egress".to_string()][..])
-        );
-        assert!(
-            deny.ingress.is_none() && deny.egress.is_none(),
-            "deny-all allows nothing"
-        );
+        assert_eq!(deny.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
+        assert!(deny.ingress.is_none() && deny.egress.is_none(), "deny-all allows nothing");
 
-        let rules = ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.ingress.clone())
-            .expect("ingress");
+        let rules = ingress.spec.as_ref().and_then(|s| s.ingress.clone()).expect("ingress");
         let from = rules[0].from.clone().expect("from");
-        let gateway = from[0]
-            .namespace_selector
-            .as_ref()
-            .and_then(|s| s.match_labels.clone())
-            .expect("selector");
+        let gateway = from[0].namespace_selector.as_ref().and_then(|s| s.match_labels.clone()).expect("selector");
         assert_eq!(gateway["kubernetes.io/metadata.name"], "cmp-system");
-        assert!(
-            from[1].pod_selector.is_some() && from[1].namespace_selector.is_none(),
-            "same namespace"
-        );
+        assert!(from[1].pod_selector.is_some() && from[1].namespace_selector.is_none(), "same namespace");
 
-        let rules = egress
-            .spec
-            .as_ref()
-            .and_then(|s| s.egress.clone())
-            .expect("egress");
+        let rules = egress.spec.as_ref().and_then(|s| s.egress.clone()).expect("egress");
         assert_eq!(rules.len(), 2, "DNS plus one spec rule");
-        assert_eq!(
-            rules[0].ports.as_ref().map(Vec::len),
-            Some(2),
-            "DNS over UDP and TCP"
-        );
-        let block = rules[1]
-            .to
-            .as_ref()
-            .and_then(|t| t[0].ip_block.clone())
-            .expect("ipBlock");
+        assert_eq!(rules[0].ports.as_ref().map(Vec::len), Some(2), "DNS over UDP and TCP");
+        let block = rules[1].to.as_ref().and_then(|t| t[0].ip_block.clone()).expect("ipBlock");
         assert_eq!(block.cidr, "203.0.113.0/24");
     }
 
     #[test]
     fn every_child_lives_in_the_runtime_namespace_with_tenant_labels() {
-        let c = children(
-            "acme",
-            &OrganizationSpec::default(),
-            "support",
-            &ProjectSpec::default(),
-            &settings(),
-        );
-        let metas = [
-            &c.quota.metadata,
-            &c.limits.metadata,
-            &c.service_account.metadata,
-        ]
-        .into_iter()
-        .chain(c.network_policies.iter().map(|p| &p.metadata))
-        .chain(c.roles.iter().map(|r| &r.metadata))
-        .chain(c.role_bindings.iter().map(|r| &r.metadata));
+        let c = children("acme", &OrganizationSpec::default(), "support", &ProjectSpec::default(), &settings());
+        let metas = [&c.quota.metadata, &c.limits.metadata, &c.service_account.metadata]
+            .into_iter()
+            .chain(c.network_policies.iter().map(|p| &p.metadata))
+            .chain(c.roles.iter().map(|r| &r.metadata))
+            .chain(c.role_bindings.iter().map(|r| &r.metadata));
         for m in metas {
             assert_eq!(m.namespace.as_deref(), Some("cmp-acme-support"));
             let labels = m.labels.as_ref().expect("labels");
             assert_eq!(labels["cmp.gsv.dev/project"], "support");
             assert_eq!(labels["app.kubernetes.io/managed-by"], "cmp-operator");
         }
-        assert_eq!(
-            c.namespace.metadata.labels.expect("labels")["cmp.gsv.dev/tenant"],
-            "runtime"
-        );
+        assert_eq!(c.namespace.metadata.labels.expect("labels")["cmp.gsv.dev/tenant"], "runtime");
     }
 }

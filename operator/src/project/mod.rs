@@ -28,18 +28,13 @@ pub const ISOLATION_READY: &str = "IsolationReady";
 const RESYNC: Duration = Duration::from_secs(600);
 
 fn key(project: &Project) -> String {
-    format!(
-        "{KIND}/{}/{}",
-        project.namespace().unwrap_or_default(),
-        project.name_any()
-    )
+    format!("{KIND}/{}/{}", project.namespace().unwrap_or_default(), project.name_any())
 }
 
 /// Reconciles one Project.
 pub async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
-    let api =
-        Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
+    let api = Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, project, |event| async {
         match event {
             Event::Apply(project) => apply(&project, &ctx).await,
@@ -61,11 +56,8 @@ pub fn error_policy(project: Arc<Project>, error: &Error, ctx: Arc<Context>) -> 
 /// The Organization a Project belongs to (by its namespace), if this operator reconciles it.
 async fn organization(project: &Project, ctx: &Context) -> Result<Option<Organization>> {
     let namespace = project.namespace().unwrap_or_default();
-    let org = organization_of_control_namespace(&namespace).ok_or_else(|| {
-        Error::NotInControlNamespace {
-            namespace: namespace.clone(),
-        }
-    })?;
+    let org = organization_of_control_namespace(&namespace)
+        .ok_or_else(|| Error::NotInControlNamespace { namespace: namespace.clone() })?;
     ctx.organization(org).await
 }
 
@@ -106,13 +98,7 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
 
     let org_name = org.name_any();
     let name = project.name_any();
-    let children = desired::children(
-        &org_name,
-        &org.spec,
-        &name,
-        &project.spec,
-        &ctx.config.network(),
-    );
+    let children = desired::children(&org_name, &org.spec, &name, &project.spec, &ctx.config.network());
     ctx.applier.ensure_cluster(&children.namespace).await?;
     ctx.applier.ensure(&children.quota).await?;
     ctx.applier.ensure(&children.limits).await?;
@@ -131,20 +117,12 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
     let instances = Api::<Instance>::namespaced(ctx.client.clone(), &control_ns)
         .list(&ListParams::default())
         .await
-        .map_err(Error::kube(format!(
-            "listing the Instances of {control_ns}"
-        )))?;
+        .map_err(Error::kube(format!("listing the Instances of {control_ns}")))?;
     let runtime_ns = runtime_namespace(&org_name, &name);
     status.observed_generation = generation;
     status.runtime_namespace = Some(runtime_ns.clone());
-    status.instance_count = i64::try_from(
-        instances
-            .items
-            .iter()
-            .filter(|i| i.spec.project == name)
-            .count(),
-    )
-    .unwrap_or(i64::MAX);
+    status.instance_count =
+        i64::try_from(instances.items.iter().filter(|i| i.spec.project == name).count()).unwrap_or(i64::MAX);
     status.last_handled_reconcile_at = requests.reconcile_requested_at;
     let now = status::now;
     set_condition(
@@ -153,9 +131,7 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
             ISOLATION_READY,
             true,
             "IsolationApplied",
-            format!(
-                "quota, limits, default-deny network policies and RBAC are in place in {runtime_ns}"
-            ),
+            format!("quota, limits, default-deny network policies and RBAC are in place in {runtime_ns}"),
         ),
         generation,
         now(),
@@ -170,24 +146,14 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
                 format!("Organization {org_name} is suspended: the gateway refuses runs"),
             )
         } else {
-            condition(
-                types::SUSPENDED,
-                false,
-                "OrganizationActive",
-                format!("Organization {org_name} is active"),
-            )
+            condition(types::SUSPENDED, false, "OrganizationActive", format!("Organization {org_name} is active"))
         },
         generation,
         now(),
     );
     set_condition(
         &mut status.conditions,
-        condition(
-            types::READY,
-            true,
-            "Reconciled",
-            format!("runtime namespace {runtime_ns} is ready"),
-        ),
+        condition(types::READY, true, "Reconciled", format!("runtime namespace {runtime_ns} is ready")),
         generation,
         now(),
     );
@@ -196,26 +162,14 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
 }
 
 async fn write_status(project: &Project, ctx: &Context, status: ProjectStatus) -> Result<()> {
-    let before = project
-        .status
-        .as_ref()
-        .and_then(|s| status::state(&s.conditions, types::READY));
+    let before = project.status.as_ref().and_then(|s| status::state(&s.conditions, types::READY));
     let after = status::state(&status.conditions, types::READY);
-    let api =
-        Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
-    ctx.applier
-        .apply_status(&api, &project.name_any(), project.status.as_ref(), &status)
-        .await?;
+    let api = Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
+    ctx.applier.apply_status(&api, &project.name_any(), project.status.as_ref(), &status).await?;
     if before != after
         && let Some(ready) = cmp_crds::conditions::find(&status.conditions, types::READY)
     {
-        ctx.publish(
-            project,
-            ready.status != "True",
-            &ready.reason,
-            ready.message.clone(),
-        )
-        .await;
+        ctx.publish(project, ready.status != "True", &ready.reason, ready.message.clone()).await;
     }
     Ok(())
 }
@@ -235,12 +189,6 @@ async fn cleanup(project: &Project, ctx: &Context) -> Result<Action> {
     };
     let runtime_ns = runtime_namespace(org, &project.name_any());
     ctx.applier.delete_cluster::<Namespace>(&runtime_ns).await?;
-    ctx.publish(
-        project,
-        false,
-        "Deleting",
-        format!("deleting runtime namespace {runtime_ns}"),
-    )
-    .await;
+    ctx.publish(project, false, "Deleting", format!("deleting runtime namespace {runtime_ns}")).await;
     Ok(Action::await_change())
 }

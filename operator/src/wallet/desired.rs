@@ -65,12 +65,7 @@ pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorSt
     next.leased = f.leased;
     let available = f.balance.saturating_add(wallet.spec.overdraft);
     let funded = match credits::funding(f.balance, wallet.spec.overdraft, low_threshold) {
-        Funding::Funded => condition(
-            super::FUNDED,
-            true,
-            "Funded",
-            format!("{available} credits available"),
-        ),
+        Funding::Funded => condition(super::FUNDED, true, "Funded", format!("{available} credits available")),
         Funding::Low => condition(
             super::FUNDED,
             false,
@@ -83,18 +78,10 @@ pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorSt
             super::FUNDED,
             false,
             "Exhausted",
-            format!(
-                "no credits left (balance {}): runs are refused until a grant is added",
-                f.balance
-            ),
+            format!("no credits left (balance {}): runs are refused until a grant is added", f.balance),
         ),
     };
-    set_condition(
-        &mut next.conditions,
-        funded,
-        next.observed_generation,
-        status::now(),
-    );
+    set_condition(&mut next.conditions, funded, next.observed_generation, status::now());
     next
 }
 
@@ -104,22 +91,14 @@ pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorSt
 /// instead of losing that write; it removes only the stale entries (by index,
 /// from the last) and leaves every other meter byte for byte as its replica
 /// wrote it, so each replica keeps owning its own entry.
-pub fn compaction_patch(
-    wallet: &Wallet,
-    now: Timestamp,
-    stale_after: SignedDuration,
-) -> Option<json_patch::Patch> {
+pub fn compaction_patch(wallet: &Wallet, now: Timestamp, stale_after: SignedDuration) -> Option<json_patch::Patch> {
     let status = wallet.status.as_ref()?;
     let (_, total) = credits::compact(&status.meters, status.compacted.as_ref(), now, stale_after)?;
     let mut ops = vec![serde_json::json!({
         "op": "test", "path": "/metadata/resourceVersion", "value": wallet.metadata.resource_version,
     })];
-    for (index, _) in status
-        .meters
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, m)| credits::meter_is_stale(m, now, stale_after))
+    for (index, _) in
+        status.meters.iter().enumerate().rev().filter(|(_, m)| credits::meter_is_stale(m, now, stale_after))
     {
         ops.push(serde_json::json!({"op": "remove", "path": format!("/status/meters/{index}")}));
     }
@@ -131,22 +110,11 @@ pub fn compaction_patch(
 /// leased figure drops) or the next meter turns stale; at most 10 minutes.
 pub fn next_check(wallet: &Wallet, now: Timestamp, stale_after: SignedDuration) -> Duration {
     const LONGEST: Duration = Duration::from_secs(600);
-    let meters = wallet
-        .status
-        .as_ref()
-        .map(|s| s.meters.as_slice())
-        .unwrap_or_default();
-    let lease_expiries = meters
-        .iter()
-        .filter_map(|m| m.lease_expires_at.as_ref().map(|t| t.0))
-        .filter(|t| *t > now);
+    let meters = wallet.status.as_ref().map(|s| s.meters.as_slice()).unwrap_or_default();
+    let lease_expiries = meters.iter().filter_map(|m| m.lease_expires_at.as_ref().map(|t| t.0)).filter(|t| *t > now);
     let stale_times = meters
         .iter()
-        .filter_map(|m| {
-            m.updated_at
-                .as_ref()
-                .and_then(|t| t.0.checked_add(stale_after).ok())
-        })
+        .filter_map(|m| m.updated_at.as_ref().and_then(|t| t.0.checked_add(stale_after).ok()))
         .filter(|t| *t > now);
     lease_expiries
         .chain(stale_times)
@@ -181,10 +149,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        w.status = Some(WalletStatus {
-            meters,
-            ..Default::default()
-        });
+        w.status = Some(WalletStatus { meters, ..Default::default() });
         w
     }
 
@@ -218,56 +183,31 @@ mod tests {
     fn the_compaction_patch_removes_only_stale_meters_and_keeps_the_balance() {
         let mut w = wallet(
             1000,
-            vec![
-                meter("gone-1", 300, 0, 0, 0),
-                meter("live", 50, 5000, 10, 9000),
-                meter("gone-2", 7, 10, 0, 0),
-            ],
+            vec![meter("gone-1", 300, 0, 0, 0), meter("live", 50, 5000, 10, 9000), meter("gone-2", 7, 10, 0, 0)],
         );
         w.metadata.resource_version = Some("42".into());
         let stale_after = SignedDuration::from_secs(3600);
         let before = status(&w, 100, at(6000));
         let patch = compaction_patch(&w, at(6000), stale_after).expect("two meters are stale");
         let ops = serde_json::to_value(&patch).expect("json");
-        assert_eq!(
-            ops[0],
-            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
-        );
-        assert_eq!(
-            ops[1]["path"], "/status/meters/2",
-            "removed from the last index first"
-        );
+        assert_eq!(ops[0], serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"}));
+        assert_eq!(ops[1]["path"], "/status/meters/2", "removed from the last index first");
         assert_eq!(ops[2]["path"], "/status/meters/0");
 
         let mut folded = serde_json::to_value(&w).expect("json");
         json_patch::patch(&mut folded, &patch).expect("the patch applies");
         let folded: Wallet = serde_json::from_value(folded).expect("a wallet");
         let meters = &folded.status.as_ref().expect("status").meters;
-        assert_eq!(
-            meters.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
-            ["live"]
-        );
+        assert_eq!(meters.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["live"]);
         let after = status(&folded, 100, at(6000));
-        assert_eq!(
-            (before.balance, before.consumed, before.leased),
-            (after.balance, after.consumed, after.leased)
-        );
-        assert!(
-            compaction_patch(&folded, at(6000), stale_after).is_none(),
-            "nothing left to fold"
-        );
+        assert_eq!((before.balance, before.consumed, before.leased), (after.balance, after.consumed, after.leased));
+        assert!(compaction_patch(&folded, at(6000), stale_after).is_none(), "nothing left to fold");
     }
 
     #[test]
     fn next_check_is_the_next_lease_expiry() {
         let w = wallet(1000, vec![meter("a", 0, 100, 5, 130)]);
-        assert_eq!(
-            next_check(&w, at(100), SignedDuration::from_secs(3600)),
-            Duration::from_secs(31)
-        );
-        assert_eq!(
-            next_check(&wallet(1, vec![]), at(100), SignedDuration::from_secs(3600)),
-            Duration::from_secs(600)
-        );
+        assert_eq!(next_check(&w, at(100), SignedDuration::from_secs(3600)), Duration::from_secs(31));
+        assert_eq!(next_check(&wallet(1, vec![]), at(100), SignedDuration::from_secs(3600)), Duration::from_secs(600));
     }
 }

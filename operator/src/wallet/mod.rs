@@ -24,11 +24,7 @@ pub const KIND: &str = "Wallet";
 pub const FUNDED: &str = "Funded";
 
 fn key(wallet: &Wallet) -> String {
-    format!(
-        "{KIND}/{}/{}",
-        wallet.namespace().unwrap_or_default(),
-        wallet.name_any()
-    )
+    format!("{KIND}/{}/{}", wallet.namespace().unwrap_or_default(), wallet.name_any())
 }
 
 /// Reconciles one Wallet.
@@ -67,14 +63,9 @@ async fn converge(wallet: &Wallet, ctx: &Context) -> Result<Action> {
     {
         let name = wallet.name_any();
         ctx.metrics.write(KIND, "patch_status");
-        let params = PatchParams {
-            field_manager: Some(cmp_crds::names::OPERATOR_MANAGER.into()),
-            ..Default::default()
-        };
-        match api
-            .patch_status(&name, &params, &Patch::<()>::Json(patch))
-            .await
-        {
+        let params =
+            PatchParams { field_manager: Some(cmp_crds::names::OPERATOR_MANAGER.into()), ..Default::default() };
+        match api.patch_status(&name, &params, &Patch::<()>::Json(patch)).await {
             Ok(_) => {
                 tracing::info!(wallet = %key(wallet), "folded stale gateway meters into the compacted total")
             }
@@ -83,45 +74,24 @@ async fn converge(wallet: &Wallet, ctx: &Context) -> Result<Action> {
                 tracing::debug!(wallet = %key(wallet), "wallet changed while folding meters; retrying");
             }
             Err(e) => {
-                return Err(Error::kube(format!(
-                    "folding stale meters of Wallet {namespace}/{name}"
-                ))(e));
+                return Err(Error::kube(format!("folding stale meters of Wallet {namespace}/{name}"))(e));
             }
         }
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
     let current = desired::OperatorStatus::of(wallet.status.as_ref());
-    let threshold = wallet
-        .spec
-        .low_balance_threshold
-        .unwrap_or(ctx.config.low_balance_threshold);
+    let threshold = wallet.spec.low_balance_threshold.unwrap_or(ctx.config.low_balance_threshold);
     let mut next = desired::status(wallet, threshold, now);
-    status::set_paused(
-        &mut next.conditions,
-        requests.paused,
-        wallet.meta().generation,
-    );
+    status::set_paused(&mut next.conditions, requests.paused, wallet.meta().generation);
     next.last_handled_reconcile_at = requests.reconcile_requested_at;
     let before = status::state(&current.conditions, FUNDED);
-    ctx.applier
-        .apply_status(&api, &wallet.name_any(), Some(&current), &next)
-        .await?;
+    ctx.applier.apply_status(&api, &wallet.name_any(), Some(&current), &next).await?;
     let after = status::state(&next.conditions, FUNDED);
     if before != after
         && let Some(funded) = cmp_crds::conditions::find(&next.conditions, FUNDED)
     {
-        ctx.publish(
-            wallet,
-            funded.status != "True",
-            &funded.reason,
-            funded.message.clone(),
-        )
-        .await;
+        ctx.publish(wallet, funded.status != "True", &funded.reason, funded.message.clone()).await;
     }
-    Ok(Action::requeue(desired::next_check(
-        wallet,
-        now,
-        stale_after,
-    )))
+    Ok(Action::requeue(desired::next_check(wallet, now, stale_after)))
 }

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use cmp_crds::{Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
-use cmp_testenv::test::{
-    eventually, free_port, http_get, test_client, test_kubeconfig, unique_name,
-};
+use cmp_testenv::test::{eventually, free_port, http_get, test_client, test_kubeconfig, unique_name};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -34,13 +32,8 @@ pub struct World {
 impl World {
     pub async fn new(prefix: &str) -> Self {
         let client = test_client().await;
-        install_crds(&client, &cmp_crds::all_crds(), "cmp-tests")
-            .await
-            .expect("CRDs install");
-        Self {
-            client,
-            run: unique_name(prefix),
-        }
+        install_crds(&client, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs install");
+        Self { client, run: unique_name(prefix) }
     }
 
     /// A unique Organization name for this test.
@@ -61,11 +54,7 @@ impl World {
             "spec": spec,
         });
         Api::<Organization>::all(self.client.clone())
-            .patch(
-                name,
-                &PatchParams::apply("cmp-tests").force(),
-                &Patch::Apply(org),
-            )
+            .patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(org))
             .await
             .unwrap_or_else(|e| panic!("applying Organization {name}: {e}"));
     }
@@ -75,21 +64,14 @@ impl World {
     pub async fn apply_project(&self, org: &str, name: &str, spec: Value) {
         let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
         let ns = format!("cmp-{org}");
-        eventually(&format!("namespace {ns}"), CONVERGE, || async {
-            namespaces.get_opt(&ns).await.ok()?
-        })
-        .await;
+        eventually(&format!("namespace {ns}"), CONVERGE, || async { namespaces.get_opt(&ns).await.ok()? }).await;
         let project = json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project",
             "metadata": {"name": name, "namespace": format!("cmp-{org}")},
             "spec": spec,
         });
         self.projects(org)
-            .patch(
-                name,
-                &PatchParams::apply("cmp-tests").force(),
-                &Patch::Apply(project),
-            )
+            .patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(project))
             .await
             .unwrap_or_else(|e| panic!("applying Project {name}: {e}"));
     }
@@ -103,11 +85,9 @@ impl World {
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(e) => panic!("deleting Organization {name}: {e}"),
         }
-        eventually(
-            &format!("Organization {name} to be gone"),
-            CONVERGE,
-            || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
-        )
+        eventually(&format!("Organization {name} to be gone"), CONVERGE, || async {
+            matches!(api.get_opt(name).await, Ok(None)).then_some(())
+        })
         .await;
     }
 
@@ -126,8 +106,7 @@ impl World {
             let org = api.get_opt(name).await.ok().flatten()?;
             let status = org.status.as_ref()?;
             let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
-            (ready.status == "True" && ready.observed_generation == org.metadata.generation)
-                .then_some(org)
+            (ready.status == "True" && ready.observed_generation == org.metadata.generation).then_some(org)
         })
         .await
     }
@@ -139,8 +118,7 @@ impl World {
             let project = api.get_opt(name).await.ok().flatten()?;
             let status = project.status.as_ref()?;
             let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
-            (ready.status == "True" && ready.observed_generation == project.metadata.generation)
-                .then_some(project)
+            (ready.status == "True" && ready.observed_generation == project.metadata.generation).then_some(project)
         })
         .await
     }
@@ -203,10 +181,7 @@ impl Operator {
         let metrics = self.metrics().await.unwrap_or_default();
         metrics
             .lines()
-            .filter(|l| {
-                l.starts_with("cmp_operator_api_writes_total{")
-                    && !l.contains("ValidatingAdmissionPolicy")
-            })
+            .filter(|l| l.starts_with("cmp_operator_api_writes_total{") && !l.contains("ValidatingAdmissionPolicy"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }
@@ -232,34 +207,22 @@ impl Drop for Operator {
 impl Operator {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         self.child.wait().expect("operator exits")
     }
 }
 
 /// Sets `cmp.gsv.dev/reconcile-requested-at` on an object and waits until
 /// its status says the request was handled.
-pub async fn request_reconcile<K>(
-    api: &Api<K>,
-    name: &str,
-    value: &str,
-    handled: impl Fn(&K) -> Option<String>,
-) where
+pub async fn request_reconcile<K>(api: &Api<K>, name: &str, value: &str, handled: impl Fn(&K) -> Option<String>)
+where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let patch = json!({"metadata": {"annotations": {"cmp.gsv.dev/reconcile-requested-at": value}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate");
-    eventually(
-        &format!("reconcile request {value} of {name} handled"),
-        CONVERGE,
-        || async {
-            let object = api.get(name).await.ok()?;
-            (handled(&object).as_deref() == Some(value)).then_some(())
-        },
-    )
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+    eventually(&format!("reconcile request {value} of {name} handled"), CONVERGE, || async {
+        let object = api.get(name).await.ok()?;
+        (handled(&object).as_deref() == Some(value)).then_some(())
+    })
     .await;
 }

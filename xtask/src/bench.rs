@@ -1,0 +1,220 @@
+//! `cargo xtask bench-tenancy`: N Organizations with one Project each, from
+//! cold, on a fresh local control plane, against the release operator. Prints
+//! the time until all are Ready, the operator's API writes against the
+//! minimum the desired state needs, its peak RSS, and its writes per minute
+//! once converged (the goal is 0).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cmp_crds::{Organization, OrganizationSpec, Project, ProjectSpec};
+use cmp_operator::organization::desired as org_desired;
+use cmp_operator::project::desired as project_desired;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::{MANAGER, root, start};
+
+/// How many requests the benchmark client sends at once.
+const CLIENT_CONCURRENCY: usize = 16;
+/// How long the converged operator is watched for writes.
+const QUIET_WINDOW: Duration = Duration::from_secs(60);
+
+fn ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
+    conditions.is_some_and(|c| cmp_crds::conditions::is_true(c, "Ready"))
+}
+
+/// The fewest writes the operator can make for `orgs` organizations with one
+/// default project each, counted from the same desired-state functions the
+/// operator uses: every child once (the Wallet with its starter grant), each status once.
+fn minimum_writes(orgs: usize) -> u64 {
+    let org = Organization::new("o", OrganizationSpec::default());
+    let oc = org_desired::children(&org);
+    // namespace, Wallet (created with its starter grant in one write), roles, bindings, org status, wallet status
+    let per_org = 1 + 1 + oc.roles.len() + oc.role_bindings.len() + 1 + 1;
+    let settings = project_desired::NetworkSettings { gateway_namespace: "g".into(), dns_namespace: "d".into() };
+    let pc = project_desired::children("o", &OrganizationSpec::default(), "p", &ProjectSpec::default(), &settings);
+    let per_project =
+        1 + 1 + 1 + pc.network_policies.len() + 1 + pc.roles.len() + pc.role_bindings.len() + 1 /* project status */;
+    let admission_policy = 2;
+    ((per_org + per_project) * orgs + admission_policy) as u64
+}
+
+async fn scrape(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+async fn operator_writes(port: u16) -> anyhow::Result<u64> {
+    let metrics = scrape(port).await?;
+    Ok(metrics
+        .lines()
+        .filter(|l| l.starts_with("cmp_operator_api_writes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Runs the benchmark with `orgs` organizations.
+pub async fn run(orgs: usize) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release operator ...");
+    let built = tokio::process::Command::new(&cargo)
+        .current_dir(root())
+        .args(["build", "--release", "-p", "cmp-operator"])
+        .status()
+        .await?;
+    if !built.success() {
+        bail!("cargo build --release failed");
+    }
+    let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
+    let (plane, client) = start(&dir).await?;
+    let port = cmp_testenv::test::free_port();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let log = std::fs::File::create(dir.join("operator.log"))?;
+    let mut operator = tokio::process::Command::new(target.join("release/cmp-operator"))
+        .env("KUBECONFIG", plane.kubeconfig())
+        .args(["--health-addr", &format!("127.0.0.1:{port}"), "--concurrency", "16"])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the release operator")?;
+    let pid = operator.id().unwrap_or_default();
+    wait_for_metrics(port).await?;
+
+    eprintln!("creating {orgs} organizations with one project each ...");
+    let started = Instant::now();
+    let params = PatchParams::apply(MANAGER);
+    let org_api = Api::<Organization>::all(client.clone());
+    futures::stream::iter(0..orgs)
+        .map(|i| {
+            let (api, params) = (org_api.clone(), params.clone());
+            async move {
+                let name = format!("bench-{i:04}");
+                let org = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization", "metadata": {"name": name},
+                                 "spec": {"displayName": format!("Bench {i}")}});
+                api.patch(&name, &params, &Patch::Apply(org)).await
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .context("creating organizations")?;
+    create_projects_as_namespaces_appear(&client, orgs).await?;
+    let converged = wait_until_ready(&client, orgs).await?;
+    let elapsed = started.elapsed();
+    let writes = operator_writes(port).await?;
+    let breakdown: Vec<String> = scrape(port)
+        .await?
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmp_operator_api_writes_total"))
+        .map(str::to_string)
+        .collect();
+    let rss = peak_rss_kib(pid);
+    eprintln!("converged; watching the operator's writes for {QUIET_WINDOW:?} ...");
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let quiet_writes = operator_writes(port).await? - writes;
+    let minimum = minimum_writes(orgs);
+
+    println!(
+        "bench-tenancy: {orgs} organizations x 1 project, from cold, local control plane (etcd + kube-apiserver v1.35), 2 cores"
+    );
+    println!("  time until all Ready:           {:.1} s ({converged} objects Ready)", elapsed.as_secs_f64());
+    println!("  operator API writes:            {writes}");
+    println!("  minimum writes needed:          {minimum} (baseline: every child, grant and status written once)");
+    println!("  writes / minimum:               {:.3}", writes as f64 / minimum as f64);
+    println!(
+        "  operator peak RSS:              {}",
+        rss.map_or("unknown".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    );
+    println!("  writes per minute, converged:   {quiet_writes} (over {QUIET_WINDOW:?}; goal 0)");
+    println!("  writes by kind and verb:");
+    for line in breakdown {
+        println!("    {line}");
+    }
+
+    let _ = operator.start_kill();
+    let _ = operator.wait().await;
+    drop(plane);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if scrape(port).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the operator did not serve /metrics on port {port}")
+}
+
+async fn create_projects_as_namespaces_appear(client: &kube::Client, orgs: usize) -> anyhow::Result<()> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let mut created = std::collections::BTreeSet::new();
+    let selector = format!("{}={}", cmp_crds::names::TENANT_LABEL, cmp_operator::labels::TENANT_CONTROL);
+    while created.len() < orgs {
+        let list = namespaces.list_metadata(&ListParams::default().labels(&selector)).await?;
+        let fresh: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|ns| ns.metadata.name)
+            .filter(|n| n.starts_with("cmp-bench-") && !created.contains(n))
+            .collect();
+        futures::stream::iter(fresh.clone())
+            .map(|ns| {
+                let api = Api::<Project>::namespaced(client.clone(), &ns);
+                async move {
+                    let project = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "main"}, "spec": {}});
+                    api.patch("main", &PatchParams::apply(MANAGER), &Patch::Apply(project)).await
+                }
+            })
+            .buffer_unordered(CLIENT_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await
+            .context("creating projects")?;
+        created.extend(fresh);
+        if created.len() < orgs {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_until_ready(client: &kube::Client, orgs: usize) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let o = Api::<Organization>::all(client.clone()).list(&ListParams::default()).await?.items;
+        let p = Api::<Project>::all(client.clone()).list(&ListParams::default()).await?.items;
+        let ready_orgs = o
+            .iter()
+            .filter(|o| {
+                ready(o.status.as_ref().map(|s| &s.conditions))
+                    && o.status.as_ref().is_some_and(|s| s.project_count == 1)
+            })
+            .count();
+        let ready_projects = p.iter().filter(|p| ready(p.status.as_ref().map(|s| &s.conditions))).count();
+        if ready_orgs == orgs && ready_projects == orgs {
+            return Ok(ready_orgs + ready_projects);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not converged after an hour: {ready_orgs}/{orgs} organizations, {ready_projects}/{orgs} projects Ready"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
