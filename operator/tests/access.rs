@@ -57,6 +57,13 @@ async fn org_viewers_and_developers_read_but_cannot_append_wallet_grants() {
         edited.spec.grants.push(serde_json::from_value(append_grant("x")["spec"]["grants"][0].clone()).expect("grant"));
         assert_eq!(api_code(wallets.replace(&org, &PostParams::default(), &edited).await).0, 403);
     }
+    // Nor may they relabel their tenant namespace.
+    for user in [&viewer, &developer] {
+        let namespaces =
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(client_as(user, &["system:authenticated"]).await);
+        let relabel = json!({"metadata": {"labels": {"cmp.gsv.dev/tenant": "runtime"}}});
+        assert_eq!(api_code(namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(relabel)).await).0, 403);
+    }
     let after = w.wallets(&org).get(&org).await.expect("wallet");
     assert_eq!(after.spec.grants.len(), 1, "nothing was appended");
 

@@ -209,3 +209,50 @@ async fn starter_credits_are_granted_once_across_restarts_and_wallet_recreation(
     assert!(recreated.spec.grants.is_empty(), "starter credits are granted once in an organization's life");
     w.delete_org(&org).await;
 }
+
+#[tokio::test]
+async fn a_runtime_namespace_name_past_63_characters_is_shortened_and_reported() {
+    let w = World::new("long").await;
+    let _operator = w.operator("a", &[]);
+    let org = w.org_name("organization-with-a-long-name");
+    let project = "a-project-name-that-is-long-enough-to-overflow-the-dns-label";
+    w.apply_org(&org, json!({"displayName": "Long"})).await;
+    w.apply_project(&org, project, json!({})).await;
+    let ready = w.project_ready(&org, project).await;
+    let runtime = ready.status.and_then(|s| s.runtime_namespace).expect("runtime namespace in status");
+    assert!(format!("cmp-{org}-{project}").len() > 63);
+    assert_eq!(runtime, cmp_crds::names::runtime_namespace(&org, project));
+    assert_eq!(runtime.len(), 63, "{runtime}");
+    let ns = Api::<Namespace>::all(w.client.clone()).get(&runtime).await.expect("the shortened namespace exists");
+    assert_eq!(ns.labels()["cmp.gsv.dev/project"], project);
+    w.delete_org(&org).await;
+}
+
+#[tokio::test]
+async fn errors_are_reported_in_conditions() {
+    let w = World::new("errors").await;
+    let _operator = w.operator("a", &[]);
+    // A Project in a namespace that looks like a control namespace, without its Organization.
+    let ghost = format!("cmp-{}-ghost", w.run);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ghost}})).expect("namespace");
+    let namespaces = Api::<Namespace>::all(w.client.clone());
+    namespaces.create(&Default::default(), &ns).await.expect("namespace");
+    let projects = Api::<cmp_crds::Project>::namespaced(w.client.clone(), &ghost);
+    let project =
+        json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "orphan"}, "spec": {}});
+    projects.patch("orphan", &PatchParams::apply("cmp-tests"), &Patch::Apply(project)).await.expect("project");
+    let condition = eventually("Ready=False with the reason", CONVERGE, || async {
+        let p = projects.get("orphan").await.ok()?;
+        cmp_crds::conditions::find(&p.status?.conditions, "Ready").filter(|c| c.status == "False").cloned()
+    })
+    .await;
+    assert_eq!(condition.reason, "OrganizationNotFound");
+    assert!(condition.message.contains("does not exist; create it"), "{}", condition.message);
+    // Deleting it is not blocked by the error.
+    projects.delete("orphan", &DeleteParams::default()).await.expect("delete");
+    eventually("the orphan Project to be gone", CONVERGE, || async {
+        matches!(projects.get_opt("orphan").await, Ok(None)).then_some(())
+    })
+    .await;
+    namespaces.delete(&ghost, &DeleteParams::default()).await.expect("cleanup");
+}
