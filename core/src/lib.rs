@@ -3,4 +3,5 @@
 
 pub mod health;
 pub mod shutdown;
+pub mod skeleton;
 pub mod telemetry;

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod organization;
 pub mod project;
 pub mod rbac;
+pub mod report;
 pub mod run;
 pub mod status;
 pub mod wallet;

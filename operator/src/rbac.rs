@@ -73,15 +73,20 @@ fn runtime_rules(role: MemberRole) -> Vec<PolicyRule> {
     rules
 }
 
+/// The metadata of the Role and the RoleBinding of `role`.
+fn meta(role: MemberRole, namespace: &str, organization: &str, project: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(role_name(role).to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(owned_labels(organization, project)),
+        ..Default::default()
+    }
+}
+
 /// The Role of `role` in `namespace`.
 pub fn role(role: MemberRole, namespace: &str, organization: &str, project: Option<&str>) -> Role {
     Role {
-        metadata: ObjectMeta {
-            name: Some(role_name(role).to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(owned_labels(organization, project)),
-            ..Default::default()
-        },
+        metadata: meta(role, namespace, organization, project),
         rules: Some(if project.is_some() { runtime_rules(role) } else { control_rules(role) }),
     }
 }
@@ -117,12 +122,7 @@ pub fn role_binding(
     project: Option<&str>,
 ) -> RoleBinding {
     RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(role_name(role).to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(owned_labels(organization, project)),
-            ..Default::default()
-        },
+        metadata: meta(role, namespace, organization, project),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_string(),
             kind: "Role".to_string(),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use cmp_crds::conditions::set_condition;
 use cmp_crds::names::control_namespace;
-use cmp_crds::organization::OrganizationStatus;
 use cmp_crds::{DeletionPolicy, Instance, Organization, Project, Wallet};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -20,6 +19,7 @@ use serde_json::json;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::labels::{ABANDON_CLEANUP_ANNOTATION, FINALIZER, flag};
+use crate::report;
 use crate::status::{self, condition, types};
 
 /// The kind, for metrics and logs.
@@ -58,24 +58,7 @@ pub fn error_policy(org: Arc<Organization>, error: &Error, ctx: Arc<Context>) ->
 
 async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
     let key = format!("{KIND}/{}", org.name_any());
-    match converge(org, ctx).await {
-        Ok(action) => {
-            ctx.backoff.succeeded(&key);
-            Ok(action)
-        }
-        Err(error) => {
-            let mut status = org.status.clone().unwrap_or_default();
-            let generation = org.meta().generation;
-            set_condition(
-                &mut status.conditions,
-                condition(types::READY, false, error.reason(), error.to_string()),
-                generation,
-                status::now(),
-            );
-            write_status(org, ctx, status).await?;
-            Err(error)
-        }
-    }
+    report::converge_or_report(org, ctx, &key, converge(org, ctx)).await
 }
 
 async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
@@ -85,7 +68,7 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
     let mut status = org.status.clone().unwrap_or_default();
     status::set_paused(&mut status.conditions, requests.paused, generation);
     if requests.paused {
-        write_status(org, ctx, status).await?;
+        report::write_status(org, ctx, status).await?;
         return Ok(Action::await_change());
     }
 
@@ -154,7 +137,7 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
         generation,
         status::now(),
     );
-    write_status(org, ctx, status).await?;
+    report::write_status(org, ctx, status).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -212,20 +195,6 @@ async fn propagate_suspension(org: &Organization, ctx: &Context, ns: &str) -> Re
             .patch_status(&name, &PatchParams::apply(SUSPENSION_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(Error::kube(format!("marking Instance {ns}/{name} {reason}")))?;
-    }
-    Ok(())
-}
-
-/// Writes the status when it changed, and publishes an Event when `Ready` transitions.
-async fn write_status(org: &Organization, ctx: &Context, status: OrganizationStatus) -> Result<()> {
-    let before = org.status.as_ref().and_then(|s| status::state(&s.conditions, types::READY));
-    let after = status::state(&status.conditions, types::READY);
-    let api = Api::<Organization>::all(ctx.client.clone());
-    ctx.applier.apply_status(&api, &org.name_any(), org.status.as_ref(), &status).await?;
-    if before != after
-        && let Some(ready) = cmp_crds::conditions::find(&status.conditions, types::READY)
-    {
-        ctx.publish(org, ready.status != "True", &ready.reason, ready.message.clone()).await;
     }
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use cmp_crds::conditions::set_condition;
 use cmp_crds::names::{organization_of_control_namespace, runtime_namespace};
-use cmp_crds::project::ProjectStatus;
 use cmp_crds::{DeletionPolicy, Instance, Organization, Project};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
@@ -19,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::labels::{ABANDON_CLEANUP_ANNOTATION, FINALIZER, flag};
+use crate::report;
 use crate::status::{self, condition, types};
 
 /// The kind, for metrics and logs.
@@ -62,24 +62,7 @@ async fn organization(project: &Project, ctx: &Context) -> Result<Option<Organiz
 }
 
 async fn apply(project: &Project, ctx: &Context) -> Result<Action> {
-    match converge(project, ctx).await {
-        Ok(action) => {
-            ctx.backoff.succeeded(&key(project));
-            Ok(action)
-        }
-        Err(error) => {
-            let mut status = project.status.clone().unwrap_or_default();
-            let generation = project.meta().generation;
-            set_condition(
-                &mut status.conditions,
-                condition(types::READY, false, error.reason(), error.to_string()),
-                generation,
-                status::now(),
-            );
-            write_status(project, ctx, status).await?;
-            Err(error)
-        }
-    }
+    report::converge_or_report(project, ctx, &key(project), converge(project, ctx)).await
 }
 
 async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
@@ -92,7 +75,7 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
     let mut status = project.status.clone().unwrap_or_default();
     status::set_paused(&mut status.conditions, requests.paused, generation);
     if requests.paused {
-        write_status(project, ctx, status).await?;
+        report::write_status(project, ctx, status).await?;
         return Ok(Action::await_change());
     }
 
@@ -157,21 +140,8 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
         generation,
         now(),
     );
-    write_status(project, ctx, status).await?;
+    report::write_status(project, ctx, status).await?;
     Ok(Action::requeue(RESYNC))
-}
-
-async fn write_status(project: &Project, ctx: &Context, status: ProjectStatus) -> Result<()> {
-    let before = project.status.as_ref().and_then(|s| status::state(&s.conditions, types::READY));
-    let after = status::state(&status.conditions, types::READY);
-    let api = Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
-    ctx.applier.apply_status(&api, &project.name_any(), project.status.as_ref(), &status).await?;
-    if before != after
-        && let Some(ready) = cmp_crds::conditions::find(&status.conditions, types::READY)
-    {
-        ctx.publish(project, ready.status != "True", &ready.reason, ready.message.clone()).await;
-    }
-    Ok(())
 }
 
 /// Deletion: honour `deletionPolicy`, or the abandon annotation. Needs no

@@ -15,6 +15,7 @@ use std::time::Duration;
 use cmp_crds::{Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
 use cmp_testenv::test::{eventually, free_port, http_get, test_client, test_kubeconfig, unique_name};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -101,27 +102,26 @@ impl World {
 
     /// Waits until the Organization reports `Ready=True` for its current generation.
     pub async fn org_ready(&self, name: &str) -> Organization {
-        let api = Api::<Organization>::all(self.client.clone());
-        eventually(&format!("Organization {name} Ready"), CONVERGE, || async {
-            let org = api.get_opt(name).await.ok().flatten()?;
-            let status = org.status.as_ref()?;
-            let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
-            (ready.status == "True" && ready.observed_generation == org.metadata.generation).then_some(org)
-        })
-        .await
+        ready(&Api::all(self.client.clone()), name, |o: &Organization| o.status.as_ref().map(|s| &s.conditions)).await
     }
 
     /// Waits until the Project reports `Ready=True` for its current generation.
     pub async fn project_ready(&self, org: &str, name: &str) -> Project {
-        let api = self.projects(org);
-        eventually(&format!("Project {name} Ready"), CONVERGE, || async {
-            let project = api.get_opt(name).await.ok().flatten()?;
-            let status = project.status.as_ref()?;
-            let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
-            (ready.status == "True" && ready.observed_generation == project.metadata.generation).then_some(project)
-        })
-        .await
+        ready(&self.projects(org), name, |p: &Project| p.status.as_ref().map(|s| &s.conditions)).await
     }
+}
+
+/// Waits until the object reports `Ready=True` for its current generation.
+async fn ready<K>(api: &Api<K>, name: &str, conditions: impl Fn(&K) -> Option<&Vec<Condition>>) -> K
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{} {name} Ready", K::kind(&())), CONVERGE, || async {
+        let object = api.get_opt(name).await.ok().flatten()?;
+        let ready = cmp_crds::conditions::find(conditions(&object)?, "Ready")?;
+        (ready.status == "True" && ready.observed_generation == object.meta().generation).then_some(object)
+    })
+    .await
 }
 
 /// A running `cmp-operator` process, killed when dropped.
