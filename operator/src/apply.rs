@@ -22,6 +22,8 @@ pub enum Outcome {
     Unchanged,
     /// The object was created or updated.
     Applied,
+    /// The object is being deleted; nothing was written.
+    Terminating,
 }
 
 /// True when every field of `desired` is present in `live` with the same
@@ -79,10 +81,13 @@ impl Applier {
     {
         let kind = K::kind(&());
         let live = api.get_opt(name).await.map_err(Error::kube(format!("reading {kind} {name}")))?;
-        if let Some(live) = live
-            && is_subset(desired, &encode(&live)?)
-        {
-            return Ok(Outcome::Unchanged);
+        if let Some(live) = live {
+            if live.meta().deletion_timestamp.is_some() {
+                return Ok(Outcome::Terminating);
+            }
+            if is_subset(desired, &encode(&live)?) {
+                return Ok(Outcome::Unchanged);
+            }
         }
         self.metrics.write(&kind, "apply");
         api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(desired))

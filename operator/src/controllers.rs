@@ -125,8 +125,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .graceful_shutdown_on(shutdown.clone())
         .run(project::reconcile, project::error_policy, ctx.clone());
 
+    // Gateways flush their meters about once a second: gather a burst of
+    // meter writes into one recomputation (and at most one status write).
     let wallets = Controller::new(all::<Wallet>(&ctx), watcher::Config::default())
-        .with_config(config)
+        .with_config(config.debounce(std::time::Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
         .run(wallet::reconcile, wallet::error_policy, ctx.clone());
 

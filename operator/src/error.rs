@@ -68,9 +68,4 @@ impl Error {
             Error::Finalizer(_) => "FinalizerFailed",
         }
     }
-
-    /// True when retrying cannot help until the user changes something.
-    pub fn needs_user_action(&self) -> bool {
-        matches!(self, Error::NotInControlNamespace { .. } | Error::OrganizationNotFound { .. })
-    }
 }

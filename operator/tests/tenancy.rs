@@ -175,6 +175,18 @@ async fn deleted_and_edited_children_are_repaired() {
     })
     .await;
     assert!(operator.log().contains("applied"), "the operator logged its repairs");
+
+    // A deleted runtime namespace is recreated (with its isolation) once the namespace controller has removed it.
+    let namespaces = Api::<Namespace>::all(w.client.clone());
+    let old_uid = namespaces.get(&runtime).await.expect("namespace").metadata.uid;
+    namespaces.delete(&runtime, &DeleteParams::default()).await.expect("delete namespace");
+    eventually("the runtime namespace to be recreated with its policies", CONVERGE, || async {
+        let ns = namespaces.get_opt(&runtime).await.ok()??;
+        let fresh = ns.metadata.uid != old_uid && ns.metadata.deletion_timestamp.is_none();
+        (fresh && policies.get_opt("cmp-default-deny").await.ok()?.is_some()).then_some(())
+    })
+    .await;
+    w.project_ready(&org, "p").await;
     w.delete_org(&org).await;
 }
 

@@ -16,6 +16,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::apply::Outcome;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::labels::{ABANDON_CLEANUP_ANNOTATION, FINALIZER, flag};
@@ -30,8 +31,9 @@ pub const STARTER_MANAGER: &str = "cmp-operator-starter";
 pub const SUSPENSION_MANAGER: &str = "cmp-operator-suspension";
 /// Condition: the control namespace exists.
 pub const NAMESPACE_READY: &str = "NamespaceReady";
-/// How often a converged Organization is checked again.
-const RESYNC: Duration = Duration::from_secs(600);
+/// How often a converged object is checked again. Watches repair drift within
+/// seconds; this is only a safety net (each check reads every child once).
+const RESYNC: Duration = Duration::from_secs(3600);
 
 /// Reconciles one Organization.
 pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
@@ -74,7 +76,15 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
 
     let children = desired::children(org);
     let ns = control_namespace(&name);
-    ctx.applier.ensure_cluster(&children.namespace).await?;
+    if ctx.applier.ensure_cluster(&children.namespace).await? == Outcome::Terminating {
+        let message = format!("control namespace {ns} is being deleted; it is recreated once it is gone");
+        let c = condition(NAMESPACE_READY, false, "NamespaceTerminating", message.clone());
+        set_condition(&mut status.conditions, c, generation, status::now());
+        let c = condition(types::READY, false, "NamespaceTerminating", message);
+        set_condition(&mut status.conditions, c, generation, status::now());
+        report::write_status(org, ctx, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     set_condition(
         &mut status.conditions,
         condition(NAMESPACE_READY, true, "NamespaceReady", format!("control namespace {ns} exists")),

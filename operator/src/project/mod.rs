@@ -15,6 +15,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 
+use crate::apply::Outcome;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::labels::{ABANDON_CLEANUP_ANNOTATION, FINALIZER, flag};
@@ -25,7 +26,9 @@ use crate::status::{self, condition, types};
 pub const KIND: &str = "Project";
 /// Condition: quota, limits, network policies and RBAC are in place.
 pub const ISOLATION_READY: &str = "IsolationReady";
-const RESYNC: Duration = Duration::from_secs(600);
+/// How often a converged object is checked again. Watches repair drift within
+/// seconds; this is only a safety net (each check reads every child once).
+const RESYNC: Duration = Duration::from_secs(3600);
 
 fn key(project: &Project) -> String {
     format!("{KIND}/{}/{}", project.namespace().unwrap_or_default(), project.name_any())
@@ -82,7 +85,16 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
     let org_name = org.name_any();
     let name = project.name_any();
     let children = desired::children(&org_name, &org.spec, &name, &project.spec, &ctx.config.network());
-    ctx.applier.ensure_cluster(&children.namespace).await?;
+    let runtime_ns = runtime_namespace(&org_name, &name);
+    if ctx.applier.ensure_cluster(&children.namespace).await? == Outcome::Terminating {
+        let message = format!("runtime namespace {runtime_ns} is being deleted; it is recreated once it is gone");
+        let c = condition(ISOLATION_READY, false, "NamespaceTerminating", message.clone());
+        set_condition(&mut status.conditions, c, generation, status::now());
+        let c = condition(types::READY, false, "NamespaceTerminating", message);
+        set_condition(&mut status.conditions, c, generation, status::now());
+        report::write_status(project, ctx, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     ctx.applier.ensure(&children.quota).await?;
     ctx.applier.ensure(&children.limits).await?;
     for policy in &children.network_policies {
@@ -101,7 +113,6 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
         .list(&ListParams::default())
         .await
         .map_err(Error::kube(format!("listing the Instances of {control_ns}")))?;
-    let runtime_ns = runtime_namespace(&org_name, &name);
     status.observed_generation = generation;
     status.runtime_namespace = Some(runtime_ns.clone());
     status.instance_count =

@@ -47,7 +47,10 @@ pub fn error_policy(wallet: Arc<Wallet>, error: &Error, ctx: Arc<Context>) -> Ac
 
 async fn converge(wallet: &Wallet, ctx: &Context) -> Result<Action> {
     let namespace = wallet.namespace().unwrap_or_default();
-    if let Some(org) = organization_of_control_namespace(&namespace) {
+    // Only an operator restricted to some organizations needs to look the organization up.
+    if !ctx.config.organization_selector.is_empty()
+        && let Some(org) = organization_of_control_namespace(&namespace)
+    {
         match ctx.organization(org).await {
             Ok(Some(_)) | Err(Error::OrganizationNotFound { .. }) => {}
             Ok(None) => return Ok(Action::await_change()),
