@@ -97,3 +97,23 @@ pub async fn converge_or_report<K: WithStatus>(
         }
     }
 }
+
+/// Reports that `namespace` is being deleted, in `condition_type` and in
+/// `Ready`, and asks to look again shortly: once the namespace controller
+/// has removed it, the reconciler creates it afresh.
+pub async fn namespace_terminating<K: WithStatus>(
+    object: &K,
+    ctx: &Context,
+    mut next: K::Status,
+    condition_type: &str,
+    namespace: &str,
+) -> Result<Action> {
+    let message = format!("namespace {namespace} is being deleted; it is recreated once it is gone");
+    let generation = object.meta().generation;
+    for type_ in [condition_type, types::READY] {
+        let c = condition(type_, false, "NamespaceTerminating", message.clone());
+        set_condition(K::conditions(&mut next), c, generation, status::now());
+    }
+    write_status(object, ctx, next).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(5)))
+}

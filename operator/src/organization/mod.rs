@@ -77,13 +77,7 @@ async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
     let children = desired::children(org);
     let ns = control_namespace(&name);
     if ctx.applier.ensure_cluster(&children.namespace).await? == Outcome::Terminating {
-        let message = format!("control namespace {ns} is being deleted; it is recreated once it is gone");
-        let c = condition(NAMESPACE_READY, false, "NamespaceTerminating", message.clone());
-        set_condition(&mut status.conditions, c, generation, status::now());
-        let c = condition(types::READY, false, "NamespaceTerminating", message);
-        set_condition(&mut status.conditions, c, generation, status::now());
-        report::write_status(org, ctx, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return report::namespace_terminating(org, ctx, status, NAMESPACE_READY, &ns).await;
     }
     set_condition(
         &mut status.conditions,

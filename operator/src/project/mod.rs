@@ -87,13 +87,7 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
     let children = desired::children(&org_name, &org.spec, &name, &project.spec, &ctx.config.network());
     let runtime_ns = runtime_namespace(&org_name, &name);
     if ctx.applier.ensure_cluster(&children.namespace).await? == Outcome::Terminating {
-        let message = format!("runtime namespace {runtime_ns} is being deleted; it is recreated once it is gone");
-        let c = condition(ISOLATION_READY, false, "NamespaceTerminating", message.clone());
-        set_condition(&mut status.conditions, c, generation, status::now());
-        let c = condition(types::READY, false, "NamespaceTerminating", message);
-        set_condition(&mut status.conditions, c, generation, status::now());
-        report::write_status(project, ctx, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return report::namespace_terminating(project, ctx, status, ISOLATION_READY, &runtime_ns).await;
     }
     ctx.applier.ensure(&children.quota).await?;
     ctx.applier.ensure(&children.limits).await?;
