@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use cmp_crds::Organization;
-use cmp_testenv::test::eventually;
+use cmp_testenv::test::{eventually, http_get};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -121,6 +121,19 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
         assert_eq!(subjects(&bindings.get("cmp-admin").await.expect("admin")), ["User:alice"]);
         assert_eq!(subjects(&bindings.get("cmp-developer").await.expect("developer")), ["User:bob"]);
         assert_eq!(subjects(&bindings.get("cmp-viewer").await.expect("viewer")), ["Group:support"]);
+    }
+
+    // Health and metrics.
+    assert_eq!(http_get(operator.health, "/healthz").await.expect("healthz").0, 200);
+    assert_eq!(http_get(operator.health, "/readyz").await.expect("readyz").0, 200);
+    let metrics = operator.metrics().await.expect("metrics");
+    for family in [
+        "cmp_operator_reconciles_total{kind=\"Organization\"}",
+        "cmp_operator_reconciles_total{kind=\"Project\"}",
+        "cmp_operator_reconcile_duration_seconds_count{kind=\"Project\"}",
+        "# TYPE cmp_operator_reconcile_errors counter",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
     }
 
     // The Wallet and its starter credits.
