@@ -131,7 +131,7 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
         "cmp_operator_reconciles_total{kind=\"Organization\"}",
         "cmp_operator_reconciles_total{kind=\"Project\"}",
         "cmp_operator_reconcile_duration_seconds_count{kind=\"Project\"}",
-        "# TYPE cmp_operator_reconcile_errors counter",
+        "cmp_operator_api_writes_total{kind=\"NetworkPolicy\",verb=\"apply\"}",
     ] {
         assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
     }
