@@ -20,15 +20,15 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Starter credits of an Organization that does not set spec.starterCredits.
-    #[arg(long, env = "CMP_STARTER_CREDITS", default_value_t = 1000)]
+    #[arg(long, env = "CMP_STARTER_CREDITS", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
     pub starter_credits: i64,
 
     /// Below this balance a Wallet is `Funded=False` with reason `Low`, unless it sets spec.lowBalanceThreshold.
-    #[arg(long, env = "CMP_LOW_BALANCE_THRESHOLD", default_value_t = 100)]
+    #[arg(long, env = "CMP_LOW_BALANCE_THRESHOLD", default_value_t = 100, value_parser = clap::value_parser!(i64).range(0..))]
     pub low_balance_threshold: i64,
 
     /// A gateway meter untouched for this many seconds, with no live lease, is folded into the Wallet's compacted total.
-    #[arg(long, env = "CMP_METER_STALE_AFTER_SECONDS", default_value_t = 3600)]
+    #[arg(long, env = "CMP_METER_STALE_AFTER_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
     pub meter_stale_after_seconds: i64,
 
     /// The gateway's namespace: the only source of ingress into runtime namespaces.
@@ -56,7 +56,7 @@ pub struct Config {
     pub lease_namespace: String,
 
     /// Seconds a leader holds the Lease without renewing it.
-    #[arg(long, env = "CMP_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    #[arg(long, env = "CMP_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
     pub lease_duration_seconds: u64,
 
     /// This replica's identity in the Lease (default: $POD_NAME, else the host name and process id).
@@ -72,7 +72,7 @@ pub struct Config {
     pub tenancy_label_writers: Vec<String>,
 
     /// How many objects of each kind are reconciled at once.
-    #[arg(long, env = "CMP_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "CMP_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 }
 

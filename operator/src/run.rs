@@ -61,6 +61,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(health::serve(config.health_addr, router, stop.clone()));
 
     check_crds(&client).await?;
+    if !config.organization_selector.is_empty() {
+        Api::<Organization>::all(client.clone())
+            .list_metadata(&ListParams::default().labels(&config.organization_selector).limit(1))
+            .await
+            .with_context(|| {
+                format!("--organization-selector {:?} is not a valid label selector", config.organization_selector)
+            })?;
+    }
     let ctx = Arc::new(Context::new(client.clone(), config.clone(), metrics));
     if config.admission_policy {
         let writers = admission::install(&ctx.applier, &config.tenancy_label_writers)
