@@ -220,7 +220,8 @@ async fn kubectl_get_shows_useful_columns() {
 
 #[tokio::test]
 async fn kubectl_explain_documents_the_fields() {
-    let _ = setup("explain").await.1.delete().await;
+    let client = test_client().await;
+    install_crds(&client, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs install");
     let out = kubectl_output(&["explain", "instance.spec.apiKeys"]);
     assert!(out.contains("The API keys callers use"), "{out}");
     assert!(out.contains("expiresAt") && out.contains("revoked"), "{out}");

@@ -117,3 +117,17 @@ pub async fn namespace_terminating<K: WithStatus>(
     write_status(object, ctx, next).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(5)))
 }
+
+/// Reads the steering annotations and sets the `Paused` condition. When the
+/// object is paused, writes that status and returns `None` (the caller stops
+/// there); otherwise returns the status to build on and the requests.
+pub async fn unless_paused<K: WithStatus>(object: &K, ctx: &Context) -> Result<Option<(K::Status, status::Requests)>> {
+    let requests = status::requests(object.annotations().into());
+    let mut next = object.current().cloned().unwrap_or_default();
+    status::set_paused(K::conditions(&mut next), requests.paused, object.meta().generation);
+    if requests.paused {
+        write_status(object, ctx, next).await?;
+        return Ok(None);
+    }
+    Ok(Some((next, requests)))
+}

@@ -3,12 +3,18 @@
 
 use std::process::Command;
 
-use cmp_testenv::test::{free_port, test_client, test_kubeconfig};
+use cmp_testenv::free_port;
+use cmp_testenv::test::{test_client, test_kubeconfig};
 
 fn run(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_cmp-operator"))
         .env("KUBECONFIG", kubeconfig)
-        .args(["--health-addr", &format!("127.0.0.1:{}", free_port()), "--leader-election", "false"])
+        .args([
+            "--health-addr",
+            &format!("127.0.0.1:{}", free_port().expect("a free port")),
+            "--leader-election",
+            "false",
+        ])
         .args(args)
         .output()
         .expect("cmp-operator runs");

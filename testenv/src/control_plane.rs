@@ -56,7 +56,8 @@ pub fn binaries() -> Result<PathBuf, Error> {
     Ok(PathBuf::from(dir))
 }
 
-fn free_port() -> Result<u16, Error> {
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> Result<u16, Error> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
     let port = listener.local_addr().map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?.port();

@@ -15,7 +15,7 @@ pub mod test;
 
 use std::path::PathBuf;
 
-pub use control_plane::{ControlPlane, binaries, default_state_dir, workspace_root};
+pub use control_plane::{ControlPlane, binaries, default_state_dir, free_port, workspace_root};
 pub use test::test_client;
 
 /// What went wrong while running or reaching the local control plane.

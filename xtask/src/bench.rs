@@ -43,12 +43,9 @@ fn minimum_writes(orgs: usize) -> u64 {
 }
 
 async fn scrape(port: u16) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
+    let (status, body) = cmp_testenv::test::http_get(([127, 0, 0, 1], port).into(), "/metrics").await?;
+    anyhow::ensure!(status == 200, "GET /metrics answered {status}");
+    Ok(body)
 }
 
 async fn operator_writes(port: u16) -> anyhow::Result<u64> {
@@ -79,7 +76,7 @@ pub async fn run(orgs: usize) -> anyhow::Result<()> {
     }
     let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
     let (plane, client) = start(&dir).await?;
-    let port = cmp_testenv::test::free_port();
+    let port = cmp_testenv::free_port()?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
     let log = std::fs::File::create(dir.join("operator.log"))?;

@@ -66,13 +66,9 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
 async fn converge(org: &Organization, ctx: &Context) -> Result<Action> {
     let name = org.name_any();
     let generation = org.meta().generation;
-    let requests = status::requests(org.annotations().into());
-    let mut status = org.status.clone().unwrap_or_default();
-    status::set_paused(&mut status.conditions, requests.paused, generation);
-    if requests.paused {
-        report::write_status(org, ctx, status).await?;
+    let Some((mut status, requests)) = report::unless_paused(org, ctx).await? else {
         return Ok(Action::await_change());
-    }
+    };
 
     let children = desired::children(org);
     let ns = control_namespace(&name);

@@ -74,13 +74,9 @@ async fn converge(project: &Project, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let generation = project.meta().generation;
-    let requests = status::requests(project.annotations().into());
-    let mut status = project.status.clone().unwrap_or_default();
-    status::set_paused(&mut status.conditions, requests.paused, generation);
-    if requests.paused {
-        report::write_status(project, ctx, status).await?;
+    let Some((mut status, requests)) = report::unless_paused(project, ctx).await? else {
         return Ok(Action::await_change());
-    }
+    };
 
     let org_name = org.name_any();
     let name = project.name_any();

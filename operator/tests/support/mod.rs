@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use cmp_crds::{Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
-use cmp_testenv::test::{eventually, free_port, http_get, test_client, test_kubeconfig, unique_name};
+use cmp_testenv::free_port;
+use cmp_testenv::test::{eventually, http_get, test_client, test_kubeconfig, unique_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -133,7 +134,7 @@ pub struct Operator {
 
 impl Operator {
     fn start(run: &str, identity: &str, extra: &[&str]) -> Self {
-        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let health = SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")));
         let log = std::env::temp_dir().join(format!("{run}-{identity}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
@@ -168,20 +169,25 @@ impl Operator {
 
     /// The API writes it made so far (sum of `cmp_operator_api_writes_total`).
     pub async fn writes(&self) -> u64 {
-        let metrics = self.metrics().await.unwrap_or_default();
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("cmp_operator_api_writes_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        self.writes_where(|_| true).await
     }
 
     /// Writes to kinds other than the admission policy (which every operator applies at start).
     pub async fn tenant_writes(&self) -> u64 {
+        self.writes_where(|series| !series.contains("ValidatingAdmissionPolicy")).await
+    }
+
+    /// Applies of child objects (not statuses, not the admission policy): what drift repair and idempotence are about.
+    pub async fn child_writes(&self) -> u64 {
+        self.writes_where(|series| series.contains("verb=\"apply\"") && !series.contains("ValidatingAdmissionPolicy"))
+            .await
+    }
+
+    async fn writes_where(&self, keep: impl Fn(&str) -> bool) -> u64 {
         let metrics = self.metrics().await.unwrap_or_default();
         metrics
             .lines()
-            .filter(|l| l.starts_with("cmp_operator_api_writes_total{") && !l.contains("ValidatingAdmissionPolicy"))
+            .filter(|l| l.starts_with("cmp_operator_api_writes_total{") && keep(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }
