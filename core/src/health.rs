@@ -49,24 +49,21 @@ async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str
     if readiness.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
 }
 
-/// Binds `addr` and serves `router` until `shutdown` completes.
+/// Binds `addr` (a clear error when it is taken).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HealthError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError::Bind { addr, source })
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HealthError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HealthError::Bind { addr, source })?;
-    let local = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %local, "serving /healthz and /readyz");
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
+    }
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(HealthError::Serve)
-}
-
-/// Serves `/healthz` and `/readyz` (ready at once) on `addr` until SIGTERM
-/// or Ctrl-C: the whole life of a binary that has no other work yet.
-pub async fn serve_until_signal(addr: SocketAddr) -> Result<(), HealthError> {
-    let readiness = Readiness::default();
-    readiness.set(true);
-    serve(addr, router(readiness), crate::shutdown::signal()).await
 }
 
 #[cfg(test)]
@@ -110,7 +107,7 @@ mod tests {
     async fn a_taken_port_is_a_clear_error() {
         let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = taken.local_addr().expect("addr");
-        let error = serve(addr, router(Readiness::default()), async {}).await.expect_err("port is taken");
+        let error = bind(addr).await.expect_err("port is taken");
         assert!(error.to_string().contains(&addr.to_string()), "{error}");
     }
 }

@@ -1,7 +1,11 @@
-//! Process plumbing shared by the CMP binaries: structured logging, the
-//! health endpoints and graceful shutdown on SIGTERM or Ctrl-C.
+//! Process plumbing shared by the CMP binaries: the [`runtime::Runtime`]
+//! every binary starts from (structured logging, the health and metrics
+//! server, a counted Kubernetes client, graceful shutdown on SIGTERM) and
+//! leader election ([`lease`]).
 
+pub mod api_requests;
 pub mod health;
+pub mod lease;
+pub mod runtime;
 pub mod shutdown;
-pub mod skeleton;
 pub mod telemetry;

@@ -1,5 +1,16 @@
 //! Graceful shutdown on SIGTERM (Kubernetes) or Ctrl-C (a terminal).
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+/// A future every part of the process can wait on (and clone) for shutdown.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// A [`Shutdown`] that completes on SIGTERM or SIGINT.
+pub fn on_signal() -> Shutdown {
+    signal().boxed().shared()
+}
+
 /// Completes when the process receives SIGTERM or SIGINT.
 pub async fn signal() {
     let ctrl_c = async {

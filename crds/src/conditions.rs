@@ -1,4 +1,8 @@
-//! Status conditions (the standard `metav1.Condition` shape).
+//! Status conditions (the standard `metav1.Condition` shape): the condition
+//! types and reasons other components read, and the pure helpers that set them.
+//!
+//! The operator writes these; the gateway and the webhook read them. A reason
+//! is a CamelCase word a program can match on; the message says what to do.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -8,6 +12,87 @@ pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";
 /// Condition status values.
 pub const UNKNOWN: &str = "Unknown";
+
+/// Every kind: everything the object asks for is in place.
+pub const READY: &str = "Ready";
+/// Instance: its runtime manifests are committed to the GitOps repository.
+pub const SYNCED: &str = "Synced";
+/// Organization, Project, Instance: the gateway refuses runs while this is True.
+pub const SUSPENDED: &str = "Suspended";
+/// Wallet: it can pay for runs.
+pub const FUNDED: &str = "Funded";
+/// Organization: its control namespace exists.
+pub const NAMESPACE_READY: &str = "NamespaceReady";
+/// Project: quota, limits, network policies and RBAC are in place in its runtime namespace.
+pub const ISOLATION_READY: &str = "IsolationReady";
+/// Every kind: reconciling is paused by the `cmp.gsv.dev/paused` annotation.
+pub const PAUSED: &str = "Paused";
+
+/// The reasons of the conditions above.
+pub mod reasons {
+    /// `Ready=True`: everything is in place.
+    pub const RECONCILED: &str = "Reconciled";
+    /// `Paused=True`: the annotation `cmp.gsv.dev/paused` is "true".
+    pub const PAUSED_BY_ANNOTATION: &str = "PausedByAnnotation";
+    /// `Paused=False`: reconciling normally.
+    pub const RECONCILING: &str = "Reconciling";
+    /// `NamespaceReady=True`: the control namespace exists.
+    pub const NAMESPACE_READY: &str = "NamespaceReady";
+    /// `NamespaceReady`, `IsolationReady` and `Ready` False: the namespace is being deleted; it is recreated once gone.
+    pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
+    /// `IsolationReady=True`: quota, limits, network policies and RBAC are applied.
+    pub const ISOLATION_APPLIED: &str = "IsolationApplied";
+    /// `Suspended=True` on an Organization or Instance: its own `spec.suspended` is true.
+    pub const SUSPENDED_BY_SPEC: &str = "SuspendedBySpec";
+    /// `Suspended=False` on an Organization or Instance: it is active.
+    pub const ACTIVE: &str = "Active";
+    /// `Suspended=True` on a Project or Instance: its Organization is suspended.
+    pub const ORGANIZATION_SUSPENDED: &str = "OrganizationSuspended";
+    /// `Suspended=False` on a Project: its Organization is active.
+    pub const ORGANIZATION_ACTIVE: &str = "OrganizationActive";
+    /// `Funded=True`: the balance (with the overdraft) is at or above the low-balance threshold.
+    pub const FUNDED: &str = "Funded";
+    /// `Funded=False`: credits are left, but fewer than the low-balance threshold.
+    pub const LOW: &str = "Low";
+    /// `Funded=False`: no credits are left; the gateway refuses runs.
+    pub const EXHAUSTED: &str = "Exhausted";
+    /// `Ready=False`: the object's parent Organization does not exist.
+    pub const ORGANIZATION_NOT_FOUND: &str = "OrganizationNotFound";
+    /// `Ready=False`: the object lives outside an organization's control namespace.
+    pub const NOT_IN_CONTROL_NAMESPACE: &str = "NotInControlNamespace";
+    /// `Ready=False` on an Instance: its `spec.project` names no Project in its namespace.
+    pub const PROJECT_NOT_FOUND: &str = "ProjectNotFound";
+    /// `Ready=False` on an Instance: its Project exists but is not Ready yet.
+    pub const PROJECT_NOT_READY: &str = "ProjectNotReady";
+    /// `Ready=False`: the object passed the API server's schema but the operator cannot read it.
+    pub const INVALID_OBJECT: &str = "InvalidObject";
+}
+
+impl<'a> NewCondition<'a> {
+    /// A condition that is True when `ok`, else False.
+    pub fn new(type_: &'a str, ok: bool, reason: &'a str, message: impl Into<String>) -> Self {
+        Self { type_, status: if ok { TRUE } else { FALSE }, reason, message: message.into() }
+    }
+}
+
+/// The `Paused` condition of an object whose annotation `cmp.gsv.dev/paused` is (or is not) "true".
+pub fn paused(paused: bool) -> NewCondition<'static> {
+    if paused {
+        NewCondition::new(
+            PAUSED,
+            true,
+            reasons::PAUSED_BY_ANNOTATION,
+            format!("reconciling is paused; remove the annotation {} to resume", crate::names::PAUSED_ANNOTATION),
+        )
+    } else {
+        NewCondition::new(PAUSED, false, reasons::RECONCILING, "reconciling normally")
+    }
+}
+
+/// The status and reason of a condition, to detect transitions.
+pub fn state(conditions: &[Condition], type_: &str) -> Option<(String, String)> {
+    find(conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
 
 /// A condition to set, without the bookkeeping fields that [`set_condition`] fills in.
 #[derive(Clone, Debug, PartialEq, Eq)]

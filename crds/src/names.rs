@@ -1,4 +1,8 @@
-//! Names and labels of the objects CMP creates.
+//! Names, labels, annotations and the finalizer of the objects CMP creates
+//! and reads: the contract between the operator, the gateway, the webhook
+//! and the people who annotate objects.
+
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -17,6 +21,73 @@ pub const PROJECT_LABEL: &str = "cmp.gsv.dev/project";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Our value of the managed-by label, and our server-side apply field manager.
 pub const OPERATOR_MANAGER: &str = "cmp-operator";
+/// Value of [`TENANT_LABEL`] on an organization's control namespace.
+pub const TENANT_CONTROL: &str = "control";
+/// Value of [`TENANT_LABEL`] on a project's runtime namespace.
+pub const TENANT_RUNTIME: &str = "runtime";
+
+/// `cmp.gsv.dev/paused: "true"` stops reconciling an object (deletion still proceeds).
+pub const PAUSED_ANNOTATION: &str = "cmp.gsv.dev/paused";
+/// Any new value of `cmp.gsv.dev/reconcile-requested-at` triggers a reconcile;
+/// the handled value is copied to `status.lastHandledReconcileAt`.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "cmp.gsv.dev/reconcile-requested-at";
+/// `cmp.gsv.dev/abandon-cleanup: "true"` on an object being deleted removes
+/// its finalizer without deleting what the operator created.
+pub const ABANDON_CLEANUP_ANNOTATION: &str = "cmp.gsv.dev/abandon-cleanup";
+/// The finalizer the operator puts on Organizations and Projects.
+pub const FINALIZER: &str = "cmp.gsv.dev/cleanup";
+
+/// The label selector that finds every object the operator manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={OPERATOR_MANAGER}")
+}
+
+/// Labels of an object that belongs to an organization (and maybe a project).
+pub fn owned_labels(organization: &str, project: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), OPERATOR_MANAGER.to_string()),
+        (ORGANIZATION_LABEL.to_string(), organization.to_string()),
+    ]);
+    if let Some(project) = project {
+        labels.insert(PROJECT_LABEL.to_string(), project.to_string());
+    }
+    labels
+}
+
+/// Labels of a tenant namespace: the owned labels plus the tenant label.
+pub fn namespace_labels(organization: &str, project: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = owned_labels(organization, project);
+    let tenant = if project.is_some() { TENANT_RUNTIME } else { TENANT_CONTROL };
+    labels.insert(TENANT_LABEL.to_string(), tenant.to_string());
+    labels
+}
+
+/// True when the annotation `key` is set to "true".
+pub fn flag(annotations: &BTreeMap<String, String>, key: &str) -> bool {
+    annotations.get(key).is_some_and(|v| v == "true")
+}
+
+/// What an object's annotations ask of the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// `cmp.gsv.dev/paused: "true"`.
+    pub paused: bool,
+    /// The value of `cmp.gsv.dev/reconcile-requested-at`.
+    pub reconcile_requested_at: Option<String>,
+    /// `cmp.gsv.dev/abandon-cleanup: "true"`.
+    pub abandon_cleanup: bool,
+}
+
+impl Steering {
+    /// Reads the steering annotations.
+    pub fn of(annotations: &BTreeMap<String, String>) -> Self {
+        Self {
+            paused: flag(annotations, PAUSED_ANNOTATION),
+            reconcile_requested_at: annotations.get(RECONCILE_REQUESTED_ANNOTATION).cloned(),
+            abandon_cleanup: flag(annotations, ABANDON_CLEANUP_ANNOTATION),
+        }
+    }
+}
 
 /// The control namespace of an Organization: `cmp-<org>`.
 ///

@@ -1,9 +1,10 @@
 //! The CMP gateway: authorizes agent runs against CR status, debits prepaid credits and forwards to the runtimes.
 //!
-//! Skeleton: it starts, logs, serves `/healthz` and `/readyz`, and shuts
-//! down cleanly on SIGTERM. The real work lands with its own issue.
+//! Skeleton: it starts from the shared process runtime (logging, `/healthz`,
+//! `/readyz`, `/metrics`, clean SIGTERM). The real work lands with its own issue.
 
 use clap::Parser;
+use cmp_core::runtime::{ProcessArgs, Runtime};
 
 #[derive(Parser)]
 #[command(
@@ -12,10 +13,18 @@ use clap::Parser;
 )]
 struct Args {
     #[command(flatten)]
-    serve: cmp_core::skeleton::ServeArgs,
+    process: ProcessArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cmp_core::skeleton::run("cmp-gateway", ([127, 0, 0, 1], 8081).into(), Args::parse().serve).await
+    let args = Args::parse();
+    let runtime = Runtime::new("cmp-gateway", ([127, 0, 0, 1], 8081).into(), &args.process);
+    runtime
+        .run(|process| async move {
+            process.readiness.set(true);
+            process.shutdown.await;
+            Ok(())
+        })
+        .await
 }

@@ -77,9 +77,9 @@ pub async fn install(applier: &Applier, extra_writers: &[String]) -> Result<Vec<
     writers.sort();
     writers.dedup();
     let policies = Api::<ValidatingAdmissionPolicy>::all(applier.client().clone());
-    applier.ensure_in(&policies, POLICY_NAME, &policy(&writers), cmp_crds::names::OPERATOR_MANAGER).await?;
+    applier.ensure_uncached(&policies, POLICY_NAME, &policy(&writers)).await?;
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(applier.client().clone());
-    applier.ensure_in(&bindings, POLICY_NAME, &binding(), cmp_crds::names::OPERATOR_MANAGER).await?;
+    applier.ensure_uncached(&bindings, POLICY_NAME, &binding()).await?;
     Ok(writers)
 }
 

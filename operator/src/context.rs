@@ -1,4 +1,5 @@
-//! What every reconciler shares.
+//! What every reconciler is handed: the client, the caches, the writer,
+//! the settings, and the process's metrics and Events.
 
 use std::sync::Arc;
 
@@ -7,37 +8,39 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::apply::Applier;
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::cache::Caches;
 use crate::metrics::Metrics;
-use cmp_crds::Organization;
-use kube::api::{Api, ListParams};
-
-use crate::error::{Error, Result};
+use crate::settings::Settings;
 
 /// Shared state of the reconcilers.
 pub struct Context {
-    /// The API client.
-    pub client: kube::Client,
-    /// Configuration.
-    pub config: Config,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    /// The reconcilers' settings.
+    pub settings: Settings,
+    /// What the operator reads, from watches.
+    pub caches: Arc<Caches>,
     /// Writes objects.
     pub applier: Applier,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
     /// Per-object retry delays.
     pub backoff: Backoff,
+    /// Publishes Events.
+    recorder: Recorder,
 }
 
 impl Context {
-    /// Builds the context.
-    pub fn new(client: kube::Client, config: Config, metrics: Arc<Metrics>) -> Self {
-        let applier = Applier::new(client.clone(), metrics.clone(), cmp_crds::names::OPERATOR_MANAGER);
-        let reporter =
-            Reporter { controller: cmp_crds::names::OPERATOR_MANAGER.into(), instance: Some(config.identity()) };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, config, metrics, applier, recorder, backoff: Backoff::default() }
+    /// Builds the context. `identity` names this replica in the Events it publishes.
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        caches: Arc<Caches>,
+        metrics: Arc<Metrics>,
+        identity: String,
+    ) -> Self {
+        let manager = cmp_crds::names::OPERATOR_MANAGER;
+        let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
+        let recorder = Recorder::new(client, Reporter { controller: manager.into(), instance: Some(identity) });
+        Self { settings, caches, applier, metrics, backoff: Backoff::default(), recorder }
     }
 
     /// Publishes an Event about `object`. Failures are logged, never fatal.
@@ -55,34 +58,5 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "publishing an event failed");
         }
-    }
-}
-
-impl Context {
-    /// The Organization `name` if this operator reconciles it. `Ok(None)`
-    /// when it exists but does not match `--organization-selector`; an
-    /// error when it does not exist.
-    pub async fn organization(&self, name: &str) -> Result<Option<Organization>> {
-        let api = Api::<Organization>::all(self.client.clone());
-        let read = Error::kube(format!("reading Organization {name}"));
-        let found = if self.config.organization_selector.is_empty() {
-            api.get_opt(name).await.map_err(read)?
-        } else {
-            let params = ListParams::default()
-                .labels(&self.config.organization_selector)
-                .fields(&format!("metadata.name={name}"));
-            let selected = api.list(&params).await.map_err(read)?.items.into_iter().next();
-            if selected.is_none()
-                && api
-                    .get_metadata_opt(name)
-                    .await
-                    .map_err(Error::kube(format!("reading Organization {name}")))?
-                    .is_some()
-            {
-                return Ok(None);
-            }
-            selected
-        };
-        found.map(Some).ok_or_else(|| Error::OrganizationNotFound { organization: name.to_string() })
     }
 }

@@ -1,39 +1,30 @@
-//! The three controllers and what each one watches. Children carry labels,
-//! not owner references (a reinstalled CRD must never cascade into deleting
-//! tenants), so every watch maps a child back to its parent by its labels.
+//! The controllers and what triggers each one. Every trigger comes from the
+//! caches' watches (one per kind, shared by all controllers). Children carry
+//! labels, not owner references (a reinstalled CRD must never cascade into
+//! deleting tenants), so a child maps back to its parent by its labels.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use cmp_crds::names::{
-    MANAGED_BY_LABEL, OPERATOR_MANAGER, ORGANIZATION_LABEL, PROJECT_LABEL, control_namespace,
-    organization_of_control_namespace,
-};
+use cmp_core::shutdown::Shutdown;
+use cmp_crds::names::{ORGANIZATION_LABEL, PROJECT_LABEL, control_namespace, organization_of_control_namespace};
 use cmp_crds::{Instance, Organization, Project, Wallet};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller, Error as ControllerError};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 
+use crate::cache::{Caches, Guarded, valid};
 use crate::context::Context;
-use crate::{organization, project, wallet};
+use crate::shell::{self, Reconcile};
 
-fn managed() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={OPERATOR_MANAGER}"))
-}
-
-fn organizations(ctx: &Context) -> watcher::Config {
-    let selector = &ctx.config.organization_selector;
-    if selector.is_empty() { watcher::Config::default() } else { watcher::Config::default().labels(selector) }
-}
+/// Gateways flush their meters about once a second: a burst of meter writes
+/// is gathered into one recomputation (and at most one status write).
+const WALLET_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// The Organization a child of an organization (no project label) belongs to.
-fn org_of<K: Resource>(child: &K) -> Option<ObjectRef<Organization>> {
+fn org_of<K: Resource>(child: &K) -> Option<ObjectRef<Guarded<Organization>>> {
     let labels = child.meta().labels.as_ref()?;
     if labels.contains_key(PROJECT_LABEL) {
         return None;
@@ -42,7 +33,7 @@ fn org_of<K: Resource>(child: &K) -> Option<ObjectRef<Organization>> {
 }
 
 /// The Project a child of a project belongs to.
-fn project_of<K: Resource>(child: &K) -> Option<ObjectRef<Project>> {
+fn project_of<K: Resource>(child: &K) -> Option<ObjectRef<Guarded<Project>>> {
     let labels = child.meta().labels.as_ref()?;
     let org = labels.get(ORGANIZATION_LABEL)?;
     let project = labels.get(PROJECT_LABEL)?;
@@ -50,87 +41,109 @@ fn project_of<K: Resource>(child: &K) -> Option<ObjectRef<Project>> {
 }
 
 /// The Organization whose control namespace holds `object`.
-fn org_of_namespace<K: Resource>(object: &K) -> Option<ObjectRef<Organization>> {
+fn org_of_namespace<K: Resource>(object: &K) -> Option<ObjectRef<Guarded<Organization>>> {
     let ns = object.meta().namespace.as_deref()?;
     organization_of_control_namespace(ns).map(ObjectRef::new)
 }
 
-fn all<K>(ctx: &Context) -> Api<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    Api::all(ctx.client.clone())
+/// Every object of the kind in the control namespace of `org`.
+fn in_control_namespace<K: Reconcile>(caches: &Caches, org: &impl Resource) -> Vec<ObjectRef<Guarded<K>>> {
+    let ns = control_namespace(&org.meta().name.clone().unwrap_or_default());
+    K::watched(caches)
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
 }
 
-async fn log_results<K: Resource, E: std::fmt::Display + 'static>(
-    kind: &'static str,
+async fn log_results<K: Reconcile>(
     stream: impl futures::Stream<
-        Item = Result<
-            (ObjectRef<K>, kube::runtime::controller::Action),
-            kube::runtime::controller::Error<E, watcher::Error>,
-        >,
+        Item = Result<(ObjectRef<Guarded<K>>, Action), ControllerError<crate::error::Error, watcher::Error>>,
     >,
-) where
-    K::DynamicType: std::fmt::Debug,
-{
+) {
+    let kind = K::kind(&());
     stream
-        .for_each(|result| async move {
+        .for_each(|result| {
             match result {
-                Ok((object, _)) => tracing::debug!(kind, object = %object.name, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(kind, object = %object.name, %error, "reconcile failed (retrying with backoff)")
+                Ok((object, _)) => tracing::debug!(%kind, object = %object.name, "reconciled"),
+                // Logged with its reason by the error policy.
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A trigger for an object that is gone (or never was): expected, not a warning.
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    tracing::debug!(%kind, object = %object.name, "triggered, but not in the cache; nothing to do")
                 }
-                Err(error) => tracing::warn!(kind, %error, "controller error"),
+                Err(error) => tracing::warn!(%kind, %error, "controller error"),
             }
+            std::future::ready(())
         })
         .await;
 }
 
-/// Runs the Organization, Project and Wallet controllers until `shutdown` completes.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
-    let config = ControllerConfig::default().concurrency(ctx.config.concurrency);
+fn controller<K: Reconcile>(caches: &Caches, config: ControllerConfig) -> Controller<Guarded<K>> {
+    let watched = K::watched(caches);
+    Controller::for_stream(watched.subscribe(), watched.store()).with_config(config)
+}
 
-    let orgs = Controller::new(all::<Organization>(&ctx), organizations(&ctx))
-        .with_config(config.clone())
-        .watches(all::<Namespace>(&ctx), managed(), |ns| org_of(&ns))
-        .watches(all::<Role>(&ctx), managed(), |r| org_of(&r))
-        .watches(all::<RoleBinding>(&ctx), managed(), |b| org_of(&b))
-        .watches(all::<Project>(&ctx), watcher::Config::default(), |p| org_of_namespace(&p))
-        .watches(all::<Instance>(&ctx), watcher::Config::default(), |i| org_of_namespace(&i))
+/// Runs the Organization, Project, Instance and Wallet controllers until `shutdown` completes.
+pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
+    let config = ControllerConfig::default().concurrency(concurrency);
+    let c = ctx.caches.clone();
+
+    let orgs = controller::<Organization>(&c, config.clone())
+        .watches_stream(c.namespaces.subscribe(), |ns| org_of(&ns))
+        .watches_stream(c.roles.subscribe(), |r| org_of(&r))
+        .watches_stream(c.role_bindings.subscribe(), |b| org_of(&b))
+        .watches_stream(c.projects.subscribe(), |p| org_of_namespace(&p))
         .graceful_shutdown_on(shutdown.clone())
-        .run(organization::reconcile, organization::error_policy, ctx.clone());
+        .run(shell::reconcile::<Organization>, shell::error_policy::<Organization>, ctx.clone());
 
-    let projects = Controller::new(all::<Project>(&ctx), watcher::Config::default()).with_config(config.clone());
-    let project_store = projects.store();
-    let projects = projects
-        .watches(all::<Namespace>(&ctx), managed(), |ns| project_of(&ns))
-        .watches(all::<ResourceQuota>(&ctx), managed(), |q| project_of(&q))
-        .watches(all::<LimitRange>(&ctx), managed(), |l| project_of(&l))
-        .watches(all::<NetworkPolicy>(&ctx), managed(), |p| project_of(&p))
-        .watches(all::<ServiceAccount>(&ctx), managed(), |s| project_of(&s))
-        .watches(all::<Role>(&ctx), managed(), |r| project_of(&r))
-        .watches(all::<RoleBinding>(&ctx), managed(), |b| project_of(&b))
-        .watches(all::<Instance>(&ctx), watcher::Config::default(), |i| {
-            i.namespace().map(|ns| ObjectRef::<Project>::new(&i.spec.project).within(&ns))
+    let (projects_of_org, cached_projects) = (c.clone(), c.clone());
+    let projects = controller::<Project>(&c, config.clone())
+        .watches_stream(c.namespaces.subscribe(), |ns| project_of(&ns))
+        .watches_stream(c.quotas.subscribe(), |q| project_of(&q))
+        .watches_stream(c.limit_ranges.subscribe(), |l| project_of(&l))
+        .watches_stream(c.network_policies.subscribe(), |p| project_of(&p))
+        .watches_stream(c.service_accounts.subscribe(), |s| project_of(&s))
+        .watches_stream(c.roles.subscribe(), |r| project_of(&r))
+        .watches_stream(c.role_bindings.subscribe(), |b| project_of(&b))
+        .watches_stream(c.instances.subscribe(), move |i| {
+            // Only a Project that exists: an Instance naming a missing one is its own problem.
+            let ns = i.namespace()?;
+            let project = valid(&i)?.spec.project.clone();
+            cached_projects.projects.get(&project, Some(&ns)).map(|p| ObjectRef::from_obj(&*p))
         })
-        .watches(all::<Organization>(&ctx), organizations(&ctx), move |org| {
-            let ns = control_namespace(&org.name_any());
-            project_store
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-                .map(|p| ObjectRef::from_obj(&*p))
+        .watches_stream(c.organizations.subscribe(), move |org| in_control_namespace::<Project>(&projects_of_org, &org))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(shell::reconcile::<Project>, shell::error_policy::<Project>, ctx.clone());
+
+    let (instances_of_org, instances_of_project) = (c.clone(), c.clone());
+    let instances = controller::<Instance>(&c, config.clone())
+        .watches_stream(c.organizations.subscribe(), move |org| {
+            in_control_namespace::<Instance>(&instances_of_org, &org)
+        })
+        .watches_stream(c.projects.subscribe(), move |project| {
+            let (ns, name) = (project.namespace().unwrap_or_default(), project.name_any());
+            instances_of_project
+                .instances_in(&ns)
+                .iter()
+                .filter(|i| valid(i).is_some_and(|i| i.spec.project == name))
+                .map(|i| ObjectRef::from_obj(&**i))
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone())
-        .run(project::reconcile, project::error_policy, ctx.clone());
+        .run(shell::reconcile::<Instance>, shell::error_policy::<Instance>, ctx.clone());
 
-    // Gateways flush their meters about once a second: gather a burst of
-    // meter writes into one recomputation (and at most one status write).
-    let wallets = Controller::new(all::<Wallet>(&ctx), watcher::Config::default())
-        .with_config(config.debounce(std::time::Duration::from_millis(500)))
-        .graceful_shutdown_on(shutdown)
-        .run(wallet::reconcile, wallet::error_policy, ctx.clone());
+    let wallets = controller::<Wallet>(&c, config.debounce(WALLET_DEBOUNCE)).graceful_shutdown_on(shutdown).run(
+        shell::reconcile::<Wallet>,
+        shell::error_policy::<Wallet>,
+        ctx.clone(),
+    );
 
-    tokio::join!(log_results("Organization", orgs), log_results("Project", projects), log_results("Wallet", wallets));
+    tokio::join!(
+        log_results::<Organization>(orgs),
+        log_results::<Project>(projects),
+        log_results::<Instance>(instances),
+        log_results::<Wallet>(wallets)
+    );
 }

@@ -1,7 +1,7 @@
 //! The operator's errors. Each says what failed and carries a CamelCase
 //! reason for the object's conditions and a label for the error metric.
 
-use kube::runtime::finalizer;
+use cmp_crds::conditions::reasons;
 
 /// A reconcile error.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The Organization exists but the operator cannot read it.
+    #[error("Organization {organization} cannot be read by the operator ({error}); fix the field the error names")]
+    OrganizationInvalid {
+        /// The organization.
+        organization: String,
+        /// Why it cannot be read.
+        error: String,
+    },
     /// A Project lives outside an organization's control namespace.
     #[error(
         "Project is in namespace {namespace}, which is not an organization's control namespace (cmp-<organization>); move it there"
@@ -40,9 +48,6 @@ pub enum Error {
         /// The missing organization.
         organization: String,
     },
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
 /// `Result` with the operator's [`Error`].
@@ -63,9 +68,9 @@ impl Error {
             Error::Kube { source: kube::Error::Api(status), .. } if status.code == 422 => "Invalid",
             Error::Kube { .. } => "ApiError",
             Error::Encode { .. } => "EncodingFailed",
-            Error::NotInControlNamespace { .. } => "NotInControlNamespace",
-            Error::OrganizationNotFound { .. } => "OrganizationNotFound",
-            Error::Finalizer(_) => "FinalizerFailed",
+            Error::NotInControlNamespace { .. } => reasons::NOT_IN_CONTROL_NAMESPACE,
+            Error::OrganizationNotFound { .. } => reasons::ORGANIZATION_NOT_FOUND,
+            Error::OrganizationInvalid { .. } => reasons::INVALID_OBJECT,
         }
     }
 }

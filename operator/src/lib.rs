@@ -1,23 +1,25 @@
-//! The CMP operator: reconciles Organizations, Projects and Wallets into
-//! tenant namespaces, isolation, RBAC and credit figures.
+//! The CMP operator: reconciles Organizations, Projects, Instances and
+//! Wallets into tenant namespaces, isolation, RBAC and credit figures.
 //!
-//! Each reconciler computes its desired state with pure functions
-//! (`*/desired.rs`, unit-tested without a cluster); [`apply::Applier`]
-//! writes it with server-side apply, only where the live object differs.
+//! Every kind runs in one reconcile shell ([`shell`]) as a short pipeline:
+//! observe (from the [`cache`]), desired (pure functions in `*/desired.rs`,
+//! unit-tested without a cluster), apply ([`apply::Applier`], server-side
+//! apply only where the cached object differs), and the status write.
 
 pub mod admission;
 pub mod apply;
 pub mod backoff;
-pub mod config;
+pub mod cache;
+pub mod cli;
 pub mod context;
 pub mod controllers;
 pub mod error;
-pub mod labels;
+pub mod instance;
 pub mod metrics;
 pub mod organization;
 pub mod project;
 pub mod rbac;
-pub mod report;
 pub mod run;
-pub mod status;
+pub mod settings;
+pub mod shell;
 pub mod wallet;

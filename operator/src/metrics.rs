@@ -30,15 +30,15 @@ pub struct ErrorLabels {
 pub struct WriteLabels {
     /// The written kind.
     pub kind: String,
-    /// `apply`, `apply_status`, `patch_status` or `delete`.
+    /// `apply`, `apply_status`, `patch_status`, `patch` (the finalizer) or `delete`.
     pub verb: String,
 }
 
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
-/// The operator's metrics.
+/// The operator's metrics (registered in the process's registry, prefix `cmp_operator`).
+#[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
@@ -49,9 +49,9 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("cmp_operator");
+impl Metrics {
+    /// Registers the operator's metrics.
+    pub fn register(registry: &mut Registry) -> Self {
         let reconciles = Family::<KindLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let durations: HistogramFamily = Family::new_with_constructor(duration_histogram);
@@ -64,47 +64,38 @@ impl Default for Metrics {
             "Writes the operator sent to the API server, per kind and verb",
             writes.clone(),
         );
-        Self { registry, reconciles, errors, durations, writes }
+        Self { reconciles, errors, durations, writes }
     }
 }
 
 /// Observes one reconcile's duration when dropped.
 pub struct ReconcileTimer<'a> {
     metrics: &'a Metrics,
-    kind: &'static str,
+    kind: String,
     start: Instant,
 }
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
-        let labels = KindLabels { kind: self.kind.to_string() };
+        let labels = KindLabels { kind: std::mem::take(&mut self.kind) };
         self.metrics.durations.get_or_create(&labels).observe(self.start.elapsed().as_secs_f64());
     }
 }
 
 impl Metrics {
     /// Counts a reconcile and times it until the returned guard drops.
-    pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
+    pub fn reconcile(&self, kind: &str) -> ReconcileTimer<'_> {
         self.reconciles.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
-        ReconcileTimer { metrics: self, kind, start: Instant::now() }
+        ReconcileTimer { metrics: self, kind: kind.to_string(), start: Instant::now() }
     }
 
     /// Counts a failed reconcile.
-    pub fn error(&self, kind: &'static str, reason: &str) {
+    pub fn error(&self, kind: &str, reason: &str) {
         self.errors.get_or_create(&ErrorLabels { kind: kind.to_string(), reason: reason.to_string() }).inc();
     }
 
     /// Counts an API write.
     pub fn write(&self, kind: &str, verb: &'static str) {
         self.writes.get_or_create(&WriteLabels { kind: kind.to_string(), verb: verb.to_string() }).inc();
-    }
-
-    /// The metrics in the Prometheus text format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(%error, "encoding metrics");
-        }
-        out
     }
 }

@@ -5,7 +5,7 @@ use cmp_crds::organization::{OrganizationSpec, Role as MemberRole, SubjectKind};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::ObjectMeta;
 
-use crate::labels::owned_labels;
+use cmp_crds::names::owned_labels;
 
 /// The three roles, most powerful first.
 pub const ROLES: [MemberRole; 3] = [MemberRole::Admin, MemberRole::Developer, MemberRole::Viewer];

@@ -159,7 +159,7 @@ impl ControlPlane {
             "kube-controller-manager",
             &[
                 format!("--kubeconfig={}", kubeconfig.display()),
-                "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller".into(),
+                "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,resourcequota-controller".into(),
                 "--leader-elect=false".into(),
                 "--use-service-account-credentials=false".into(),
                 "--bind-address=127.0.0.1".into(),

@@ -1,9 +1,10 @@
 //! The CMP webhook: turns paid Saleor orders into CRs and serves Kubernetes validating admission.
 //!
-//! Skeleton: it starts, logs, serves `/healthz` and `/readyz`, and shuts
-//! down cleanly on SIGTERM. The real work lands with its own issue.
+//! Skeleton: it starts from the shared process runtime (logging, `/healthz`,
+//! `/readyz`, `/metrics`, clean SIGTERM). The real work lands with its own issue.
 
 use clap::Parser;
+use cmp_core::runtime::{ProcessArgs, Runtime};
 
 #[derive(Parser)]
 #[command(
@@ -12,10 +13,18 @@ use clap::Parser;
 )]
 struct Args {
     #[command(flatten)]
-    serve: cmp_core::skeleton::ServeArgs,
+    process: ProcessArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cmp_core::skeleton::run("cmp-webhook", ([127, 0, 0, 1], 8082).into(), Args::parse().serve).await
+    let args = Args::parse();
+    let runtime = Runtime::new("cmp-webhook", ([127, 0, 0, 1], 8082).into(), &args.process);
+    runtime
+        .run(|process| async move {
+            process.readiness.set(true);
+            process.shutdown.await;
+            Ok(())
+        })
+        .await
 }

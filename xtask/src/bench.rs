@@ -1,8 +1,9 @@
 //! `cargo xtask bench-tenancy`: N Organizations with one Project each, from
-//! cold, on a fresh local control plane, against the release operator. Prints
-//! the time until all are Ready, the operator's API writes against the
-//! minimum the desired state needs, its peak RSS, and its writes per minute
-//! once converged (the goal is 0).
+//! cold, on a fresh local control plane, against the release operator (or
+//! `--operator-binary`, to measure another build the same way). Prints the
+//! time until all are Ready, the operator's API writes against the minimum
+//! the desired state needs, its API reads per reconcile, its peak RSS, and
+//! its writes per minute once converged (the goal is 0).
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,10 @@ use anyhow::{Context, bail};
 use cmp_crds::{Organization, OrganizationSpec, Project, ProjectSpec};
 use cmp_operator::organization::desired as org_desired;
 use cmp_operator::project::desired as project_desired;
+use cmp_operator::settings::NetworkSettings;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -28,16 +31,17 @@ fn ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1:
 
 /// The fewest writes the operator can make for `orgs` organizations with one
 /// default project each, counted from the same desired-state functions the
-/// operator uses: every child once (the Wallet with its starter grant), each status once.
+/// operator uses: every child once (the Wallet with its starter grant), each
+/// finalizer once, each status once.
 fn minimum_writes(orgs: usize) -> u64 {
     let org = Organization::new("o", OrganizationSpec::default());
-    let oc = org_desired::children(&org);
-    // namespace, Wallet (created with its starter grant in one write), roles, bindings, org status, wallet status
-    let per_org = 1 + 1 + oc.roles.len() + oc.role_bindings.len() + 1 + 1;
-    let settings = project_desired::NetworkSettings { gateway_namespace: "g".into(), dns_namespace: "d".into() };
+    let oc = org_desired::children(&org, None);
+    // finalizer, namespace, Wallet (created with its starter grant in one write), roles, bindings, org status, wallet status
+    let per_org = 1 + 1 + 1 + oc.roles.len() + oc.role_bindings.len() + 1 + 1;
+    let settings = NetworkSettings { gateway_namespace: "g".into(), dns_namespace: "d".into() };
     let pc = project_desired::children("o", &OrganizationSpec::default(), "p", &ProjectSpec::default(), &settings);
-    let per_project =
-        1 + 1 + 1 + pc.network_policies.len() + 1 + pc.roles.len() + pc.role_bindings.len() + 1 /* project status */;
+    // finalizer, namespace, quota, limits, policies, service account, roles, bindings, status
+    let per_project = 1 + 1 + 1 + 1 + pc.network_policies.len() + 1 + pc.roles.len() + pc.role_bindings.len() + 1;
     let admission_policy = 2;
     ((per_org + per_project) * orgs + admission_policy) as u64
 }
@@ -48,13 +52,19 @@ async fn scrape(port: u16) -> anyhow::Result<String> {
     Ok(body)
 }
 
+/// The sum of the series of `metrics` that start with `prefix`.
+fn sum(metrics: &str, prefix: &str) -> u64 {
+    metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+}
+
 async fn operator_writes(port: u16) -> anyhow::Result<u64> {
-    let metrics = scrape(port).await?;
-    Ok(metrics
-        .lines()
-        .filter(|l| l.starts_with("cmp_operator_api_writes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+    Ok(sum(&scrape(port).await?, "cmp_operator_api_writes_total{"))
+}
+
+/// Reads the operator sent (GETs that are not watches: gets and lists), if it counts them.
+fn operator_reads(metrics: &str) -> Option<u64> {
+    let series = "cmp_operator_api_requests_total{method=\"GET\",watch=\"false\"}";
+    metrics.contains(series).then(|| sum(metrics, series))
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -62,32 +72,39 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Runs the benchmark with `orgs` organizations.
-pub async fn run(orgs: usize) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release operator ...");
-    let built = tokio::process::Command::new(&cargo)
-        .current_dir(root())
-        .args(["build", "--release", "-p", "cmp-operator"])
-        .status()
-        .await?;
-    if !built.success() {
-        bail!("cargo build --release failed");
-    }
+/// Runs the benchmark with `orgs` organizations, against `binary` or else the release build of this checkout.
+pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let binary = match binary {
+        Some(binary) => binary,
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            eprintln!("building the release operator ...");
+            let built = tokio::process::Command::new(&cargo)
+                .current_dir(root())
+                .args(["build", "--release", "-p", "cmp-operator"])
+                .status()
+                .await?;
+            if !built.success() {
+                bail!("cargo build --release failed");
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            target.join("release/cmp-operator")
+        }
+    };
     let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
     let (plane, client) = start(&dir).await?;
     let port = cmp_testenv::free_port()?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
     let log = std::fs::File::create(dir.join("operator.log"))?;
-    let mut operator = tokio::process::Command::new(target.join("release/cmp-operator"))
+    let mut operator = tokio::process::Command::new(&binary)
         .env("KUBECONFIG", plane.kubeconfig())
         .args(["--health-addr", &format!("127.0.0.1:{port}"), "--concurrency", "16"])
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .context("starting the release operator")?;
+        .with_context(|| format!("starting the operator {}", binary.display()))?;
     let pid = operator.id().unwrap_or_default();
     wait_for_metrics(port).await?;
 
@@ -100,7 +117,7 @@ pub async fn run(orgs: usize) -> anyhow::Result<()> {
             let (api, params) = (org_api.clone(), params.clone());
             async move {
                 let name = format!("bench-{i:04}");
-                let org = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization", "metadata": {"name": name},
+                let org = json!({"apiVersion": Organization::api_version(&()), "kind": "Organization", "metadata": {"name": name},
                                  "spec": {"displayName": format!("Bench {i}")}});
                 api.patch(&name, &params, &Patch::Apply(org)).await
             }
@@ -112,13 +129,12 @@ pub async fn run(orgs: usize) -> anyhow::Result<()> {
     create_projects_as_namespaces_appear(&client, orgs).await?;
     let converged = wait_until_ready(&client, orgs).await?;
     let elapsed = started.elapsed();
-    let writes = operator_writes(port).await?;
-    let breakdown: Vec<String> = scrape(port)
-        .await?
-        .lines()
-        .filter_map(|l| l.strip_prefix("cmp_operator_api_writes_total"))
-        .map(str::to_string)
-        .collect();
+    let metrics = scrape(port).await?;
+    let writes = sum(&metrics, "cmp_operator_api_writes_total{");
+    let reads = operator_reads(&metrics);
+    let reconciles = sum(&metrics, "cmp_operator_reconciles_total{");
+    let breakdown: Vec<String> =
+        metrics.lines().filter_map(|l| l.strip_prefix("cmp_operator_api_writes_total")).map(str::to_string).collect();
     let rss = peak_rss_kib(pid);
     eprintln!("converged; watching the operator's writes for {QUIET_WINDOW:?} ...");
     tokio::time::sleep(QUIET_WINDOW).await;
@@ -132,6 +148,14 @@ pub async fn run(orgs: usize) -> anyhow::Result<()> {
     println!("  operator API writes:            {writes}");
     println!("  minimum writes needed:          {minimum} (baseline: every child, grant and status written once)");
     println!("  writes / minimum:               {:.3}", writes as f64 / minimum as f64);
+    println!("  reconciles:                     {reconciles}");
+    match reads {
+        Some(reads) => println!(
+            "  operator API reads (get/list):  {reads} ({:.2} per reconcile)",
+            reads as f64 / reconciles.max(1) as f64
+        ),
+        None => println!("  operator API reads (get/list):  not counted by this operator build"),
+    }
     println!(
         "  operator peak RSS:              {}",
         rss.map_or("unknown".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
@@ -162,7 +186,7 @@ async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
 async fn create_projects_as_namespaces_appear(client: &kube::Client, orgs: usize) -> anyhow::Result<()> {
     let namespaces = Api::<Namespace>::all(client.clone());
     let mut created = std::collections::BTreeSet::new();
-    let selector = format!("{}={}", cmp_crds::names::TENANT_LABEL, cmp_operator::labels::TENANT_CONTROL);
+    let selector = format!("{}={}", cmp_crds::names::TENANT_LABEL, cmp_crds::names::TENANT_CONTROL);
     while created.len() < orgs {
         let list = namespaces.list_metadata(&ListParams::default().labels(&selector)).await?;
         let fresh: Vec<String> = list
@@ -175,7 +199,7 @@ async fn create_projects_as_namespaces_appear(client: &kube::Client, orgs: usize
             .map(|ns| {
                 let api = Api::<Project>::namespaced(client.clone(), &ns);
                 async move {
-                    let project = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "main"}, "spec": {}});
+                    let project = json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": {"name": "main"}, "spec": {}});
                     api.patch("main", &PatchParams::apply(MANAGER), &Patch::Apply(project)).await
                 }
             })

@@ -42,6 +42,9 @@ enum Command {
         /// How many Organizations.
         #[arg(long, default_value_t = 1000)]
         orgs: usize,
+        /// Measure this operator binary instead of the release build of this checkout (for a before/after comparison).
+        #[arg(long)]
+        operator_binary: Option<PathBuf>,
     },
 }
 
@@ -58,7 +61,9 @@ async fn main() -> ExitCode {
         Command::Up => up().await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
-        Command::BenchTenancy { orgs } => bench::run(orgs).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchTenancy { orgs, operator_binary } => {
+            bench::run(orgs, operator_binary).await.map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,11 +1,15 @@
-//! What a Project should produce in its runtime namespace: pure functions of
-//! the Project, its Organization and the operator's configuration.
+//! What a Project should produce in its runtime namespace, and its status:
+//! pure functions of the Project, its Organization (from the cache), the
+//! settings and `now`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use cmp_crds::names::runtime_namespace;
+use cmp_crds::conditions::{self, NewCondition, reasons, set_condition};
+use cmp_crds::names::{Steering, namespace_labels, owned_labels, runtime_namespace};
 use cmp_crds::organization::OrganizationSpec;
 use cmp_crds::project::{ProjectSpec, Protocol};
+use cmp_crds::{Organization, Project, ProjectStatus};
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec, ServiceAccount,
 };
@@ -16,11 +20,21 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
 
-use crate::labels::{namespace_labels, owned_labels};
 use crate::rbac;
+use crate::settings::{NetworkSettings, Settings};
+use crate::shell::Desired;
+
+/// How often a converged Project is looked at again. Watches repair drift
+/// within seconds; this is only a safety net.
+pub const RESYNC: Duration = Duration::from_secs(3600);
+/// How soon to look again while the runtime namespace is being deleted.
+pub const TERMINATING_RECHECK: Duration = Duration::from_secs(5);
 
 /// Names of the objects in a runtime namespace.
 pub mod names {
@@ -38,13 +52,15 @@ pub mod names {
     pub const RUNTIME_SA: &str = "cmp-runtime";
 }
 
-/// Where the project's network boundaries are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkSettings {
-    /// The namespace of the gateway, the only outside source of ingress.
-    pub gateway_namespace: String,
-    /// The namespace of the cluster DNS.
-    pub dns_namespace: String,
+/// What the Project pipeline reads from the caches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// The Project's Organization.
+    pub organization: Organization,
+    /// The runtime namespace exists and is being deleted.
+    pub namespace_terminating: bool,
+    /// How many Instances name the Project.
+    pub instance_count: i64,
 }
 
 /// Everything the operator creates for a Project.
@@ -218,6 +234,59 @@ pub fn children(
     }
 }
 
+/// The `Suspended` condition of a Project: its Organization's.
+fn suspended(org: &Organization) -> NewCondition<'static> {
+    let name = org.name_any();
+    if org.spec.suspended {
+        let message = format!("Organization {name} is suspended: the gateway refuses runs");
+        NewCondition::new(conditions::SUSPENDED, true, reasons::ORGANIZATION_SUSPENDED, message)
+    } else {
+        let message = format!("Organization {name} is active");
+        NewCondition::new(conditions::SUSPENDED, false, reasons::ORGANIZATION_ACTIVE, message)
+    }
+}
+
+/// The children and the status of `project`, given what was observed.
+pub fn desired(
+    project: &Project,
+    observed: &Observed,
+    settings: &Settings,
+    now: Timestamp,
+) -> Desired<Children, ProjectStatus> {
+    let now = Time(now);
+    let generation = project.meta().generation;
+    let steering = Steering::of(project.annotations());
+    let mut status = project.status.clone().unwrap_or_default();
+    let set = |status: &mut ProjectStatus, c: NewCondition<'static>| {
+        set_condition(&mut status.conditions, c, generation, now.clone())
+    };
+    set(&mut status, conditions::paused(steering.paused));
+    if steering.paused {
+        return Desired { children: None, status, requeue: None };
+    }
+    let org = &observed.organization;
+    let (org_name, name) = (org.name_any(), project.name_any());
+    let runtime_ns = runtime_namespace(&org_name, &name);
+    status.observed_generation = generation;
+    status.runtime_namespace = Some(runtime_ns.clone());
+    status.instance_count = observed.instance_count;
+    status.last_handled_reconcile_at = steering.reconcile_requested_at;
+    set(&mut status, suspended(org));
+    if observed.namespace_terminating {
+        let message = format!("namespace {runtime_ns} is being deleted; it is recreated once it is gone");
+        for type_ in [conditions::ISOLATION_READY, conditions::READY] {
+            set(&mut status, NewCondition::new(type_, false, reasons::NAMESPACE_TERMINATING, message.clone()));
+        }
+        return Desired { children: None, status, requeue: Some(TERMINATING_RECHECK) };
+    }
+    let isolation = format!("quota, limits, default-deny network policies and RBAC are in place in {runtime_ns}");
+    set(&mut status, NewCondition::new(conditions::ISOLATION_READY, true, reasons::ISOLATION_APPLIED, isolation));
+    let ready = format!("runtime namespace {runtime_ns} is ready");
+    set(&mut status, NewCondition::new(conditions::READY, true, reasons::RECONCILED, ready));
+    let children = children(&org_name, &org.spec, &name, &project.spec, &settings.network);
+    Desired { children: Some(children), status, requeue: Some(RESYNC) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +357,66 @@ mod tests {
             assert_eq!(labels["app.kubernetes.io/managed-by"], "cmp-operator");
         }
         assert_eq!(c.namespace.metadata.labels.expect("labels")["cmp.gsv.dev/tenant"], "runtime");
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid")
+    }
+
+    fn observed(suspended: bool) -> Observed {
+        let mut organization = Organization::new("acme", OrganizationSpec::default());
+        organization.spec.suspended = suspended;
+        Observed { organization, namespace_terminating: false, instance_count: 2 }
+    }
+
+    fn project() -> Project {
+        let mut p = Project::new("support", ProjectSpec::default());
+        p.metadata.namespace = Some("cmp-acme".into());
+        p.metadata.generation = Some(4);
+        p
+    }
+
+    fn condition(status: &ProjectStatus, type_: &str) -> (String, String) {
+        conditions::state(&status.conditions, type_).unwrap_or_else(|| panic!("{type_} is set"))
+    }
+
+    #[test]
+    fn a_project_gets_its_isolation_and_a_ready_status() {
+        let d = desired(&project(), &observed(false), &Settings::default(), at(10));
+        assert!(d.children.is_some());
+        let s = d.status;
+        assert_eq!(s.runtime_namespace.as_deref(), Some("cmp-acme-support"));
+        assert_eq!((s.instance_count, s.observed_generation), (2, Some(4)));
+        assert_eq!(condition(&s, "Ready"), ("True".into(), "Reconciled".into()));
+        assert_eq!(condition(&s, "IsolationReady"), ("True".into(), "IsolationApplied".into()));
+        assert_eq!(condition(&s, "Suspended"), ("False".into(), "OrganizationActive".into()));
+        assert_eq!(d.requeue, Some(RESYNC));
+    }
+
+    #[test]
+    fn a_project_of_a_suspended_organization_is_suspended() {
+        let s = desired(&project(), &observed(true), &Settings::default(), at(10)).status;
+        assert_eq!(condition(&s, "Suspended"), ("True".into(), "OrganizationSuspended".into()));
+    }
+
+    #[test]
+    fn a_paused_project_writes_only_the_paused_condition() {
+        let mut p = project();
+        p.metadata.annotations = Some([("cmp.gsv.dev/paused".to_string(), "true".to_string())].into());
+        let d = desired(&p, &observed(false), &Settings::default(), at(10));
+        assert!(d.children.is_none() && d.requeue.is_none());
+        assert_eq!(condition(&d.status, "Paused"), ("True".into(), "PausedByAnnotation".into()));
+        assert!(conditions::find(&d.status.conditions, "Ready").is_none());
+    }
+
+    #[test]
+    fn a_terminating_runtime_namespace_is_reported() {
+        let mut o = observed(false);
+        o.namespace_terminating = true;
+        let d = desired(&project(), &o, &Settings::default(), at(10));
+        assert!(d.children.is_none());
+        assert_eq!(condition(&d.status, "IsolationReady"), ("False".into(), "NamespaceTerminating".into()));
+        assert_eq!(condition(&d.status, "Ready"), ("False".into(), "NamespaceTerminating".into()));
+        assert_eq!(d.requeue, Some(TERMINATING_RECHECK));
     }
 }

@@ -1,17 +1,24 @@
-//! A Wallet's status as the operator computes it: pure functions.
+//! A Wallet's status as the operator computes it, and the fold of stale
+//! meters: pure functions of the Wallet, the settings and `now`.
 
 use std::time::Duration;
 
 use cmp_crds::Wallet;
-use cmp_crds::conditions::set_condition;
+use cmp_crds::conditions::{self, FUNDED, NewCondition, READY, reasons, set_condition};
 use cmp_crds::credits::{self, Funding};
+use cmp_crds::names::Steering;
 use cmp_crds::wallet::WalletStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::status::{self, condition};
+use crate::settings::Settings;
+use crate::shell::Desired;
+
+/// How soon to look again after folding meters (the fold's own write
+/// brings the Wallet back sooner, with its new figures).
+pub const AFTER_FOLD: Duration = Duration::from_secs(1);
 
 /// The part of a Wallet's status the operator owns (server-side apply):
 /// everything but the gateways' meters and the compacted total.
@@ -32,7 +39,7 @@ pub struct OperatorStatus {
     /// The annotation value last acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-    /// `Funded` and `Paused`.
+    /// `Funded`, `Ready` and `Paused`.
     pub conditions: Vec<Condition>,
 }
 
@@ -51,38 +58,61 @@ impl OperatorStatus {
     }
 }
 
-/// The figures and `Funded` condition of `wallet` at `now`.
+/// The figures, `Funded` and `Ready` of `wallet` at `now`. Figures are
+/// observations, so they are kept up to date even while the Wallet is paused
+/// (pausing stops only the fold of stale meters).
 pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorStatus {
     let current = wallet.status.as_ref();
     let meters = current.map(|s| s.meters.as_slice()).unwrap_or_default();
     let compacted = current.and_then(|s| s.compacted.as_ref());
     let f = credits::figures(&wallet.spec.grants, meters, compacted, now);
+    let steering = Steering::of(wallet.annotations());
     let mut next = OperatorStatus::of(current);
     next.observed_generation = wallet.meta().generation;
     next.granted = f.granted;
     next.consumed = f.consumed;
     next.balance = f.balance;
     next.leased = f.leased;
+    next.last_handled_reconcile_at = steering.reconcile_requested_at;
     let available = f.balance.saturating_add(wallet.spec.overdraft);
     let funded = match credits::funding(f.balance, wallet.spec.overdraft, low_threshold) {
-        Funding::Funded => condition(super::FUNDED, true, "Funded", format!("{available} credits available")),
-        Funding::Low => condition(
-            super::FUNDED,
+        Funding::Funded => NewCondition::new(FUNDED, true, reasons::FUNDED, format!("{available} credits available")),
+        Funding::Low => NewCondition::new(
+            FUNDED,
             false,
-            "Low",
+            reasons::LOW,
             format!(
                 "{available} credits available, below the threshold of {low_threshold}: add a grant (top up) to keep runs going"
             ),
         ),
-        Funding::Exhausted => condition(
-            super::FUNDED,
+        Funding::Exhausted => NewCondition::new(
+            FUNDED,
             false,
-            "Exhausted",
+            reasons::EXHAUSTED,
             format!("no credits left (balance {}): runs are refused until a grant is added", f.balance),
         ),
     };
-    set_condition(&mut next.conditions, funded, next.observed_generation, status::now());
+    let ready = NewCondition::new(READY, true, reasons::RECONCILED, "the figures cover every grant and meter");
+    for c in [funded, ready, conditions::paused(steering.paused)] {
+        set_condition(&mut next.conditions, c, next.observed_generation, Time(now));
+    }
     next
+}
+
+/// The Wallet pipeline's decision: fold stale meters first (unless paused),
+/// else the figures.
+pub fn desired(wallet: &Wallet, settings: &Settings, now: Timestamp) -> Desired<json_patch::Patch, OperatorStatus> {
+    let paused = Steering::of(wallet.annotations()).paused;
+    if !paused && let Some(fold) = compaction_patch(wallet, now, settings.meter_stale_after) {
+        return Desired {
+            children: Some(fold),
+            status: OperatorStatus::of(wallet.status.as_ref()),
+            requeue: Some(AFTER_FOLD),
+        };
+    }
+    let threshold = wallet.spec.low_balance_threshold.unwrap_or(settings.low_balance_threshold);
+    let requeue = next_check(wallet, now, settings.meter_stale_after);
+    Desired { children: None, status: status(wallet, threshold, now), requeue: Some(requeue) }
 }
 
 /// A JSON patch of the status subresource that folds the stale meters into
@@ -165,7 +195,7 @@ mod tests {
     }
 
     fn funded(s: &OperatorStatus) -> (String, String) {
-        status::state(&s.conditions, super::super::FUNDED).expect("Funded is set")
+        conditions::state(&s.conditions, FUNDED).expect("Funded is set")
     }
 
     #[test]

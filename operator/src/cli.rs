@@ -1,0 +1,75 @@
+//! The command line: process flags (shared by every CMP binary), leader
+//! election, and the operator's own settings.
+
+use clap::Parser;
+use cmp_core::lease::LeaseArgs;
+use cmp_core::runtime::ProcessArgs;
+use k8s_openapi::jiff::SignedDuration;
+
+use crate::settings::{NetworkSettings, Settings};
+
+/// The CMP operator.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    version,
+    about = "The CMP operator: reconciles Organizations, Projects, Instances and Wallets into tenant namespaces, isolation, RBAC and credit figures"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+
+    /// Starter credits of an Organization that does not set spec.starterCredits.
+    #[arg(long, env = "CMP_STARTER_CREDITS", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
+    pub starter_credits: i64,
+
+    /// Below this balance a Wallet is `Funded=False` with reason `Low`, unless it sets spec.lowBalanceThreshold.
+    #[arg(long, env = "CMP_LOW_BALANCE_THRESHOLD", default_value_t = 100, value_parser = clap::value_parser!(i64).range(0..))]
+    pub low_balance_threshold: i64,
+
+    /// A gateway meter untouched for this many seconds, with no live lease, is folded into the Wallet's compacted total.
+    #[arg(long, env = "CMP_METER_STALE_AFTER_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
+    pub meter_stale_after_seconds: i64,
+
+    /// The gateway's namespace: the only source of ingress into runtime namespaces.
+    #[arg(long, env = "CMP_GATEWAY_NAMESPACE", default_value = "cmp-system")]
+    pub gateway_namespace: String,
+
+    /// The cluster DNS namespace, reachable from runtime namespaces.
+    #[arg(long, env = "CMP_DNS_NAMESPACE", default_value = "kube-system")]
+    pub dns_namespace: String,
+
+    /// Reconcile only Organizations matching this label selector (and their Projects, Instances and Wallets). Empty: all.
+    #[arg(long, env = "CMP_ORGANIZATION_SELECTOR", default_value = "")]
+    pub organization_selector: String,
+
+    /// Install the ValidatingAdmissionPolicy that keeps tenancy labels on namespaces for the operator alone.
+    #[arg(long, env = "CMP_ADMISSION_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub admission_policy: bool,
+
+    /// Users besides the operator itself who may set tenancy labels (for example the provisioner's service account).
+    #[arg(long = "tenancy-label-writer", env = "CMP_TENANCY_LABEL_WRITERS", value_delimiter = ',')]
+    pub tenancy_label_writers: Vec<String>,
+
+    /// How many objects of each kind are reconciled at once.
+    #[arg(long, env = "CMP_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+}
+
+impl Args {
+    /// The reconcilers' settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            starter_credits: self.starter_credits,
+            low_balance_threshold: self.low_balance_threshold,
+            meter_stale_after: SignedDuration::from_secs(self.meter_stale_after_seconds),
+            network: NetworkSettings {
+                gateway_namespace: self.gateway_namespace.clone(),
+                dns_namespace: self.dns_namespace.clone(),
+            },
+            organization_selector: Some(self.organization_selector.clone()).filter(|s| !s.is_empty()),
+        }
+    }
+}

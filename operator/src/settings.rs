@@ -1,0 +1,47 @@
+//! What the reconcilers need to know from outside the CRs: defaults,
+//! thresholds and network boundaries. Independent of how the process was
+//! started (the command line is in [`crate::cli`]).
+
+use k8s_openapi::jiff::SignedDuration;
+
+/// The network boundaries of runtime namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// The namespace of the gateway, the only outside source of ingress.
+    pub gateway_namespace: String,
+    /// The namespace of the cluster DNS.
+    pub dns_namespace: String,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        Self { gateway_namespace: "cmp-system".into(), dns_namespace: "kube-system".into() }
+    }
+}
+
+/// The reconcilers' settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Starter credits of an Organization that does not set `spec.starterCredits`.
+    pub starter_credits: i64,
+    /// Below this balance a Wallet is `Funded=False` with reason `Low`, unless it sets its own.
+    pub low_balance_threshold: i64,
+    /// A gateway meter untouched this long, with no live lease, is folded into the compacted total.
+    pub meter_stale_after: SignedDuration,
+    /// Where the runtime namespaces' network boundaries are.
+    pub network: NetworkSettings,
+    /// Reconcile only the Organizations matching this label selector (and what lives in their namespaces).
+    pub organization_selector: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            starter_credits: 1000,
+            low_balance_threshold: 100,
+            meter_stale_after: SignedDuration::from_secs(3600),
+            network: NetworkSettings::default(),
+            organization_selector: None,
+        }
+    }
+}
