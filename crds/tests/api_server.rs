@@ -10,6 +10,7 @@ use std::process::Command;
 use cmp_crds::Wallet;
 use cmp_testenv::apply::{ApplyOptions, apply_object, install_crds, parse_documents};
 use cmp_testenv::test::{TestNamespace, kubectl, test_client, test_kubeconfig};
+use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
@@ -131,7 +132,7 @@ async fn every_invalid_example_is_refused_with_its_message() {
 
 fn meter_patch(replica: &str, consumed: i64) -> serde_json::Value {
     json!({
-        "apiVersion": "cmp.gsv.dev/v1alpha1",
+        "apiVersion": Wallet::api_version(&()),
         "kind": "Wallet",
         "status": {"meters": [{"name": replica, "consumed": consumed, "runs": consumed}]}
     })
@@ -142,7 +143,7 @@ async fn two_gateway_replicas_each_own_their_meter_entry() {
     let (client, ns) = setup("meters").await;
     let wallets: Api<Wallet> = Api::namespaced(client.clone(), &ns.name);
     let wallet = json!({
-        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Wallet", "metadata": {"name": "shared"},
+        "apiVersion": Wallet::api_version(&()), "kind": "Wallet", "metadata": {"name": "shared"},
         "spec": {"grants": [{"id": "starter", "credits": 100, "source": "Starter"}]}
     });
     wallets.patch("shared", &PatchParams::apply("cmp-tests"), &Patch::Apply(&wallet)).await.expect("wallet");
@@ -182,9 +183,9 @@ async fn kubectl_get_shows_useful_columns() {
         }
     }
     let wallets: Api<Wallet> = Api::namespaced(client.clone(), &ns.name);
-    let status = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Wallet", "status": {
+    let status = json!({"apiVersion": Wallet::api_version(&()), "kind": "Wallet", "status": {
         "granted": 6000, "consumed": 250, "balance": 5750, "leased": 40,
-        "conditions": [{"type": "Funded", "status": "True", "reason": "Funded", "message": "5750 credits left",
+        "conditions": [{"type": "Funded", "status": cmp_crds::conditions::TRUE, "reason": "Funded", "message": "5750 credits left",
                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}});
     wallets.patch_status("acme", &PatchParams::apply("cmp-tests"), &Patch::Apply(status)).await.expect("status");
 

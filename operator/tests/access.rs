@@ -8,6 +8,7 @@ use cmp_crds::{Instance, Wallet};
 use cmp_testenv::test::{client_as, eventually};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{CONVERGE, World};
@@ -20,7 +21,7 @@ fn api_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> (u16, String)
 }
 
 fn append_grant(id: &str) -> serde_json::Value {
-    json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Wallet",
+    json!({"apiVersion": Wallet::api_version(&()), "kind": "Wallet",
            "spec": {"grants": [{"id": id, "credits": 1000000, "source": "Manual"}]}})
 }
 
@@ -70,7 +71,7 @@ async fn org_viewers_and_developers_read_but_cannot_append_wallet_grants() {
     // A developer manages Instances (dry run: there is no Offering to run).
     let dev = client_as(&developer, &["system:authenticated"]).await;
     let instance: Instance = serde_json::from_value(json!({
-        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": "bot", "namespace": ns},
+        "apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": "bot", "namespace": ns},
         "spec": {"project": "p", "offering": "o", "version": "1", "plan": "basic"}}))
     .expect("instance");
     let dry_run = PostParams { dry_run: true, ..Default::default() };

@@ -256,25 +256,33 @@ async fn a_runtime_namespace_name_past_63_characters_is_shortened_and_reported()
 }
 
 #[tokio::test]
-async fn errors_are_reported_in_conditions() {
+async fn errors_are_reported_in_conditions_and_counted_under_their_own_reason() {
     let w = World::new("errors").await;
-    let _operator = w.operator("a", &[]);
+    let operator = w.operator("a", &[]);
     // A Project in a namespace that looks like a control namespace, without its Organization.
     let ghost = format!("cmp-{}-ghost", w.run);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ghost}})).expect("namespace");
     let namespaces = Api::<Namespace>::all(w.client.clone());
     namespaces.create(&Default::default(), &ns).await.expect("namespace");
     let projects = Api::<cmp_crds::Project>::namespaced(w.client.clone(), &ghost);
-    let project =
-        json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "orphan"}, "spec": {}});
+    let project = json!({"apiVersion": cmp_crds::Project::api_version(&()), "kind": "Project", "metadata": {"name": "orphan"}, "spec": {}});
     projects.patch("orphan", &PatchParams::apply("cmp-tests"), &Patch::Apply(project)).await.expect("project");
     let condition = eventually("Ready=False with the reason", CONVERGE, || async {
         let p = projects.get("orphan").await.ok()?;
-        cmp_crds::conditions::find(&p.status?.conditions, "Ready").filter(|c| c.status == "False").cloned()
+        cmp_crds::conditions::find(&p.status?.conditions, "Ready")
+            .filter(|c| c.status == cmp_crds::conditions::FALSE)
+            .cloned()
     })
     .await;
     assert_eq!(condition.reason, "OrganizationNotFound");
     assert!(condition.message.contains("does not exist; create it"), "{}", condition.message);
+    // The error policy counts it right after the status is written.
+    let series = "cmp_operator_reconcile_errors_total{kind=\"Project\",reason=\"OrganizationNotFound\"}";
+    let metrics = eventually(&format!("{series} in /metrics"), CONVERGE, || async {
+        operator.metrics().await.filter(|m| m.contains(series))
+    })
+    .await;
+    assert!(!metrics.contains("FinalizerFailed"), "errors are not hidden behind the finalizer:\n{metrics}");
     // Deleting it is not blocked by the error.
     projects.delete("orphan", &DeleteParams::default()).await.expect("delete");
     eventually("the orphan Project to be gone", CONVERGE, || async {
@@ -282,4 +290,53 @@ async fn errors_are_reported_in_conditions() {
     })
     .await;
     namespaces.delete(&ghost, &DeleteParams::default()).await.expect("cleanup");
+}
+
+/// A Pod as the runtimes' namespace admits it (pod-security `restricted`).
+/// There is no kubelet here, so an admitted Pod is never run: the test is about admission.
+fn restricted_pod(name: &str, cpu: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "runtime", "image": "registry.invalid/runtime:1",
+                "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}, "limits": {"cpu": cpu, "memory": "64Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+            }]
+        }
+    }))
+    .expect("a pod")
+}
+
+#[tokio::test]
+async fn a_pod_over_the_project_quota_is_refused_by_the_api_server() {
+    use k8s_openapi::api::core::v1::Pod;
+    let w = World::new("quota").await;
+    let _operator = w.operator("a", &[]);
+    let org = w.org_name("org");
+    w.apply_org(&org, json!({"displayName": "Quota"})).await;
+    w.apply_project(&org, "p", json!({"quota": {"cpu": "1", "memory": "1Gi", "pods": 2}})).await;
+    w.project_ready(&org, "p").await;
+    let runtime = format!("cmp-{org}-p");
+    // The resource-quota controller fills in the quota's status; until it has, the API server admits nothing.
+    let quotas = Api::<ResourceQuota>::namespaced(w.client.clone(), &runtime);
+    eventually("the quota controller to compute the quota's usage", CONVERGE, || async {
+        let status = quotas.get("cmp-quota").await.ok()?.status?;
+        status.hard.filter(|h| h.contains_key("limits.cpu")).and(status.used)
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(w.client.clone(), &runtime);
+    let refused = pods.create(&Default::default(), &restricted_pod("too-big", "2")).await;
+    match refused {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{}", status.message);
+            assert!(status.message.contains("exceeded quota: cmp-quota"), "{}", status.message);
+        }
+        other => panic!("a pod over the quota was not refused: {other:?}"),
+    }
+    pods.create(&Default::default(), &restricted_pod("fits", "500m"))
+        .await
+        .expect("a pod within the quota is admitted");
+    w.delete_org(&org).await;
 }

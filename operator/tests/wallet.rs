@@ -1,17 +1,19 @@
 //! Wallet status against the real API server: figures from grants and
-//! gateway meters, `Funded`, stale meters folded without losing a credit,
-//! and suspension propagated to Projects and Instances.
+//! gateway meters, `Funded`, stale meters folded without losing a credit;
+//! and suspension, which Projects and Instances derive from their
+//! Organization, each writing its own status.
 
 mod support;
 
 use cmp_crds::{Instance, Wallet};
 use cmp_testenv::test::eventually;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::{CONVERGE, World};
 
 fn meter(name: &str, consumed: i64, updated_at: &str, lease: i64, lease_expires_at: &str) -> serde_json::Value {
-    json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Wallet", "status": {"meters": [{
+    json!({"apiVersion": Wallet::api_version(&()), "kind": "Wallet", "status": {"meters": [{
         "name": name, "consumed": consumed, "runs": consumed, "lease": lease,
         "leaseExpiresAt": lease_expires_at, "updatedAt": updated_at}]}})
 }
@@ -88,7 +90,7 @@ async fn suspending_an_organization_suspends_its_projects_and_instances() {
     w.apply_project(&org, "p", json!({})).await;
     w.project_ready(&org, "p").await;
     let instances = Api::<Instance>::namespaced(w.client.clone(), &format!("cmp-{org}"));
-    let instance = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": "bot"},
+    let instance = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": "bot"},
         "spec": {"project": "p", "offering": "o", "version": "1", "plan": "basic"}});
     instances.patch("bot", &PatchParams::apply("cmp-tests"), &Patch::Apply(instance)).await.expect("instance");
 
@@ -103,10 +105,19 @@ async fn suspending_an_organization_suspends_its_projects_and_instances() {
             (on_instance == wanted && on_project == wanted).then_some(())
         }
     };
-    eventually("Suspended=False on the project and instance", CONVERGE, || suspended("False")).await;
+    eventually("Suspended=False on the project and instance", CONVERGE, || suspended(cmp_crds::conditions::FALSE))
+        .await;
     w.apply_org(&org, json!({"displayName": "Suspend", "suspended": true})).await;
-    eventually("Suspended=True on the project and instance", CONVERGE, || suspended("True")).await;
+    eventually("Suspended=True on the project and instance", CONVERGE, || suspended(cmp_crds::conditions::TRUE)).await;
+    // One writer per object: the Instance's status has a single field manager, the operator.
+    let fields = instances.get("bot").await.expect("instance").metadata.managed_fields.unwrap_or_default();
+    let status_managers: Vec<_> = fields
+        .iter()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    assert_eq!(status_managers, ["cmp-operator"], "{fields:?}");
     w.apply_org(&org, json!({"displayName": "Suspend", "suspended": false})).await;
-    eventually("Suspended=False again", CONVERGE, || suspended("False")).await;
+    eventually("Suspended=False again", CONVERGE, || suspended(cmp_crds::conditions::FALSE)).await;
     w.delete_org(&org).await;
 }

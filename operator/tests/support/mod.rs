@@ -17,6 +17,7 @@ use cmp_testenv::apply::install_crds;
 use cmp_testenv::free_port;
 use cmp_testenv::test::{eventually, http_get, test_client, test_kubeconfig, unique_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -51,7 +52,7 @@ impl World {
     /// Applies an Organization labelled for this run.
     pub async fn apply_org(&self, name: &str, spec: Value) {
         let org = json!({
-            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization",
+            "apiVersion": Organization::api_version(&()), "kind": "Organization",
             "metadata": {"name": name, "labels": {RUN_LABEL: self.run}},
             "spec": spec,
         });
@@ -68,7 +69,7 @@ impl World {
         let ns = format!("cmp-{org}");
         eventually(&format!("namespace {ns}"), CONVERGE, || async { namespaces.get_opt(&ns).await.ok()? }).await;
         let project = json!({
-            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project",
+            "apiVersion": Project::api_version(&()), "kind": "Project",
             "metadata": {"name": name, "namespace": format!("cmp-{org}")},
             "spec": spec,
         });
@@ -120,7 +121,8 @@ where
     eventually(&format!("{} {name} Ready", K::kind(&())), CONVERGE, || async {
         let object = api.get_opt(name).await.ok().flatten()?;
         let ready = cmp_crds::conditions::find(conditions(&object)?, "Ready")?;
-        (ready.status == "True" && ready.observed_generation == object.meta().generation).then_some(object)
+        (ready.status == cmp_crds::conditions::TRUE && ready.observed_generation == object.meta().generation)
+            .then_some(object)
     })
     .await
 }
