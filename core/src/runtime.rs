@@ -88,6 +88,17 @@ impl Runtime {
         self.api_requests.client().await
     }
 
+    /// Serves health and metrics, ready at once, until SIGTERM: the life of a
+    /// binary that has no work of its own yet.
+    pub async fn run_idle(self) -> anyhow::Result<()> {
+        self.run(|process| async move {
+            process.readiness.set(true);
+            process.shutdown.await;
+            Ok(())
+        })
+        .await
+    }
+
     /// Serves `/healthz`, `/readyz` and `/metrics`, and runs `work` until it
     /// returns. `/readyz` stays 503 until the work sets the readiness.
     pub async fn run<F, Fut>(self, work: F) -> anyhow::Result<()>

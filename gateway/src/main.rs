@@ -19,12 +19,5 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = Runtime::new("cmp-gateway", ([127, 0, 0, 1], 8081).into(), &args.process);
-    runtime
-        .run(|process| async move {
-            process.readiness.set(true);
-            process.shutdown.await;
-            Ok(())
-        })
-        .await
+    Runtime::new("cmp-gateway", ([127, 0, 0, 1], 8081).into(), &args.process).run_idle().await
 }

@@ -137,6 +137,17 @@ impl Applier {
         Ok(())
     }
 
+    /// Ensures each of `desired`, in order.
+    pub async fn ensure_all<K>(&self, desired: &[K]) -> Result<()>
+    where
+        K: CachedChild + Scoped + Serialize + DeserializeOwned,
+    {
+        for object in desired {
+            self.ensure(object).await?;
+        }
+        Ok(())
+    }
+
     /// Ensures the CMP object `name` (cached behind a guard) holds the fields of `desired`, applied as `manager`.
     pub async fn ensure_object<K>(
         &self,

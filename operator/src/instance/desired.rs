@@ -3,13 +3,12 @@
 
 use cmp_crds::conditions::{self, NewCondition, READY, SUSPENDED, reasons, set_condition};
 use cmp_crds::instance::InstancePhase;
-use cmp_crds::names::Steering;
 use cmp_crds::{Instance, InstanceStatus, Organization, Project};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
-use crate::shell::Desired;
+use crate::shell::{self, Desired};
 
 /// Reason of `Ready=False` once every reference resolves: the runtime is not provisioned yet.
 pub const PROVISIONING: &str = "Provisioning";
@@ -78,11 +77,9 @@ fn ready(instance: &Instance, observed: &Observed) -> NewCondition<'static> {
 pub fn desired(instance: &Instance, observed: &Observed, now: Timestamp) -> Desired<(), InstanceStatus> {
     let now = Time(now);
     let generation = instance.meta().generation;
-    let steering = Steering::of(instance.annotations());
     let mut status = instance.status.clone().unwrap_or_default();
-    set_condition(&mut status.conditions, conditions::paused(steering.paused), generation, now.clone());
-    if steering.paused {
-        return Desired { children: None, status, requeue: None };
+    if shell::steer(instance, &mut status.conditions, &now).paused {
+        return Desired::paused(status);
     }
     let suspended = suspended(instance, observed.organization.as_ref());
     let is_suspended = suspended.status == conditions::TRUE;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cmp_crds::conditions::{self, NewCondition, reasons, set_condition};
-use cmp_crds::names::{Steering, control_namespace, namespace_labels, owned_labels};
+use cmp_crds::names::{control_namespace, namespace_labels, owned_labels};
 use cmp_crds::{Organization, OrganizationStatus, Wallet};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::rbac;
 use crate::settings::Settings;
-use crate::shell::Desired;
+use crate::shell::{self, Desired};
 
 /// The id of the starter grant.
 pub const STARTER_GRANT_ID: &str = "starter";
@@ -130,15 +130,14 @@ pub fn desired(
 ) -> Desired<Children, OrganizationStatus> {
     let now = Time(now);
     let generation = org.meta().generation;
-    let steering = Steering::of(org.annotations());
     let mut status = org.status.clone().unwrap_or_default();
+    let steering = shell::steer(org, &mut status.conditions, &now);
+    if steering.paused {
+        return Desired::paused(status);
+    }
     let set = |status: &mut OrganizationStatus, c: NewCondition<'static>| {
         set_condition(&mut status.conditions, c, generation, now.clone())
     };
-    set(&mut status, conditions::paused(steering.paused));
-    if steering.paused {
-        return Desired { children: None, status, requeue: None };
-    }
     let name = org.name_any();
     let ns = control_namespace(&name);
     status.observed_generation = generation;

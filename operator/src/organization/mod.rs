@@ -72,13 +72,8 @@ impl Reconcile for Organization {
         }
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         applier.ensure_object::<Wallet>(wallets, Some(&ns), &wallet, &children.wallet, manager).await?;
-        for role in &children.roles {
-            applier.ensure(role).await?;
-        }
-        for binding in &children.role_bindings {
-            applier.ensure(binding).await?;
-        }
-        Ok(())
+        applier.ensure_all(&children.roles).await?;
+        applier.ensure_all(&children.role_bindings).await
     }
 
     /// The namespace controller deletes what the control namespace holds;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cmp_crds::conditions::{self, NewCondition, reasons, set_condition};
-use cmp_crds::names::{Steering, namespace_labels, owned_labels, runtime_namespace};
+use cmp_crds::names::{namespace_labels, owned_labels, runtime_namespace};
 use cmp_crds::organization::OrganizationSpec;
 use cmp_crds::project::{ProjectSpec, Protocol};
 use cmp_crds::{Organization, Project, ProjectStatus};
@@ -28,7 +28,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::rbac;
 use crate::settings::{NetworkSettings, Settings};
-use crate::shell::Desired;
+use crate::shell::{self, Desired};
 
 /// How often a converged Project is looked at again. Watches repair drift
 /// within seconds; this is only a safety net.
@@ -255,15 +255,14 @@ pub fn desired(
 ) -> Desired<Children, ProjectStatus> {
     let now = Time(now);
     let generation = project.meta().generation;
-    let steering = Steering::of(project.annotations());
     let mut status = project.status.clone().unwrap_or_default();
+    let steering = shell::steer(project, &mut status.conditions, &now);
+    if steering.paused {
+        return Desired::paused(status);
+    }
     let set = |status: &mut ProjectStatus, c: NewCondition<'static>| {
         set_condition(&mut status.conditions, c, generation, now.clone())
     };
-    set(&mut status, conditions::paused(steering.paused));
-    if steering.paused {
-        return Desired { children: None, status, requeue: None };
-    }
     let org = &observed.organization;
     let (org_name, name) = (org.name_any(), project.name_any());
     let runtime_ns = runtime_namespace(&org_name, &name);

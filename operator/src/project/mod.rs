@@ -68,17 +68,10 @@ impl Reconcile for Project {
         applier.ensure(&children.namespace).await?;
         applier.ensure(&children.quota).await?;
         applier.ensure(&children.limits).await?;
-        for policy in &children.network_policies {
-            applier.ensure(policy).await?;
-        }
+        applier.ensure_all(&children.network_policies).await?;
         applier.ensure(&children.service_account).await?;
-        for role in &children.roles {
-            applier.ensure(role).await?;
-        }
-        for binding in &children.role_bindings {
-            applier.ensure(binding).await?;
-        }
-        Ok(())
+        applier.ensure_all(&children.roles).await?;
+        applier.ensure_all(&children.role_bindings).await
     }
 
     /// Needs no Organization: it also runs while the org's namespace is being deleted.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use cmp_crds::conditions::reasons;
 use cmp_crds::names::{FINALIZER, Steering};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use kube::core::error_boundary::InvalidObject;
@@ -46,6 +46,22 @@ pub struct Desired<C, S> {
     pub status: S,
     /// When to look again without a change; None: only on a change.
     pub requeue: Option<Duration>,
+}
+
+impl<C, S> Desired<C, S> {
+    /// A paused object: its status (with `Paused=True`) and nothing else.
+    pub fn paused(status: S) -> Self {
+        Self { children: None, status, requeue: None }
+    }
+}
+
+/// The start every kind's `desired` shares: reads the steering annotations
+/// and sets the `Paused` condition from them.
+pub fn steer(object: &impl Resource, conditions: &mut Vec<Condition>, now: &Time) -> Steering {
+    let steering = Steering::of(object.annotations());
+    let paused = cmp_crds::conditions::paused(steering.paused);
+    cmp_crds::conditions::set_condition(conditions, paused, object.meta().generation, now.clone());
+    steering
 }
 
 /// A kind the operator reconciles: its pipeline, in steps the shell runs.

@@ -45,3 +45,58 @@ pub async fn write<K: Reconcile>(object: &K, mut next: K::Status, ctx: &Context)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_crds::conditions::{FUNDED, reasons};
+    use cmp_crds::{Organization, OrganizationSpec, Project, ProjectSpec, Wallet, WalletSpec};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid")
+    }
+
+    fn ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String, String) {
+        let c = conditions::find(conditions, READY).expect("Ready");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn an_error_becomes_ready_false_with_its_reason_and_keeps_the_rest() {
+        let mut project = Project::new("p", ProjectSpec::default());
+        project.metadata.generation = Some(2);
+        project.status = Some(cmp_crds::ProjectStatus { instance_count: 3, ..Default::default() });
+        let error = Error::OrganizationNotFound { organization: "acme".into() };
+        let status = on_error(&project, &error, at(10));
+        let (state, reason, message) = ready(&status.conditions);
+        assert_eq!((state.as_str(), reason.as_str()), ("False", reasons::ORGANIZATION_NOT_FOUND));
+        assert!(message.contains("create it"), "{message}");
+        assert_eq!(status.instance_count, 3, "what was known is kept");
+    }
+
+    #[test]
+    fn a_wallet_error_reaches_its_conditions_without_touching_funded() {
+        let mut wallet = Wallet::new("acme", WalletSpec::default());
+        let mut status = cmp_crds::wallet::WalletStatus::default();
+        set_condition(&mut status.conditions, NewCondition::new(FUNDED, true, "Funded", "5"), None, Time(at(1)));
+        wallet.status = Some(status);
+        let error = Error::Kube {
+            action: "folding the stale meters of Wallet acme".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status::failure("no", "Forbidden").with_code(403))),
+        };
+        let next = on_error(&wallet, &error, at(10));
+        assert_eq!(ready(&next.conditions).1, "Forbidden");
+        assert!(ready(&next.conditions).2.starts_with("folding the stale meters"), "says what the operator was doing");
+        assert!(conditions::is_true(&next.conditions, FUNDED));
+    }
+
+    #[test]
+    fn an_organization_error_is_not_a_finalizer_error() {
+        let org = Organization::new("acme", OrganizationSpec::default());
+        let error = Error::Kube {
+            action: "adding the finalizer cmp.gsv.dev/cleanup to Organization/acme".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status::failure("conflict", "Conflict").with_code(409))),
+        };
+        assert_eq!(ready(&on_error(&org, &error, at(10)).conditions).1, "Conflict");
+    }
+}

@@ -240,4 +240,40 @@ mod tests {
         assert_eq!(next_check(&w, at(100), SignedDuration::from_secs(3600)), Duration::from_secs(31));
         assert_eq!(next_check(&wallet(1, vec![]), at(100), SignedDuration::from_secs(3600)), Duration::from_secs(600));
     }
+
+    #[test]
+    fn stale_meters_are_folded_first_and_the_figures_follow() {
+        let mut w = wallet(1000, vec![meter("gone", 300, 0, 0, 0)]);
+        w.metadata.resource_version = Some("7".into());
+        let d = desired(&w, &Settings::default(), at(6000));
+        assert!(d.children.is_some(), "the fold comes first");
+        assert_eq!(d.status, OperatorStatus::of(w.status.as_ref()), "no status is written with the fold");
+        assert_eq!(d.requeue, Some(AFTER_FOLD));
+    }
+
+    #[test]
+    fn a_paused_wallet_keeps_its_figures_current_but_folds_nothing() {
+        let mut w = wallet(1000, vec![meter("gone", 300, 0, 0, 0)]);
+        w.metadata.annotations = Some([("cmp.gsv.dev/paused".to_string(), "true".to_string())].into());
+        let d = desired(&w, &Settings::default(), at(6000));
+        assert!(d.children.is_none(), "no fold while paused");
+        assert_eq!((d.status.granted, d.status.consumed, d.status.balance), (1000, 300, 700));
+        assert_eq!(
+            conditions::state(&d.status.conditions, "Paused"),
+            Some(("True".into(), "PausedByAnnotation".into()))
+        );
+    }
+
+    #[test]
+    fn a_converged_wallet_is_ready_and_computes_the_same_status_again() {
+        let mut w = wallet(1000, vec![meter("live", 10, 5000, 0, 0)]);
+        let first = desired(&w, &Settings::default(), at(6000)).status;
+        assert_eq!(conditions::state(&first.conditions, "Ready"), Some(("True".into(), "Reconciled".into())));
+        let status = w.status.get_or_insert_with(Default::default);
+        (status.granted, status.consumed, status.balance, status.conditions) =
+            (first.granted, first.consumed, first.balance, first.conditions.clone());
+        status.observed_generation = first.observed_generation;
+        let again = desired(&w, &Settings::default(), at(6001)).status;
+        assert_eq!(again, first, "nothing to write");
+    }
 }
