@@ -56,6 +56,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,kube=warn,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match Cli::parse().command {
         Command::Up => up().await,
