@@ -137,15 +137,12 @@ impl Applier {
         Ok(())
     }
 
-    /// Ensures each of `desired`, in order.
+    /// Ensures each of `desired`, all at once (they must not depend on each other).
     pub async fn ensure_all<K>(&self, desired: &[K]) -> Result<()>
     where
         K: CachedChild + Scoped + Serialize + DeserializeOwned,
     {
-        for object in desired {
-            self.ensure(object).await?;
-        }
-        Ok(())
+        futures::future::try_join_all(desired.iter().map(|object| self.ensure(object))).await.map(|_| ())
     }
 
     /// Ensures the CMP object `name` (cached behind a guard) holds the fields of `desired`, applied as `manager`.

@@ -153,6 +153,13 @@ pub struct Caches {
     pub role_bindings: Watched<RoleBinding>,
 }
 
+/// Drops what no reconciler reads before an object is cached: the field
+/// managers' bookkeeping is most of a small object's size, and the operator
+/// compares desired fields itself.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 fn watch<K>(
     client: &kube::Client,
     config: watcher::Config,
@@ -161,7 +168,7 @@ fn watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let events = watcher(Api::<K>::all(client.clone()), config).default_backoff();
+    let events = watcher(Api::<K>::all(client.clone()), config).default_backoff().modify(drop_managed_fields);
     let (watched, driver) = Watched::new(events);
     tasks.push(Box::pin(driver));
     watched
@@ -182,7 +189,7 @@ impl Caches {
         };
         let all_organizations = organization_selector.map(|_| {
             let names = Api::<PartialObjectMeta<Organization>>::all(client.clone());
-            let events = watcher(names, every()).default_backoff();
+            let events = watcher(names, every()).default_backoff().modify(drop_managed_fields);
             let (watched, driver) = Watched::new(events);
             tasks.push(Box::pin(driver));
             watched

@@ -15,7 +15,8 @@ use cmp_operator::settings::NetworkSettings;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 use crate::{MANAGER, root, start};
@@ -183,59 +184,71 @@ async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
     bail!("the operator did not serve /metrics on port {port}")
 }
 
+/// Creates each Organization's Project as soon as its control namespace
+/// appears, following a watch (polling lists would load the API server
+/// that is being measured).
 async fn create_projects_as_namespaces_appear(client: &kube::Client, orgs: usize) -> anyhow::Result<()> {
-    let namespaces = Api::<Namespace>::all(client.clone());
-    let mut created = std::collections::BTreeSet::new();
     let selector = format!("{}={}", cmp_crds::names::TENANT_LABEL, cmp_crds::names::TENANT_CONTROL);
-    while created.len() < orgs {
-        let list = namespaces.list_metadata(&ListParams::default().labels(&selector)).await?;
-        let fresh: Vec<String> = list
-            .items
-            .into_iter()
-            .filter_map(|ns| ns.metadata.name)
-            .filter(|n| n.starts_with("cmp-bench-") && !created.contains(n))
-            .collect();
-        futures::stream::iter(fresh.clone())
-            .map(|ns| {
-                let api = Api::<Project>::namespaced(client.clone(), &ns);
-                async move {
-                    let project = json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": {"name": "main"}, "spec": {}});
-                    api.patch("main", &PatchParams::apply(MANAGER), &Patch::Apply(project)).await
-                }
-            })
-            .buffer_unordered(CLIENT_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await
-            .context("creating projects")?;
-        created.extend(fresh);
-        if created.len() < orgs {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-    Ok(())
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default().labels(&selector));
+    let mut seen = std::collections::BTreeSet::new();
+    namespaces
+        .applied_objects()
+        .map_err(anyhow::Error::from)
+        .try_filter_map(move |ns| {
+            let name = ns.metadata.name.filter(|n| n.starts_with("cmp-bench-") && seen.insert(n.clone()));
+            std::future::ready(Ok(name))
+        })
+        .take(orgs)
+        .map_ok(|ns| {
+            let api = Api::<Project>::namespaced(client.clone(), &ns);
+            async move {
+                let project = json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": {"name": "main"}, "spec": {}});
+                api.patch("main", &PatchParams::apply(MANAGER), &Patch::Apply(project)).await.context("creating a project")
+            }
+        })
+        .try_buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|_| ())
+}
+
+/// A cache of every `K`, kept by a watch for as long as the returned task runs.
+fn follow<K>(client: &kube::Client) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let task = tokio::spawn(reflector::reflector(writer, events).for_each(|_| std::future::ready(())));
+    (store, task)
 }
 
 async fn wait_until_ready(client: &kube::Client, orgs: usize) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let o = Api::<Organization>::all(client.clone()).list(&ListParams::default()).await?.items;
-        let p = Api::<Project>::all(client.clone()).list(&ListParams::default()).await?.items;
-        let ready_orgs = o
+    let (organizations, org_watch) = follow::<Organization>(client);
+    let (projects, project_watch) = follow::<Project>(client);
+    let counted = loop {
+        let ready_orgs = organizations
+            .state()
             .iter()
             .filter(|o| {
                 ready(o.status.as_ref().map(|s| &s.conditions))
                     && o.status.as_ref().is_some_and(|s| s.project_count == 1)
             })
             .count();
-        let ready_projects = p.iter().filter(|p| ready(p.status.as_ref().map(|s| &s.conditions))).count();
+        let ready_projects =
+            projects.state().iter().filter(|p| ready(p.status.as_ref().map(|s| &s.conditions))).count();
         if ready_orgs == orgs && ready_projects == orgs {
-            return Ok(ready_orgs + ready_projects);
+            break Ok(ready_orgs + ready_projects);
         }
         if Instant::now() > deadline {
-            bail!(
+            break Err(anyhow::anyhow!(
                 "not converged after an hour: {ready_orgs}/{orgs} organizations, {ready_projects}/{orgs} projects Ready"
-            );
+            ));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    org_watch.abort();
+    project_watch.abort();
+    counted
 }

@@ -63,16 +63,19 @@ impl Reconcile for Organization {
     async fn apply(&self, children: &Children, ctx: &Context) -> Result<()> {
         let applier = &ctx.applier;
         applier.ensure(&children.namespace).await?;
-        let wallets = &ctx.caches.wallets;
-        let (ns, wallet) = (control_namespace(&self.name_any()), desired::wallet_name(self));
-        if let Some(grant) = &children.starter_grant {
-            applier.ensure_object::<Wallet>(wallets, Some(&ns), &wallet, grant, STARTER_MANAGER).await?;
-            let note = format!("granted {} starter credits to Wallet {wallet}", grant["spec"]["grants"][0]["credits"]);
-            ctx.publish(self, false, "StarterCreditsGranted", note).await;
-        }
-        let manager = cmp_crds::names::OPERATOR_MANAGER;
-        applier.ensure_object::<Wallet>(wallets, Some(&ns), &wallet, &children.wallet, manager).await?;
-        applier.ensure_all(&children.roles).await?;
+        let wallet = async {
+            let wallets = &ctx.caches.wallets;
+            let (ns, wallet) = (control_namespace(&self.name_any()), desired::wallet_name(self));
+            if let Some(grant) = &children.starter_grant {
+                applier.ensure_object::<Wallet>(wallets, Some(&ns), &wallet, grant, STARTER_MANAGER).await?;
+                let note =
+                    format!("granted {} starter credits to Wallet {wallet}", grant["spec"]["grants"][0]["credits"]);
+                ctx.publish(self, false, "StarterCreditsGranted", note).await;
+            }
+            let manager = cmp_crds::names::OPERATOR_MANAGER;
+            applier.ensure_object::<Wallet>(wallets, Some(&ns), &wallet, &children.wallet, manager).await
+        };
+        futures::try_join!(wallet, applier.ensure_all(&children.roles))?;
         applier.ensure_all(&children.role_bindings).await
     }
 

@@ -65,12 +65,16 @@ impl Reconcile for Project {
 
     async fn apply(&self, children: &Children, ctx: &Context) -> Result<()> {
         let applier = &ctx.applier;
+        // The namespace first, then what lives in it at once; bindings last,
+        // once the Roles they bind exist.
         applier.ensure(&children.namespace).await?;
-        applier.ensure(&children.quota).await?;
-        applier.ensure(&children.limits).await?;
-        applier.ensure_all(&children.network_policies).await?;
-        applier.ensure(&children.service_account).await?;
-        applier.ensure_all(&children.roles).await?;
+        futures::try_join!(
+            applier.ensure(&children.quota),
+            applier.ensure(&children.limits),
+            applier.ensure_all(&children.network_policies),
+            applier.ensure(&children.service_account),
+            applier.ensure_all(&children.roles),
+        )?;
         applier.ensure_all(&children.role_bindings).await
     }
 
