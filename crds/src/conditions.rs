@@ -27,6 +27,10 @@ pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const ISOLATION_READY: &str = "IsolationReady";
 /// Every kind: reconciling is paused by the `cmp.gsv.dev/paused` annotation.
 pub const PAUSED: &str = "Paused";
+/// Offering: every version's artifact was fetched and matched its sha256.
+pub const ARTIFACTS_VERIFIED: &str = "ArtifactsVerified";
+/// Instance: its API keys are issued and their plaintexts are where status says.
+pub const KEYS_ISSUED: &str = "KeysIssued";
 
 /// The reasons of the conditions above.
 pub mod reasons {
@@ -66,6 +70,42 @@ pub mod reasons {
     pub const PROJECT_NOT_READY: &str = "ProjectNotReady";
     /// `Ready=False`: the object passed the API server's schema but the operator cannot read it.
     pub const INVALID_OBJECT: &str = "InvalidObject";
+    /// `Ready=False` on an Instance: its `spec.offering` names no Offering.
+    pub const OFFERING_NOT_FOUND: &str = "OfferingNotFound";
+    /// `Ready=False` on an Instance: its `spec.version` is not a version of its Offering.
+    pub const VERSION_NOT_FOUND: &str = "VersionNotFound";
+    /// `Ready=False` on a new Instance: its `spec.version` is deprecated.
+    pub const VERSION_DEPRECATED: &str = "VersionDeprecated";
+    /// `Ready=False` on an Instance: its `spec.plan` is not a plan of its Offering.
+    pub const PLAN_NOT_FOUND: &str = "PlanNotFound";
+    /// `Ready=False` on an Instance, `ArtifactsVerified=False` on an Offering: an artifact does not match its sha256.
+    pub const ARTIFACT_MISMATCH: &str = "ArtifactMismatch";
+    /// `ArtifactsVerified=False` on an Offering, `Ready=False` on an Instance: an artifact could not be fetched.
+    pub const ARTIFACT_UNREACHABLE: &str = "ArtifactUnreachable";
+    /// `ArtifactsVerified=False`, `Ready=False`: an artifact is not checked yet.
+    pub const ARTIFACT_PENDING: &str = "ArtifactPending";
+    /// `ArtifactsVerified=True`: every artifact matched its sha256.
+    pub const ARTIFACTS_VERIFIED: &str = "ArtifactsVerified";
+    /// `Ready=False` on an Offering: no version can be subscribed to (none verified and not deprecated).
+    pub const NO_USABLE_VERSION: &str = "NoUsableVersion";
+    /// `Ready=False` on an Instance: its Project already holds `spec.maxInstances` Instances.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// `Ready=False` on an Instance: the references resolve; the runtime is being provisioned.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// `Synced=True` on a Shared Instance: its flow is registered in the shared runtime.
+    pub const FLOW_REGISTERED: &str = "FlowRegistered";
+    /// `Synced=False`/`Ready=False` on an Instance: the runtime refused or did not answer.
+    pub const RUNTIME_UNAVAILABLE: &str = "RuntimeUnavailable";
+    /// `Synced=False` on a Shared Instance: the Secret named by the Offering's `spec.runtime.apiKeySecretRef` cannot be read.
+    pub const RUNTIME_SECRET_MISSING: &str = "RuntimeSecretMissing";
+    /// `Synced=False` on a Dedicated Instance: its runtime is delivered by GitOps, which is not configured.
+    pub const AWAITING_GITOPS: &str = "AwaitingGitOps";
+    /// `Ready=True` on an Instance: the runtime serves its flow.
+    pub const RUNTIME_READY: &str = "RuntimeReady";
+    /// `KeysIssued=True`: every key is issued and its plaintext stored.
+    pub const KEYS_ISSUED: &str = "KeysIssued";
+    /// `KeysIssued=False`: a key's plaintext Secret was deleted by hand; the key still works; remove or rename the entry to issue a new one.
+    pub const KEY_SECRET_MISSING: &str = "KeySecretMissing";
 }
 
 impl<'a> NewCondition<'a> {

@@ -211,9 +211,12 @@ pub struct InstanceStatus {
     /// The in-cluster URL the gateway forwards runs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The flow id the runtime serves (from the Offering version).
+    /// The flow id the runtime serves for this Instance: derived from the Instance in a Shared runtime, the version's own flow id in a Dedicated one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_id: Option<String>,
+    /// The Offering version the runtime serves now (the previous one until a change is rolled out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Where the manifests were committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOpsStatus>,

@@ -17,6 +17,16 @@ pub const TENANT_LABEL: &str = "cmp.gsv.dev/tenant";
 pub const ORGANIZATION_LABEL: &str = "cmp.gsv.dev/organization";
 /// Label naming the Project a runtime namespace belongs to.
 pub const PROJECT_LABEL: &str = "cmp.gsv.dev/project";
+/// Label naming the Instance an API-key Secret belongs to.
+pub const INSTANCE_LABEL: &str = "cmp.gsv.dev/instance";
+/// Label naming the API key (`spec.apiKeys[].name`) whose plaintext a Secret holds.
+pub const API_KEY_LABEL: &str = "cmp.gsv.dev/api-key";
+/// Annotation on an API-key Secret: the key's public id (so the operator never reads the plaintext back).
+pub const KEY_PUBLIC_ID_ANNOTATION: &str = "cmp.gsv.dev/public-id";
+/// Annotation on an API-key Secret: the key's hash, as status carries it.
+pub const KEY_HASH_ANNOTATION: &str = "cmp.gsv.dev/key-hash";
+/// The key inside an API-key Secret that holds the plaintext.
+pub const KEY_SECRET_DATA_KEY: &str = "apiKey";
 /// The standard managed-by label.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Our value of the managed-by label, and our server-side apply field manager.
@@ -120,6 +130,26 @@ pub fn runtime_namespace(organization: &str, project: &str) -> String {
     format!("{}-{suffix}", head.trim_end_matches('-'))
 }
 
+/// The Secret that holds the plaintext of the API key `key` of Instance `instance`.
+pub fn key_secret_name(instance: &str, key: &str) -> String {
+    format!("{instance}-key-{key}")
+}
+
+/// The flow id under which a shared runtime serves an Instance: a UUID
+/// (RFC 9562 version 8) derived from the Instance's namespace, name and uid.
+/// Deterministic, so every reconcile and replica computes the same one, and
+/// unique per Instance: tenants cannot collide, and a re-created Instance of
+/// the same name never inherits an old flow.
+pub fn flow_id(namespace: &str, name: &str, uid: &str) -> String {
+    let digest = Sha256::digest(format!("cmp.gsv.dev/flow/{namespace}/{name}/{uid}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 9562 variant
+    let hex = hex::encode(bytes);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +160,17 @@ mod tests {
             && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
+    }
+
+    #[test]
+    fn flow_ids_are_uuids_stable_per_instance_and_distinct_across_tenants() {
+        let id = flow_id("cmp-acme", "bot", "u-1");
+        assert_eq!(id, flow_id("cmp-acme", "bot", "u-1"));
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.chars().filter(|c| *c == '-').count(), 4);
+        assert_eq!(&id[14..15], "8", "version 8: {id}");
+        assert_ne!(id, flow_id("cmp-other", "bot", "u-1"));
+        assert_ne!(id, flow_id("cmp-acme", "bot", "u-2"), "a re-created Instance gets a new flow");
     }
 
     #[test]

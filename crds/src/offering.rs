@@ -66,8 +66,10 @@ pub struct OfferingSpec {
 }
 
 /// The runtime an Offering runs on.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'Shared' || (has(self.endpoint) && has(self.apiKeySecretRef))").message("spec.runtime: a Shared runtime needs spec.runtime.endpoint (its URL) and spec.runtime.apiKeySecretRef (the Secret holding its API key)"))]
+#[x_kube(validation = Rule::new("self.mode != 'Dedicated' || self.image.size() > 0").message("spec.runtime: a Dedicated runtime needs spec.runtime.image (the container image each Instance runs)"))]
 pub struct Runtime {
     /// The runtime engine. Only `Langflow` today.
     #[serde(default)]
@@ -75,13 +77,50 @@ pub struct Runtime {
     /// Which run API the runtime serves: `v1` (`POST /api/v1/run/{flow}`, full Langflow) or `v2` (`POST /api/v2/workflows`, Langflow and lfx).
     #[serde(default)]
     pub api: RuntimeApi,
-    /// The container image of the runtime, for example "langflowai/langflow:1.5.0".
-    #[schemars(length(min = 1, max = 512))]
+    /// `Dedicated` (default): every Instance gets its own runtime in its Project's runtime namespace, delivered by GitOps. `Shared`: one runtime at `endpoint` serves the flows of many tenants; the operator registers each Instance's flow in it.
+    #[serde(default)]
+    pub mode: RuntimeMode,
+    /// The container image of the runtime, for example "langflowai/langflow:1.5.0". Required for `Dedicated`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
     pub image: String,
     /// The port the runtime listens on.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// `Shared`: the runtime's base URL, for example "http://langflow.cmp-runtimes.svc:7860".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("spec.runtime.endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
+    /// `Shared`: the Secret that holds the runtime's own API key (never inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in a named namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// The name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// How an Offering's runtime is run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RuntimeMode {
+    /// One runtime per Instance, in its Project's runtime namespace, delivered by GitOps.
+    #[default]
+    Dedicated,
+    /// One runtime serving many tenants' flows; each Instance's flow is registered in it.
+    Shared,
 }
 
 fn default_port() -> i32 {
@@ -200,14 +239,99 @@ pub struct OfferingStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The newest version that is not deprecated.
+    /// The newest version (the last listed) that is not deprecated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_version: Option<String>,
     /// How many Instances use the Offering.
     #[serde(default)]
     pub instance_count: i64,
-    /// `Ready` (the Offering can be subscribed to), among others.
+    /// Each version: whether its artifact is verified, and how many Instances run it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub versions: Vec<VersionStatus>,
+    /// Each plan, and how many Instances are on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub plans: Vec<PlanStatus>,
+    /// `Ready` (the latest version is verified and can be subscribed to) and `ArtifactsVerified`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// What the operator found for one version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    /// The version name.
+    pub name: String,
+    /// Whether its artifact matched its sha256.
+    pub artifact: ArtifactState,
+    /// The URL and sha256 the state was found for (a changed spec is checked again).
+    pub url: String,
+    /// The sha256 the spec pins.
+    pub sha256: String,
+    /// What went wrong, for `Mismatch` and `Unreachable`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Whether the version is deprecated (kept for its Instances, refused to new ones).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deprecated: bool,
+    /// How many Instances run this version.
+    #[serde(default)]
+    pub instances: i64,
+}
+
+/// The state of a version's artifact.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ArtifactState {
+    /// Not checked yet.
+    #[default]
+    Pending,
+    /// Fetched, and its sha256 matched.
+    Verified,
+    /// Fetched, and its sha256 did not match: Instances cannot use it.
+    Mismatch,
+    /// Could not be fetched; checked again later.
+    Unreachable,
+}
+
+/// How a plan is used.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// The plan id.
+    pub id: String,
+    /// How many Instances are on it.
+    #[serde(default)]
+    pub instances: i64,
+}
+
+impl Offering {
+    /// The version `name`, if listed.
+    pub fn version(&self, name: &str) -> Option<&OfferingVersion> {
+        self.spec.versions.iter().find(|v| v.name == name)
+    }
+
+    /// The plan `id`, if listed.
+    pub fn plan(&self, id: &str) -> Option<&Plan> {
+        self.spec.plans.iter().find(|p| p.id == id)
+    }
+
+    /// The newest version that is not deprecated: the last listed.
+    pub fn latest_version(&self) -> Option<&OfferingVersion> {
+        self.spec.versions.iter().rev().find(|v| !v.deprecated)
+    }
+
+    /// What the status says of version `name`'s artifact, when it was found for the spec's current URL and sha256.
+    pub fn artifact_state(&self, name: &str) -> ArtifactState {
+        let (Some(version), Some(status)) = (self.version(name), self.status.as_ref()) else {
+            return ArtifactState::Pending;
+        };
+        status
+            .versions
+            .iter()
+            .find(|v| v.name == name && v.url == version.artifact.url && v.sha256 == version.artifact.sha256)
+            .map_or(ArtifactState::Pending, |v| v.artifact)
+    }
 }

@@ -12,11 +12,11 @@
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cmp_crds::names::{MANAGED_BY_LABEL, OPERATOR_MANAGER, organization_of_control_namespace};
+use cmp_crds::names::{API_KEY_LABEL, MANAGED_BY_LABEL, OPERATOR_MANAGER, organization_of_control_namespace};
 use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ObjectMeta, PartialObjectMeta};
@@ -151,6 +151,9 @@ pub struct Caches {
     pub roles: Watched<Role>,
     /// RoleBindings the operator manages.
     pub role_bindings: Watched<RoleBinding>,
+    /// The Secrets holding API-key plaintexts: metadata only, so the
+    /// operator never holds a plaintext in memory after issuing it.
+    pub key_secrets: Watched<PartialObjectMeta<Secret>>,
 }
 
 /// Drops what no reconciler reads before an object is cached: the field
@@ -178,8 +181,9 @@ impl Caches {
     /// Starts every watch. The returned tasks drive them; run them for the life of the process.
     pub fn start(
         client: &kube::Client,
-        organization_selector: Option<&str>,
+        settings: &crate::settings::Settings,
     ) -> (Self, Vec<futures::future::BoxFuture<'static, ()>>) {
+        let organization_selector = settings.organization_selector.as_deref();
         let mut tasks = Vec::new();
         let managed = || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={OPERATOR_MANAGER}"));
         let every = watcher::Config::default;
@@ -198,7 +202,10 @@ impl Caches {
             organizations,
             all_organizations,
             projects: watch(client, every(), &mut tasks),
-            offerings: watch(client, every(), &mut tasks),
+            offerings: match &settings.offering_selector {
+                Some(selector) => watch(client, every().labels(selector), &mut tasks),
+                None => watch(client, every(), &mut tasks),
+            },
             instances: watch(client, every(), &mut tasks),
             wallets: watch(client, every(), &mut tasks),
             namespaces: watch(client, managed(), &mut tasks),
@@ -208,6 +215,13 @@ impl Caches {
             service_accounts: watch(client, managed(), &mut tasks),
             roles: watch(client, managed(), &mut tasks),
             role_bindings: watch(client, managed(), &mut tasks),
+            key_secrets: {
+                let selector = format!("{MANAGED_BY_LABEL}={OPERATOR_MANAGER},{API_KEY_LABEL}");
+                let events = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), every().labels(&selector));
+                let (watched, driver) = Watched::new(events.default_backoff().modify(drop_managed_fields));
+                tasks.push(Box::pin(driver));
+                watched
+            },
         };
         (caches, tasks)
     }
@@ -228,7 +242,8 @@ impl Caches {
         self.network_policies.ready().await?;
         self.service_accounts.ready().await?;
         self.roles.ready().await?;
-        self.role_bindings.ready().await
+        self.role_bindings.ready().await?;
+        self.key_secrets.ready().await
     }
 
     /// The Organization `name`, and whether this operator reconciles it.

@@ -45,6 +45,10 @@ pub struct Args {
     #[arg(long, env = "CMP_ORGANIZATION_SELECTOR", default_value = "")]
     pub organization_selector: String,
 
+    /// Reconcile only Offerings matching this label selector (Instances naming another are OfferingNotFound). Empty: all.
+    #[arg(long, env = "CMP_OFFERING_SELECTOR", default_value = "")]
+    pub offering_selector: String,
+
     /// Install the ValidatingAdmissionPolicy that keeps tenancy labels on namespaces for the operator alone.
     #[arg(long, env = "CMP_ADMISSION_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
     pub admission_policy: bool,
@@ -70,6 +74,7 @@ impl Args {
                 dns_namespace: self.dns_namespace.clone(),
             },
             organization_selector: Some(self.organization_selector.clone()).filter(|s| !s.is_empty()),
+            offering_selector: Some(self.offering_selector.clone()).filter(|s| !s.is_empty()),
         }
     }
 }

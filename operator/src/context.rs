@@ -7,8 +7,10 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::apply::Applier;
+use crate::artifact::Artifacts;
 use crate::backoff::Backoff;
 use crate::cache::Caches;
+use crate::flows::SharedRuntimes;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -24,6 +26,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Per-object retry delays.
     pub backoff: Backoff,
+    /// Flow artifacts checked by this process.
+    pub artifacts: Artifacts,
+    /// Shared runtimes, and what they were last found to serve.
+    pub runtimes: SharedRuntimes,
     /// Publishes Events.
     recorder: Recorder,
 }
@@ -40,7 +46,16 @@ impl Context {
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
         let recorder = Recorder::new(client, Reporter { controller: manager.into(), instance: Some(identity) });
-        Self { settings, caches, applier, metrics, backoff: Backoff::default(), recorder }
+        Self {
+            settings,
+            caches,
+            applier,
+            metrics,
+            backoff: Backoff::default(),
+            artifacts: Artifacts::default(),
+            runtimes: SharedRuntimes::default(),
+            recorder,
+        }
     }
 
     /// Publishes an Event about `object`. Failures are logged, never fatal.

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cmp_core::shutdown::Shutdown;
-use cmp_crds::names::{ORGANIZATION_LABEL, PROJECT_LABEL, control_namespace, organization_of_control_namespace};
-use cmp_crds::{Instance, Organization, Project, Wallet};
+use cmp_crds::names::{
+    INSTANCE_LABEL, ORGANIZATION_LABEL, PROJECT_LABEL, control_namespace, organization_of_control_namespace,
+};
+use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller, Error as ControllerError};
 use kube::runtime::reflector::ObjectRef;
@@ -85,7 +87,7 @@ fn controller<K: Reconcile>(caches: &Caches, config: ControllerConfig) -> Contro
     Controller::for_stream(watched.subscribe(), watched.store()).with_config(config)
 }
 
-/// Runs the Organization, Project, Instance and Wallet controllers until `shutdown` completes.
+/// Runs the Organization, Project, Offering, Instance and Wallet controllers until `shutdown` completes.
 pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
     let config = ControllerConfig::default().concurrency(concurrency);
     let c = ctx.caches.clone();
@@ -117,12 +119,34 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         .graceful_shutdown_on(shutdown.clone())
         .run(shell::reconcile::<Project>, shell::error_policy::<Project>, ctx.clone());
 
-    let (instances_of_org, instances_of_project) = (c.clone(), c.clone());
+    let offerings = controller::<Offering>(&c, config.clone())
+        .watches_stream(c.instances.subscribe(), |i| {
+            valid(&i).map(|i| ObjectRef::<Guarded<Offering>>::new(&i.spec.offering))
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(shell::reconcile::<Offering>, shell::error_policy::<Offering>, ctx.clone());
+
+    let (instances_of_org, instances_of_project, instances_of_offering) = (c.clone(), c.clone(), c.clone());
     let instances = controller::<Instance>(&c, config.clone())
+        .watches_stream(c.offerings.subscribe(), move |offering| {
+            let name = offering.name_any();
+            instances_of_offering
+                .instances
+                .state()
+                .iter()
+                .filter(|i| valid(i).is_some_and(|i| i.spec.offering == name))
+                .map(|i| ObjectRef::from_obj(&**i))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(c.key_secrets.subscribe(), |secret| {
+            let instance = secret.labels().get(INSTANCE_LABEL)?;
+            Some(ObjectRef::<Guarded<Instance>>::new(instance).within(&secret.namespace()?))
+        })
         .watches_stream(c.organizations.subscribe(), move |org| {
             in_control_namespace::<Instance>(&instances_of_org, &org)
         })
         .watches_stream(c.projects.subscribe(), move |project| {
+            // Every Instance of the namespace: the Project's own, and those ranked behind it for maxInstances.
             let (ns, name) = (project.namespace().unwrap_or_default(), project.name_any());
             instances_of_project
                 .instances_in(&ns)
@@ -143,6 +167,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
     tokio::join!(
         log_results::<Organization>(orgs),
         log_results::<Project>(projects),
+        log_results::<Offering>(offerings),
         log_results::<Instance>(instances),
         log_results::<Wallet>(wallets)
     );

@@ -48,6 +48,11 @@ pub enum Error {
         /// The missing organization.
         organization: String,
     },
+    /// A shared runtime refused or did not answer while the operator removed a flow.
+    #[error(
+        "{0}; the runtime must answer before the Instance can go (or annotate it cmp.gsv.dev/abandon-cleanup=true to leave its flow behind)"
+    )]
+    Runtime(String),
 }
 
 /// `Result` with the operator's [`Error`].
@@ -71,6 +76,7 @@ impl Error {
             Error::NotInControlNamespace { .. } => reasons::NOT_IN_CONTROL_NAMESPACE,
             Error::OrganizationNotFound { .. } => reasons::ORGANIZATION_NOT_FOUND,
             Error::OrganizationInvalid { .. } => reasons::INVALID_OBJECT,
+            Error::Runtime(_) => reasons::RUNTIME_UNAVAILABLE,
         }
     }
 }

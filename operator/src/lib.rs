@@ -1,5 +1,6 @@
-//! The CMP operator: reconciles Organizations, Projects, Instances and
-//! Wallets into tenant namespaces, isolation, RBAC and credit figures.
+//! The CMP operator: reconciles Organizations, Projects, Offerings,
+//! Instances and Wallets into tenant namespaces, isolation, RBAC, verified
+//! flow artifacts, API keys, registered flows and credit figures.
 //!
 //! Every kind runs in one reconcile shell ([`shell`]) as a short pipeline:
 //! observe (from the [`cache`]), desired (pure functions in `*/desired.rs`,
@@ -8,14 +9,17 @@
 
 pub mod admission;
 pub mod apply;
+pub mod artifact;
 pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod controllers;
 pub mod error;
+pub mod flows;
 pub mod instance;
 pub mod metrics;
+pub mod offering;
 pub mod organization;
 pub mod project;
 pub mod rbac;

@@ -45,9 +45,11 @@ fn control_rules(role: MemberRole) -> Vec<PolicyRule> {
             rules.push(rule(&["cmp.gsv.dev"], &["instances", "projects"], WRITE))
         }
     }
-    if role == MemberRole::Admin {
-        // API-key Secrets are written to the control namespace.
+    if role != MemberRole::Viewer {
+        // The plaintexts of the Instances' API keys are Secrets in the control namespace.
         rules.push(rule(&[""], &["secrets"], READ));
+    }
+    if role == MemberRole::Admin {
         rules.push(rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], READ));
     }
     rules
@@ -187,8 +189,10 @@ mod tests {
         assert!(allows(&control_rules(MemberRole::Developer), "cmp.gsv.dev", "projects", "create"));
         assert!(allows(&control_rules(MemberRole::Developer), "cmp.gsv.dev", "instances", "patch"));
         assert!(!allows(&control_rules(MemberRole::Viewer), "cmp.gsv.dev", "instances", "patch"));
-        assert!(!allows(&control_rules(MemberRole::Developer), "", "secrets", "get"));
+        // API-key plaintexts: admins and developers read them, viewers do not.
+        assert!(allows(&control_rules(MemberRole::Developer), "", "secrets", "get"));
         assert!(allows(&control_rules(MemberRole::Admin), "", "secrets", "get"));
+        assert!(!allows(&control_rules(MemberRole::Viewer), "", "secrets", "get"));
     }
 
     #[test]

@@ -32,11 +32,14 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     check_crd::<Wallet>(client).await
 }
 
-async fn check_selector(client: &kube::Client, selector: &str) -> anyhow::Result<()> {
-    Api::<Organization>::all(client.clone())
+async fn check_selector<K>(client: &kube::Client, flag: &str, selector: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::all(client.clone())
         .list_metadata(&ListParams::default().labels(selector).limit(1))
         .await
-        .with_context(|| format!("--organization-selector {selector:?} is not a valid label selector"))?;
+        .with_context(|| format!("{flag} {selector:?} is not a valid label selector"))?;
     Ok(())
 }
 
@@ -49,9 +52,12 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
             let settings = args.settings();
             check_crds(&client).await?;
             if let Some(selector) = &settings.organization_selector {
-                check_selector(&client, selector).await?;
+                check_selector::<Organization>(&client, "--organization-selector", selector).await?;
             }
-            let (caches, watches) = Caches::start(&client, settings.organization_selector.as_deref());
+            if let Some(selector) = &settings.offering_selector {
+                check_selector::<cmp_crds::Offering>(&client, "--offering-selector", selector).await?;
+            }
+            let (caches, watches) = Caches::start(&client, &settings);
             let watches = tokio::spawn(futures::future::join_all(watches));
             let caches = Arc::new(caches);
             tokio::select! {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub network: NetworkSettings,
     /// Reconcile only the Organizations matching this label selector (and what lives in their namespaces).
     pub organization_selector: Option<String>,
+    /// Reconcile only the Offerings matching this label selector.
+    pub offering_selector: Option<String>,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             meter_stale_after: SignedDuration::from_secs(3600),
             network: NetworkSettings::default(),
             organization_selector: None,
+            offering_selector: None,
         }
     }
 }

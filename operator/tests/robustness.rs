@@ -52,11 +52,12 @@ async fn an_unreadable_instance_is_reported_on_itself_and_every_other_instance_g
     apply("good", json!({"project": "p", "offering": "o", "version": "1", "plan": "basic"})).await;
     apply("stray", json!({"project": "nope", "offering": "o", "version": "1", "plan": "basic"})).await;
 
+    // Its Project resolves; the Offering "o" does not exist.
     let (reason, _) = eventually("the readable Instance to get its status", CONVERGE, || async {
-        ready_reason(&instances.get("good").await.ok()?).filter(|(r, _)| r == "Provisioning")
+        ready_reason(&instances.get("good").await.ok()?).filter(|(r, _)| r == "OfferingNotFound")
     })
     .await;
-    assert_eq!(reason, "Provisioning");
+    assert_eq!(reason, "OfferingNotFound");
     let (_, message) = eventually("the stray Instance to say its Project is missing", CONVERGE, || async {
         ready_reason(&instances.get("stray").await.ok()?).filter(|(r, _)| r == "ProjectNotFound")
     })

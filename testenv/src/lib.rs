@@ -11,6 +11,7 @@
 pub mod apply;
 mod certs;
 pub mod control_plane;
+pub mod lfx;
 pub mod test;
 
 use std::path::PathBuf;

@@ -1,25 +1,68 @@
-//! An Instance's status: pure functions of the Instance, its cached
-//! Organization and Project, and `now`.
+//! An Instance's desired state and status: pure functions of the Instance,
+//! what the caches hold (its Organization, Project, Offering and key
+//! Secrets), the last probe of its runtime, and `now`.
 
-use cmp_crds::conditions::{self, NewCondition, READY, SUSPENDED, reasons, set_condition};
+use std::time::Duration;
+
+use cmp_crds::conditions::{self, NewCondition, READY, SUSPENDED, SYNCED, reasons, set_condition};
 use cmp_crds::instance::InstancePhase;
-use cmp_crds::{Instance, InstanceStatus, Organization, Project};
+use cmp_crds::offering::{ArtifactState, RuntimeMode, SecretKeyRef};
+use cmp_crds::{Instance, InstanceStatus, Offering, Organization, Project};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+use super::keys::{self, KeySecret, KeyToIssue};
+use crate::flows::{Probe, Registration};
 use crate::shell::{self, Desired};
 
-/// Reason of `Ready=False` once every reference resolves: the runtime is not provisioned yet.
-pub const PROVISIONING: &str = "Provisioning";
+/// How often a registered flow is checked (a restarted runtime loses it; it is registered again).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// How soon a failed registration is tried again.
+pub const PROBE_RETRY: Duration = Duration::from_secs(5);
 
-/// What the Instance pipeline reads from the caches.
+/// What the Instance pipeline reads.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     /// Its Organization (the one whose control namespace holds it), when it exists and can be read.
     pub organization: Option<Organization>,
     /// The Project `spec.project` names, when it exists and can be read.
     pub project: Option<Project>,
+    /// The Offering `spec.offering` names, when it exists and can be read.
+    pub offering: Option<Offering>,
+    /// How many Instances of the same Project come before this one (oldest first): `maxInstances` admits the oldest.
+    pub older_in_project: usize,
+    /// The Secrets of its keys.
+    pub key_secrets: Vec<KeySecret>,
+    /// The last look at its flow in a shared runtime, by this process.
+    pub probe: Option<Probe>,
+}
+
+/// A flow to register (or check) in a shared runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeWork {
+    /// What to serve.
+    pub registration: Registration,
+    /// Where the runtime's API key is.
+    pub api_key: SecretKeyRef,
+}
+
+/// What the Instance pipeline writes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Children {
+    /// Keys to issue.
+    pub issue_keys: Vec<KeyToIssue>,
+    /// Key Secrets to delete.
+    pub remove_key_secrets: Vec<String>,
+    /// A registration to check and, if needed, upload.
+    pub register: Option<RuntimeWork>,
+}
+
+/// The references an Instance resolved.
+struct Resolved<'a> {
+    offering: &'a Offering,
+    version: &'a cmp_crds::offering::OfferingVersion,
+    runtime_namespace: String,
 }
 
 /// Whether the Instance is suspended, and why.
@@ -35,66 +78,292 @@ fn suspended(instance: &Instance, organization: Option<&Organization>) -> NewCon
     }
 }
 
-/// Whether the references resolve: `Ready` with the first that does not.
-fn ready(instance: &Instance, observed: &Observed) -> NewCondition<'static> {
+/// A reference that does not resolve: the `Ready` condition, and whether only a spec change can fix it.
+struct Unresolved {
+    condition: NewCondition<'static>,
+    failed: bool,
+}
+
+fn waiting(reason: &'static str, message: String) -> Unresolved {
+    Unresolved { condition: NewCondition::new(READY, false, reason, message), failed: false }
+}
+
+fn failed(reason: &'static str, message: String) -> Unresolved {
+    Unresolved { condition: NewCondition::new(READY, false, reason, message), failed: true }
+}
+
+/// Resolves every reference, or says which does not, naming the field and its value.
+fn resolve<'a>(instance: &Instance, observed: &'a Observed) -> Result<Resolved<'a>, Unresolved> {
     let namespace = instance.namespace().unwrap_or_default();
-    let project = &instance.spec.project;
-    match (&observed.organization, &observed.project) {
-        (None, _) => NewCondition::new(
-            READY,
-            false,
+    let spec = &instance.spec;
+    let project = &spec.project;
+    if observed.organization.is_none() {
+        return Err(waiting(
             reasons::ORGANIZATION_NOT_FOUND,
             format!(
                 "namespace {namespace} is not the control namespace of an existing Organization; create the Organization, or move the Instance to its namespace"
             ),
-        ),
-        (_, None) => NewCondition::new(
-            READY,
-            false,
+        ));
+    }
+    let Some(p) = &observed.project else {
+        return Err(waiting(
             reasons::PROJECT_NOT_FOUND,
             format!(
                 "spec.project is {project:?}, but no Project {project} exists in namespace {namespace}; create it or correct spec.project"
             ),
-        ),
-        (_, Some(p)) if !p.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY)) => {
-            NewCondition::new(
-                READY,
-                false,
-                reasons::PROJECT_NOT_READY,
-                format!("spec.project is {project:?}, and Project {project} is not Ready yet; see its conditions"),
-            )
-        }
-        _ => NewCondition::new(
-            READY,
-            false,
-            PROVISIONING,
-            format!("Project {project} is ready; the runtime of the Instance is not provisioned yet"),
-        ),
+        ));
+    };
+    let runtime_namespace = p.status.as_ref().and_then(|s| s.runtime_namespace.clone());
+    let (true, Some(runtime_namespace)) =
+        (p.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY)), runtime_namespace)
+    else {
+        return Err(waiting(
+            reasons::PROJECT_NOT_READY,
+            format!("spec.project is {project:?}, and Project {project} is not Ready yet; see its conditions"),
+        ));
+    };
+    let max = p.spec.quota.max_instances;
+    if observed.older_in_project >= usize::try_from(max).unwrap_or(0) {
+        return Err(failed(
+            reasons::QUOTA_EXCEEDED,
+            format!(
+                "Project {project} allows spec.maxInstances={max} Instances, and {} older ones use them; raise the Project's spec.maxInstances or delete an Instance",
+                observed.older_in_project
+            ),
+        ));
+    }
+    let Some(offering) = &observed.offering else {
+        return Err(waiting(
+            reasons::OFFERING_NOT_FOUND,
+            format!(
+                "spec.offering is {:?}, but no Offering of that name exists; correct spec.offering (see kubectl get offerings)",
+                spec.offering
+            ),
+        ));
+    };
+    let Some(version) = offering.version(&spec.version) else {
+        let known: Vec<&str> = offering.spec.versions.iter().map(|v| v.name.as_str()).collect();
+        return Err(failed(
+            reasons::VERSION_NOT_FOUND,
+            format!(
+                "spec.version is {:?}, but Offering {} has versions {}; pick one of them",
+                spec.version,
+                spec.offering,
+                known.join(", ")
+            ),
+        ));
+    };
+    if offering.plan(&spec.plan).is_none() {
+        let known: Vec<&str> = offering.spec.plans.iter().map(|p| p.id.as_str()).collect();
+        return Err(failed(
+            reasons::PLAN_NOT_FOUND,
+            format!(
+                "spec.plan is {:?}, but Offering {} has plans {}; pick one of them",
+                spec.plan,
+                spec.offering,
+                known.join(", ")
+            ),
+        ));
+    }
+    let running = instance.status.as_ref().and_then(|s| s.version.as_deref()) == Some(spec.version.as_str());
+    if version.deprecated && !running {
+        return Err(failed(
+            reasons::VERSION_DEPRECATED,
+            format!(
+                "spec.version is {:?}, which Offering {} deprecated: it keeps running where it runs, but new Instances must use another (latest: {})",
+                spec.version,
+                spec.offering,
+                offering.latest_version().map_or("none", |v| v.name.as_str())
+            ),
+        ));
+    }
+    match offering.artifact_state(&version.name) {
+        ArtifactState::Verified => Ok(Resolved { offering, version, runtime_namespace }),
+        ArtifactState::Mismatch => Err(failed(
+            reasons::ARTIFACT_MISMATCH,
+            format!(
+                "spec.version is {:?}, whose artifact does not match its sha256 (see Offering {} status.versions); the publisher must fix the Offering",
+                spec.version, spec.offering
+            ),
+        )),
+        ArtifactState::Unreachable => Err(waiting(
+            reasons::ARTIFACT_UNREACHABLE,
+            format!(
+                "spec.version is {:?}, whose artifact cannot be fetched yet (see Offering {} status.versions)",
+                spec.version, spec.offering
+            ),
+        )),
+        ArtifactState::Pending => Err(waiting(
+            reasons::ARTIFACT_PENDING,
+            format!(
+                "spec.version is {:?}, whose artifact Offering {} has not verified yet",
+                spec.version, spec.offering
+            ),
+        )),
     }
 }
 
-/// The status of `instance`, given what was observed. It has no children yet.
-pub fn desired(instance: &Instance, observed: &Observed, now: Timestamp) -> Desired<(), InstanceStatus> {
-    let now = Time(now);
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    now.duration_since(since).try_into().unwrap_or_default()
+}
+
+/// The runtime side: children, `Synced`, `Ready`, and what status says the runtime serves.
+struct RuntimeState {
+    work: Option<RuntimeWork>,
+    synced: NewCondition<'static>,
+    ready: NewCondition<'static>,
+    endpoint: Option<String>,
+    flow_id: Option<String>,
+    version: Option<String>,
+    requeue: Option<Duration>,
+}
+
+fn runtime(instance: &Instance, resolved: &Resolved, probe: Option<&Probe>, now: Timestamp) -> RuntimeState {
+    let runtime = &resolved.offering.spec.runtime;
+    let name = instance.name_any();
+    let namespace = instance.namespace().unwrap_or_default();
+    let previous = instance.status.clone().unwrap_or_default();
+    match (runtime.mode, &runtime.endpoint, &runtime.api_key_secret_ref) {
+        (RuntimeMode::Shared, Some(endpoint), Some(api_key)) => {
+            let uid = instance.uid().unwrap_or_default();
+            let registration = Registration {
+                endpoint: endpoint.clone(),
+                flow_id: cmp_crds::names::flow_id(&namespace, &name, &uid),
+                name: format!("{namespace}/{name}"),
+                version: resolved.version.name.clone(),
+                artifact_url: resolved.version.artifact.url.clone(),
+                sha256: resolved.version.artifact.sha256.clone(),
+            };
+            let current = probe.filter(|p| p.registration == registration);
+            let due = match current {
+                None => true,
+                Some(p) if p.outcome.is_err() => elapsed(p.at, now) >= PROBE_RETRY,
+                Some(p) => elapsed(p.at, now) >= PROBE_INTERVAL,
+            };
+            let next = match current.map(|p| &p.outcome) {
+                Some(Err(_)) => PROBE_RETRY,
+                _ => PROBE_INTERVAL,
+            };
+            let flow_id = Some(registration.flow_id.clone());
+            let work = due.then(|| RuntimeWork { registration: registration.clone(), api_key: api_key.clone() });
+            let (synced, ready, version) = match current.map(|p| &p.outcome) {
+                Some(Ok(())) => (
+                    NewCondition::new(
+                        SYNCED,
+                        true,
+                        reasons::FLOW_REGISTERED,
+                        format!(
+                            "flow {} (version {}) is registered in {endpoint}",
+                            registration.flow_id, registration.version
+                        ),
+                    ),
+                    NewCondition::new(
+                        READY,
+                        true,
+                        reasons::RUNTIME_READY,
+                        format!("the runtime at {endpoint} serves flow {}", registration.flow_id),
+                    ),
+                    Some(registration.version.clone()),
+                ),
+                Some(Err((reason, message))) => (
+                    NewCondition::new(SYNCED, false, reason, message.clone()),
+                    NewCondition::new(READY, false, reason, message.clone()),
+                    previous.version.clone(),
+                ),
+                None => (
+                    NewCondition::new(
+                        SYNCED,
+                        false,
+                        reasons::PROVISIONING,
+                        format!("registering version {} in {endpoint}", registration.version),
+                    ),
+                    NewCondition::new(
+                        READY,
+                        false,
+                        reasons::PROVISIONING,
+                        format!("registering version {} in {endpoint}", registration.version),
+                    ),
+                    previous.version.clone(),
+                ),
+            };
+            RuntimeState {
+                work,
+                synced,
+                ready,
+                endpoint: Some(endpoint.clone()),
+                flow_id,
+                version,
+                requeue: Some(next),
+            }
+        }
+        _ => {
+            let endpoint = format!("http://{name}.{}.svc.cluster.local:{}", resolved.runtime_namespace, runtime.port);
+            let message = "a Dedicated runtime is delivered by GitOps, which this operator does not run yet; use a Shared Offering";
+            RuntimeState {
+                work: None,
+                synced: NewCondition::new(SYNCED, false, reasons::AWAITING_GITOPS, message),
+                ready: NewCondition::new(READY, false, reasons::AWAITING_GITOPS, message),
+                endpoint: Some(endpoint),
+                flow_id: Some(resolved.version.flow_id.clone()),
+                version: previous.version,
+                requeue: None,
+            }
+        }
+    }
+}
+
+/// The children and status of `instance`, given what was observed.
+pub fn desired(instance: &Instance, observed: &Observed, now: Timestamp) -> Desired<Children, InstanceStatus> {
+    let time = Time(now);
     let generation = instance.meta().generation;
     let mut status = instance.status.clone().unwrap_or_default();
-    if shell::steer(instance, &mut status.conditions, &now).paused {
+    if shell::steer(instance, &mut status.conditions, &time).paused {
         return Desired::paused(status);
     }
     let suspended = suspended(instance, observed.organization.as_ref());
     let is_suspended = suspended.status == conditions::TRUE;
+    let mut children = Children::default();
+    if let Some(org) = &observed.organization {
+        let keys = keys::keys(instance, &org.name_any(), &observed.key_secrets);
+        status.api_keys = keys.status;
+        children.issue_keys = keys.issue;
+        children.remove_key_secrets = keys.remove;
+        set_condition(&mut status.conditions, keys.condition, generation, time.clone());
+    }
     status.observed_generation = generation;
-    status.phase = if is_suspended { InstancePhase::Suspended } else { InstancePhase::Pending };
     status.runtime_namespace = observed.project.as_ref().and_then(|p| p.status.as_ref()?.runtime_namespace.clone());
-    set_condition(&mut status.conditions, suspended, generation, now.clone());
-    set_condition(&mut status.conditions, ready(instance, observed), generation, now);
-    Desired { children: Some(()), status, requeue: None }
+    set_condition(&mut status.conditions, suspended, generation, time.clone());
+    let mut requeue = None;
+    let (phase, ready) = match resolve(instance, observed) {
+        Err(unresolved) => {
+            let not_synced =
+                NewCondition::new(SYNCED, false, unresolved.condition.reason, unresolved.condition.message.clone());
+            set_condition(&mut status.conditions, not_synced, generation, time.clone());
+            (if unresolved.failed { InstancePhase::Failed } else { InstancePhase::Pending }, unresolved.condition)
+        }
+        Ok(resolved) => {
+            let state = runtime(instance, &resolved, observed.probe.as_ref(), now);
+            children.register = state.work;
+            status.endpoint = state.endpoint;
+            status.flow_id = state.flow_id;
+            status.version = state.version;
+            requeue = state.requeue;
+            set_condition(&mut status.conditions, state.synced, generation, time.clone());
+            let phase =
+                if state.ready.status == conditions::TRUE { InstancePhase::Ready } else { InstancePhase::Provisioning };
+            (phase, state.ready)
+        }
+    };
+    status.phase = if is_suspended { InstancePhase::Suspended } else { phase };
+    set_condition(&mut status.conditions, ready, generation, time);
+    Desired { children: Some(children), status, requeue }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cmp_crds::conditions::TRUE;
+    use cmp_crds::conditions::{FALSE, TRUE};
+    use cmp_crds::offering::{Artifact, OfferingSpec, OfferingStatus, OfferingVersion, Plan, Runtime, VersionStatus};
     use cmp_crds::{InstanceSpec, OrganizationSpec, ProjectSpec, ProjectStatus};
 
     fn at(secs: i64) -> Timestamp {
@@ -106,7 +375,7 @@ mod tests {
             "bot",
             InstanceSpec {
                 project: "p".into(),
-                offering: "o".into(),
+                offering: "echo".into(),
                 version: "1".into(),
                 plan: "basic".into(),
                 suspended: false,
@@ -117,6 +386,8 @@ mod tests {
             },
         );
         i.metadata.namespace = Some("cmp-acme".into());
+        i.metadata.uid = Some("uid-1".into());
+        i.metadata.generation = Some(1);
         i
     }
 
@@ -129,58 +400,188 @@ mod tests {
         p
     }
 
-    fn observed(org_suspended: bool) -> Observed {
-        let mut org = Organization::new("acme", OrganizationSpec::default());
-        org.spec.suspended = org_suspended;
-        Observed { organization: Some(org), project: Some(ready_project()) }
+    fn offering(mode: RuntimeMode, state: ArtifactState) -> Offering {
+        let version = |name: &str, deprecated| OfferingVersion {
+            name: name.into(),
+            artifact: Artifact { url: format!("file:///{name}.json"), sha256: "a".repeat(64) },
+            flow_id: "export-id".into(),
+            deprecated,
+        };
+        let spec = OfferingSpec {
+            display_name: "Echo".into(),
+            description: String::new(),
+            publisher: String::new(),
+            runtime: Runtime {
+                engine: Default::default(),
+                api: Default::default(),
+                mode,
+                image: "img".into(),
+                port: 8000,
+                endpoint: Some("http://127.0.0.1:9".into()),
+                api_key_secret_ref: Some(SecretKeyRef {
+                    namespace: "cmp".into(),
+                    name: "lfx".into(),
+                    key: "key".into(),
+                }),
+            },
+            versions: vec![version("1", false), version("old", true)],
+            plans: vec![Plan {
+                id: "basic".into(),
+                display_name: String::new(),
+                credits_per_run: 1,
+                included_credits: 0,
+                requests_per_minute: 60,
+                timeout_seconds: 60,
+                saleor_sku: None,
+            }],
+            demo: None,
+        };
+        let mut o = Offering::new("echo", spec);
+        let versions = o
+            .spec
+            .versions
+            .iter()
+            .map(|v| VersionStatus {
+                name: v.name.clone(),
+                artifact: state,
+                url: v.artifact.url.clone(),
+                sha256: v.artifact.sha256.clone(),
+                message: String::new(),
+                deprecated: v.deprecated,
+                instances: 0,
+            })
+            .collect();
+        o.status = Some(OfferingStatus { versions, ..Default::default() });
+        o
+    }
+
+    fn observed(mode: RuntimeMode) -> Observed {
+        Observed {
+            organization: Some(Organization::new("acme", OrganizationSpec::default())),
+            project: Some(ready_project()),
+            offering: Some(offering(mode, ArtifactState::Verified)),
+            ..Default::default()
+        }
     }
 
     fn condition(status: &InstanceStatus, type_: &str) -> (String, String) {
         conditions::state(&status.conditions, type_).unwrap_or_else(|| panic!("{type_} is set"))
     }
 
+    fn reason(instance: &Instance, observed: &Observed) -> String {
+        condition(&desired(instance, observed, at(10)).status, "Ready").1
+    }
+
     #[test]
-    fn an_instance_with_resolved_references_is_pending_provisioning() {
-        let s = desired(&instance(), &observed(false), at(10)).status;
-        assert_eq!(s.phase, InstancePhase::Pending);
-        assert_eq!(s.runtime_namespace.as_deref(), Some("cmp-acme-p"));
-        assert_eq!(condition(&s, "Suspended"), ("False".into(), "Active".into()));
-        assert_eq!(condition(&s, "Ready"), ("False".into(), PROVISIONING.into()));
+    fn a_shared_instance_registers_its_own_flow_then_is_ready() {
+        let d = desired(&instance(), &observed(RuntimeMode::Shared), at(10));
+        let work = d.children.as_ref().and_then(|c| c.register.clone()).expect("registration");
+        let flow_id = cmp_crds::names::flow_id("cmp-acme", "bot", "uid-1");
+        assert_eq!(work.registration.flow_id, flow_id, "derived from the Instance, not the export's id");
+        assert_eq!(d.status.phase, InstancePhase::Provisioning);
+        assert_eq!(d.status.flow_id.as_deref(), Some(flow_id.as_str()));
+
+        let mut seen = observed(RuntimeMode::Shared);
+        seen.probe = Some(Probe { registration: work.registration.clone(), outcome: Ok(()), at: at(10) });
+        let d = desired(&instance(), &seen, at(11));
+        assert!(d.children.expect("children").register.is_none(), "not probed again before the interval");
+        assert_eq!(d.status.phase, InstancePhase::Ready);
+        assert_eq!(condition(&d.status, "Synced"), (TRUE.into(), "FlowRegistered".into()));
+        assert_eq!(condition(&d.status, "Ready"), (TRUE.into(), "RuntimeReady".into()));
+        assert_eq!(d.status.version.as_deref(), Some("1"));
+        assert_eq!(d.status.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(d.requeue, Some(PROBE_INTERVAL));
+        assert!(desired(&instance(), &seen, at(80)).children.expect("children").register.is_some(), "probed again");
+    }
+
+    #[test]
+    fn a_runtime_failure_is_on_synced_and_ready_and_retried_soon() {
+        let d = desired(&instance(), &observed(RuntimeMode::Shared), at(10));
+        let registration = d.children.and_then(|c| c.register).expect("registration").registration;
+        let mut seen = observed(RuntimeMode::Shared);
+        let outcome = Err((reasons::RUNTIME_UNAVAILABLE, "connection refused".to_string()));
+        seen.probe = Some(Probe { registration, outcome, at: at(10) });
+        let d = desired(&instance(), &seen, at(11));
+        assert_eq!(condition(&d.status, "Synced"), (FALSE.into(), "RuntimeUnavailable".into()));
+        assert_eq!(d.status.phase, InstancePhase::Provisioning);
+        assert_eq!(d.requeue, Some(PROBE_RETRY));
+    }
+
+    #[test]
+    fn a_dedicated_instance_waits_for_gitops_with_its_service_endpoint() {
+        let d = desired(&instance(), &observed(RuntimeMode::Dedicated), at(10));
+        assert_eq!(d.status.endpoint.as_deref(), Some("http://bot.cmp-acme-p.svc.cluster.local:8000"));
+        assert_eq!(d.status.flow_id.as_deref(), Some("export-id"));
+        assert_eq!(condition(&d.status, "Synced").1, "AwaitingGitOps");
+    }
+
+    #[test]
+    fn each_reference_error_is_a_reason_that_names_the_field() {
+        let i = instance();
+        let shared = observed(RuntimeMode::Shared);
+        assert_eq!(reason(&i, &Observed { organization: None, ..shared.clone() }), "OrganizationNotFound");
+        assert_eq!(reason(&i, &Observed { project: None, ..shared.clone() }), "ProjectNotFound");
+        let unready = Observed { project: Some(Project::new("p", ProjectSpec::default())), ..shared.clone() };
+        assert_eq!(reason(&i, &unready), "ProjectNotReady");
+        assert_eq!(reason(&i, &Observed { offering: None, ..shared.clone() }), "OfferingNotFound");
+        let mut v = instance();
+        v.spec.version = "9".into();
+        let d = desired(&v, &shared, at(10)).status;
+        let ready = conditions::find(&d.conditions, "Ready").expect("Ready");
+        assert_eq!((ready.reason.as_str(), d.phase), ("VersionNotFound", InstancePhase::Failed));
+        assert!(ready.message.contains("spec.version is \"9\""), "{}", ready.message);
+        let mut p = instance();
+        p.spec.plan = "gold".into();
+        assert_eq!(reason(&p, &shared), "PlanNotFound");
+        let mismatch =
+            Observed { offering: Some(offering(RuntimeMode::Shared, ArtifactState::Mismatch)), ..shared.clone() };
+        assert_eq!(reason(&i, &mismatch), "ArtifactMismatch");
+        let pending =
+            Observed { offering: Some(offering(RuntimeMode::Shared, ArtifactState::Pending)), ..shared.clone() };
+        assert_eq!(reason(&i, &pending), "ArtifactPending");
+    }
+
+    #[test]
+    fn a_deprecated_version_is_refused_to_new_instances_only() {
+        let mut i = instance();
+        i.spec.version = "old".into();
+        assert_eq!(reason(&i, &observed(RuntimeMode::Shared)), "VersionDeprecated");
+        i.status = Some(InstanceStatus { version: Some("old".into()), ..Default::default() });
+        assert_eq!(reason(&i, &observed(RuntimeMode::Shared)), "Provisioning", "one already running keeps it");
+    }
+
+    #[test]
+    fn max_instances_admits_the_oldest() {
+        let mut full = observed(RuntimeMode::Shared);
+        full.older_in_project = ProjectSpec::default().quota.max_instances as usize;
+        let d = desired(&instance(), &full, at(10)).status;
+        let ready = conditions::find(&d.conditions, "Ready").expect("Ready");
+        assert_eq!((ready.reason.as_str(), d.phase), ("QuotaExceeded", InstancePhase::Failed));
+        assert!(ready.message.contains("spec.maxInstances="), "{}", ready.message);
     }
 
     #[test]
     fn suspension_comes_from_the_instance_or_its_organization() {
-        let s = desired(&instance(), &observed(true), at(10)).status;
+        let mut seen = observed(RuntimeMode::Shared);
+        if let Some(org) = seen.organization.as_mut() {
+            org.spec.suspended = true;
+        }
+        let s = desired(&instance(), &seen, at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "OrganizationSuspended".into()));
         assert_eq!(s.phase, InstancePhase::Suspended);
         let mut own = instance();
         own.spec.suspended = true;
-        let s = desired(&own, &observed(false), at(10)).status;
+        let s = desired(&own, &observed(RuntimeMode::Shared), at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "SuspendedBySpec".into()));
-    }
-
-    #[test]
-    fn each_missing_reference_is_a_reason_that_names_the_field() {
-        let no_project = Observed { project: None, ..observed(false) };
-        let s = desired(&instance(), &no_project, at(10)).status;
-        let ready = conditions::find(&s.conditions, "Ready").expect("Ready");
-        assert_eq!(ready.reason, "ProjectNotFound");
-        assert!(ready.message.contains("spec.project is \"p\""), "{}", ready.message);
-
-        let mut unready = observed(false);
-        unready.project = Some(Project::new("p", ProjectSpec::default()));
-        assert_eq!(condition(&desired(&instance(), &unready, at(10)).status, "Ready").1, "ProjectNotReady");
-
-        let no_org = Observed { organization: None, ..observed(false) };
-        assert_eq!(condition(&desired(&instance(), &no_org, at(10)).status, "Ready").1, "OrganizationNotFound");
     }
 
     #[test]
     fn a_paused_instance_writes_only_the_paused_condition() {
         let mut i = instance();
         i.metadata.annotations = Some([("cmp.gsv.dev/paused".to_string(), "true".to_string())].into());
-        let s = desired(&i, &observed(true), at(10)).status;
-        assert_eq!(condition(&s, "Paused"), (TRUE.into(), "PausedByAnnotation".into()));
-        assert!(conditions::find(&s.conditions, "Suspended").is_none());
+        let d = desired(&i, &observed(RuntimeMode::Shared), at(10));
+        assert_eq!(condition(&d.status, "Paused"), (TRUE.into(), "PausedByAnnotation".into()));
+        assert!(conditions::find(&d.status.conditions, "Suspended").is_none());
+        assert!(d.children.is_none());
     }
 }

@@ -1,50 +1,117 @@
-//! The Instance pipeline, as far as it goes today: the references to its
-//! Organization and Project, `Suspended` derived from its own spec and its
-//! cached Organization, and the runtime namespace. The Instance writes its
-//! own status alone; provisioning the runtime (the Offering, API keys,
-//! GitOps) is built on this pipeline next.
+//! The Instance pipeline: resolves its Organization, Project and Offering
+//! (each failure a reason a user can act on), enforces the Project's
+//! `maxInstances`, issues its API keys, and, on a Shared Offering,
+//! registers its flow in the shared runtime and keeps it there. The
+//! Instance writes its own status alone.
 
 pub mod desired;
+pub mod keys;
 
-use cmp_crds::Instance;
+use cmp_crds::conditions::reasons;
 use cmp_crds::names::organization_of_control_namespace;
+use cmp_crds::names::{INSTANCE_LABEL, KEY_HASH_ANNOTATION, KEY_PUBLIC_ID_ANNOTATION, KEY_SECRET_DATA_KEY};
+use cmp_crds::offering::{ArtifactState, RuntimeMode};
+use cmp_crds::{DeletionPolicy, Instance};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
+use crate::apply::await_cached;
 use crate::cache::{Caches, Guarded, OrganizationLookup, Watched, valid};
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::flows::Probe;
 use crate::settings::Settings;
-use crate::shell::{Desired, Reconcile};
-use desired::Observed;
+use crate::shell::{self, Desired, Reconcile};
+use desired::{Children, Observed, RuntimeWork};
+use keys::{KeySecret, KeyToIssue};
 
 impl Reconcile for Instance {
     type Observed = Observed;
-    /// Nothing yet: the runtime arrives with provisioning.
-    type Children = ();
+    type Children = Children;
     type Status = cmp_crds::InstanceStatus;
-    const FINALIZER: bool = false;
+    const FINALIZER: bool = true;
+    const OBSERVE_AFTER_APPLY: bool = true;
+    const EVENT_CONDITIONS: &'static [&'static str] =
+        &[cmp_crds::conditions::READY, cmp_crds::conditions::SYNCED, cmp_crds::conditions::KEYS_ISSUED];
 
     fn watched(caches: &Caches) -> &Watched<Guarded<Self>> {
         &caches.instances
     }
 
-    fn observe(&self, caches: &Caches) -> Result<Observed> {
+    fn observe(&self, ctx: &Context) -> Result<Observed> {
+        let caches = &ctx.caches;
         let namespace = self.namespace().unwrap_or_default();
         let organization = match organization_of_control_namespace(&namespace).map(|o| caches.organization(o)) {
             Some(OrganizationLookup::Selected(org)) => valid(&org).cloned(),
             _ => None,
         };
         let project = caches.projects.get(&self.spec.project, Some(&namespace)).as_deref().and_then(valid).cloned();
-        Ok(Observed { organization, project })
+        let offering = caches.offerings.get(&self.spec.offering, None).as_deref().and_then(valid).cloned();
+        let me = (self.creation_timestamp(), self.name_any());
+        let older_in_project = caches
+            .instances_in(&namespace)
+            .iter()
+            .filter_map(|i| valid(i))
+            .filter(|i| i.spec.project == self.spec.project && i.meta().deletion_timestamp.is_none())
+            .filter(|i| (i.creation_timestamp(), i.name_any()) < me)
+            .count();
+        Ok(Observed {
+            organization,
+            project,
+            offering,
+            older_in_project,
+            key_secrets: key_secrets(caches, self).iter().filter_map(|s| KeySecret::of(s)).collect(),
+            probe: ctx.runtimes.probe(&shell::key(self)),
+        })
     }
 
-    fn desired(&self, observed: &Observed, _settings: &Settings, now: Timestamp) -> Desired<(), Self::Status> {
+    fn desired(&self, observed: &Observed, _settings: &Settings, now: Timestamp) -> Desired<Children, Self::Status> {
         desired::desired(self, observed, now)
     }
 
-    async fn apply(&self, _children: &(), _ctx: &Context) -> Result<()> {
+    async fn apply(&self, children: &Children, ctx: &Context) -> Result<()> {
+        let issue = futures::future::try_join_all(children.issue_keys.iter().map(|k| issue_key(k, ctx)));
+        let namespace = self.namespace().unwrap_or_default();
+        let remove = futures::future::try_join_all(
+            children.remove_key_secrets.iter().map(|name| delete_secret(&namespace, name, ctx)),
+        );
+        let register = async {
+            if let Some(work) = &children.register {
+                register(self, work, ctx).await;
+            }
+            Ok(())
+        };
+        futures::try_join!(issue, remove, register).map(|_| ())
+    }
+
+    /// `Delete`: unregisters the flow from a shared runtime and removes the key Secrets. `Retain`: leaves both.
+    async fn cleanup(&self, ctx: &Context) -> Result<()> {
+        ctx.runtimes.forget(&shell::key(self));
+        if self.spec.deletion_policy == DeletionPolicy::Retain {
+            tracing::info!("deletionPolicy Retain: leaving the flow and the key Secrets in place");
+            return Ok(());
+        }
+        let offering = ctx.caches.offerings.get(&self.spec.offering, None).as_deref().and_then(valid).cloned();
+        let runtime = offering.map(|o| o.spec.runtime);
+        if let Some((RuntimeMode::Shared, Some(endpoint), Some(reference))) =
+            runtime.map(|r| (r.mode, r.endpoint, r.api_key_secret_ref))
+        {
+            let flow_id = cmp_crds::names::flow_id(
+                &self.namespace().unwrap_or_default(),
+                &self.name_any(),
+                &self.uid().unwrap_or_default(),
+            );
+            let api_key = ctx.runtimes.api_key(ctx.applier.client(), &reference).await.map_err(Error::Runtime)?;
+            ctx.runtimes.remove(&endpoint, &api_key, &flow_id).await.map_err(|e| Error::Runtime(e.to_string()))?;
+            tracing::info!(flow_id, endpoint, "removed the flow from the shared runtime");
+        }
+        let namespace = self.namespace().unwrap_or_default();
+        let secrets: Vec<String> = key_secrets(&ctx.caches, self).iter().map(|s| s.name_any()).collect();
+        futures::future::try_join_all(secrets.iter().map(|name| delete_secret(&namespace, name, ctx))).await?;
         Ok(())
     }
 
@@ -55,4 +122,104 @@ impl Reconcile for Instance {
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
         &mut status.conditions
     }
+}
+
+/// The cached key Secrets of `instance`.
+fn key_secrets(caches: &Caches, instance: &Instance) -> Vec<std::sync::Arc<kube::api::PartialObjectMeta<Secret>>> {
+    let (namespace, name) = (instance.namespace(), instance.name_any());
+    caches
+        .key_secrets
+        .state()
+        .into_iter()
+        .filter(|s| s.metadata.namespace == namespace && s.labels().get(INSTANCE_LABEL) == Some(&name))
+        .collect()
+}
+
+/// Issues one key: a new Secret with its plaintext, created (never
+/// overwritten). A Secret that appeared meanwhile is kept as it is.
+async fn issue_key(key: &KeyToIssue, ctx: &Context) -> Result<()> {
+    let generated = cmp_crds::apikey::generate();
+    let mut metadata = key.metadata.clone();
+    metadata.annotations = Some(
+        [
+            (KEY_PUBLIC_ID_ANNOTATION.to_string(), generated.public_id.clone()),
+            (KEY_HASH_ANNOTATION.to_string(), generated.hash.clone()),
+        ]
+        .into(),
+    );
+    let secret = Secret {
+        metadata,
+        string_data: Some([(KEY_SECRET_DATA_KEY.to_string(), generated.plaintext)].into()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let namespace = key.metadata.namespace.clone().unwrap_or_default();
+    let name = key.metadata.name.clone().unwrap_or_default();
+    ctx.metrics.write("Secret", "create");
+    let created = match Api::<Secret>::namespaced(ctx.applier.client().clone(), &namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+    {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+        Err(e) => return Err(Error::kube(format!("creating the key Secret {namespace}/{name}"))(e)),
+    };
+    tracing::info!(key = key.key, secret = name, public_id = generated.public_id, "issued an API key");
+    let cached = ObjectRef::new(&name).within(&namespace);
+    await_cached(&ctx.caches.key_secrets.store(), &cached, created.resource_version()).await;
+    Ok(())
+}
+
+async fn delete_secret(namespace: &str, name: &str, ctx: &Context) -> Result<()> {
+    ctx.metrics.write("Secret", "delete");
+    match Api::<Secret>::namespaced(ctx.applier.client().clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("deleting the key Secret {namespace}/{name}"))(e)),
+    }
+}
+
+/// Checks that the runtime serves the Instance's flow at the desired
+/// version, uploads it otherwise, and remembers what it found.
+async fn register(instance: &Instance, work: &RuntimeWork, ctx: &Context) {
+    let registration = &work.registration;
+    let outcome = async {
+        let unavailable = |e: &dyn std::fmt::Display| (reasons::RUNTIME_UNAVAILABLE, e.to_string());
+        let api_key = ctx
+            .runtimes
+            .api_key(ctx.applier.client(), &work.api_key)
+            .await
+            .map_err(|e| (reasons::RUNTIME_SECRET_MISSING, e))?;
+        let served = ctx.runtimes.registered(&registration.endpoint, &api_key, &registration.flow_id).await;
+        if served.as_ref().map_err(|e| unavailable(e))?.as_deref() == Some(registration.marker().as_str()) {
+            return Ok(());
+        }
+        let artifact = ctx.artifacts.fetch_verified(&registration.artifact_url, &registration.sha256).await;
+        let artifact = artifact.map_err(|e| match e.state() {
+            ArtifactState::Mismatch => (reasons::ARTIFACT_MISMATCH, e.to_string()),
+            _ => (reasons::ARTIFACT_UNREACHABLE, e.to_string()),
+        })?;
+        let flow: serde_json::Value = serde_json::from_slice(&artifact).map_err(|e| {
+            (
+                reasons::ARTIFACT_MISMATCH,
+                format!("the artifact of version {} is not flow JSON: {e}", registration.version),
+            )
+        })?;
+        ctx.runtimes.upload(registration, &api_key, &flow).await.map_err(|e| unavailable(&e))?;
+        tracing::info!(
+            flow_id = registration.flow_id,
+            version = registration.version,
+            "registered the flow in the shared runtime"
+        );
+        Ok(())
+    }
+    .await;
+    if let Err((reason, message)) = &outcome {
+        tracing::warn!(reason, message, "the shared runtime does not serve the flow yet");
+    }
+    ctx.runtimes
+        .record(&shell::key(instance), Probe { registration: registration.clone(), outcome, at: Timestamp::now() });
 }

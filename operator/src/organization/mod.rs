@@ -37,7 +37,8 @@ impl Reconcile for Organization {
         caches.organizations.get(meta.name.as_deref().unwrap_or_default(), None).is_some()
     }
 
-    fn observe(&self, caches: &Caches) -> Result<Observed> {
+    fn observe(&self, ctx: &Context) -> Result<Observed> {
+        let caches = &ctx.caches;
         let name = self.name_any();
         let ns = control_namespace(&name);
         let wallet = caches.wallets.get(&desired::wallet_name(self), Some(&ns));

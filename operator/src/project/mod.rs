@@ -29,7 +29,8 @@ impl Reconcile for Project {
         &caches.projects
     }
 
-    fn observe(&self, caches: &Caches) -> Result<Observed> {
+    fn observe(&self, ctx: &Context) -> Result<Observed> {
+        let caches = &ctx.caches;
         let namespace = self.namespace().unwrap_or_default();
         let org = organization_of_control_namespace(&namespace)
             .ok_or_else(|| Error::NotInControlNamespace { namespace: namespace.clone() })?;

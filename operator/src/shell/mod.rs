@@ -86,8 +86,14 @@ pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Sen
         caches.selects_namespaced(meta)
     }
 
-    /// Step 1: what the object's pipeline needs, from the caches only.
-    fn observe(&self, caches: &Caches) -> Result<Self::Observed>;
+    /// Whether the status is computed from a second observation after
+    /// `apply`: for kinds whose apply step finds things out (artifact
+    /// checks, runtime probes, issued keys) rather than only writing.
+    const OBSERVE_AFTER_APPLY: bool = false;
+
+    /// Step 1: what the object's pipeline needs, from memory only: the
+    /// caches, and what earlier apply steps of this process found out.
+    fn observe(&self, ctx: &Context) -> Result<Self::Observed>;
 
     /// Step 2: the children and the status, a pure function.
     fn desired(
@@ -185,10 +191,13 @@ async fn run<K: Reconcile>(object: &K, ctx: &Context) -> Result<Action> {
         finalizer::add(object, ctx).await?;
         return Ok(Action::await_change());
     }
-    let observed = object.observe(&ctx.caches)?;
-    let desired = object.desired(&observed, &ctx.settings, Timestamp::now());
+    let observed = object.observe(ctx)?;
+    let mut desired = object.desired(&observed, &ctx.settings, Timestamp::now());
     if let Some(children) = &desired.children {
         object.apply(children, ctx).await?;
+        if K::OBSERVE_AFTER_APPLY {
+            desired = object.desired(&object.observe(ctx)?, &ctx.settings, Timestamp::now());
+        }
     }
     status::write(object, desired.status, ctx).await?;
     Ok(desired.requeue.map_or_else(Action::await_change, Action::requeue))

@@ -38,7 +38,7 @@ impl Reconcile for Wallet {
         &caches.wallets
     }
 
-    fn observe(&self, _caches: &Caches) -> Result<()> {
+    fn observe(&self, _ctx: &Context) -> Result<()> {
         Ok(())
     }
 

@@ -144,6 +144,7 @@ impl Operator {
             .env("KUBECONFIG", test_kubeconfig())
             .env("RUST_LOG", "info,cmp_operator=debug")
             .args(["--organization-selector", &format!("{RUN_LABEL}={run}")])
+            .args(["--offering-selector", &format!("{RUN_LABEL}={run}")])
             .args(["--lease-name", &format!("cmp-operator-{run}")])
             .args(["--identity", identity])
             .args(["--health-addr", &health.to_string()])

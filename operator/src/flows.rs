@@ -1,0 +1,212 @@
+//! The flow API of a shared runtime (lfx, or Langflow's executor): the
+//! operator registers an Instance's flow under the Instance's own flow id,
+//! checks that it is still served, and removes it.
+//!
+//! Routes (lfx 1.13, `lfx serve`): `GET /flows/{id}/info`,
+//! `POST /flows/upload/` (`{id, name, description, data, replace}`),
+//! `DELETE /flows/{id}`, all behind the header `x-api-key`. An upload with
+//! `replace: true` swaps the flow atomically, so a version change never
+//! leaves a gap in which runs find no flow.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use cmp_crds::offering::SecretKeyRef;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+/// How long one call to a runtime may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP client with a timeout, for artifacts and runtimes.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).build().unwrap_or_default()
+}
+
+/// What the operator asks a shared runtime to serve for one Instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The runtime's base URL.
+    pub endpoint: String,
+    /// The flow id, derived from the Instance.
+    pub flow_id: String,
+    /// `<namespace>/<name>` of the Instance: the flow's name in the runtime.
+    pub name: String,
+    /// The Offering version.
+    pub version: String,
+    /// The artifact of that version, and its pinned sha256.
+    pub artifact_url: String,
+    /// The pinned sha256.
+    pub sha256: String,
+}
+
+impl Registration {
+    /// The description the flow is registered with: it says what is served,
+    /// so a probe tells an up-to-date registration from a stale one.
+    pub fn marker(&self) -> String {
+        format!("cmp {} version {} sha256 {}", self.name, self.version, self.sha256)
+    }
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No answer.
+    #[error("the runtime at {endpoint} did not answer: {reason}")]
+    Unreachable {
+        /// The runtime.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An answer that is not success.
+    #[error("the runtime at {endpoint} answered {status} to {what}: {body}")]
+    Refused {
+        /// The runtime.
+        endpoint: String,
+        /// What was asked.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+}
+
+/// What the last look at an Instance's registration found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// What was to be served.
+    pub registration: Registration,
+    /// Whether the runtime serves it; else why not (and the reason for conditions).
+    pub outcome: Result<(), (&'static str, String)>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The operator's client of shared runtimes, with the last probe of every Instance.
+pub struct SharedRuntimes {
+    http: reqwest::Client,
+    probes: Mutex<HashMap<String, Probe>>,
+    api_keys: Mutex<HashMap<String, (String, Timestamp)>>,
+}
+
+/// How long a runtime's API key read from its Secret is used before it is read again.
+const API_KEY_TTL: Duration = Duration::from_secs(60);
+
+impl Default for SharedRuntimes {
+    fn default() -> Self {
+        Self { http: http_client(CALL_TIMEOUT), probes: Mutex::default(), api_keys: Mutex::default() }
+    }
+}
+
+fn base(endpoint: &str) -> &str {
+    endpoint.trim_end_matches('/')
+}
+
+impl SharedRuntimes {
+    /// The last probe of the Instance `key` by this process.
+    pub fn probe(&self, key: &str) -> Option<Probe> {
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+    }
+
+    /// Remembers a probe of the Instance `key`.
+    pub fn record(&self, key: &str, probe: Probe) {
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_string(), probe);
+    }
+
+    /// The runtime API key in the Secret `reference`, read at most once a minute.
+    pub async fn api_key(&self, client: &kube::Client, reference: &SecretKeyRef) -> Result<String, String> {
+        let id = format!("{}/{}/{}", reference.namespace, reference.name, reference.key);
+        let now = Timestamp::now();
+        if let Some((key, at)) = self.api_keys.lock().unwrap_or_else(PoisonError::into_inner).get(&id)
+            && now.duration_since(*at) < API_KEY_TTL.try_into().unwrap_or_default()
+        {
+            return Ok(key.clone());
+        }
+        let secrets = kube::Api::<Secret>::namespaced(client.clone(), &reference.namespace);
+        let missing = |why: String| {
+            format!(
+                "the runtime's API key (spec.runtime.apiKeySecretRef: Secret {}/{}, key {}) {why}",
+                reference.namespace, reference.name, reference.key
+            )
+        };
+        let secret = secrets.get_opt(&reference.name).await.map_err(|e| missing(format!("cannot be read: {e}")))?;
+        let secret = secret.ok_or_else(|| missing("does not exist; create it".into()))?;
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .ok_or_else(|| missing("is not in the Secret".into()))?;
+        let key = String::from_utf8(value.0.clone()).map_err(|_| missing("is not UTF-8".into()))?;
+        self.api_keys.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (key.clone(), now));
+        Ok(key)
+    }
+
+    /// Forgets the Instance `key`.
+    pub fn forget(&self, key: &str) {
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+
+    async fn call(request: reqwest::RequestBuilder, endpoint: &str) -> Result<reqwest::Response, RuntimeError> {
+        request.send().await.map_err(|e| RuntimeError::Unreachable { endpoint: endpoint.into(), reason: e.to_string() })
+    }
+
+    async fn refused(response: reqwest::Response, endpoint: &str, what: &str) -> RuntimeError {
+        let status = response.status().as_u16();
+        let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+        RuntimeError::Refused { endpoint: endpoint.into(), what: what.into(), status, body }
+    }
+
+    /// The description the runtime serves the flow `flow_id` under, or None when it does not serve it.
+    pub async fn registered(
+        &self,
+        endpoint: &str,
+        api_key: &str,
+        flow_id: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        let url = format!("{}/flows/{flow_id}/info", base(endpoint));
+        let what = format!("GET /flows/{flow_id}/info");
+        let response = Self::call(self.http.get(url).header("x-api-key", api_key), endpoint).await?;
+        match response.status().as_u16() {
+            404 => Ok(None),
+            200..=299 => {
+                let info: Value = response.json().await.map_err(|e| RuntimeError::Unreachable {
+                    endpoint: endpoint.into(),
+                    reason: format!("unreadable answer to {what}: {e}"),
+                })?;
+                Ok(Some(info["description"].as_str().unwrap_or_default().to_string()))
+            }
+            _ => Err(Self::refused(response, endpoint, &what).await),
+        }
+    }
+
+    /// Registers (or atomically replaces) the flow of `registration`, whose artifact is `flow` (a Langflow export).
+    pub async fn upload(&self, registration: &Registration, api_key: &str, flow: &Value) -> Result<(), RuntimeError> {
+        let endpoint = &registration.endpoint;
+        let body = json!({
+            "id": registration.flow_id,
+            "name": registration.name,
+            "description": registration.marker(),
+            "data": flow.get("data").cloned().unwrap_or_else(|| flow.clone()),
+            "replace": true,
+        });
+        let url = format!("{}/flows/upload/", base(endpoint));
+        let what = "POST /flows/upload/";
+        let response = Self::call(self.http.post(url).header("x-api-key", api_key).json(&body), endpoint).await?;
+        if response.status().is_success() { Ok(()) } else { Err(Self::refused(response, endpoint, what).await) }
+    }
+
+    /// Removes the flow `flow_id`; one that is already gone is fine.
+    pub async fn remove(&self, endpoint: &str, api_key: &str, flow_id: &str) -> Result<(), RuntimeError> {
+        let url = format!("{}/flows/{flow_id}", base(endpoint));
+        let what = format!("DELETE /flows/{flow_id}");
+        let response = Self::call(self.http.delete(url).header("x-api-key", api_key), endpoint).await?;
+        match response.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            _ => Err(Self::refused(response, endpoint, &what).await),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A real lfx runtime (Langflow's executor, installed from PyPI into a venv
+//! under the cache by `xtask/python/install-lfx.sh`), serving flows on
+//! loopback from a flow directory, behind an API key.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{Error, free_port, workspace_root};
+
+/// The directory of the lfx venv, installing it first when it is missing.
+/// `CMP_LFX_DIR` points at another install.
+pub fn install() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os("CMP_LFX_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = workspace_root().join("xtask/python/install-lfx.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|source| Error::Spawn { binary: script.display().to_string(), source })?;
+    if !output.status.success() {
+        return Err(Error::Build(format!("{} exited with {}", script.display(), output.status)));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
+    if dir.is_empty() {
+        return Err(Error::Build(format!("{} printed no venv directory", script.display())));
+    }
+    Ok(PathBuf::from(dir))
+}
+
+/// An example flow of `examples/flows/` (for example "echo.json"), as a `file://` URL, with its sha256.
+pub fn example_flow(file: &str) -> Result<(String, String), Error> {
+    use sha2::Digest;
+    let path = workspace_root().join("examples/flows").join(file);
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    Ok((format!("file://{}", path.display()), hex::encode(sha2::Sha256::digest(&bytes))))
+}
+
+/// A running `lfx serve`. Dropping it stops the process.
+pub struct Lfx {
+    child: std::process::Child,
+    url: String,
+    api_key: String,
+    log: PathBuf,
+}
+
+impl Lfx {
+    /// Starts `lfx serve` with an empty flow directory under `dir`, and waits until `/health` answers.
+    pub async fn start(dir: &Path, api_key: &str) -> Result<Self, Error> {
+        let venv = install()?;
+        let flows = dir.join("flows");
+        std::fs::create_dir_all(&flows).map_err(|source| Error::Io { path: flows.clone(), source })?;
+        let log = dir.join("lfx.log");
+        let file = std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
+        let err = file.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
+        let port = free_port()?;
+        let binary = venv.join("bin/lfx");
+        let child = Command::new(&binary)
+            .args(["serve", "--flow-dir"])
+            .arg(&flows)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warning"])
+            .env("LANGFLOW_API_KEY", api_key)
+            .env("DO_NOT_TRACK", "true")
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| Error::Spawn { binary: binary.display().to_string(), source })?;
+        let lfx = Self { child, url: format!("http://127.0.0.1:{port}"), api_key: api_key.to_string(), log };
+        lfx.wait_healthy(port).await?;
+        Ok(lfx)
+    }
+
+    async fn wait_healthy(&self, port: u16) -> Result<(), Error> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..240 {
+            if let Ok((200, _)) = crate::test::http_get(addr, "/health").await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(20).collect();
+        Err(Error::NotReady {
+            what: format!("lfx did not answer GET /health on port {port} within 60 s"),
+            log: self.log.clone(),
+            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The API key it requires in `x-api-key`.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+}
+
+impl Drop for Lfx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
