@@ -336,3 +336,40 @@ async fn keys_rotate_with_overlap_revoke_at_once_and_only_admins_and_developers_
     }
     w.delete_org(&org).await;
 }
+
+#[tokio::test]
+async fn an_instance_whose_runtime_is_down_stays_terminating_with_the_reason_until_cleanup_is_abandoned() {
+    let w = World::new("down").await;
+    let _operator = w.operator("a", &[]);
+    let secret = runtime_key_secret(&w).await;
+    let offering = format!("{}-down", w.run);
+    let port = cmp_testenv::free_port().expect("port");
+    let runtime = json!({"mode": "Shared", "endpoint": format!("http://127.0.0.1:{port}"),
+                         "apiKeySecretRef": {"namespace": "default", "name": secret, "key": "apiKey"}});
+    apply_offering(&w, &offering, runtime, vec![version("1", "echo.json")]).await;
+    let org = w.org_name("org");
+    w.apply_org(&org, json!({"displayName": "Down"})).await;
+    w.apply_project(&org, "main", json!({})).await;
+    w.project_ready(&org, "main").await;
+    apply_instance(&w, &org, "bot", json!({"project": "main", "offering": offering, "version": "1", "plan": "basic"}))
+        .await;
+    let api = instances(&w, &org);
+    let waiting = condition_reason(&api, "bot", "Synced", "RuntimeUnavailable").await;
+    assert_eq!(waiting.status.map(|s| s.phase), Some(cmp_crds::instance::InstancePhase::Provisioning));
+
+    api.delete("bot", &DeleteParams::default()).await.expect("delete");
+    let stuck = eventually("the Instance Terminating with the runtime's error", CONVERGE, || async {
+        let i = api.get_opt("bot").await.ok().flatten()?;
+        let status = i.status?;
+        let ready = cmp_crds::conditions::find(&status.conditions, "Ready")?;
+        (status.phase == cmp_crds::instance::InstancePhase::Terminating && ready.reason == "RuntimeUnavailable")
+            .then(|| ready.message.clone())
+    })
+    .await;
+    assert!(stuck.contains("abandon-cleanup"), "the message names the way out: {stuck}");
+    let patch = json!({"metadata": {"annotations": {"cmp.gsv.dev/abandon-cleanup": "true"}}});
+    api.patch("bot", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+    eventually("Instance gone", CONVERGE, || async { matches!(api.get_opt("bot").await, Ok(None)).then_some(()) })
+        .await;
+    w.delete_org(&org).await;
+}

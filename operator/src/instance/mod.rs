@@ -115,6 +115,12 @@ impl Reconcile for Instance {
         Ok(())
     }
 
+    fn terminating_status(&self) -> Option<Self::Status> {
+        let mut status = self.operator_status();
+        status.phase = cmp_crds::instance::InstancePhase::Terminating;
+        Some(status)
+    }
+
     fn operator_status(&self) -> Self::Status {
         self.status.clone().unwrap_or_default()
     }

@@ -111,6 +111,12 @@ pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Sen
         async { Ok(()) }
     }
 
+    /// The status to show while the finalizer's cleanup runs (kinds with a
+    /// `Terminating` phase); None: the status is left as it is.
+    fn terminating_status(&self) -> Option<Self::Status> {
+        None
+    }
+
     /// The operator's part of the current status.
     fn operator_status(&self) -> Self::Status;
 
@@ -177,6 +183,9 @@ async fn run<K: Reconcile>(object: &K, ctx: &Context) -> Result<Action> {
     let finalized = K::FINALIZER && object.finalizers().iter().any(|f| f == FINALIZER);
     if object.meta().deletion_timestamp.is_some() {
         if finalized {
+            if let Some(terminating) = object.terminating_status() {
+                status::write(object, terminating, ctx).await?;
+            }
             if Steering::of(object.annotations()).abandon_cleanup {
                 tracing::info!("cleanup abandoned by annotation; leaving everything in place");
             } else {
