@@ -26,15 +26,15 @@ const CLIENT_CONCURRENCY: usize = 16;
 /// How long the converged operator is watched for writes.
 const QUIET_WINDOW: Duration = Duration::from_secs(60);
 
-fn ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
+pub(crate) fn ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
     conditions.is_some_and(|c| cmp_crds::conditions::is_true(c, "Ready"))
 }
 
-/// The fewest writes the operator can make for `orgs` organizations with one
-/// default project each, counted from the same desired-state functions the
-/// operator uses: every child once (the Wallet with its starter grant), each
-/// finalizer once, each status once.
-fn minimum_writes(orgs: usize) -> u64 {
+/// The fewest writes the operator can make for `orgs` organizations with
+/// `projects` projects each, counted from the same desired-state functions
+/// the operator uses: every child once (the Wallet with its starter grant),
+/// each finalizer once, each status once.
+pub(crate) fn minimum_writes(orgs: usize, projects: usize) -> u64 {
     let org = Organization::new("o", OrganizationSpec::default());
     let oc = org_desired::children(&org, None);
     // finalizer, namespace, Wallet (created with its starter grant in one write), roles, bindings, org status, wallet status
@@ -44,70 +44,84 @@ fn minimum_writes(orgs: usize) -> u64 {
     // finalizer, namespace, quota, limits, policies, service account, roles, bindings, status
     let per_project = 1 + 1 + 1 + 1 + pc.network_policies.len() + 1 + pc.roles.len() + pc.role_bindings.len() + 1;
     let admission_policy = 2;
-    ((per_org + per_project) * orgs + admission_policy) as u64
+    ((per_org + per_project * projects) * orgs + admission_policy) as u64
 }
 
-async fn scrape(port: u16) -> anyhow::Result<String> {
+pub(crate) async fn scrape(port: u16) -> anyhow::Result<String> {
     let (status, body) = cmp_testenv::test::http_get(([127, 0, 0, 1], port).into(), "/metrics").await?;
     anyhow::ensure!(status == 200, "GET /metrics answered {status}");
     Ok(body)
 }
 
 /// The sum of the series of `metrics` that start with `prefix`.
-fn sum(metrics: &str, prefix: &str) -> u64 {
+pub(crate) fn sum(metrics: &str, prefix: &str) -> u64 {
     metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
 }
 
-async fn operator_writes(port: u16) -> anyhow::Result<u64> {
+pub(crate) async fn operator_writes(port: u16) -> anyhow::Result<u64> {
     Ok(sum(&scrape(port).await?, "cmp_operator_api_writes_total{"))
 }
 
 /// Reads the operator sent (GETs that are not watches: gets and lists), if it counts them.
-fn operator_reads(metrics: &str) -> Option<u64> {
+pub(crate) fn operator_reads(metrics: &str) -> Option<u64> {
     let series = "cmp_operator_api_requests_total{method=\"GET\",watch=\"false\"}";
     metrics.contains(series).then(|| sum(metrics, series))
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Runs the benchmark with `orgs` organizations, against `binary` or else the release build of this checkout.
-pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let binary = match binary {
-        Some(binary) => binary,
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            eprintln!("building the release operator ...");
-            let built = tokio::process::Command::new(&cargo)
-                .current_dir(root())
-                .args(["build", "--release", "-p", "cmp-operator"])
-                .status()
-                .await?;
-            if !built.success() {
-                bail!("cargo build --release failed");
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| root().join("target"));
-            target.join("release/cmp-operator")
-        }
-    };
-    let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
-    let (plane, client) = start(&dir).await?;
+/// `binary`, or else the release build of this checkout (built now).
+pub(crate) async fn operator_binary(binary: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(binary) = binary {
+        return Ok(binary);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release operator ...");
+    let built = tokio::process::Command::new(&cargo)
+        .current_dir(root())
+        .args(["build", "--release", "-p", "cmp-operator"])
+        .status()
+        .await?;
+    if !built.success() {
+        bail!("cargo build --release failed");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/cmp-operator"))
+}
+
+/// Starts the operator against `plane`, logging to `dir/operator.log`, and waits for its metrics.
+pub(crate) async fn start_operator(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    plane: &cmp_testenv::ControlPlane,
+    extra: &[&str],
+) -> anyhow::Result<(tokio::process::Child, u16)> {
     let port = cmp_testenv::free_port()?;
     let log = std::fs::File::create(dir.join("operator.log"))?;
-    let mut operator = tokio::process::Command::new(&binary)
+    let operator = tokio::process::Command::new(binary)
         .env("KUBECONFIG", plane.kubeconfig())
         .args(["--health-addr", &format!("127.0.0.1:{port}"), "--concurrency", "16"])
+        .args(extra)
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting the operator {}", binary.display()))?;
-    let pid = operator.id().unwrap_or_default();
     wait_for_metrics(port).await?;
+    Ok((operator, port))
+}
+
+/// Runs the benchmark with `orgs` organizations, against `binary` or else the release build of this checkout.
+pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let binary = operator_binary(binary).await?;
+    let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
+    let (plane, client) = start(&dir).await?;
+    let (mut operator, port) = start_operator(&binary, &dir, &plane, &[]).await?;
+    let pid = operator.id().unwrap_or_default();
 
     eprintln!("creating {orgs} organizations with one project each ...");
     let started = Instant::now();
@@ -140,7 +154,7 @@ pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Res
     eprintln!("converged; watching the operator's writes for {QUIET_WINDOW:?} ...");
     tokio::time::sleep(QUIET_WINDOW).await;
     let quiet_writes = operator_writes(port).await? - writes;
-    let minimum = minimum_writes(orgs);
+    let minimum = minimum_writes(orgs, 1);
 
     println!(
         "bench-tenancy: {orgs} organizations x 1 project, from cold, local control plane (etcd + kube-apiserver v1.35), 2 cores"
@@ -174,7 +188,7 @@ pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Res
     Ok(())
 }
 
-async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_metrics(port: u16) -> anyhow::Result<()> {
     for _ in 0..300 {
         if scrape(port).await.is_ok() {
             return Ok(());
@@ -213,7 +227,7 @@ async fn create_projects_as_namespaces_appear(client: &kube::Client, orgs: usize
 }
 
 /// A cache of every `K`, kept by a watch for as long as the returned task runs.
-fn follow<K>(client: &kube::Client) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+pub(crate) fn follow<K>(client: &kube::Client) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {

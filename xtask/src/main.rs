@@ -6,6 +6,7 @@
 //! - `cluster`: only start the local control plane and keep it running.
 
 mod bench;
+mod bench_instances;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -46,6 +47,18 @@ enum Command {
         #[arg(long)]
         operator_binary: Option<PathBuf>,
     },
+    /// Benchmark: N Instances across P Projects on a Shared Offering and a real lfx runtime, from cold.
+    BenchInstances {
+        /// How many Instances.
+        #[arg(long, default_value_t = 1000)]
+        instances: usize,
+        /// How many Projects (in ten Organizations).
+        #[arg(long, default_value_t = 100)]
+        projects: usize,
+        /// Measure this operator binary instead of the release build of this checkout.
+        #[arg(long)]
+        operator_binary: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -64,6 +77,9 @@ async fn main() -> ExitCode {
         Command::Cluster => cluster().await,
         Command::BenchTenancy { orgs, operator_binary } => {
             bench::run(orgs, operator_binary).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::BenchInstances { instances, projects, operator_binary } => {
+            bench_instances::run(instances, projects, operator_binary).await.map(|()| ExitCode::SUCCESS)
         }
     };
     match result {

@@ -1,0 +1,205 @@
+//! `cargo xtask bench-instances`: N Instances (one API key each) across P
+//! Projects on a Shared Offering, from cold, on a fresh local control plane
+//! and a real lfx runtime. Prints the time until all are Ready, p50 and p95
+//! of create -> Ready, the operator's API writes against the minimum, its
+//! peak RSS, and its writes per minute once converged (the goal is 0).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cmp_crds::{Instance, Offering, Organization, Project};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::bench::{
+    follow, minimum_writes, operator_binary, operator_writes, peak_rss_kib, ready, scrape, start_operator, sum,
+};
+use crate::{MANAGER, start};
+
+const CLIENT_CONCURRENCY: usize = 16;
+const QUIET_WINDOW: Duration = Duration::from_secs(60);
+const ORGANIZATIONS: usize = 10;
+const RUNTIME_KEY: &str = "bench-runtime-key";
+
+/// Writes the operator makes at least per Instance: its finalizer, its key Secret, its status.
+const PER_INSTANCE: u64 = 3;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> anyhow::Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(object))
+        .await
+        .with_context(|| format!("applying {name}"))?;
+    Ok(())
+}
+
+async fn wait<F: Fn() -> bool>(what: &str, check: F) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("{what}: not done after 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Runs the benchmark: `instances` Instances across `projects` Projects in ten Organizations.
+pub async fn run(instances: usize, projects: usize, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    if projects == 0 || !projects.is_multiple_of(ORGANIZATIONS) || !instances.is_multiple_of(projects) {
+        bail!("--projects must be a multiple of {ORGANIZATIONS}, and --instances a multiple of --projects");
+    }
+    let (per_org, per_project) = (projects / ORGANIZATIONS, instances / projects);
+    let binary = operator_binary(binary).await?;
+    let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
+    let (plane, client) = start(&dir).await?;
+    let lfx = cmp_testenv::lfx::Lfx::start(&dir, RUNTIME_KEY).await?;
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some("bench-lfx".into()), ..Default::default() },
+        string_data: Some([("apiKey".to_string(), RUNTIME_KEY.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "default").create(&PostParams::default(), &secret).await?;
+    let (mut operator, port) = start_operator(&binary, &dir, &plane, &[]).await?;
+    let pid = operator.id().unwrap_or_default();
+
+    eprintln!("setting up a Shared Offering, {ORGANIZATIONS} organizations and {projects} projects ...");
+    let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json")?;
+    let offering = json!({"apiVersion": Offering::api_version(&()), "kind": "Offering", "metadata": {"name": "echo"},
+        "spec": {"displayName": "Echo", "runtime": {"mode": "Shared", "endpoint": lfx.url(),
+                 "apiKeySecretRef": {"namespace": "default", "name": "bench-lfx", "key": "apiKey"}},
+                 "versions": [{"name": "1", "artifact": {"url": url, "sha256": sha256}, "flowId": "echo"}],
+                 "plans": [{"id": "basic", "creditsPerRun": 1}]}});
+    apply(&Api::<Offering>::all(client.clone()), "echo", offering).await?;
+    let (organizations, org_watch) = follow::<Organization>(&client);
+    let (project_store, project_watch) = follow::<Project>(&client);
+    let (namespaces, ns_watch) = follow::<Namespace>(&client);
+    for o in 0..ORGANIZATIONS {
+        let name = format!("bench-{o:02}");
+        let org = json!({"apiVersion": Organization::api_version(&()), "kind": "Organization", "metadata": {"name": name},
+                         "spec": {"displayName": name}});
+        apply(&Api::<Organization>::all(client.clone()), &name, org).await?;
+    }
+    wait("control namespaces", || {
+        namespaces.state().iter().filter(|n| n.name_any().starts_with("cmp-bench-")).count() >= ORGANIZATIONS
+    })
+    .await?;
+    for o in 0..ORGANIZATIONS {
+        let api = Api::<Project>::namespaced(client.clone(), &format!("cmp-bench-{o:02}"));
+        for p in 0..per_org {
+            let name = format!("p{p:02}");
+            let project = json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": {"name": name},
+                                 "spec": {"quota": {"maxInstances": per_project}}});
+            apply(&api, &name, project).await?;
+        }
+    }
+    wait("projects Ready", || {
+        project_store.state().iter().filter(|p| ready(p.status.as_ref().map(|s| &s.conditions))).count() == projects
+    })
+    .await?;
+    wait("organizations Ready", || {
+        organizations.state().iter().filter(|o| ready(o.status.as_ref().map(|s| &s.conditions))).count()
+            == ORGANIZATIONS
+    })
+    .await?;
+
+    // Record when each Instance is first seen Ready.
+    let ready_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let recorder = {
+        let ready_at = ready_at.clone();
+        let events = watcher(Api::<Instance>::all(client.clone()), watcher::Config::default()).applied_objects();
+        tokio::spawn(events.for_each(move |event| {
+            if let Ok(instance) = event
+                && ready(instance.status.as_ref().map(|s| &s.conditions))
+            {
+                let key = format!("{}/{}", instance.namespace().unwrap_or_default(), instance.name_any());
+                ready_at.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert_with(Instant::now);
+            }
+            std::future::ready(())
+        }))
+    };
+    let writes_before = operator_writes(port).await?;
+    eprintln!("creating {instances} instances, {per_project} per project ...");
+    let started = Instant::now();
+    let created: Vec<(String, Instant)> = futures::stream::iter(0..instances)
+        .map(|i| {
+            let project = i / per_project;
+            let namespace = format!("cmp-bench-{:02}", project / per_org);
+            let (project, name) = (format!("p{:02}", project % per_org), format!("i{i:04}"));
+            let api = Api::<Instance>::namespaced(client.clone(), &namespace);
+            async move {
+                let instance = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": name},
+                    "spec": {"project": project, "offering": "echo", "version": "1", "plan": "basic", "apiKeys": [{"name": "main"}]}});
+                let at = Instant::now();
+                apply(&api, &name, instance).await.map(|()| (format!("{namespace}/{name}"), at))
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    wait("instances Ready", || ready_at.lock().unwrap_or_else(PoisonError::into_inner).len() >= instances).await?;
+    let elapsed = started.elapsed();
+    let metrics = scrape(port).await?;
+    let writes = sum(&metrics, "cmp_operator_api_writes_total{");
+    let rss = peak_rss_kib(pid);
+    let mut latencies: Vec<Duration> = {
+        let ready_at = ready_at.lock().unwrap_or_else(PoisonError::into_inner);
+        created.iter().filter_map(|(key, at)| Some(ready_at.get(key)?.saturating_duration_since(*at))).collect()
+    };
+    latencies.sort();
+    eprintln!("converged; watching the operator's writes for {QUIET_WINDOW:?} ...");
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let quiet_writes = operator_writes(port).await? - writes;
+    let minimum_instances = instances as u64 * PER_INSTANCE + 1;
+    let minimum = minimum_writes(ORGANIZATIONS, per_org) + minimum_instances;
+
+    println!(
+        "bench-instances: {instances} Instances (one API key each) across {projects} Projects, Shared Offering, real lfx runtime, from cold, 2 cores"
+    );
+    println!("  time until all Instances Ready: {:.1} s (from the first create)", elapsed.as_secs_f64());
+    println!("  create -> Ready, p50:           {:.2} s", percentile(&latencies, 0.50).as_secs_f64());
+    println!("  create -> Ready, p95:           {:.2} s", percentile(&latencies, 0.95).as_secs_f64());
+    println!(
+        "  operator API writes:            {writes} (of which {} while the Instances converged)",
+        writes - writes_before
+    );
+    println!(
+        "  minimum writes needed:          {minimum} (tenancy, plus per Instance: finalizer, key Secret, status; plus the Offering status)"
+    );
+    println!("  writes / minimum:               {:.3}", writes as f64 / minimum as f64);
+    println!(
+        "  operator peak RSS:              {}",
+        rss.map_or("unknown".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    );
+    println!("  writes per minute, converged:   {quiet_writes} (over {QUIET_WINDOW:?}; goal 0)");
+    println!("  writes by kind and verb:");
+    for line in metrics.lines().filter_map(|l| l.strip_prefix("cmp_operator_api_writes_total")) {
+        println!("    {line}");
+    }
+
+    recorder.abort();
+    for task in [org_watch, project_watch, ns_watch] {
+        task.abort();
+    }
+    let _ = operator.start_kill();
+    let _ = operator.wait().await;
+    drop(lfx);
+    drop(plane);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
