@@ -99,9 +99,14 @@ impl Artifacts {
             Ok(_) => Checked { state: ArtifactState::Verified, message: String::new(), at },
             Err(error) => Checked { state: error.state(), message: error.to_string(), at },
         };
-        tracing::info!(url, state = ?checked.state, message = %checked.message, "checked artifact");
         let mut all = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
-        all.insert((url.to_string(), sha256.to_string()), checked.clone());
+        let previous = all.insert((url.to_string(), sha256.to_string()), checked.clone());
+        // A retry that finds the same as before is not news.
+        if previous.is_some_and(|p| p.state == checked.state) {
+            tracing::debug!(url, state = ?checked.state, message = %checked.message, "checked artifact again");
+        } else {
+            tracing::info!(url, state = ?checked.state, message = %checked.message, "checked artifact");
+        }
         checked
     }
 

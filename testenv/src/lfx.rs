@@ -48,15 +48,25 @@ pub struct Lfx {
 }
 
 impl Lfx {
-    /// Starts `lfx serve` with an empty flow directory under `dir`, and waits until `/health` answers.
+    /// Starts `lfx serve` on a free port with an empty flow directory under `dir`, and waits until `/health` answers.
     pub async fn start(dir: &Path, api_key: &str) -> Result<Self, Error> {
+        Self::start_on(dir, api_key, free_port()?).await
+    }
+
+    /// Like [`Lfx::start`], on `port` (lfx silently moves to the next port
+    /// when `port` is taken, so a taken port fails the health check).
+    pub async fn start_on(dir: &Path, api_key: &str, port: u16) -> Result<Self, Error> {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            return Err(Error::Build(format!(
+                "port {port} is taken; stop what listens there (lfx would silently move)"
+            )));
+        }
         let venv = install()?;
         let flows = dir.join("flows");
         std::fs::create_dir_all(&flows).map_err(|source| Error::Io { path: flows.clone(), source })?;
         let log = dir.join("lfx.log");
         let file = std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
         let err = file.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
-        let port = free_port()?;
         let binary = venv.join("bin/lfx");
         let child = Command::new(&binary)
             .args(["serve", "--flow-dir"])

@@ -172,6 +172,8 @@ async fn up() -> anyhow::Result<ExitCode> {
         bail!("cargo build failed");
     }
     let (plane, client) = start(&cmp_testenv::default_state_dir()).await?;
+    let lfx = local_runtime(&client).await?;
+    let flows = serve_example_flows().await?;
 
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
@@ -201,8 +203,59 @@ async fn up() -> anyhow::Result<ExitCode> {
     }
     let _ = operator.start_kill();
     let _ = operator.wait().await;
+    flows.abort();
+    drop(lfx);
     drop(plane);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `examples/25-offering-local-echo.yaml` expects the local lfx runtime and its flows.
+const LOCAL_LFX_PORT: u16 = 7861;
+const LOCAL_FLOWS_PORT: u16 = 7862;
+const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
+
+/// Starts the local shared runtime (lfx) and writes its API key to the Secret `cmp-system/lfx-local`.
+async fn local_runtime(client: &kube::Client) -> anyhow::Result<cmp_testenv::lfx::Lfx> {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    eprintln!("starting the local lfx runtime on 127.0.0.1:{LOCAL_LFX_PORT} ...");
+    let dir = cmp_testenv::default_state_dir().join("lfx");
+    let lfx = cmp_testenv::lfx::Lfx::start_on(&dir, LOCAL_LFX_KEY, LOCAL_LFX_PORT).await.context("starting lfx")?;
+    let params = kube::api::PatchParams::apply(MANAGER).force();
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cmp-system"}});
+    kube::Api::<Namespace>::all(client.clone())
+        .patch("cmp-system", &params, &kube::api::Patch::Apply(namespace))
+        .await
+        .context("creating namespace cmp-system")?;
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lfx-local", "namespace": "cmp-system"},
+                                    "stringData": {"apiKey": LOCAL_LFX_KEY}});
+    kube::Api::<Secret>::namespaced(client.clone(), "cmp-system")
+        .patch("lfx-local", &params, &kube::api::Patch::Apply(secret))
+        .await
+        .context("writing the Secret cmp-system/lfx-local")?;
+    Ok(lfx)
+}
+
+/// Serves `examples/flows/` at `http://127.0.0.1:7862/flows/<file>`, where the example Offering fetches its artifacts.
+async fn serve_example_flows() -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use axum::extract::Path as UrlPath;
+    use axum::http::StatusCode;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", LOCAL_FLOWS_PORT))
+        .await
+        .with_context(|| format!("serving the example flows on 127.0.0.1:{LOCAL_FLOWS_PORT}"))?;
+    let router = axum::Router::new().route(
+        "/flows/{file}",
+        axum::routing::get(|UrlPath(file): UrlPath<String>| async move {
+            if file.contains('/') || file.starts_with('.') {
+                return Err(StatusCode::NOT_FOUND);
+            }
+            std::fs::read(root().join("examples/flows").join(file)).map_err(|_| StatusCode::NOT_FOUND)
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            eprintln!("serving the example flows stopped: {error}");
+        }
+    }))
 }
 
 /// Waits for the namespaces that namespaced examples live in: the operator
