@@ -44,6 +44,7 @@ impl ApiRequests {
 
     /// A client from the environment (KUBECONFIG or the in-cluster config) whose requests are counted.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        crate::tls::install_crypto_provider();
         let config =
             kube::Config::infer().await.context("connecting to the cluster (KUBECONFIG or in-cluster config)")?;
         let counter = self.clone();

@@ -9,3 +9,4 @@ pub mod lease;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -102,6 +102,8 @@ pub mod reasons {
     pub const AWAITING_GITOPS: &str = "AwaitingGitOps";
     /// `Ready=True` on an Instance: the runtime serves its flow.
     pub const RUNTIME_READY: &str = "RuntimeReady";
+    /// `Ready=False`: Vault/OpenBao (`--secret-store vault`) refused or did not answer.
+    pub const VAULT_UNAVAILABLE: &str = "VaultUnavailable";
     /// `KeysIssued=True`: every key is issued and its plaintext stored.
     pub const KEYS_ISSUED: &str = "KeysIssued";
     /// `KeysIssued=False`: a key's plaintext Secret was deleted by hand; the key still works; remove or rename the entry to issue a new one.

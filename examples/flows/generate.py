@@ -1,6 +1,6 @@
 """Generates the example flows with lfx's own components (no LLM needed).
 
-Run with the lfx venv that `xtask/python/install-lfx.sh` installs:
+Run with the lfx venv that `xtask/python/venv.sh lfx lfx==1.13.0` installs:
     ~/.cache/cmp/py/lfx-1.13.0/bin/python examples/flows/generate.py
 
 The Offerings pin each file by its sha256: regenerating changes the hashes,

@@ -6,7 +6,7 @@ use cmp_core::lease::LeaseArgs;
 use cmp_core::runtime::ProcessArgs;
 use k8s_openapi::jiff::SignedDuration;
 
-use crate::settings::{NetworkSettings, Settings};
+use crate::settings::{NetworkSettings, Settings, VaultSettings};
 
 /// The CMP operator.
 #[derive(Parser, Debug, Clone)]
@@ -49,6 +49,26 @@ pub struct Args {
     #[arg(long, env = "CMP_OFFERING_SELECTOR", default_value = "")]
     pub offering_selector: String,
 
+    /// Where API-key plaintexts are written: `secret` (a Secret in the control namespace) or `vault` (Vault/OpenBao KV v2).
+    #[arg(long, env = "CMP_SECRET_STORE", value_enum, default_value = "secret")]
+    pub secret_store: SecretStoreArg,
+
+    /// `--secret-store vault`: the Vault/OpenBao address.
+    #[arg(long, env = "VAULT_ADDR", default_value = "")]
+    pub vault_addr: String,
+
+    /// `--secret-store vault`: the token (from the environment, never the command line, in production).
+    #[arg(long, env = "VAULT_TOKEN", default_value = "", hide_env_values = true)]
+    pub vault_token: String,
+
+    /// `--secret-store vault`: the KV v2 mount.
+    #[arg(long, env = "CMP_VAULT_MOUNT", default_value = "secret")]
+    pub vault_mount: String,
+
+    /// `--secret-store vault`: the path prefix; keys go under `<prefix>/<organization>/instances/<instance>/keys/<key>`.
+    #[arg(long, env = "CMP_VAULT_PREFIX", default_value = "cmp")]
+    pub vault_prefix: String,
+
     /// Install the ValidatingAdmissionPolicy that keeps tenancy labels on namespaces for the operator alone.
     #[arg(long, env = "CMP_ADMISSION_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
     pub admission_policy: bool,
@@ -62,10 +82,33 @@ pub struct Args {
     pub concurrency: u16,
 }
 
+/// Where API-key plaintexts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretStoreArg {
+    /// A Kubernetes Secret in the organization's control namespace.
+    Secret,
+    /// Vault/OpenBao KV v2.
+    Vault,
+}
+
 impl Args {
-    /// The reconcilers' settings.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    /// The reconcilers' settings, or what is wrong with the flags.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let vault = match self.secret_store {
+            SecretStoreArg::Secret => None,
+            SecretStoreArg::Vault => {
+                if self.vault_addr.is_empty() || self.vault_token.is_empty() {
+                    anyhow::bail!("--secret-store vault needs --vault-addr (VAULT_ADDR) and a token in VAULT_TOKEN");
+                }
+                Some(VaultSettings {
+                    addr: self.vault_addr.clone(),
+                    token: self.vault_token.clone(),
+                    mount: self.vault_mount.clone(),
+                    prefix: self.vault_prefix.trim_matches('/').to_string(),
+                })
+            }
+        };
+        Ok(Settings {
             starter_credits: self.starter_credits,
             low_balance_threshold: self.low_balance_threshold,
             meter_stale_after: SignedDuration::from_secs(self.meter_stale_after_seconds),
@@ -75,6 +118,7 @@ impl Args {
             },
             organization_selector: Some(self.organization_selector.clone()).filter(|s| !s.is_empty()),
             offering_selector: Some(self.offering_selector.clone()).filter(|s| !s.is_empty()),
-        }
+            vault,
+        })
     }
 }

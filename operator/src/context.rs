@@ -13,6 +13,7 @@ use crate::cache::Caches;
 use crate::flows::SharedRuntimes;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::vault::VaultStore;
 
 /// Shared state of the reconcilers.
 pub struct Context {
@@ -30,23 +31,26 @@ pub struct Context {
     pub artifacts: Artifacts,
     /// Shared runtimes, and what they were last found to serve.
     pub runtimes: SharedRuntimes,
+    /// The Vault key store, with `--secret-store vault`.
+    pub vault: Option<VaultStore>,
     /// Publishes Events.
     recorder: Recorder,
 }
 
 impl Context {
-    /// Builds the context. `identity` names this replica in the Events it publishes.
+    /// Builds the context. `identity` names this replica in the Events it publishes. Fails when the Vault settings are unusable.
     pub fn new(
         client: kube::Client,
         settings: Settings,
         caches: Arc<Caches>,
         metrics: Arc<Metrics>,
         identity: String,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
+        let vault = settings.vault.clone().map(VaultStore::new).transpose()?;
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
         let recorder = Recorder::new(client, Reporter { controller: manager.into(), instance: Some(identity) });
-        Self {
+        Ok(Self {
             settings,
             caches,
             applier,
@@ -54,8 +58,9 @@ impl Context {
             backoff: Backoff::default(),
             artifacts: Artifacts::default(),
             runtimes: SharedRuntimes::default(),
+            vault,
             recorder,
-        }
+        })
     }
 
     /// Publishes an Event about `object`. Failures are logged, never fatal.

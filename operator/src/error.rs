@@ -53,6 +53,9 @@ pub enum Error {
         "{0}; the runtime must answer before the Instance can go (or annotate it cmp.gsv.dev/abandon-cleanup=true to leave its flow behind)"
     )]
     Runtime(String),
+    /// Vault/OpenBao refused or did not answer.
+    #[error("{0}")]
+    Vault(String),
 }
 
 /// `Result` with the operator's [`Error`].
@@ -77,6 +80,7 @@ impl Error {
             Error::OrganizationNotFound { .. } => reasons::ORGANIZATION_NOT_FOUND,
             Error::OrganizationInvalid { .. } => reasons::INVALID_OBJECT,
             Error::Runtime(_) => reasons::RUNTIME_UNAVAILABLE,
+            Error::Vault(_) => reasons::VAULT_UNAVAILABLE,
         }
     }
 }

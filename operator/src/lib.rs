@@ -26,4 +26,5 @@ pub mod rbac;
 pub mod run;
 pub mod settings;
 pub mod shell;
+pub mod vault;
 pub mod wallet;

@@ -49,7 +49,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
     let client = runtime.client().await?;
     runtime
         .run(|process| async move {
-            let settings = args.settings();
+            let settings = args.settings()?;
             check_crds(&client).await?;
             if let Some(selector) = &settings.organization_selector {
                 check_selector::<Organization>(&client, "--organization-selector", selector).await?;
@@ -65,7 +65,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 () = process.shutdown.clone() => return Ok(()),
             }
             let identity = args.lease.identity();
-            let ctx = Arc::new(Context::new(client.clone(), settings, caches, metrics, identity));
+            let ctx = Arc::new(Context::new(client.clone(), settings, caches, metrics, identity)?);
             if args.admission_policy {
                 let writers = admission::install(&ctx.applier, &args.tenancy_label_writers)
                     .await

@@ -34,6 +34,21 @@ pub struct Settings {
     pub organization_selector: Option<String>,
     /// Reconcile only the Offerings matching this label selector.
     pub offering_selector: Option<String>,
+    /// Where API-key plaintexts go: None for Kubernetes Secrets, else Vault.
+    pub vault: Option<VaultSettings>,
+}
+
+/// Vault/OpenBao KV v2, for API-key plaintexts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// The server, for example `http://127.0.0.1:8200`.
+    pub addr: String,
+    /// The token.
+    pub token: String,
+    /// The KV v2 mount, for example `secret`.
+    pub mount: String,
+    /// The path prefix; each organization's keys are under `<prefix>/<organization>/`.
+    pub prefix: String,
 }
 
 impl Default for Settings {
@@ -45,6 +60,7 @@ impl Default for Settings {
             network: NetworkSettings::default(),
             organization_selector: None,
             offering_selector: None,
+            vault: None,
         }
     }
 }

@@ -143,14 +143,7 @@ async fn a_shared_instance_serves_its_own_flow_rolls_out_versions_without_a_gap_
     // Issued once: a restarted operator keeps the key.
     operator.kill();
     let restarted = w.operator("b", &[]);
-    eventually("the restarted operator reconciled the Instance", CONVERGE, || async {
-        let metrics = restarted.metrics().await?;
-        metrics
-            .lines()
-            .any(|l| l.starts_with("cmp_operator_reconciles_total{kind=\"Instance\"}") && !l.ends_with(" 0"))
-            .then_some(())
-    })
-    .await;
+    restarted.reconciled("Instance").await;
     let after = api.get("bot").await.expect("Instance");
     assert_eq!(after.status.as_ref().map(|s| s.api_keys.clone()), Some(status.api_keys.clone()), "never re-issued");
     let same_secret = secrets.get(&key.secret.name).await.expect("key Secret");

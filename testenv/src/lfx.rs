@@ -1,5 +1,5 @@
 //! A real lfx runtime (Langflow's executor, installed from PyPI into a venv
-//! under the cache by `xtask/python/install-lfx.sh`), serving flows on
+//! under the cache by `xtask/python/venv.sh`), serving flows on
 //! loopback from a flow directory, behind an API key.
 
 use std::path::{Path, PathBuf};
@@ -8,20 +8,30 @@ use std::time::Duration;
 
 use crate::{Error, free_port, workspace_root};
 
+/// The lfx release the tests and `cargo xtask up` run.
+pub const LFX: &str = "lfx==1.13.0";
+
 /// The directory of the lfx venv, installing it first when it is missing.
 /// `CMP_LFX_DIR` points at another install.
 pub fn install() -> Result<PathBuf, Error> {
-    if let Some(dir) = std::env::var_os("CMP_LFX_DIR") {
-        return Ok(PathBuf::from(dir));
+    match std::env::var_os("CMP_LFX_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => python_venv("lfx", LFX),
     }
-    let script = workspace_root().join("xtask/python/install-lfx.sh");
+}
+
+/// The venv `name` with the PyPI package `spec` (`package==version`),
+/// installed by `xtask/python/venv.sh` under the cache when missing.
+pub fn python_venv(name: &str, spec: &str) -> Result<PathBuf, Error> {
+    let script = workspace_root().join("xtask/python/venv.sh");
     let output = Command::new("bash")
         .arg(&script)
+        .args([name, spec])
         .stderr(Stdio::inherit())
         .output()
         .map_err(|source| Error::Spawn { binary: script.display().to_string(), source })?;
     if !output.status.success() {
-        return Err(Error::Build(format!("{} exited with {}", script.display(), output.status)));
+        return Err(Error::Build(format!("{} {name} {spec} exited with {}", script.display(), output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let dir = stdout.lines().last().map(str::trim).unwrap_or_default();

@@ -12,6 +12,7 @@ pub mod apply;
 mod certs;
 pub mod control_plane;
 pub mod lfx;
+pub mod openbao;
 pub mod test;
 
 use std::path::PathBuf;

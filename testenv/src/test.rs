@@ -14,6 +14,7 @@ pub const KUBECONFIG_ENV: &str = "CMP_TEST_KUBECONFIG";
 
 /// An admin client for the kubeconfig at `path`.
 pub async fn client_for(path: &Path) -> Result<kube::Client, Error> {
+    cmp_core::tls::install_crypto_provider();
     let kubeconfig = Kubeconfig::read_from(path)
         .map_err(|e| Error::Kubeconfig { path: path.to_path_buf(), message: e.to_string() })?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -33,6 +34,7 @@ pub async fn is_ready(client: &kube::Client) -> bool {
 /// A client of the test control plane that acts as `user` in `groups`
 /// (the admin impersonates them), to test what other users may do.
 pub async fn client_as(user: &str, groups: &[&str]) -> kube::Client {
+    cmp_core::tls::install_crypto_provider();
     let path = test_kubeconfig();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

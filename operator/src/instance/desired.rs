@@ -12,9 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
-use super::keys::{self, KeySecret, KeyToIssue};
+use super::keys::{self, IssuedKey, KeyToIssue, Store};
 use crate::flows::{Probe, Registration};
 use crate::shell::{self, Desired};
+use cmp_crds::instance::SecretLocation;
 
 /// How often a registered flow is checked (a restarted runtime loses it; it is registered again).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -32,8 +33,8 @@ pub struct Observed {
     pub offering: Option<Offering>,
     /// How many Instances of the same Project come before this one (oldest first): `maxInstances` admits the oldest.
     pub older_in_project: usize,
-    /// The Secrets of its keys.
-    pub key_secrets: Vec<KeySecret>,
+    /// Its keys seen issued: key Secrets in the cache, and Vault writes of this process.
+    pub issued_keys: Vec<IssuedKey>,
     /// The last look at its flow in a shared runtime, by this process.
     pub probe: Option<Probe>,
 }
@@ -52,8 +53,8 @@ pub struct RuntimeWork {
 pub struct Children {
     /// Keys to issue.
     pub issue_keys: Vec<KeyToIssue>,
-    /// Key Secrets to delete.
-    pub remove_key_secrets: Vec<String>,
+    /// Key plaintexts to delete.
+    pub remove_keys: Vec<SecretLocation>,
     /// A registration to check and, if needed, upload.
     pub register: Option<RuntimeWork>,
 }
@@ -313,7 +314,12 @@ fn runtime(instance: &Instance, resolved: &Resolved, probe: Option<&Probe>, now:
 }
 
 /// The children and status of `instance`, given what was observed.
-pub fn desired(instance: &Instance, observed: &Observed, now: Timestamp) -> Desired<Children, InstanceStatus> {
+pub fn desired(
+    instance: &Instance,
+    observed: &Observed,
+    store: Store,
+    now: Timestamp,
+) -> Desired<Children, InstanceStatus> {
     let time = Time(now);
     let generation = instance.meta().generation;
     let mut status = instance.status.clone().unwrap_or_default();
@@ -324,10 +330,10 @@ pub fn desired(instance: &Instance, observed: &Observed, now: Timestamp) -> Desi
     let is_suspended = suspended.status == conditions::TRUE;
     let mut children = Children::default();
     if let Some(org) = &observed.organization {
-        let keys = keys::keys(instance, &org.name_any(), &observed.key_secrets);
+        let keys = keys::keys(instance, &org.name_any(), &observed.issued_keys, store);
         status.api_keys = keys.status;
         children.issue_keys = keys.issue;
-        children.remove_key_secrets = keys.remove;
+        children.remove_keys = keys.remove;
         set_condition(&mut status.conditions, keys.condition, generation, time.clone());
     }
     status.observed_generation = generation;
@@ -469,12 +475,12 @@ mod tests {
     }
 
     fn reason(instance: &Instance, observed: &Observed) -> String {
-        condition(&desired(instance, observed, at(10)).status, "Ready").1
+        condition(&desired(instance, observed, Store::Secret, at(10)).status, "Ready").1
     }
 
     #[test]
     fn a_shared_instance_registers_its_own_flow_then_is_ready() {
-        let d = desired(&instance(), &observed(RuntimeMode::Shared), at(10));
+        let d = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, at(10));
         let work = d.children.as_ref().and_then(|c| c.register.clone()).expect("registration");
         let flow_id = cmp_crds::names::flow_id("cmp-acme", "bot", "uid-1");
         assert_eq!(work.registration.flow_id, flow_id, "derived from the Instance, not the export's id");
@@ -483,7 +489,7 @@ mod tests {
 
         let mut seen = observed(RuntimeMode::Shared);
         seen.probe = Some(Probe { registration: work.registration.clone(), outcome: Ok(()), at: at(10) });
-        let d = desired(&instance(), &seen, at(11));
+        let d = desired(&instance(), &seen, Store::Secret, at(11));
         assert!(d.children.expect("children").register.is_none(), "not probed again before the interval");
         assert_eq!(d.status.phase, InstancePhase::Ready);
         assert_eq!(condition(&d.status, "Synced"), (TRUE.into(), "FlowRegistered".into()));
@@ -491,17 +497,20 @@ mod tests {
         assert_eq!(d.status.version.as_deref(), Some("1"));
         assert_eq!(d.status.endpoint.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(d.requeue, Some(PROBE_INTERVAL));
-        assert!(desired(&instance(), &seen, at(80)).children.expect("children").register.is_some(), "probed again");
+        assert!(
+            desired(&instance(), &seen, Store::Secret, at(80)).children.expect("children").register.is_some(),
+            "probed again"
+        );
     }
 
     #[test]
     fn a_runtime_failure_is_on_synced_and_ready_and_retried_soon() {
-        let d = desired(&instance(), &observed(RuntimeMode::Shared), at(10));
+        let d = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, at(10));
         let registration = d.children.and_then(|c| c.register).expect("registration").registration;
         let mut seen = observed(RuntimeMode::Shared);
         let outcome = Err((reasons::RUNTIME_UNAVAILABLE, "connection refused".to_string()));
         seen.probe = Some(Probe { registration, outcome, at: at(10) });
-        let d = desired(&instance(), &seen, at(11));
+        let d = desired(&instance(), &seen, Store::Secret, at(11));
         assert_eq!(condition(&d.status, "Synced"), (FALSE.into(), "RuntimeUnavailable".into()));
         assert_eq!(d.status.phase, InstancePhase::Provisioning);
         assert_eq!(d.requeue, Some(PROBE_RETRY));
@@ -509,7 +518,7 @@ mod tests {
 
     #[test]
     fn a_dedicated_instance_waits_for_gitops_with_its_service_endpoint() {
-        let d = desired(&instance(), &observed(RuntimeMode::Dedicated), at(10));
+        let d = desired(&instance(), &observed(RuntimeMode::Dedicated), Store::Secret, at(10));
         assert_eq!(d.status.endpoint.as_deref(), Some("http://bot.cmp-acme-p.svc.cluster.local:8000"));
         assert_eq!(d.status.flow_id.as_deref(), Some("export-id"));
         assert_eq!(condition(&d.status, "Synced").1, "AwaitingGitOps");
@@ -526,7 +535,7 @@ mod tests {
         assert_eq!(reason(&i, &Observed { offering: None, ..shared.clone() }), "OfferingNotFound");
         let mut v = instance();
         v.spec.version = "9".into();
-        let d = desired(&v, &shared, at(10)).status;
+        let d = desired(&v, &shared, Store::Secret, at(10)).status;
         let ready = conditions::find(&d.conditions, "Ready").expect("Ready");
         assert_eq!((ready.reason.as_str(), d.phase), ("VersionNotFound", InstancePhase::Failed));
         assert!(ready.message.contains("spec.version is \"9\""), "{}", ready.message);
@@ -554,7 +563,7 @@ mod tests {
     fn max_instances_admits_the_oldest() {
         let mut full = observed(RuntimeMode::Shared);
         full.older_in_project = ProjectSpec::default().quota.max_instances as usize;
-        let d = desired(&instance(), &full, at(10)).status;
+        let d = desired(&instance(), &full, Store::Secret, at(10)).status;
         let ready = conditions::find(&d.conditions, "Ready").expect("Ready");
         assert_eq!((ready.reason.as_str(), d.phase), ("QuotaExceeded", InstancePhase::Failed));
         assert!(ready.message.contains("spec.maxInstances="), "{}", ready.message);
@@ -566,12 +575,12 @@ mod tests {
         if let Some(org) = seen.organization.as_mut() {
             org.spec.suspended = true;
         }
-        let s = desired(&instance(), &seen, at(10)).status;
+        let s = desired(&instance(), &seen, Store::Secret, at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "OrganizationSuspended".into()));
         assert_eq!(s.phase, InstancePhase::Suspended);
         let mut own = instance();
         own.spec.suspended = true;
-        let s = desired(&own, &observed(RuntimeMode::Shared), at(10)).status;
+        let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "SuspendedBySpec".into()));
     }
 
@@ -579,7 +588,7 @@ mod tests {
     fn a_paused_instance_writes_only_the_paused_condition() {
         let mut i = instance();
         i.metadata.annotations = Some([("cmp.gsv.dev/paused".to_string(), "true".to_string())].into());
-        let d = desired(&i, &observed(RuntimeMode::Shared), at(10));
+        let d = desired(&i, &observed(RuntimeMode::Shared), Store::Secret, at(10));
         assert_eq!(condition(&d.status, "Paused"), (TRUE.into(), "PausedByAnnotation".into()));
         assert!(conditions::find(&d.status.conditions, "Suspended").is_none());
         assert!(d.children.is_none());

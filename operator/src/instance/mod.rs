@@ -26,8 +26,9 @@ use crate::error::{Error, Result};
 use crate::flows::Probe;
 use crate::settings::Settings;
 use crate::shell::{self, Desired, Reconcile};
+use cmp_crds::instance::{SecretLocation, SecretStore};
 use desired::{Children, Observed, RuntimeWork};
-use keys::{KeySecret, KeyToIssue};
+use keys::{IssuedKey, KeyToIssue, Store};
 
 impl Reconcile for Instance {
     type Observed = Observed;
@@ -64,21 +65,27 @@ impl Reconcile for Instance {
             project,
             offering,
             older_in_project,
-            key_secrets: key_secrets(caches, self).iter().filter_map(|s| KeySecret::of(s)).collect(),
+            issued_keys: key_secrets(caches, self)
+                .iter()
+                .filter_map(|s| IssuedKey::of_secret(s))
+                .chain(ctx.vault.iter().flat_map(|v| v.issued(&shell::key(self))))
+                .collect(),
             probe: ctx.runtimes.probe(&shell::key(self)),
         })
     }
 
-    fn desired(&self, observed: &Observed, _settings: &Settings, now: Timestamp) -> Desired<Children, Self::Status> {
-        desired::desired(self, observed, now)
+    fn desired(&self, observed: &Observed, settings: &Settings, now: Timestamp) -> Desired<Children, Self::Status> {
+        let store = match &settings.vault {
+            Some(vault) => Store::Vault { prefix: &vault.prefix },
+            None => Store::Secret,
+        };
+        desired::desired(self, observed, store, now)
     }
 
     async fn apply(&self, children: &Children, ctx: &Context) -> Result<()> {
-        let issue = futures::future::try_join_all(children.issue_keys.iter().map(|k| issue_key(k, ctx)));
+        let issue = futures::future::try_join_all(children.issue_keys.iter().map(|k| issue_key(self, k, ctx)));
         let namespace = self.namespace().unwrap_or_default();
-        let remove = futures::future::try_join_all(
-            children.remove_key_secrets.iter().map(|name| delete_secret(&namespace, name, ctx)),
-        );
+        let remove = futures::future::try_join_all(children.remove_keys.iter().map(|l| remove_key(&namespace, l, ctx)));
         let register = async {
             if let Some(work) = &children.register {
                 register(self, work, ctx).await;
@@ -91,6 +98,9 @@ impl Reconcile for Instance {
     /// `Delete`: unregisters the flow from a shared runtime and removes the key Secrets. `Retain`: leaves both.
     async fn cleanup(&self, ctx: &Context) -> Result<()> {
         ctx.runtimes.forget(&shell::key(self));
+        if let Some(vault) = &ctx.vault {
+            vault.forget(&shell::key(self));
+        }
         if self.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!("deletionPolicy Retain: leaving the flow and the key Secrets in place");
             return Ok(());
@@ -110,8 +120,22 @@ impl Reconcile for Instance {
             tracing::info!(flow_id, endpoint, "removed the flow from the shared runtime");
         }
         let namespace = self.namespace().unwrap_or_default();
-        let secrets: Vec<String> = key_secrets(&ctx.caches, self).iter().map(|s| s.name_any()).collect();
-        futures::future::try_join_all(secrets.iter().map(|name| delete_secret(&namespace, name, ctx))).await?;
+        let mut plaintexts: Vec<SecretLocation> =
+            key_secrets(&ctx.caches, self).iter().filter_map(|s| IssuedKey::of_secret(s)).map(|k| k.location).collect();
+        // Vault entries are not watched: every key the Instance lists or listed.
+        if let (Some(vault), Some(org)) = (&ctx.vault, cmp_crds::names::organization_of_control_namespace(&namespace)) {
+            let names = self.spec.api_keys.iter().map(|k| k.name.clone());
+            let listed = self.status.iter().flat_map(|s| s.api_keys.iter().map(|k| k.name.clone()));
+            for key in names.chain(listed) {
+                let path = keys::vault_path(vault.prefix(), org, &self.name_any(), &key);
+                let location =
+                    SecretLocation { store: SecretStore::Vault, name: path, key: KEY_SECRET_DATA_KEY.into() };
+                if !plaintexts.contains(&location) {
+                    plaintexts.push(location);
+                }
+            }
+        }
+        futures::future::try_join_all(plaintexts.iter().map(|l| remove_key(&namespace, l, ctx))).await?;
         Ok(())
     }
 
@@ -141,10 +165,18 @@ fn key_secrets(caches: &Caches, instance: &Instance) -> Vec<std::sync::Arc<kube:
         .collect()
 }
 
-/// Issues one key: a new Secret with its plaintext, created (never
-/// overwritten). A Secret that appeared meanwhile is kept as it is.
-async fn issue_key(key: &KeyToIssue, ctx: &Context) -> Result<()> {
+/// Issues one key: its plaintext, created (never overwritten). A Secret or
+/// Vault entry that appeared meanwhile is kept as it is.
+async fn issue_key(instance: &Instance, key: &KeyToIssue, ctx: &Context) -> Result<()> {
     let generated = cmp_crds::apikey::generate();
+    if key.location.store == SecretStore::Vault {
+        let vault =
+            ctx.vault.as_ref().ok_or_else(|| Error::Vault("no Vault is configured (--secret-store vault)".into()))?;
+        let kept = vault.create(&key.location, &generated.plaintext).await.map_err(|e| Error::Vault(e.to_string()))?;
+        vault.remember(&shell::key(instance), &key.key, &key.location, &kept);
+        tracing::info!(key = key.key, path = key.location.name, "issued an API key into Vault");
+        return Ok(());
+    }
     let mut metadata = key.metadata.clone();
     metadata.annotations = Some(
         [
@@ -174,6 +206,18 @@ async fn issue_key(key: &KeyToIssue, ctx: &Context) -> Result<()> {
     let cached = ObjectRef::new(&name).within(&namespace);
     await_cached(&ctx.caches.key_secrets.store(), &cached, created.resource_version()).await;
     Ok(())
+}
+
+/// Deletes a key's plaintext, wherever it is; one that is gone is fine.
+async fn remove_key(namespace: &str, location: &SecretLocation, ctx: &Context) -> Result<()> {
+    match (location.store, &ctx.vault) {
+        (SecretStore::Secret, _) => delete_secret(namespace, &location.name, ctx).await,
+        (SecretStore::Vault, Some(vault)) => vault.delete(location).await.map_err(|e| Error::Vault(e.to_string())),
+        (SecretStore::Vault, None) => Err(Error::Vault(format!(
+            "the key at {} is in Vault, but no Vault is configured; start the operator with --secret-store vault",
+            location.name
+        ))),
+    }
 }
 
 async fn delete_secret(namespace: &str, name: &str, ctx: &Context) -> Result<()> {

@@ -157,6 +157,16 @@ impl Operator {
         Self { child, health, log }
     }
 
+    /// Waits until it has reconciled at least one object of `kind` (for example after a restart).
+    pub async fn reconciled(&self, kind: &str) {
+        let series = format!("cmp_operator_reconciles_total{{kind=\"{kind}\"}}");
+        eventually(&format!("the operator reconciled a {kind}"), CONVERGE, || async {
+            let metrics = self.metrics().await?;
+            metrics.lines().any(|l| l.starts_with(&series) && !l.ends_with(" 0")).then_some(())
+        })
+        .await;
+    }
+
     /// Its log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

