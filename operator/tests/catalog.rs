@@ -270,7 +270,7 @@ async fn every_unresolved_reference_quota_and_artifact_mismatch_is_a_condition_n
 }
 
 #[tokio::test]
-async fn keys_rotate_with_overlap_revoke_at_once_and_only_admins_and_developers_read_them() {
+async fn keys_rotate_revoke_report_a_deleted_secret_and_only_admins_and_developers_read_them() {
     let w = World::new("keys").await;
     let _operator = w.operator("a", &[]);
     let offering = format!("{}-ded", w.run);
@@ -327,6 +327,31 @@ async fn keys_rotate_with_overlap_revoke_at_once_and_only_admins_and_developers_
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
         other => panic!("a viewer must not read key Secrets: {other:?}"),
     }
+
+    // A plaintext deleted by hand is reported; the key keeps working and no other is minted.
+    secrets.delete(k2, &DeleteParams::default()).await.expect("delete by hand");
+    let reported = condition_reason(&api, "bot", "KeysIssued", "KeySecretMissing").await;
+    assert_eq!(reported.status.expect("status").api_keys, vec![two[1].clone()], "the key stays as it was");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(secrets.get_opt(k2).await.expect("read").is_none(), "no new key was minted into its place");
+
+    // Retain: the Instance goes, its key Secret stays.
+    apply_instance(
+        &w,
+        &org,
+        "kept",
+        json!({"project": "main", "offering": offering, "version": "1", "plan": "basic",
+                                            "apiKeys": [{"name": "k"}], "deletionPolicy": "Retain"}),
+    )
+    .await;
+    let kept = condition_reason(&api, "kept", "KeysIssued", "KeysIssued").await;
+    let kept_secret = kept.status.expect("status").api_keys[0].secret.name.clone();
+    api.delete("kept", &DeleteParams::default()).await.expect("delete");
+    eventually("Instance kept gone", CONVERGE, || async {
+        matches!(api.get_opt("kept").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(secrets.get_opt(&kept_secret).await.expect("read").is_some(), "Retain leaves the key Secret");
     w.delete_org(&org).await;
 }
 
