@@ -2,25 +2,18 @@
 //! what the caches hold (its Organization, Project, Offering and key
 //! Secrets), the last probe of its runtime, and `now`.
 
-use std::time::Duration;
-
-use cmp_crds::conditions::{self, NewCondition, READY, SUSPENDED, SYNCED, reasons, set_condition};
-use cmp_crds::instance::InstancePhase;
-use cmp_crds::offering::{ArtifactState, RuntimeMode, SecretKeyRef};
+use cmp_crds::conditions::{self, NewCondition, SUSPENDED, SYNCED, reasons, set_condition};
+use cmp_crds::instance::{InstancePhase, SecretLocation};
 use cmp_crds::{Instance, InstanceStatus, Offering, Organization, Project};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::keys::{self, IssuedKey, KeyToIssue, Store};
-use crate::flows::{Probe, Registration};
+use super::references::resolve;
+use super::runtime::{RuntimeWork, runtime};
+use crate::flows::Probe;
 use crate::shell::{self, Desired};
-use cmp_crds::instance::SecretLocation;
-
-/// How often a registered flow is checked (a restarted runtime loses it; it is registered again).
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
-/// How soon a failed registration is tried again.
-pub const PROBE_RETRY: Duration = Duration::from_secs(5);
 
 /// What the Instance pipeline reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,15 +32,6 @@ pub struct Observed {
     pub probe: Option<Probe>,
 }
 
-/// A flow to register (or check) in a shared runtime.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuntimeWork {
-    /// What to serve.
-    pub registration: Registration,
-    /// Where the runtime's API key is.
-    pub api_key: SecretKeyRef,
-}
-
 /// What the Instance pipeline writes.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Children {
@@ -57,13 +41,6 @@ pub struct Children {
     pub remove_keys: Vec<SecretLocation>,
     /// A registration to check and, if needed, upload.
     pub register: Option<RuntimeWork>,
-}
-
-/// The references an Instance resolved.
-struct Resolved<'a> {
-    offering: &'a Offering,
-    version: &'a cmp_crds::offering::OfferingVersion,
-    runtime_namespace: String,
 }
 
 /// Whether the Instance is suspended, and why.
@@ -76,240 +53,6 @@ fn suspended(instance: &Instance, organization: Option<&Organization>) -> NewCon
         NewCondition::new(SUSPENDED, true, reasons::ORGANIZATION_SUSPENDED, message)
     } else {
         NewCondition::new(SUSPENDED, false, reasons::ACTIVE, "the Instance is active")
-    }
-}
-
-/// A reference that does not resolve: the `Ready` condition, and whether only a spec change can fix it.
-struct Unresolved {
-    condition: NewCondition<'static>,
-    failed: bool,
-}
-
-fn waiting(reason: &'static str, message: String) -> Unresolved {
-    Unresolved { condition: NewCondition::new(READY, false, reason, message), failed: false }
-}
-
-fn failed(reason: &'static str, message: String) -> Unresolved {
-    Unresolved { condition: NewCondition::new(READY, false, reason, message), failed: true }
-}
-
-/// Resolves every reference, or says which does not, naming the field and its value.
-fn resolve<'a>(instance: &Instance, observed: &'a Observed) -> Result<Resolved<'a>, Unresolved> {
-    let namespace = instance.namespace().unwrap_or_default();
-    let spec = &instance.spec;
-    let project = &spec.project;
-    if observed.organization.is_none() {
-        return Err(waiting(
-            reasons::ORGANIZATION_NOT_FOUND,
-            format!(
-                "namespace {namespace} is not the control namespace of an existing Organization; create the Organization, or move the Instance to its namespace"
-            ),
-        ));
-    }
-    let Some(p) = &observed.project else {
-        return Err(waiting(
-            reasons::PROJECT_NOT_FOUND,
-            format!(
-                "spec.project is {project:?}, but no Project {project} exists in namespace {namespace}; create it or correct spec.project"
-            ),
-        ));
-    };
-    let runtime_namespace = p.status.as_ref().and_then(|s| s.runtime_namespace.clone());
-    let (true, Some(runtime_namespace)) =
-        (p.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY)), runtime_namespace)
-    else {
-        return Err(waiting(
-            reasons::PROJECT_NOT_READY,
-            format!("spec.project is {project:?}, and Project {project} is not Ready yet; see its conditions"),
-        ));
-    };
-    let max = p.spec.quota.max_instances;
-    if observed.older_in_project >= usize::try_from(max).unwrap_or(0) {
-        return Err(failed(
-            reasons::QUOTA_EXCEEDED,
-            format!(
-                "Project {project} allows spec.maxInstances={max} Instances, and {} older ones use them; raise the Project's spec.maxInstances or delete an Instance",
-                observed.older_in_project
-            ),
-        ));
-    }
-    let Some(offering) = &observed.offering else {
-        return Err(waiting(
-            reasons::OFFERING_NOT_FOUND,
-            format!(
-                "spec.offering is {:?}, but no Offering of that name exists; correct spec.offering (see kubectl get offerings)",
-                spec.offering
-            ),
-        ));
-    };
-    let Some(version) = offering.version(&spec.version) else {
-        let known: Vec<&str> = offering.spec.versions.iter().map(|v| v.name.as_str()).collect();
-        return Err(failed(
-            reasons::VERSION_NOT_FOUND,
-            format!(
-                "spec.version is {:?}, but Offering {} has versions {}; pick one of them",
-                spec.version,
-                spec.offering,
-                known.join(", ")
-            ),
-        ));
-    };
-    if offering.plan(&spec.plan).is_none() {
-        let known: Vec<&str> = offering.spec.plans.iter().map(|p| p.id.as_str()).collect();
-        return Err(failed(
-            reasons::PLAN_NOT_FOUND,
-            format!(
-                "spec.plan is {:?}, but Offering {} has plans {}; pick one of them",
-                spec.plan,
-                spec.offering,
-                known.join(", ")
-            ),
-        ));
-    }
-    let running = instance.status.as_ref().and_then(|s| s.version.as_deref()) == Some(spec.version.as_str());
-    if version.deprecated && !running {
-        return Err(failed(
-            reasons::VERSION_DEPRECATED,
-            format!(
-                "spec.version is {:?}, which Offering {} deprecated: it keeps running where it runs, but new Instances must use another (latest: {})",
-                spec.version,
-                spec.offering,
-                offering.latest_version().map_or("none", |v| v.name.as_str())
-            ),
-        ));
-    }
-    match offering.artifact_state(&version.name) {
-        ArtifactState::Verified => Ok(Resolved { offering, version, runtime_namespace }),
-        ArtifactState::Mismatch => Err(failed(
-            reasons::ARTIFACT_MISMATCH,
-            format!(
-                "spec.version is {:?}, whose artifact does not match its sha256 (see Offering {} status.versions); the publisher must fix the Offering",
-                spec.version, spec.offering
-            ),
-        )),
-        ArtifactState::Unreachable => Err(waiting(
-            reasons::ARTIFACT_UNREACHABLE,
-            format!(
-                "spec.version is {:?}, whose artifact cannot be fetched yet (see Offering {} status.versions)",
-                spec.version, spec.offering
-            ),
-        )),
-        ArtifactState::Pending => Err(waiting(
-            reasons::ARTIFACT_PENDING,
-            format!(
-                "spec.version is {:?}, whose artifact Offering {} has not verified yet",
-                spec.version, spec.offering
-            ),
-        )),
-    }
-}
-
-fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
-    now.duration_since(since).try_into().unwrap_or_default()
-}
-
-/// The runtime side: children, `Synced`, `Ready`, and what status says the runtime serves.
-struct RuntimeState {
-    work: Option<RuntimeWork>,
-    synced: NewCondition<'static>,
-    ready: NewCondition<'static>,
-    endpoint: Option<String>,
-    flow_id: Option<String>,
-    version: Option<String>,
-    requeue: Option<Duration>,
-}
-
-fn runtime(instance: &Instance, resolved: &Resolved, probe: Option<&Probe>, now: Timestamp) -> RuntimeState {
-    let runtime = &resolved.offering.spec.runtime;
-    let name = instance.name_any();
-    let namespace = instance.namespace().unwrap_or_default();
-    let previous = instance.status.clone().unwrap_or_default();
-    match (runtime.mode, &runtime.endpoint, &runtime.api_key_secret_ref) {
-        (RuntimeMode::Shared, Some(endpoint), Some(api_key)) => {
-            let uid = instance.uid().unwrap_or_default();
-            let registration = Registration {
-                endpoint: endpoint.clone(),
-                flow_id: cmp_crds::names::flow_id(&namespace, &name, &uid),
-                name: format!("{namespace}/{name}"),
-                version: resolved.version.name.clone(),
-                artifact_url: resolved.version.artifact.url.clone(),
-                sha256: resolved.version.artifact.sha256.clone(),
-            };
-            let current = probe.filter(|p| p.registration == registration);
-            let due = match current {
-                None => true,
-                Some(p) if p.outcome.is_err() => elapsed(p.at, now) >= PROBE_RETRY,
-                Some(p) => elapsed(p.at, now) >= PROBE_INTERVAL,
-            };
-            let next = match current.map(|p| &p.outcome) {
-                Some(Err(_)) => PROBE_RETRY,
-                _ => PROBE_INTERVAL,
-            };
-            let flow_id = Some(registration.flow_id.clone());
-            let work = due.then(|| RuntimeWork { registration: registration.clone(), api_key: api_key.clone() });
-            let (synced, ready, version) = match current.map(|p| &p.outcome) {
-                Some(Ok(())) => (
-                    NewCondition::new(
-                        SYNCED,
-                        true,
-                        reasons::FLOW_REGISTERED,
-                        format!(
-                            "flow {} (version {}) is registered in {endpoint}",
-                            registration.flow_id, registration.version
-                        ),
-                    ),
-                    NewCondition::new(
-                        READY,
-                        true,
-                        reasons::RUNTIME_READY,
-                        format!("the runtime at {endpoint} serves flow {}", registration.flow_id),
-                    ),
-                    Some(registration.version.clone()),
-                ),
-                Some(Err((reason, message))) => (
-                    NewCondition::new(SYNCED, false, reason, message.clone()),
-                    NewCondition::new(READY, false, reason, message.clone()),
-                    previous.version.clone(),
-                ),
-                None => (
-                    NewCondition::new(
-                        SYNCED,
-                        false,
-                        reasons::PROVISIONING,
-                        format!("registering version {} in {endpoint}", registration.version),
-                    ),
-                    NewCondition::new(
-                        READY,
-                        false,
-                        reasons::PROVISIONING,
-                        format!("registering version {} in {endpoint}", registration.version),
-                    ),
-                    previous.version.clone(),
-                ),
-            };
-            RuntimeState {
-                work,
-                synced,
-                ready,
-                endpoint: Some(endpoint.clone()),
-                flow_id,
-                version,
-                requeue: Some(next),
-            }
-        }
-        _ => {
-            let endpoint = format!("http://{name}.{}.svc.cluster.local:{}", resolved.runtime_namespace, runtime.port);
-            let message = "a Dedicated runtime is delivered by GitOps, which this operator does not run yet; use a Shared Offering";
-            RuntimeState {
-                work: None,
-                synced: NewCondition::new(SYNCED, false, reasons::AWAITING_GITOPS, message),
-                ready: NewCondition::new(READY, false, reasons::AWAITING_GITOPS, message),
-                endpoint: Some(endpoint),
-                flow_id: Some(resolved.version.flow_id.clone()),
-                version: previous.version,
-                requeue: None,
-            }
-        }
     }
 }
 
@@ -368,8 +111,11 @@ pub fn desired(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instance::runtime::{PROBE_INTERVAL, PROBE_RETRY};
+    use cmp_crds::conditions::READY;
     use cmp_crds::conditions::{FALSE, TRUE};
     use cmp_crds::offering::{Artifact, OfferingSpec, OfferingStatus, OfferingVersion, Plan, Runtime, VersionStatus};
+    use cmp_crds::offering::{ArtifactState, RuntimeMode, SecretKeyRef};
     use cmp_crds::{InstanceSpec, OrganizationSpec, ProjectSpec, ProjectStatus};
 
     fn at(secs: i64) -> Timestamp {

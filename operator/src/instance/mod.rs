@@ -6,6 +6,8 @@
 
 pub mod desired;
 pub mod keys;
+pub mod references;
+pub mod runtime;
 
 use cmp_crds::conditions::reasons;
 use cmp_crds::names::organization_of_control_namespace;
@@ -27,8 +29,9 @@ use crate::flows::Probe;
 use crate::settings::Settings;
 use crate::shell::{self, Desired, Reconcile};
 use cmp_crds::instance::{SecretLocation, SecretStore};
-use desired::{Children, Observed, RuntimeWork};
+use desired::{Children, Observed};
 use keys::{IssuedKey, KeyToIssue, Store};
+use runtime::RuntimeWork;
 
 impl Reconcile for Instance {
     type Observed = Observed;
