@@ -1,0 +1,4 @@
+//! The CMP webhook: turns paid Saleor orders into CRs and serves Kubernetes
+//! validating admission. So far: the check of Saleor's signatures.
+
+pub mod signature;

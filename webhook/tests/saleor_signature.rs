@@ -1,0 +1,96 @@
+//! Saleor signatures made by an independent JOSE implementation: PyJWT (as
+//! Saleor's own code signs, detached and unencoded), checked by the webhook's
+//! verifier over the exact raw bytes, with a key rotation.
+
+use cmp_webhook::signature::{Jwks, Signature, SignatureError, parse, verify_jws};
+use serde_json::Value;
+
+/// Signs like Saleor (`jwt.api_jws.encode(..., is_payload_detached=True)`) with two fresh RSA keys.
+const SIGNER: &str = r#"
+import base64, hashlib, json, sys
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import RSAAlgorithm
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+def key():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    thumb = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True)
+    kid = b64(hashlib.sha256(thumb.encode()).digest())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = {"kty": "RSA", "key_ops": ["verify"], "n": jwk["n"], "e": jwk["e"], "use": "sig", "kid": kid, "alg": "RS256"}
+    return pem, kid, public
+
+def sign(body, pem, kid, crit=True):
+    headers = {"kid": kid}
+    if crit:
+        headers["crit"] = ["b64"]
+    return jwt.api_jws.encode(body, pem, algorithm="RS256", headers=headers, is_payload_detached=True)
+
+(pem1, kid1, jwk1), (pem2, kid2, jwk2) = key(), key()
+body = json.dumps({"order": {"id": "T3JkZXI6MQ==", "lines": [{"productSku": "ECHO-FREE", "quantity": 1}]}}).encode()
+json.dump({
+    "body": body.decode(),
+    "jwks": {"keys": [jwk1]},
+    "rotated_jwks": {"keys": [jwk1, jwk2]},
+    "signature": sign(body, pem1, kid1),
+    "signature_without_crit": sign(body, pem1, kid1, crit=False),
+    "signature_by_rotated_key": sign(body, pem2, kid2),
+}, sys.stdout)
+"#;
+
+fn signed_by_pyjwt() -> Value {
+    let venv = cmp_testenv::lfx::python_venv("pyjwt", "pyjwt[crypto]==2.10.1").expect("PyJWT installs");
+    let output =
+        std::process::Command::new(venv.join("bin/python")).args(["-c", SIGNER]).output().expect("python runs");
+    assert!(output.status.success(), "PyJWT failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("the signer prints JSON")
+}
+
+fn check(signature: &str, body: &[u8], jwks: &Value) -> Result<(), SignatureError> {
+    let jwks: Jwks = serde_json::from_value(jwks.clone()).expect("a JWKS");
+    match parse(Some(signature))? {
+        Signature::Jws { header, encoded_header, signature } => {
+            verify_jws(&header, &encoded_header, &signature, body, &jwks)
+        }
+        Signature::Hmac(_) => panic!("PyJWT made a JWS"),
+    }
+}
+
+#[test]
+fn saleor_style_signatures_verify_over_the_raw_body_and_every_tampering_is_refused() {
+    let fixture = signed_by_pyjwt();
+    let text = |k: &str| fixture[k].as_str().expect(k).to_string();
+    let (body, signature) = (text("body"), text("signature"));
+    assert!(body.contains("\", \"") || body.contains("\": "), "Saleor-style separators: {body}");
+    assert_eq!(check(&signature, body.as_bytes(), &fixture["jwks"]), Ok(()));
+    assert_eq!(
+        check(&text("signature_without_crit"), body.as_bytes(), &fixture["jwks"]),
+        Ok(()),
+        "crit is not required"
+    );
+
+    // The body re-serialised (same JSON, other separators) or changed after signing.
+    let compact = serde_json::to_string(&serde_json::from_str::<Value>(&body).expect("json")).expect("json");
+    assert_eq!(check(&signature, compact.as_bytes(), &fixture["jwks"]), Err(SignatureError::Mismatch));
+    let changed = body.replace("\"quantity\": 1", "\"quantity\": 9");
+    assert_eq!(check(&signature, changed.as_bytes(), &fixture["jwks"]), Err(SignatureError::Mismatch));
+
+    // A forged or truncated signature.
+    let (head, sig) = signature.split_once("..").expect("detached");
+    let mut forged: Vec<char> = sig.chars().collect();
+    forged[10] = if forged[10] == 'A' { 'B' } else { 'A' };
+    let forged = format!("{head}..{}", forged.into_iter().collect::<String>());
+    assert_eq!(check(&forged, body.as_bytes(), &fixture["jwks"]), Err(SignatureError::Mismatch));
+    let truncated = &signature[..signature.len() - 20];
+    assert!(check(truncated, body.as_bytes(), &fixture["jwks"]).is_err(), "a truncated signature is refused");
+
+    // Key rotation: the new key's kid is unknown to the old JWKS (the caller refetches once), known to the new one.
+    let rotated = text("signature_by_rotated_key");
+    assert!(matches!(check(&rotated, body.as_bytes(), &fixture["jwks"]), Err(SignatureError::UnknownKid(_))));
+    assert_eq!(check(&rotated, body.as_bytes(), &fixture["rotated_jwks"]), Ok(()));
+}
