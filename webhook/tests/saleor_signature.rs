@@ -2,6 +2,11 @@
 //! Saleor's own code signs, detached and unencoded), checked by the webhook's
 //! verifier over the exact raw bytes, with a key rotation.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cmp_webhook::jwks::{JwksCache, VerifyError};
 use cmp_webhook::signature::{Jwks, Signature, SignatureError, parse, verify_jws};
 use serde_json::Value;
 
@@ -93,4 +98,64 @@ fn saleor_style_signatures_verify_over_the_raw_body_and_every_tampering_is_refus
     let rotated = text("signature_by_rotated_key");
     assert!(matches!(check(&rotated, body.as_bytes(), &fixture["jwks"]), Err(SignatureError::UnknownKid(_))));
     assert_eq!(check(&rotated, body.as_bytes(), &fixture["rotated_jwks"]), Ok(()));
+}
+
+/// A store serving its JWKS over real HTTP on loopback, counting fetches; the JWKS can be swapped (a key rotation).
+async fn store(jwks: Value) -> (String, Arc<Mutex<Value>>, Arc<AtomicUsize>) {
+    let (served, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
+    let (s, f) = (served.clone(), fetches.clone());
+    let router = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                f.fetch_add(1, Ordering::SeqCst);
+                axum::Json(s.lock().expect("lock").clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    (format!("http://127.0.0.1:{port}/graphql/"), served, fetches)
+}
+
+async fn verify(cache: &JwksCache, api_url: &str, signature: &str, body: &str) -> Result<(), VerifyError> {
+    let Ok(Signature::Jws { header, encoded_header, signature }) = parse(Some(signature)) else { panic!("a JWS") };
+    cache.verify(api_url, &header, &encoded_header, &signature, body.as_bytes()).await
+}
+
+#[tokio::test]
+async fn the_jwks_is_cached_refetched_once_on_rotation_and_forgeries_cannot_force_fetches() {
+    let fixture = signed_by_pyjwt();
+    let text = |k: &str| fixture[k].as_str().expect(k).to_string();
+    let body = text("body");
+    let (api_url, served, fetches) = store(fixture["jwks"].clone()).await;
+    let cache = JwksCache::new(reqwest::Client::new(), Duration::from_millis(500));
+
+    verify(&cache, &api_url, &text("signature"), &body).await.expect("verifies");
+    verify(&cache, &api_url, &text("signature"), &body).await.expect("verifies");
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched once, then cached");
+
+    // The store rotates its key: the unknown kid fetches the JWKS again, once.
+    *served.lock().expect("lock") = fixture["rotated_jwks"].clone();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    verify(&cache, &api_url, &text("signature_by_rotated_key"), &body).await.expect("the new key verifies");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+    // A burst of forgeries right after: each refused, none fetches again (rate-limited).
+    let (head, sig) =
+        text("signature").split_once("..").map(|(h, s)| (h.to_string(), s.to_string())).expect("detached");
+    let forged = format!("{head}..{}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..]);
+    for _ in 0..10 {
+        let refused = verify(&cache, &api_url, &forged, &body).await;
+        assert!(matches!(refused, Err(VerifyError::Signature(SignatureError::Mismatch))), "{refused:?}");
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "forgeries do not turn into fetches");
+
+    // A store that is down is a retryable error (Saleor retries on 5xx), not a refusal.
+    let down = JwksCache::new(reqwest::Client::new(), Duration::from_millis(500));
+    let port = cmp_testenv::free_port().expect("port");
+    let unreachable = verify(&down, &format!("http://127.0.0.1:{port}/graphql/"), &text("signature"), &body).await;
+    assert!(matches!(unreachable, Err(VerifyError::Jwks(_))), "{unreachable:?}");
 }
