@@ -122,7 +122,7 @@ impl SharedRuntimes {
         let id = format!("{}/{}/{}", reference.namespace, reference.name, reference.key);
         let now = Timestamp::now();
         if let Some((key, at)) = self.api_keys.lock().unwrap_or_else(PoisonError::into_inner).get(&id)
-            && now.duration_since(*at) < API_KEY_TTL.try_into().unwrap_or_default()
+            && crate::shell::elapsed(*at, now) < API_KEY_TTL
         {
             return Ok(key.clone());
         }

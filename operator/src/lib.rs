@@ -16,6 +16,8 @@ pub mod cli;
 pub mod context;
 pub mod controllers;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod flows;
 pub mod instance;
 pub mod metrics;

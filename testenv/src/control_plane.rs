@@ -39,19 +39,27 @@ pub fn binaries() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("CMP_KUBE_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let script = workspace_root().join("xtask/go/build.sh");
+    run_install_script("xtask/go/build.sh", &[])
+}
+
+/// Runs an install script of the repository (`xtask/...`) with `args`, its
+/// progress on stderr, and returns the directory it prints on its last line.
+pub(crate) fn run_install_script(script: &str, args: &[&str]) -> Result<PathBuf, Error> {
+    let script = workspace_root().join(script);
+    let shown = || format!("{} {}", script.display(), args.join(" "));
     let output = Command::new("bash")
         .arg(&script)
+        .args(args)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|source| Error::Spawn { binary: script.display().to_string(), source })?;
     if !output.status.success() {
-        return Err(Error::Build(format!("{} exited with {}", script.display(), output.status)));
+        return Err(Error::Build(format!("{} exited with {}", shown(), output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
     if dir.is_empty() {
-        return Err(Error::Build(format!("{} printed no output directory", script.display())));
+        return Err(Error::Build(format!("{} printed no directory", shown())));
     }
     Ok(PathBuf::from(dir))
 }

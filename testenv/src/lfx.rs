@@ -3,7 +3,7 @@
 //! loopback from a flow directory, behind an API key.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::{Error, free_port, workspace_root};
@@ -23,22 +23,7 @@ pub fn install() -> Result<PathBuf, Error> {
 /// The venv `name` with the PyPI package `spec` (`package==version`),
 /// installed by `xtask/python/venv.sh` under the cache when missing.
 pub fn python_venv(name: &str, spec: &str) -> Result<PathBuf, Error> {
-    let script = workspace_root().join("xtask/python/venv.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .args([name, spec])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|source| Error::Spawn { binary: script.display().to_string(), source })?;
-    if !output.status.success() {
-        return Err(Error::Build(format!("{} {name} {spec} exited with {}", script.display(), output.status)));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
-    if dir.is_empty() {
-        return Err(Error::Build(format!("{} printed no venv directory", script.display())));
-    }
-    Ok(PathBuf::from(dir))
+    crate::control_plane::run_install_script("xtask/python/venv.sh", &[name, spec])
 }
 
 /// An example flow of `examples/flows/` (for example "echo.json"), as a `file://` URL, with its sha256.

@@ -23,6 +23,10 @@ if [ ! -f "$VENV/.installed" ]; then
     echo "error: python3 is missing; install Python 3.10 or later (it runs $SPEC for the tests)" >&2
     exit 1
   fi
+  if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "error: $PYTHON cannot create venvs (on Debian/Ubuntu: apt-get install python3-venv)" >&2
+    exit 1
+  fi
   echo "installing $SPEC into $VENV (once) ..." >&2
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"

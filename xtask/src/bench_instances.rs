@@ -59,6 +59,39 @@ async fn wait<F: Fn() -> bool>(what: &str, check: F) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The baseline, measured on the same runtime before the operator starts:
+/// `count` flow uploads straight to lfx, `CLIENT_CONCURRENCY` at a time (the
+/// runtime's own floor for registering that many flows), then removed.
+async fn direct_uploads(lfx: &cmp_testenv::lfx::Lfx, count: usize) -> anyhow::Result<Duration> {
+    let (url, _) = cmp_testenv::lfx::example_flow("echo.json")?;
+    let path = url.strip_prefix("file://").unwrap_or(&url);
+    let flow: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    let http = reqwest::Client::new();
+    let ids: Vec<String> = (0..count).map(|i| cmp_crds::names::flow_id("bench", "direct", &i.to_string())).collect();
+    let started = Instant::now();
+    futures::stream::iter(ids.iter())
+        .map(|id| {
+            let body = json!({"id": id, "name": "direct", "data": flow["data"], "replace": true});
+            let request =
+                http.post(format!("{}/flows/upload/", lfx.url())).header("x-api-key", lfx.api_key()).json(&body);
+            async move {
+                let response = request.send().await?;
+                anyhow::ensure!(response.status().is_success(), "lfx answered {} to an upload", response.status());
+                Ok(())
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let elapsed = started.elapsed();
+    futures::stream::iter(ids.iter())
+        .map(|id| http.delete(format!("{}/flows/{id}", lfx.url())).header("x-api-key", lfx.api_key()).send())
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(elapsed)
+}
+
 /// Runs the benchmark: `instances` Instances across `projects` Projects in ten Organizations.
 pub async fn run(instances: usize, projects: usize, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if projects == 0 || !projects.is_multiple_of(ORGANIZATIONS) || !instances.is_multiple_of(projects) {
@@ -75,6 +108,8 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
         ..Default::default()
     };
     Api::<Secret>::namespaced(client.clone(), "default").create(&PostParams::default(), &secret).await?;
+    eprintln!("baseline: {instances} uploads straight to lfx ...");
+    let baseline = direct_uploads(&lfx, instances).await?;
     let (mut operator, port) = start_operator(&binary, &dir, &plane, &[]).await?;
     let pid = operator.id().unwrap_or_default();
 
@@ -174,6 +209,10 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     println!("  time until all Instances Ready: {:.1} s (from the first create)", elapsed.as_secs_f64());
     println!("  create -> Ready, p50:           {:.2} s", percentile(&latencies, 0.50).as_secs_f64());
     println!("  create -> Ready, p95:           {:.2} s", percentile(&latencies, 0.95).as_secs_f64());
+    println!(
+        "  baseline, lfx alone:            {:.1} s for {instances} uploads straight to the runtime, {CLIENT_CONCURRENCY} at a time (same run, same runtime)",
+        baseline.as_secs_f64()
+    );
     println!(
         "  operator API writes:            {writes} (of which {} while the Instances converged)",
         writes - writes_before

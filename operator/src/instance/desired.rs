@@ -114,8 +114,8 @@ mod tests {
     use crate::instance::runtime::{PROBE_INTERVAL, PROBE_RETRY};
     use cmp_crds::conditions::READY;
     use cmp_crds::conditions::{FALSE, TRUE};
-    use cmp_crds::offering::{Artifact, OfferingSpec, OfferingStatus, OfferingVersion, Plan, Runtime, VersionStatus};
-    use cmp_crds::offering::{ArtifactState, RuntimeMode, SecretKeyRef};
+    use cmp_crds::offering::{ArtifactState, RuntimeMode};
+    use cmp_crds::offering::{OfferingStatus, VersionStatus};
     use cmp_crds::{InstanceSpec, OrganizationSpec, ProjectSpec, ProjectStatus};
 
     fn at(secs: i64) -> Timestamp {
@@ -153,42 +153,8 @@ mod tests {
     }
 
     fn offering(mode: RuntimeMode, state: ArtifactState) -> Offering {
-        let version = |name: &str, deprecated| OfferingVersion {
-            name: name.into(),
-            artifact: Artifact { url: format!("file:///{name}.json"), sha256: "a".repeat(64) },
-            flow_id: "export-id".into(),
-            deprecated,
-        };
-        let spec = OfferingSpec {
-            display_name: "Echo".into(),
-            description: String::new(),
-            publisher: String::new(),
-            runtime: Runtime {
-                engine: Default::default(),
-                api: Default::default(),
-                mode,
-                image: "img".into(),
-                port: 8000,
-                endpoint: Some("http://127.0.0.1:9".into()),
-                api_key_secret_ref: Some(SecretKeyRef {
-                    namespace: "cmp".into(),
-                    name: "lfx".into(),
-                    key: "key".into(),
-                }),
-            },
-            versions: vec![version("1", false), version("old", true)],
-            plans: vec![Plan {
-                id: "basic".into(),
-                display_name: String::new(),
-                credits_per_run: 1,
-                included_credits: 0,
-                requests_per_minute: 60,
-                timeout_seconds: 60,
-                saleor_sku: None,
-            }],
-            demo: None,
-        };
-        let mut o = Offering::new("echo", spec);
+        let versions = vec![crate::fixtures::version("1", false), crate::fixtures::version("old", true)];
+        let mut o = crate::fixtures::offering(mode, versions);
         let versions = o
             .spec
             .versions

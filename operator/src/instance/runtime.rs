@@ -12,6 +12,7 @@ use kube::ResourceExt;
 
 use super::references::Resolved;
 use crate::flows::{Probe, Registration};
+use crate::shell::elapsed;
 
 /// How often a registered flow is checked (a restarted runtime loses it; it is registered again).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -25,10 +26,6 @@ pub struct RuntimeWork {
     pub registration: Registration,
     /// Where the runtime's API key is.
     pub api_key: SecretKeyRef,
-}
-
-fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
-    now.duration_since(since).try_into().unwrap_or_default()
 }
 
 /// The runtime side: children, `Synced`, `Ready`, and what status says the runtime serves.

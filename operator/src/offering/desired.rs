@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
 use crate::artifact::Checked;
-use crate::shell::{self, Desired};
+use crate::shell::{self, Desired, elapsed};
 
 /// How soon an unreachable artifact is fetched again.
 pub const UNREACHABLE_RETRY: Duration = Duration::from_secs(30);
@@ -46,10 +46,6 @@ fn retry_after(state: ArtifactState) -> Option<Duration> {
         ArtifactState::Mismatch => Some(MISMATCH_RETRY),
         ArtifactState::Pending | ArtifactState::Verified => None,
     }
-}
-
-fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
-    now.duration_since(since).try_into().unwrap_or_default()
 }
 
 /// The Offering's status, and the artifacts to check.
@@ -176,51 +172,16 @@ fn ready(status: &OfferingStatus) -> NewCondition<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::version;
     use cmp_crds::conditions::{self, FALSE, TRUE};
-    use cmp_crds::offering::{Artifact, OfferingSpec, OfferingVersion, Plan, Runtime, RuntimeMode};
+    use cmp_crds::offering::RuntimeMode;
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).expect("valid")
     }
 
-    fn version(name: &str, deprecated: bool) -> OfferingVersion {
-        OfferingVersion {
-            name: name.into(),
-            artifact: Artifact { url: format!("file:///flows/{name}.json"), sha256: "a".repeat(64) },
-            flow_id: "f".into(),
-            deprecated,
-        }
-    }
-
-    fn offering(versions: Vec<OfferingVersion>) -> Offering {
-        let runtime = Runtime {
-            engine: Default::default(),
-            api: Default::default(),
-            mode: RuntimeMode::Dedicated,
-            image: "img".into(),
-            port: 7860,
-            endpoint: None,
-            api_key_secret_ref: None,
-        };
-        let plan = |id: &str| Plan {
-            id: id.into(),
-            display_name: String::new(),
-            credits_per_run: 1,
-            included_credits: 0,
-            requests_per_minute: 60,
-            timeout_seconds: 60,
-            saleor_sku: None,
-        };
-        let spec = OfferingSpec {
-            display_name: "Bot".into(),
-            description: String::new(),
-            publisher: String::new(),
-            runtime,
-            versions,
-            plans: vec![plan("basic"), plan("pro")],
-            demo: None,
-        };
-        Offering::new("bot", spec)
+    fn offering(versions: Vec<cmp_crds::offering::OfferingVersion>) -> Offering {
+        crate::fixtures::offering(RuntimeMode::Dedicated, versions)
     }
 
     fn checked(state: ArtifactState, at_secs: i64) -> Checked {

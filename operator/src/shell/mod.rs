@@ -64,6 +64,11 @@ pub fn steer(object: &impl Resource, conditions: &mut Vec<Condition>, now: &Time
     steering
 }
 
+/// How long ago `since` was at `now` (zero if the clock went back).
+pub fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    now.duration_since(since).try_into().unwrap_or_default()
+}
+
 /// A kind the operator reconciles: its pipeline, in steps the shell runs.
 pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static {
     /// What `observe` reads from the caches.
