@@ -104,6 +104,8 @@ pub mod reasons {
     pub const RUNTIME_READY: &str = "RuntimeReady";
     /// `Ready=False`: Vault/OpenBao (`--secret-store vault`) refused or did not answer.
     pub const VAULT_UNAVAILABLE: &str = "VaultUnavailable";
+    /// `Ready=False` on an Instance being deleted, while its cleanup runs.
+    pub const TERMINATING: &str = "Terminating";
     /// `KeysIssued=True`: every key is issued and its plaintext stored.
     pub const KEYS_ISSUED: &str = "KeysIssued";
     /// `KeysIssued=False`: a key's plaintext Secret was deleted by hand; the key still works; remove or rename the entry to issue a new one.

@@ -9,13 +9,15 @@ pub mod keys;
 pub mod references;
 pub mod runtime;
 
-use cmp_crds::conditions::reasons;
+use cmp_crds::conditions::{NewCondition, READY, reasons, set_condition};
+use cmp_crds::instance::InstancePhase;
 use cmp_crds::names::organization_of_control_namespace;
 use cmp_crds::names::{INSTANCE_LABEL, KEY_HASH_ANNOTATION, KEY_PUBLIC_ID_ANNOTATION, KEY_SECRET_DATA_KEY};
 use cmp_crds::offering::{ArtifactState, RuntimeMode};
 use cmp_crds::{DeletionPolicy, Instance};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
@@ -142,9 +144,21 @@ impl Reconcile for Instance {
         Ok(())
     }
 
-    fn terminating_status(&self) -> Option<Self::Status> {
+    /// Phase `Terminating` and `Ready=False` (reason `Terminating`), set once:
+    /// a cleanup error then stays on `Ready` until it is resolved.
+    fn terminating_status(&self, now: Timestamp) -> Option<Self::Status> {
         let mut status = self.operator_status();
-        status.phase = cmp_crds::instance::InstancePhase::Terminating;
+        if status.phase != InstancePhase::Terminating {
+            status.phase = InstancePhase::Terminating;
+            let message = match self.spec.deletion_policy {
+                DeletionPolicy::Delete => {
+                    "being deleted: removing its flow from the shared runtime and its key plaintexts"
+                }
+                DeletionPolicy::Retain => "being deleted: deletionPolicy Retain leaves its flow and key plaintexts",
+            };
+            let terminating = NewCondition::new(READY, false, reasons::TERMINATING, message);
+            set_condition(&mut status.conditions, terminating, self.meta().generation, Time(now));
+        }
         Some(status)
     }
 

@@ -117,8 +117,9 @@ pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Sen
     }
 
     /// The status to show while the finalizer's cleanup runs (kinds with a
-    /// `Terminating` phase); None: the status is left as it is.
-    fn terminating_status(&self) -> Option<Self::Status> {
+    /// `Terminating` phase), also the base of the status of a failed
+    /// cleanup; None: the status is left as it is.
+    fn terminating_status(&self, _now: Timestamp) -> Option<Self::Status> {
         None
     }
 
@@ -188,7 +189,7 @@ async fn run<K: Reconcile>(object: &K, ctx: &Context) -> Result<Action> {
     let finalized = K::FINALIZER && object.finalizers().iter().any(|f| f == FINALIZER);
     if object.meta().deletion_timestamp.is_some() {
         if finalized {
-            if let Some(terminating) = object.terminating_status() {
+            if let Some(terminating) = object.terminating_status(Timestamp::now()) {
                 status::write(object, terminating, ctx).await?;
             }
             if Steering::of(object.annotations()).abandon_cleanup {

@@ -12,10 +12,13 @@ use crate::apply::await_cached;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// The status after `error`: the current one with `Ready=False`, the
-/// error's reason, and its message (which says what to fix).
+/// The status after `error`: the current one (for an object being deleted,
+/// its terminating status) with `Ready=False`, the error's reason, and its
+/// message (which says what to fix).
 pub fn on_error<K: Reconcile>(object: &K, error: &Error, now: Timestamp) -> K::Status {
-    let mut status = object.operator_status();
+    let deleting = object.meta().deletion_timestamp.is_some();
+    let mut status =
+        deleting.then(|| object.terminating_status(now)).flatten().unwrap_or_else(|| object.operator_status());
     let failed = NewCondition::new(READY, false, error.reason(), error.to_string());
     set_condition(K::conditions(&mut status), failed, object.meta().generation, Time(now));
     status
@@ -59,6 +62,26 @@ mod tests {
     fn ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String, String) {
         let c = conditions::find(conditions, READY).expect("Ready");
         (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_failed_cleanup_keeps_the_instance_terminating_with_the_error_and_settles() {
+        let mut instance = cmp_crds::Instance::new(
+            "bot",
+            serde_json::from_value(serde_json::json!({"project": "p", "offering": "o", "version": "1", "plan": "b"}))
+                .expect("spec"),
+        );
+        instance.metadata.deletion_timestamp = Some(Time(at(5)));
+        let error = Error::Runtime("the runtime at http://127.0.0.1:9 did not answer".into());
+        let status = on_error(&instance, &error, at(10));
+        assert_eq!(status.phase, cmp_crds::instance::InstancePhase::Terminating);
+        assert_eq!(ready(&status.conditions).1, reasons::RUNTIME_UNAVAILABLE);
+        instance.status = Some(status.clone());
+        assert_eq!(
+            instance.terminating_status(at(20)),
+            Some(status),
+            "a retry writes nothing: the error stays until it is resolved"
+        );
     }
 
     #[test]
