@@ -2,18 +2,20 @@
 //!
 //! Credits are integers. `balance = granted - consumed`, where `consumed` is
 //! the compacted total plus every meter, and `granted` is the sum of the
-//! grants less what expired unused. Consumption is charged to grants in
-//! order of expiry (earliest first, grants that never expire last), so an
-//! expiring grant is used up before a lasting one.
+//! grants less what was reversed and what expired unused. Consumption is
+//! charged to grants in order of expiry (earliest first, grants that never
+//! expire last, then in the order they were appended), so an expiring grant
+//! is used up before a lasting one. A reversal lowers its grant's credits:
+//! what it withdrew can never be charged or expire again.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::wallet::{CompactedUsage, Grant, Meter};
+use crate::wallet::{CompactedUsage, Grant, Meter, Reversal};
 
 /// A Wallet's figures, as written to its status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Figures {
-    /// Credits of all grants, less what expired unused.
+    /// Credits of all grants, less what was reversed and what expired unused.
     pub granted: i64,
     /// Credits consumed (compacted total plus every meter).
     pub consumed: i64,
@@ -40,28 +42,55 @@ pub fn leased(meters: &[Meter], now: Timestamp) -> i64 {
 }
 
 /// Computes a Wallet's figures at `now`.
-pub fn figures(grants: &[Grant], meters: &[Meter], compacted: Option<&CompactedUsage>, now: Timestamp) -> Figures {
+pub fn figures(
+    grants: &[Grant],
+    reversals: &[Reversal],
+    meters: &[Meter],
+    compacted: Option<&CompactedUsage>,
+    now: Timestamp,
+) -> Figures {
     let consumed = consumed(meters, compacted);
-    let granted = granted_after_expiry(grants, consumed, now);
+    let granted = charge(grants, reversals, consumed, now).iter().fold(0i64, |sum, c| sum.saturating_add(c.counted));
     Figures { granted, consumed, balance: granted.saturating_sub(consumed), leased: leased(meters, now) }
 }
 
-/// Sum of grants less the unused part of expired grants, when `consumed`
-/// credits are charged to grants earliest expiry first.
-fn granted_after_expiry(grants: &[Grant], consumed: i64, now: Timestamp) -> i64 {
-    let mut order: Vec<&Grant> = grants.iter().collect();
-    // Stable sort: grants without expiry keep their order at the end.
-    order.sort_by_key(|g| g.expires_at.as_ref().map_or(Timestamp::MAX, |t| t.0));
+/// The credits of each grant that are neither consumed, reversed nor
+/// expired at `now`, when `consumed` credits are charged as the module says.
+/// What a reversal of the grant may withdraw.
+pub fn unspent<'g>(grants: &'g [Grant], reversals: &[Reversal], consumed: i64, now: Timestamp) -> Vec<(&'g str, i64)> {
+    charge(grants, reversals, consumed, now).into_iter().map(|c| (c.grant.id.as_str(), c.unspent)).collect()
+}
+
+/// How a grant stands once consumption is charged.
+struct Charged<'g> {
+    grant: &'g Grant,
+    /// What the grant adds to `granted`: its credits after reversal, or only
+    /// the charged part once it expired.
+    counted: i64,
+    /// Credits still spendable from the grant.
+    unspent: i64,
+}
+
+/// Charges `consumed` credits to the grants, earliest expiry first; grants
+/// without expiry keep their appended order at the end. Returns the grants in
+/// their original order.
+fn charge<'g>(grants: &'g [Grant], reversals: &[Reversal], consumed: i64, now: Timestamp) -> Vec<Charged<'g>> {
+    let mut order: Vec<usize> = (0..grants.len()).collect();
+    order.sort_by_key(|&i| grants[i].expires_at.as_ref().map_or(Timestamp::MAX, |t| t.0));
     let mut left_to_charge = consumed.max(0);
-    let mut granted = 0i64;
-    for grant in order {
-        let credits = grant.credits.max(0);
-        let charged = left_to_charge.min(credits);
-        left_to_charge -= charged;
+    let mut charged: Vec<Option<Charged<'g>>> = grants.iter().map(|_| None).collect();
+    for i in order {
+        let grant = &grants[i];
+        let reversed =
+            reversals.iter().filter(|r| r.grant == grant.id).fold(0i64, |sum, r| sum.saturating_add(r.credits.max(0)));
+        let credits = grant.credits.max(0).saturating_sub(reversed).max(0);
+        let taken = left_to_charge.min(credits);
+        left_to_charge -= taken;
         let expired = grant.expires_at.as_ref().is_some_and(|t| t.0 <= now);
-        granted = granted.saturating_add(if expired { charged } else { credits });
+        let (counted, unspent) = if expired { (taken, 0) } else { (credits, credits - taken) };
+        charged[i] = Some(Charged { grant, counted, unspent });
     }
-    granted
+    charged.into_iter().flatten().collect()
 }
 
 /// Whether a Wallet can pay, and why not.
@@ -159,7 +188,7 @@ mod tests {
         let grants = [grant("starter", 1000, None), grant("order-1", 500, None)];
         let meters = [meter("a", 100, 0, None, Some(10)), meter("b", 50, 0, None, Some(10))];
         let compacted = CompactedUsage { consumed: 25, runs: 25, meters: vec!["old".into()] };
-        let f = figures(&grants, &meters, Some(&compacted), at(100));
+        let f = figures(&grants, &[], &meters, Some(&compacted), at(100));
         assert_eq!(f, Figures { granted: 1500, consumed: 175, balance: 1325, leased: 0 });
     }
 
@@ -175,9 +204,9 @@ mod tests {
         // 100 expiring at t=50 and 1000 lasting; 30 consumed, charged to the expiring grant first.
         let grants = [grant("lasting", 1000, None), grant("promo", 100, Some(50))];
         let meters = [meter("a", 30, 0, None, None)];
-        let before = figures(&grants, &meters, None, at(10));
+        let before = figures(&grants, &[], &meters, None, at(10));
         assert_eq!((before.granted, before.balance), (1100, 1070));
-        let after = figures(&grants, &meters, None, at(60));
+        let after = figures(&grants, &[], &meters, None, at(60));
         assert_eq!((after.granted, after.balance), (1030, 1000), "70 unused promo credits expired");
     }
 
@@ -185,8 +214,39 @@ mod tests {
     fn consumption_beyond_an_expired_grant_is_charged_to_the_others() {
         let grants = [grant("lasting", 1000, None), grant("promo", 100, Some(50))];
         let meters = [meter("a", 300, 0, None, None)];
-        let f = figures(&grants, &meters, None, at(60));
+        let f = figures(&grants, &[], &meters, None, at(60));
         assert_eq!((f.granted, f.balance), (1100, 800), "the promo was fully used before it expired");
+    }
+
+    fn reversal(grant: &str, credits: i64) -> Reversal {
+        Reversal {
+            id: format!("{grant}.reversed"),
+            grant: grant.into(),
+            credits,
+            reason: String::new(),
+            order_ref: None,
+        }
+    }
+
+    #[test]
+    fn a_reversal_withdraws_what_is_unspent_and_no_more() {
+        // 1000 starter then 500 from an order; 1200 consumed: the starter first, then 200 of the order.
+        let grants = [grant("starter", 1000, None), grant("order", 500, None)];
+        let meters = [meter("a", 1200, 0, None, None)];
+        assert_eq!(unspent(&grants, &[], 1200, at(10)), vec![("starter", 0), ("order", 300)]);
+        let reversals = [reversal("order", 300)];
+        let f = figures(&grants, &reversals, &meters, None, at(10));
+        assert_eq!((f.granted, f.balance), (1200, 0), "the 300 unspent credits were withdrawn");
+        assert_eq!(unspent(&grants, &reversals, 1200, at(10)), vec![("starter", 0), ("order", 0)]);
+    }
+
+    #[test]
+    fn a_reversed_part_of_an_expiring_grant_does_not_expire_again() {
+        let grants = [grant("lasting", 1000, None), grant("promo", 100, Some(50))];
+        let reversals = [reversal("promo", 60)];
+        let meters = [meter("a", 30, 0, None, None)];
+        let f = figures(&grants, &reversals, &meters, None, at(60));
+        assert_eq!((f.granted, f.balance), (1030, 1000), "30 charged to the promo; its other 10 expired");
     }
 
     #[test]
@@ -231,14 +291,39 @@ mod tests {
             let compacted = CompactedUsage { consumed: prior, runs: prior, meters: vec![] };
             let now = at(now);
             let stale_after = SignedDuration::from_secs(stale_secs);
-            let before = figures(&grants, &meters, Some(&compacted), now);
+            let before = figures(&grants, &[], &meters, Some(&compacted), now);
             if let Some((kept, total)) = compact(&meters, Some(&compacted), now, stale_after) {
-                let after = figures(&grants, &kept, Some(&total), now);
+                let after = figures(&grants, &[], &kept, Some(&total), now);
                 prop_assert_eq!(before, after);
                 prop_assert!(kept.iter().all(|m| !meter_is_stale(m, now, stale_after)));
                 prop_assert!(kept.len() < meters.len());
                 // Compacting again right away changes nothing.
                 prop_assert!(compact(&kept, Some(&total), now, stale_after).is_none());
+            }
+        }
+
+        /// Reversing a grant's unspent credits lowers the balance by exactly
+        /// that much, and leaves nothing of it to reverse again.
+        #[test]
+        fn reversing_the_unspent_part_is_exact(
+            grants in proptest::collection::vec((1i64..100_000, proptest::option::of(0i64..20_000)), 1..10),
+            consumed in 0i64..500_000,
+            now in 0i64..20_000,
+            pick in 0usize..10,
+        ) {
+            let grants: Vec<Grant> = grants.iter().enumerate().map(|(i, (c, e))| grant(&format!("g{i}"), *c, *e)).collect();
+            let meters = [meter("m", consumed, 0, None, None)];
+            let target = &grants[pick % grants.len()];
+            let before = figures(&grants, &[], &meters, None, at(now));
+            let left = unspent(&grants, &[], consumed, at(now));
+            let (_, amount) = left.iter().find(|(id, _)| *id == target.id).copied().expect("every grant is listed");
+            prop_assert!((0..=target.credits).contains(&amount));
+            if amount > 0 {
+                let reversals = [reversal(&target.id, amount)];
+                let after = figures(&grants, &reversals, &meters, None, at(now));
+                prop_assert_eq!(after.balance, before.balance - amount);
+                let again = unspent(&grants, &reversals, consumed, at(now));
+                prop_assert!(again.iter().any(|(id, n)| *id == target.id && *n == 0));
             }
         }
 
@@ -250,7 +335,7 @@ mod tests {
             now in 0i64..20_000,
         ) {
             let grants: Vec<Grant> = grants.iter().enumerate().map(|(i, (c, e))| grant(&format!("g{i}"), *c, *e)).collect();
-            let f = figures(&grants, &meters, None, at(now));
+            let f = figures(&grants, &[], &meters, None, at(now));
             prop_assert_eq!(f.balance, f.granted - f.consumed);
             prop_assert!(f.granted <= grants.iter().map(|g| g.credits).sum::<i64>());
             prop_assert_eq!(f.consumed, meters.iter().map(|m| m.consumed).sum::<i64>());

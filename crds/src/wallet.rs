@@ -10,6 +10,9 @@ use crate::common::conditions_schema;
 /// The most grants a Wallet holds. The append-only rule compares every old
 /// grant with the new list, and the API server bounds the cost of a rule.
 pub const MAX_GRANTS: usize = 400;
+/// The most reversals a Wallet holds: the rule that checks each against its
+/// grant costs reversals × grants, and 200 × 400 fits the API server's budget.
+pub const MAX_REVERSALS: usize = 200;
 
 /// The desired state of a Wallet: its grants, append-only.
 #[allow(clippy::duplicated_attributes)] // kube printcolumn(...) attributes repeat type_ legitimately
@@ -24,7 +27,7 @@ pub const MAX_GRANTS: usize = 400;
     namespaced,
     status = "WalletStatus",
     derive = "PartialEq",
-    doc = "Prepaid credits. Grants are appended to spec (starter credits by the operator, paid top-ups by the provisioner, manual grants and refunds by an admin) and never edited or removed; each gateway replica records its consumption in its own entry of status.meters. balance = granted - consumed.",
+    doc = "Prepaid credits. Grants are appended to spec (starter credits by the operator, paid top-ups by the provisioner, manual grants and refunds by an admin) and never edited or removed (a cancelled order's unspent credits are withdrawn by appending a reversal); each gateway replica records its consumption in its own entry of status.meters. balance = granted - consumed, where granted counts every grant less what expired unused and what was reversed.",
     printcolumn(name = "Balance", type_ = "integer", json_path = ".status.balance"),
     printcolumn(name = "Leased", type_ = "integer", json_path = ".status.leased"),
     printcolumn(name = "Funded", type_ = "string", json_path = ".status.conditions[?(@.type==\"Funded\")].status"),
@@ -39,6 +42,9 @@ pub const MAX_GRANTS: usize = 400;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.grants) || has(self.grants)").message("spec.grants is append-only: the grants cannot be removed once added"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.reversals) || has(self.reversals)").message("spec.reversals is append-only: the reversals cannot be removed once added"))]
+#[x_kube(validation = Rule::new("!has(self.reversals) || self.reversals.all(r, has(self.grants) && self.grants.exists(g, g.id == r.grant && r.credits <= g.credits))").message("spec.reversals[].grant must name a grant in spec.grants, and spec.reversals[].credits may not exceed that grant's credits"))]
 pub struct WalletSpec {
     /// Credit grants, append-only: an entry cannot be edited or removed once added (a correction is a new grant, for example a Refund). Ids are unique, which makes appending idempotent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -46,6 +52,14 @@ pub struct WalletSpec {
     #[x_kube(validation = Rule::new("self.all(g, self.exists_one(h, h.id == g.id))").message("spec.grants: grant ids must be unique; two grants share an id"))]
     #[schemars(length(max = 400), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub grants: Vec<Grant>,
+
+    /// Withdrawals of credits granted earlier, append-only: a cancelled order's unspent credits, for example. A reversal names the grant it withdraws from; each grant is reversed at most once, by at most its credits. The grant itself is never edited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("oldSelf.all(old, self.exists(r, r.id == old.id))").message("spec.reversals is append-only: a reversal cannot be removed once added"))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.id == r.id))").message("spec.reversals: reversal ids must be unique; two reversals share an id"))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.grant == r.grant))").message("spec.reversals: a grant can be reversed once; two reversals name the same grant"))]
+    #[schemars(length(max = 200), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub reversals: Vec<Reversal>,
 
     /// How far below zero the balance may go before runs are refused. Default 0: no overdraft.
     #[serde(default)]
@@ -84,6 +98,31 @@ pub struct Grant {
     /// When the unused part of the grant expires (RFC 3339). Unset: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+}
+
+/// A withdrawal of the unspent part of a grant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec.reversals[] entries are immutable: a reversal cannot be edited once added"))]
+pub struct Reversal {
+    /// The reversal id, unique in the Wallet: derived from the grant it reverses for a cancelled order, so a redelivered cancellation withdraws nothing twice.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.reversals[].id must hold lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    #[schemars(length(min = 1, max = 128))]
+    pub id: String,
+    /// The id of the grant (in spec.grants) whose credits are withdrawn.
+    #[schemars(length(min = 1, max = 128))]
+    pub grant: String,
+    /// How many credits are withdrawn: a positive whole number, at most the grant's credits.
+    #[x_kube(validation = Rule::new("self > 0").message("spec.reversals[].credits must be a positive whole number of credits"))]
+    pub credits: i64,
+    /// Why the credits were withdrawn, for people reading the Wallet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 500))]
+    pub reason: String,
+    /// The Saleor order whose cancellation withdrew the credits, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub order_ref: Option<String>,
 }
 
 /// Where a grant came from.
@@ -150,7 +189,7 @@ pub struct WalletStatus {
     /// The value of the `cmp.gsv.dev/reconcile-requested-at` annotation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-    /// Credits of all grants, less what expired unused.
+    /// Credits of all grants, less what expired unused and what was reversed.
     #[serde(default)]
     pub granted: i64,
     /// Credits consumed: the compacted total plus every meter.

@@ -228,4 +228,7 @@ async fn kubectl_explain_documents_the_fields() {
     assert!(out.contains("expiresAt") && out.contains("revoked"), "{out}");
     let out = kubectl_output(&["explain", "wallet.spec.grants.credits"]);
     assert!(out.contains("positive whole number"), "{out}");
+    let out = kubectl_output(&["explain", "wallet.spec.reversals"]);
+    assert!(out.contains("Withdrawals of credits granted earlier, append-only"), "{out}");
+    assert!(out.contains("grant") && out.contains("credits") && out.contains("orderRef"), "{out}");
 }

@@ -65,7 +65,7 @@ pub fn status(wallet: &Wallet, low_threshold: i64, now: Timestamp) -> OperatorSt
     let current = wallet.status.as_ref();
     let meters = current.map(|s| s.meters.as_slice()).unwrap_or_default();
     let compacted = current.and_then(|s| s.compacted.as_ref());
-    let f = credits::figures(&wallet.spec.grants, meters, compacted, now);
+    let f = credits::figures(&wallet.spec.grants, &wallet.spec.reversals, meters, compacted, now);
     let steering = Steering::of(wallet.annotations());
     let mut next = OperatorStatus::of(current);
     next.observed_generation = wallet.meta().generation;
