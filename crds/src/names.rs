@@ -27,6 +27,21 @@ pub const KEY_PUBLIC_ID_ANNOTATION: &str = "cmp.gsv.dev/public-id";
 pub const KEY_HASH_ANNOTATION: &str = "cmp.gsv.dev/key-hash";
 /// The key inside an API-key Secret that holds the plaintext.
 pub const KEY_SECRET_DATA_KEY: &str = "apiKey";
+/// Label on the Instances a Saleor order created: the order's key (a hash of
+/// the store's API URL and the order id), so a cancellation finds them.
+pub const SALEOR_ORDER_LABEL: &str = "cmp.gsv.dev/saleor-order";
+/// Annotation on objects the provisioner created: the Saleor order id.
+pub const SALEOR_ORDER_ID_ANNOTATION: &str = "cmp.gsv.dev/saleor-order-id";
+/// Annotation on objects the provisioner created: the order number people see.
+pub const SALEOR_ORDER_NUMBER_ANNOTATION: &str = "cmp.gsv.dev/saleor-order-number";
+/// Annotation on an Instance the provisioner created: the Saleor order line id.
+pub const SALEOR_LINE_ID_ANNOTATION: &str = "cmp.gsv.dev/saleor-line-id";
+/// Annotation on objects the provisioner created: the store's API URL.
+pub const SALEOR_API_URL_ANNOTATION: &str = "cmp.gsv.dev/saleor-api-url";
+/// Annotation on an Organization the provisioner created: the buyer's Saleor user id, or e-mail for a guest.
+pub const SALEOR_BUYER_ANNOTATION: &str = "cmp.gsv.dev/saleor-buyer";
+/// The provisioner's server-side apply field manager and managed-by value.
+pub const PROVISIONER_MANAGER: &str = "cmp-webhook";
 /// The standard managed-by label.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Our value of the managed-by label, and our server-side apply field manager.

@@ -1,6 +1,13 @@
 //! The CMP webhook: turns paid Saleor orders into CRs and serves Kubernetes
-//! validating admission. So far: the check of Saleor's signatures and the
-//! stores' key cache.
+//! validating admission.
+//!
+//! A delivery goes through [`signature`] (checked against the store's keys,
+//! cached by [`jwks`]) before its body is read by [`payload`]; [`catalog`]
+//! says what each SKU sells, and [`order_crs`] turns the order into CRs as
+//! pure functions.
 
+pub mod catalog;
 pub mod jwks;
+pub mod order_crs;
+pub mod payload;
 pub mod signature;

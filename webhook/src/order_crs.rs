@@ -1,0 +1,285 @@
+//! From a Saleor order to CRs: pure functions of the order, the catalog and
+//! (for a cancellation) the buyer's Wallet.
+//!
+//! Saleor sends no delivery id and may deliver an event more than once, so
+//! exactly-once comes from names: every object name and grant id is derived
+//! from the store's API URL, the order id and the line id. Creating an object
+//! that exists, or appending a grant whose id is present, changes nothing.
+//!
+//! - The Organization: `buyer-<16 hex>` of the store and the buyer's Saleor
+//!   user id, or of the e-mail for a guest. The buyer's e-mail is its owner
+//!   (the user name the identity provider gives the API server).
+//! - The Project: `default`, in the Organization's control namespace.
+//! - An Instance per plan line: `saleor-<order key>-<line key>`, with one API
+//!   key `default`, labelled with the order key.
+//! - A grant per line: `saleor.<order key>.<line key>` (a plan's included
+//!   credits × quantity, or a credit pack's credits × quantity).
+//! - A reversal per grant on cancellation: `<grant id>.reversed`, withdrawing
+//!   what the grant has unspent.
+//!
+//! A plan line with a quantity above 1 still creates one Instance; its
+//! included credits are multiplied by the quantity.
+
+use std::collections::BTreeMap;
+
+use cmp_crds::credits;
+use cmp_crds::instance::ApiKeySpec;
+use cmp_crds::names::{
+    SALEOR_API_URL_ANNOTATION, SALEOR_BUYER_ANNOTATION, SALEOR_LINE_ID_ANNOTATION, SALEOR_ORDER_ID_ANNOTATION,
+    SALEOR_ORDER_LABEL, SALEOR_ORDER_NUMBER_ANNOTATION,
+};
+use cmp_crds::organization::{Subject, SubjectKind};
+use cmp_crds::wallet::{Grant, GrantSource, Reversal};
+use cmp_crds::{Instance, InstanceSpec, Organization, OrganizationSpec, Project, ProjectSpec, Wallet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, LineProblem, Product};
+use crate::payload::{Order, OrderLine};
+
+/// The Project every buyer's Instances go to.
+pub const DEFAULT_PROJECT: &str = "default";
+/// The name of the one API key of an Instance the provisioner creates.
+pub const API_KEY_NAME: &str = "default";
+
+/// The order names no buyer: it has neither a user id nor an e-mail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("order {0} names no buyer: the subscription query must select user {{ id email }} and userEmail")]
+pub struct NoBuyer(pub String);
+
+/// What a paid order becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderCrs {
+    /// The order's key: the hash the names are derived from.
+    pub order_key: String,
+    /// The buyer's Organization (created if absent, never overwritten).
+    pub organization: Organization,
+    /// The default Project (created if absent).
+    pub project: Project,
+    /// One Instance per plan line.
+    pub instances: Vec<Instance>,
+    /// One grant per line that carries credits.
+    pub grants: Vec<Grant>,
+    /// Lines that cannot be provisioned, with why.
+    pub problems: Vec<(OrderLine, LineProblem)>,
+}
+
+/// 16 hex characters of sha256 over the parts, separated so that no two part lists collide.
+fn key(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// The order's key, from the store's API URL and the order id.
+pub fn order_key(api_url: &str, order_id: &str) -> String {
+    key(&["order", api_url, order_id])
+}
+
+/// The buyer's identity in the store: `user:<id>`, else `email:<lower-case e-mail>`.
+pub fn buyer(order: &Order) -> Result<String, NoBuyer> {
+    match (&order.user_id, &order.email) {
+        (Some(id), _) => Ok(format!("user:{id}")),
+        (None, Some(email)) => Ok(format!("email:{}", email.to_lowercase())),
+        (None, None) => Err(NoBuyer(order.id.clone())),
+    }
+}
+
+/// The buyer's Organization name: `buyer-<16 hex>`.
+pub fn organization_name(api_url: &str, order: &Order) -> Result<String, NoBuyer> {
+    Ok(format!("buyer-{}", key(&["buyer", api_url, &buyer(order)?])))
+}
+
+/// The Instance a plan line creates.
+pub fn instance_name(order_key: &str, line_id: &str) -> String {
+    format!("saleor-{order_key}-{}", &key(&["line", line_id])[..10])
+}
+
+/// The grant a line adds.
+pub fn grant_id(order_key: &str, line_id: &str) -> String {
+    format!("{}.{}", grant_prefix(order_key), &key(&["line", line_id])[..10])
+}
+
+/// What the ids of an order's grants start with.
+pub fn grant_prefix(order_key: &str) -> String {
+    format!("saleor.{order_key}")
+}
+
+/// The reversal that withdraws what a grant has unspent.
+pub fn reversal_id(grant_id: &str) -> String {
+    format!("{grant_id}.reversed")
+}
+
+fn order_label(order: &Order) -> String {
+    order.number.as_ref().map_or_else(|| order.id.clone(), |n| format!("#{n}"))
+}
+
+fn order_annotations(api_url: &str, order: &Order) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([
+        (SALEOR_API_URL_ANNOTATION.to_string(), api_url.to_string()),
+        (SALEOR_ORDER_ID_ANNOTATION.to_string(), order.id.clone()),
+    ]);
+    if let Some(number) = &order.number {
+        annotations.insert(SALEOR_ORDER_NUMBER_ANNOTATION.to_string(), number.clone());
+    }
+    annotations
+}
+
+/// The buyer's Organization, as created when absent.
+pub fn organization(api_url: &str, order: &Order) -> Result<Organization, NoBuyer> {
+    let name = organization_name(api_url, order)?;
+    let mut annotations = order_annotations(api_url, order);
+    annotations.insert(SALEOR_BUYER_ANNOTATION.to_string(), buyer(order)?);
+    let spec = OrganizationSpec {
+        display_name: order
+            .email
+            .clone()
+            .unwrap_or_else(|| format!("Saleor customer {}", buyer(order).unwrap_or_default())),
+        billing_email: order.email.clone(),
+        owners: order.email.iter().map(|email| Subject { kind: SubjectKind::User, name: email.clone() }).collect(),
+        ..OrganizationSpec::default()
+    };
+    let mut org = Organization::new(&name, spec);
+    org.metadata.annotations = Some(annotations);
+    Ok(org)
+}
+
+/// What a paid `order` becomes, given what `catalog` sells.
+pub fn order_crs(api_url: &str, order: &Order, catalog: &Catalog) -> Result<OrderCrs, NoBuyer> {
+    let organization = organization(api_url, order)?;
+    let namespace = cmp_crds::names::control_namespace(&organization.name_any());
+    let order_key = order_key(api_url, &order.id);
+    let mut project =
+        Project::new(DEFAULT_PROJECT, ProjectSpec { display_name: "Default".into(), ..ProjectSpec::default() });
+    project.metadata.namespace = Some(namespace.clone());
+    let (mut instances, mut grants, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+    for line in &order.lines {
+        let product = match catalog.product(line.sku.as_deref()) {
+            Ok(product) => product,
+            Err(problem) => {
+                problems.push((line.clone(), problem));
+                continue;
+            }
+        };
+        let sku = line.sku.clone().unwrap_or_default();
+        let (credits, reason) = match product {
+            Product::Plan { offering, plan, version } => {
+                instances.push(instance(
+                    api_url,
+                    order,
+                    &order_key,
+                    &namespace,
+                    line,
+                    offering.name_any(),
+                    plan.id.clone(),
+                    version,
+                ));
+                let shown = if offering.spec.display_name.is_empty() {
+                    offering.name_any()
+                } else {
+                    offering.spec.display_name.clone()
+                };
+                (
+                    plan.included_credits,
+                    format!("{shown}, plan {} (included credits), order {}", plan.id, order_label(order)),
+                )
+            }
+            Product::CreditPack(pack) => {
+                let shown = pack.display_name.clone().unwrap_or_else(|| pack.sku.clone());
+                (pack.credits, format!("{shown} × {}, order {}", line.quantity, order_label(order)))
+            }
+        };
+        let Some(total) = credits.checked_mul(line.quantity) else {
+            problems.push((line.clone(), LineProblem::Overflow(sku)));
+            continue;
+        };
+        if total > 0 {
+            grants.push(Grant {
+                id: grant_id(&order_key, &line.id),
+                credits: total,
+                reason,
+                source: GrantSource::SaleorOrder,
+                order_ref: Some(order_ref(order, line)),
+                expires_at: None,
+            });
+        }
+    }
+    Ok(OrderCrs { order_key, organization, project, instances, grants, problems })
+}
+
+/// `<order id>/<line id>`, cut to the 255 characters the Wallet allows.
+fn order_ref(order: &Order, line: &OrderLine) -> String {
+    let mut text = format!("{}/{}", order.id, line.id);
+    if text.len() > 255 {
+        let mut end = 255;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+#[allow(clippy::too_many_arguments)]
+fn instance(
+    api_url: &str,
+    order: &Order,
+    order_key: &str,
+    namespace: &str,
+    line: &OrderLine,
+    offering: String,
+    plan: String,
+    version: &str,
+) -> Instance {
+    let mut annotations = order_annotations(api_url, order);
+    annotations.insert(SALEOR_LINE_ID_ANNOTATION.to_string(), line.id.clone());
+    let spec = InstanceSpec {
+        project: DEFAULT_PROJECT.into(),
+        offering,
+        version: version.to_string(),
+        plan,
+        suspended: false,
+        api_keys: vec![ApiKeySpec { name: API_KEY_NAME.into(), expires_at: None, revoked: false }],
+        connectors: Vec::new(),
+        config: BTreeMap::new(),
+        deletion_policy: Default::default(),
+    };
+    let mut instance = Instance::new(&instance_name(order_key, &line.id), spec);
+    instance.metadata = ObjectMeta {
+        name: Some(instance_name(order_key, &line.id)),
+        namespace: Some(namespace.to_string()),
+        labels: Some(BTreeMap::from([(SALEOR_ORDER_LABEL.to_string(), order_key.to_string())])),
+        annotations: Some(annotations),
+        ..ObjectMeta::default()
+    };
+    instance
+}
+
+/// The reversals a cancellation of the order `order_key` appends to `wallet`:
+/// one for each of the order's grants not reversed yet that has credits
+/// unspent at `now`. Empty when there is nothing (left) to withdraw.
+pub fn cancellation_reversals(order_key: &str, order: &Order, wallet: &Wallet, now: Timestamp) -> Vec<Reversal> {
+    let prefix = format!("{}.", grant_prefix(order_key));
+    let status = wallet.status.as_ref();
+    let consumed = credits::consumed(
+        status.map(|s| s.meters.as_slice()).unwrap_or_default(),
+        status.and_then(|s| s.compacted.as_ref()),
+    );
+    let reversed: Vec<&str> = wallet.spec.reversals.iter().map(|r| r.grant.as_str()).collect();
+    credits::unspent(&wallet.spec.grants, &wallet.spec.reversals, consumed, now)
+        .into_iter()
+        .filter(|(id, unspent)| id.starts_with(&prefix) && *unspent > 0 && !reversed.contains(id))
+        .map(|(id, unspent)| Reversal {
+            id: reversal_id(id),
+            grant: id.to_string(),
+            credits: unspent,
+            reason: format!("order {} cancelled: its unspent credits are withdrawn", order_label(order)),
+            order_ref: Some(order.id.chars().take(255).collect()),
+        })
+        .collect()
+}
