@@ -13,6 +13,7 @@ mod certs;
 pub mod control_plane;
 pub mod lfx;
 pub mod openbao;
+pub mod saleor;
 pub mod test;
 
 use std::path::PathBuf;
@@ -89,4 +90,34 @@ pub enum Error {
     /// The API server refused a request.
     #[error(transparent)]
     Kube(#[from] kube::Error),
+    /// A helper process or server misbehaved.
+    #[error("{0}")]
+    Process(String),
+}
+
+/// A binary of the workspace (for example `cmp-operator`), built in the same
+/// profile as the running test: `cargo test --workspace` has built it next to
+/// the test's own directory; otherwise it is built now with `cargo build`.
+pub fn workspace_binary(package: &str, binary: &str) -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::Process(format!("locating the test binary: {e}")))?;
+    // <target>/<profile>/deps/<test> -> <target>/<profile>/<binary>
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
+    let path = profile_dir.join(binary);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|p| p == "release");
+        let mut command = std::process::Command::new(cargo);
+        command.current_dir(control_plane::workspace_root()).args(["build", "-p", package, "--bin", binary]);
+        if release {
+            command.arg("--release");
+        }
+        let status = command.status().map_err(|source| Error::Spawn { binary: "cargo".into(), source })?;
+        if !status.success() || !path.exists() {
+            return Err(Error::Build(format!(
+                "cargo build -p {package} --bin {binary} did not produce {}",
+                path.display()
+            )));
+        }
+    }
+    Ok(path)
 }

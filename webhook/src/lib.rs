@@ -4,10 +4,16 @@
 //! A delivery goes through [`signature`] (checked against the store's keys,
 //! cached by [`jwks`]) before its body is read by [`payload`]; [`catalog`]
 //! says what each SKU sells, and [`order_crs`] turns the order into CRs as
-//! pure functions.
+//! pure functions, which the [`provisioner`] carries out against the API
+//! server. [`server`] holds the HTTP routes and [`manifest`] the Saleor app
+//! manifest.
 
 pub mod catalog;
 pub mod jwks;
+pub mod manifest;
+pub mod metrics;
 pub mod order_crs;
 pub mod payload;
+pub mod provisioner;
+pub mod server;
 pub mod signature;

@@ -1,23 +1,144 @@
-//! The CMP webhook: turns paid Saleor orders into CRs and serves Kubernetes validating admission.
-//!
-//! Skeleton: it starts from the shared process runtime (logging, `/healthz`,
-//! `/readyz`, `/metrics`, clean SIGTERM). The real work lands with its own issue.
+//! The CMP webhook: turns paid Saleor orders into CRs.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::Parser;
 use cmp_core::runtime::{ProcessArgs, Runtime};
+use cmp_crds::Offering;
+use cmp_webhook::catalog::CreditPackFile;
+use cmp_webhook::jwks::JwksCache;
+use cmp_webhook::metrics::Metrics;
+use cmp_webhook::provisioner::{Provisioner, ProvisionerSettings};
+use cmp_webhook::server::{self, SaleorApp, SaleorSettings};
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "The CMP webhook: turns paid Saleor orders into CRs and serves Kubernetes validating admission."
-)]
+#[command(version, about = "The CMP webhook: turns paid Saleor orders into CRs.")]
 struct Args {
     #[command(flatten)]
     process: ProcessArgs,
+
+    /// Address of the Saleor routes (manifest, registration, webhooks).
+    #[arg(long, env = "CMP_SALEOR_ADDR", default_value = "127.0.0.1:8090")]
+    saleor_addr: SocketAddr,
+
+    /// The URL Saleor reaches the Saleor routes at, written into the app manifest.
+    #[arg(long, env = "CMP_PUBLIC_URL", default_value = "http://127.0.0.1:8090")]
+    public_url: String,
+
+    /// A store's API URL, exactly as Saleor sends it in Saleor-Api-Url (repeat, or comma-separate). Deliveries from any other are refused with 401.
+    #[arg(long = "saleor-api-url", env = "CMP_SALEOR_API_URLS", value_delimiter = ',')]
+    saleor_api_urls: Vec<String>,
+
+    /// The legacy HMAC-SHA256 shared secret. Unset: only JWS signatures are accepted.
+    #[arg(long, env = "CMP_SALEOR_HMAC_SECRET", hide_env_values = true)]
+    saleor_hmac_secret: Option<String>,
+
+    /// The credit-pack file: `creditPacks: [{sku, credits, displayName}]`. Unset: no credit packs.
+    #[arg(long, env = "CMP_CREDIT_PACKS")]
+    credit_packs: Option<PathBuf>,
+
+    /// The largest delivery body accepted; larger ones get 413.
+    #[arg(long, env = "CMP_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    max_body_bytes: usize,
+
+    /// How long a paid order waits for the operator to create the buyer's Wallet before answering 503 (Saleor retries).
+    #[arg(long, env = "CMP_WALLET_WAIT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=15))]
+    wallet_wait_seconds: u64,
+
+    /// The least time between two fetches of one store's JWKS.
+    #[arg(long, env = "CMP_JWKS_MIN_REFETCH_SECONDS", default_value_t = 10)]
+    jwks_min_refetch_seconds: u64,
+
+    /// A label (key=value) put on every Organization the provisioner creates; repeat for more.
+    #[arg(long = "organization-label", env = "CMP_ORGANIZATION_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    organization_labels: Vec<(String, String)>,
+
+    /// The namespace of the Secrets that keep the stores' app tokens.
+    #[arg(long, env = "CMP_NAMESPACE", default_value = "cmp-system")]
+    namespace: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    Runtime::new("cmp-webhook", ([127, 0, 0, 1], 8082).into(), &args.process).run_idle().await
+    let credit_packs = match &args.credit_packs {
+        Some(path) => CreditPackFile::load(path)?,
+        None => Vec::new(),
+    };
+    if args.saleor_api_urls.is_empty() {
+        tracing::warn!("no --saleor-api-url: every Saleor delivery will be refused with 401");
+    }
+    let mut runtime = Runtime::new("cmp-webhook", ([127, 0, 0, 1], 8082).into(), &args.process);
+    let metrics = Arc::new(Metrics::register(runtime.registry()));
+    let client = runtime.client().await?;
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the HTTP client")?;
+    let (offerings, writer) = reflector::store();
+    let offering_events =
+        reflector::reflector(writer, watcher(Api::<Offering>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .for_each(|event| async move {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "watching Offerings");
+                }
+            });
+    let app = Arc::new(SaleorApp {
+        settings: SaleorSettings {
+            allowed_api_urls: args.saleor_api_urls.clone(),
+            hmac_secret: args.saleor_hmac_secret.clone().map(String::into_bytes),
+            max_body_bytes: args.max_body_bytes,
+            public_url: args.public_url.clone(),
+            token_namespace: args.namespace.clone(),
+        },
+        jwks: JwksCache::new(http, Duration::from_secs(args.jwks_min_refetch_seconds)),
+        provisioner: Provisioner::new(
+            client.clone(),
+            offerings.clone(),
+            ProvisionerSettings {
+                credit_packs,
+                wallet_wait: Duration::from_secs(args.wallet_wait_seconds),
+                organization_labels: args.organization_labels.iter().cloned().collect(),
+            },
+            metrics.clone(),
+        ),
+        metrics,
+        client,
+    });
+    let listener = tokio::net::TcpListener::bind(args.saleor_addr)
+        .await
+        .with_context(|| format!("listening on {} (--saleor-addr)", args.saleor_addr))?;
+    tracing::info!(addr = %args.saleor_addr, public_url = %args.public_url, "serving the Saleor routes");
+    runtime
+        .run(|process| async move {
+            tokio::spawn(offering_events);
+            let ready = process.readiness.clone();
+            let offerings_synced = offerings.clone();
+            tokio::spawn(async move {
+                if offerings_synced.wait_until_ready().await.is_ok() {
+                    tracing::info!("the Offering cache is synced");
+                    ready.set(true);
+                }
+            });
+            let shutdown = process.shutdown.clone();
+            axum::serve(listener, server::router(app))
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving the Saleor routes")
+        })
+        .await
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not key=value"))?;
+    if key.is_empty() {
+        return Err(format!("{text:?} has an empty key"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }

@@ -7,6 +7,7 @@
 //! the provisioner needs are read; everything else is ignored.
 
 use serde::Deserialize;
+use serde_json::Value;
 
 /// The most lines an order may carry; a larger order is refused as malformed.
 pub const MAX_LINES: usize = 500;
@@ -125,26 +126,12 @@ pub enum PayloadError {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    order: Option<RawOrder>,
-    #[serde(default)]
-    data: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-#[derive(Deserialize)]
-struct Wrapped {
-    #[serde(default)]
-    order: Option<RawOrder>,
-}
-
-#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawOrder {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
-    number: Option<serde_json::Value>,
+    number: Option<Value>,
     #[serde(default)]
     user_email: Option<String>,
     #[serde(default)]
@@ -182,18 +169,41 @@ struct RawVariant {
 
 /// Reads the order of an `event` delivery from its raw body.
 pub fn parse_order(event: OrderEvent, body: &[u8]) -> Result<Order, PayloadError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-    let raw = match (envelope.order, envelope.data) {
-        (Some(order), _) => order,
-        (None, Some(mut data)) => {
-            let wrapped = data.remove(event.wrapper_key()).ok_or(PayloadError::MissingOrder(event.wrapper_key()))?;
-            let wrapped: Wrapped =
-                serde_json::from_value(wrapped).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-            wrapped.order.ok_or(PayloadError::MissingOrder(event.wrapper_key()))?
+    let mut envelope: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    let missing = || PayloadError::MissingOrder(event.wrapper_key());
+    let envelope = object(&mut envelope, "the body")?;
+    let order = match envelope.remove("order") {
+        Some(order) => order,
+        None => {
+            let mut data = envelope.remove("data").ok_or_else(missing)?;
+            let mut wrapped = object(&mut data, "data")?.remove(event.wrapper_key()).ok_or_else(missing)?;
+            object(&mut wrapped, event.wrapper_key())?.remove("order").ok_or_else(missing)?
         }
-        (None, None) => return Err(PayloadError::MissingOrder(event.wrapper_key())),
     };
-    order_of(raw)
+    order_of(shaped(order)?)
+}
+
+/// The JSON object in `value`; serde would also read a struct from an array, which Saleor never sends.
+fn object<'v>(value: &'v mut Value, what: &str) -> Result<&'v mut serde_json::Map<String, Value>, PayloadError> {
+    value.as_object_mut().ok_or_else(|| PayloadError::Malformed(format!("{what} must be a JSON object")))
+}
+
+/// Reads the order, refusing arrays where objects belong.
+fn shaped(mut order: Value) -> Result<RawOrder, PayloadError> {
+    let fields = object(&mut order, "order")?;
+    if let Some(user) = fields.get_mut("user").filter(|u| !u.is_null()) {
+        object(user, "order.user")?;
+    }
+    if let Some(lines) = fields.get_mut("lines").filter(|l| !l.is_null()) {
+        let lines = lines.as_array_mut().ok_or_else(|| PayloadError::Malformed("order.lines must be a list".into()))?;
+        for line in lines {
+            let line = object(line, "each of order.lines")?;
+            if let Some(variant) = line.get_mut("variant").filter(|v| !v.is_null()) {
+                object(variant, "order.lines[].variant")?;
+            }
+        }
+    }
+    serde_json::from_value(order).map_err(|e| PayloadError::Malformed(e.to_string()))
 }
 
 fn order_of(raw: RawOrder) -> Result<Order, PayloadError> {
@@ -206,8 +216,8 @@ fn order_of(raw: RawOrder) -> Result<Order, PayloadError> {
         )));
     }
     let number = match raw.number {
-        Some(serde_json::Value::String(s)) => non_empty(Some(s)),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => non_empty(Some(s)),
+        Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
     let (user_id, user_email) = raw.user.map_or((None, None), |u| (non_empty(u.id), non_empty(u.email)));
@@ -300,6 +310,16 @@ mod tests {
         let e = OrderEvent::FullyPaid;
         assert!(matches!(parse_order(e, b"{not json"), Err(PayloadError::Malformed(_))));
         assert!(matches!(parse_order(e, b"[1,2]"), Err(PayloadError::Malformed(_))));
+        assert!(
+            matches!(parse_order(e, br#"[{"id": "O1"}]"#), Err(PayloadError::Malformed(_))),
+            "serde would read a struct from an array"
+        );
+        assert!(matches!(parse_order(e, br#"{"order": ["O1"]}"#), Err(PayloadError::Malformed(_))));
+        assert!(matches!(
+            parse_order(e, br#"{"order": {"id": "O", "lines": [["L", 1]]}}"#),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(parse_order(e, br#"{"order": {"id": "O", "user": ["U"]}}"#), Err(PayloadError::Malformed(_))));
         assert_eq!(parse_order(e, b"{}"), Err(PayloadError::MissingOrder("orderFullyPaid")));
         assert_eq!(parse_order(e, br#"{"order": {"lines": []}}"#), Err(PayloadError::MissingOrderId));
         assert_eq!(parse_order(e, br#"{"order": {"id": "  "}}"#), Err(PayloadError::MissingOrderId));

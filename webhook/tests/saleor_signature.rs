@@ -6,36 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cmp_testenv::saleor::PYJWT_KEYS;
 use cmp_webhook::jwks::{JwksCache, VerifyError};
 use cmp_webhook::signature::{Jwks, Signature, SignatureError, parse, verify_jws};
 use serde_json::Value;
 
 /// Signs like Saleor (`jwt.api_jws.encode(..., is_payload_detached=True)`) with two fresh RSA keys.
+/// Two fresh keys, and the signatures the checks need (after `PYJWT_KEYS`).
 const SIGNER: &str = r#"
-import base64, hashlib, json, sys
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives import serialization
-from jwt.algorithms import RSAAlgorithm
-
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-def key():
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    thumb = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True)
-    kid = b64(hashlib.sha256(thumb.encode()).digest())
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    public = {"kty": "RSA", "key_ops": ["verify"], "n": jwk["n"], "e": jwk["e"], "use": "sig", "kid": kid, "alg": "RS256"}
-    return pem, kid, public
-
-def sign(body, pem, kid, crit=True):
-    headers = {"kid": kid}
-    if crit:
-        headers["crit"] = ["b64"]
-    return jwt.api_jws.encode(body, pem, algorithm="RS256", headers=headers, is_payload_detached=True)
-
 (pem1, kid1, jwk1), (pem2, kid2, jwk2) = key(), key()
 body = json.dumps({"order": {"id": "T3JkZXI6MQ==", "lines": [{"productSku": "ECHO-FREE", "quantity": 1}]}}).encode()
 json.dump({
@@ -49,9 +27,11 @@ json.dump({
 "#;
 
 fn signed_by_pyjwt() -> Value {
-    let venv = cmp_testenv::lfx::python_venv("pyjwt", "pyjwt[crypto]==2.10.1").expect("PyJWT installs");
-    let output =
-        std::process::Command::new(venv.join("bin/python")).args(["-c", SIGNER]).output().expect("python runs");
+    let venv = cmp_testenv::lfx::python_venv("pyjwt", cmp_testenv::saleor::PYJWT).expect("PyJWT installs");
+    let output = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", &format!("{PYJWT_KEYS}{SIGNER}")])
+        .output()
+        .expect("python runs");
     assert!(output.status.success(), "PyJWT failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("the signer prints JSON")
 }

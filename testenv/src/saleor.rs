@@ -1,0 +1,226 @@
+//! A stand-in for a Saleor store's signing side, for tests and benchmarks:
+//! every delivery is signed by PyJWT (an independent JOSE implementation)
+//! exactly as Saleor signs it (RS256, detached, `b64: false`, `crit`), and the
+//! store's JWKS is served over real HTTP at `/.well-known/jwks.json`. The key
+//! can be rotated during a test.
+//!
+//! This is not a Saleor: no Saleor runs here. It reproduces only what the
+//! webhook sees of one, the signed bytes and the keys.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::Error;
+
+/// PyJWT version the signer runs.
+pub const PYJWT: &str = "pyjwt[crypto]==2.10.1";
+
+/// Python that makes a store key as Saleor does: `key()` gives the private
+/// PEM, the kid (the RFC 7638 thumbprint) and the public JWK; `sign(body, pem,
+/// kid, crit=True)` signs like Saleor (PyJWT, detached, `b64: false`).
+pub const PYJWT_KEYS: &str = r#"
+import base64, hashlib, json, sys
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import RSAAlgorithm
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+def key():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    thumb = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True)
+    kid = b64(hashlib.sha256(thumb.encode()).digest())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = {"kty": "RSA", "key_ops": ["verify"], "n": jwk["n"], "e": jwk["e"], "use": "sig", "kid": kid, "alg": "RS256"}
+    return pem, kid, public
+
+def sign(body, pem, kid, crit=True):
+    headers = {"kid": kid}
+    if crit:
+        headers["crit"] = ["b64"]
+    return jwt.api_jws.encode(body, pem, algorithm="RS256", headers=headers, is_payload_detached=True)
+"#;
+
+/// Reads commands on stdin, one JSON per line: `{"sign": "<body, base64>"}`
+/// answers `{"signature"}`; `{"rotate": true}` adds a new key, signs with it
+/// from then on, and answers `{"jwks"}`. Prints `{"jwks"}` on start.
+const SIGNER_LOOP: &str = r#"
+pem, kid, public = key()
+keys = [public]
+print(json.dumps({"jwks": {"keys": keys}}), flush=True)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if "sign" in cmd:
+        print(json.dumps({"signature": sign(base64.b64decode(cmd["sign"]), pem, kid)}), flush=True)
+    elif "rotate" in cmd:
+        pem, kid, public = key()
+        keys.append(public)
+        print(json.dumps({"jwks": {"keys": keys}}), flush=True)
+"#;
+
+struct Signer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Signer {
+    fn ask(&mut self, command: &Value) -> Result<Value, Error> {
+        let failed = |e: std::io::Error| Error::Process(format!("talking to the PyJWT signer: {e}"));
+        writeln!(self.stdin, "{command}").map_err(failed)?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(failed)?;
+        serde_json::from_str(&line).map_err(|e| Error::Process(format!("the PyJWT signer answered {line:?}: {e}")))
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One store: its API URL, its signer and its JWKS server.
+pub struct SaleorStore {
+    api_url: String,
+    signer: Mutex<Signer>,
+    jwks: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SaleorStore {
+    /// Starts the signer (installing PyJWT into the cache on first use) and
+    /// serves its JWKS on 127.0.0.1; the API URL is `http://127.0.0.1:<port>/graphql/`.
+    pub async fn start() -> Result<Self, Error> {
+        let venv = crate::lfx::python_venv("pyjwt", PYJWT)?;
+        let mut child = Command::new(venv.join("bin/python"))
+            .args(["-c", &format!("{PYJWT_KEYS}{SIGNER_LOOP}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Process(format!("starting the PyJWT signer: {e}")))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Process("the PyJWT signer has no pipes".into()));
+        };
+        let mut stdout = BufReader::new(stdout);
+        let mut first = String::new();
+        stdout.read_line(&mut first).map_err(|e| Error::Process(format!("reading the PyJWT signer: {e}")))?;
+        let start: Value = serde_json::from_str(&first)
+            .map_err(|e| Error::Process(format!("the PyJWT signer printed {first:?}: {e}")))?;
+        let jwks = Arc::new(Mutex::new(start["jwks"].clone()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (jwks.clone(), fetches.clone());
+        let router = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, counted) = (served.clone(), counted.clone());
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().map(|j| j.clone()).unwrap_or(Value::Null);
+                    axum::Json(body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Process(format!("binding the JWKS server: {e}")))?;
+        let port = listener.local_addr().map_err(|e| Error::Process(e.to_string()))?.port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self {
+            api_url: format!("http://127.0.0.1:{port}/graphql/"),
+            signer: Mutex::new(Signer { child, stdin, stdout }),
+            jwks,
+            fetches,
+            server,
+        })
+    }
+
+    /// The store's API URL, as Saleor sends it in `Saleor-Api-Url`.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// The `Saleor-Signature` of `body`, made by PyJWT.
+    pub fn sign(&self, body: &[u8]) -> Result<String, Error> {
+        use base64::Engine;
+        let mut signer = self.signer.lock().map_err(|_| Error::Process("the signer lock is poisoned".into()))?;
+        let answer = signer.ask(&json!({"sign": base64::engine::general_purpose::STANDARD.encode(body)}))?;
+        answer["signature"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Process(format!("no signature in {answer}")))
+    }
+
+    /// Rotates the key: the JWKS now lists a new key too, and deliveries are signed with it.
+    pub fn rotate(&self) -> Result<(), Error> {
+        let mut signer = self.signer.lock().map_err(|_| Error::Process("the signer lock is poisoned".into()))?;
+        let answer = signer.ask(&json!({"rotate": true}))?;
+        if let Ok(mut jwks) = self.jwks.lock() {
+            *jwks = answer["jwks"].clone();
+        }
+        Ok(())
+    }
+
+    /// Delivers `body` as Saleor does: signed, with the Saleor headers, to `url`.
+    pub async fn deliver(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        event: &str,
+        body: &[u8],
+    ) -> Result<(u16, Value), Error> {
+        let signature = self.sign(body)?;
+        send(
+            http,
+            url,
+            &[
+                ("saleor-event", event),
+                ("saleor-domain", "store.example.com"),
+                ("saleor-api-url", &self.api_url),
+                ("saleor-signature", &signature),
+            ],
+            body,
+        )
+        .await
+    }
+}
+
+impl Drop for SaleorStore {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// POSTs `body` to `url` with `headers`; answers the status and the JSON body (Null when not JSON).
+pub async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, Value), Error> {
+    let mut request = http.post(url).header("content-type", "application/json").body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.map_err(|e| Error::Process(format!("POST {url}: {e}")))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| Error::Process(format!("reading the answer of {url}: {e}")))?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}

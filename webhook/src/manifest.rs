@@ -1,0 +1,115 @@
+//! The Saleor app manifest, and the registration that stores the app token.
+//!
+//! An admin installs the app from the Saleor dashboard with the manifest's
+//! URL. Saleor fetches the manifest, then POSTs `{"auth_token": ...}` to its
+//! `tokenTargetUrl` with the `Saleor-Api-Url` header; the token is kept in a
+//! Secret (one per store) in the webhook's namespace.
+
+use std::collections::BTreeMap;
+
+use cmp_crds::names::{MANAGED_BY_LABEL, PROVISIONER_MANAGER, SALEOR_API_URL_ANNOTATION};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::payload::OrderEvent;
+
+/// The app's id in Saleor.
+pub const APP_ID: &str = "dev.gsv.cmp";
+/// Where the manifest is served.
+pub const MANIFEST_PATH: &str = "/saleor/manifest";
+/// Where Saleor posts the app token on install.
+pub const REGISTER_PATH: &str = "/saleor/register";
+/// Where the webhooks are delivered: `/saleor/webhooks/<event>`.
+pub const WEBHOOKS_PATH: &str = "/saleor/webhooks";
+
+/// The order fields every subscription selects: what [`crate::payload`] reads.
+pub const ORDER_FRAGMENT: &str = "fragment CmpOrder on Order { id number userEmail user { id email } channel { slug } chargeStatus lines { id quantity productSku variant { id sku } } }";
+
+/// The subscription query of `event`: the order's fields at the top level.
+pub fn subscription_query(event: OrderEvent) -> String {
+    format!(
+        "subscription {{ event {{ ... on {} {{ order {{ ...CmpOrder }} }} }} }} {ORDER_FRAGMENT}",
+        event.graphql_type()
+    )
+}
+
+/// The URL of `event`'s webhook under `public_url`.
+pub fn webhook_url(public_url: &str, event: OrderEvent) -> String {
+    format!("{}{WEBHOOKS_PATH}/{}", public_url.trim_end_matches('/'), event.route_segment())
+}
+
+/// The app manifest for a webhook reachable at `public_url`.
+pub fn manifest(public_url: &str) -> Value {
+    let base = public_url.trim_end_matches('/');
+    let webhooks: Vec<Value> = OrderEvent::ALL
+        .iter()
+        .map(|event| {
+            json!({
+                "name": format!("CMP {}", event.header_value().replace('_', " ")),
+                "asyncEvents": [event.manifest_name()],
+                "query": subscription_query(*event),
+                "targetUrl": webhook_url(base, *event),
+                "isActive": true,
+            })
+        })
+        .collect();
+    json!({
+        "id": APP_ID,
+        "version": env!("CARGO_PKG_VERSION"),
+        "name": "CMP",
+        "about": "Turns paid orders of AI agents into running, isolated agent instances with API keys and prepaid credits.",
+        "author": "CMP",
+        "permissions": ["MANAGE_ORDERS"],
+        "appUrl": base,
+        "tokenTargetUrl": format!("{base}{REGISTER_PATH}"),
+        "webhooks": webhooks,
+    })
+}
+
+/// The name of the Secret holding the app token of the store at `api_url`.
+pub fn token_secret_name(api_url: &str) -> String {
+    format!("saleor-app-token-{}", &hex::encode(Sha256::digest(api_url.as_bytes()))[..12])
+}
+
+/// The Secret that keeps the app token of the store at `api_url`.
+pub fn token_secret(namespace: &str, api_url: &str, token: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(api_url)),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.into(), PROVISIONER_MANAGER.into())])),
+            annotations: Some(BTreeMap::from([(SALEOR_API_URL_ANNOTATION.into(), api_url.into())])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([
+            ("apiUrl".into(), ByteString(api_url.as_bytes().to_vec())),
+            ("authToken".into(), ByteString(token.as_bytes().to_vec())),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_names_the_permission_and_three_webhooks() {
+        let m = manifest("https://cmp.example.com/");
+        assert_eq!(m["permissions"], json!(["MANAGE_ORDERS"]));
+        assert_eq!(m["tokenTargetUrl"], "https://cmp.example.com/saleor/register");
+        let hooks = m["webhooks"].as_array().expect("a list");
+        assert_eq!(hooks.len(), 3);
+        assert_eq!(hooks[1]["asyncEvents"], json!(["ORDER_FULLY_PAID"]));
+        assert_eq!(hooks[1]["targetUrl"], "https://cmp.example.com/saleor/webhooks/order-fully-paid");
+        let query = hooks[1]["query"].as_str().expect("a query");
+        assert!(query.starts_with("subscription { event { ... on OrderFullyPaid { order { ...CmpOrder } } } }"));
+        for field in ["id", "number", "userEmail", "user { id email }", "productSku", "variant { id sku }"] {
+            assert!(query.contains(field), "{field} is selected: {query}");
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The webhook's own metrics (prefix `cmp_webhook_`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    event: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabels {
+    problem: String,
+}
+
+/// Counters of deliveries and of order lines that could not be provisioned.
+#[derive(Default)]
+pub struct Metrics {
+    deliveries: Family<DeliveryLabels, Counter>,
+    unprovisioned_lines: Family<ProblemLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "saleor_deliveries",
+            "Saleor deliveries by event and the error code answered (ok when provisioned)",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "order_lines_unprovisioned",
+            "Paid or placed order lines that could not be provisioned, by problem (unknown_sku, no_sku, ...)",
+            metrics.unprovisioned_lines.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a delivery of `event` answered with `code` (`ok` or an error code).
+    pub fn delivery(&self, event: &str, code: &str) {
+        self.deliveries.get_or_create(&DeliveryLabels { event: event.into(), code: code.into() }).inc();
+    }
+
+    /// Counts an order line that could not be provisioned.
+    pub fn unprovisioned_line(&self, problem: &str) {
+        self.unprovisioned_lines.get_or_create(&ProblemLabels { problem: problem.into() }).inc();
+    }
+}

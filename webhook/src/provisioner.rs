@@ -1,0 +1,354 @@
+//! The provisioner: carries out what [`crate::order_crs`] derives from an
+//! order, against the API server.
+//!
+//! Every step is idempotent, so a redelivery, or a retry of a delivery that
+//! failed half-way, does exactly what is left:
+//! - objects are created only when absent (a 409 means done, and an existing
+//!   object is never overwritten: the buyer may have edited it since);
+//! - grants and reversals are appended only when their id is missing, with
+//!   the Wallet's resourceVersion as a precondition (a 409 re-reads and
+//!   tries again).
+//!
+//! The buyer's control namespace and Wallet are the operator's: after
+//! creating the Organization the provisioner waits for the Wallet, and
+//! answers 503 (Saleor retries) if it does not come.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmp_crds::names::{PROVISIONER_MANAGER, SALEOR_ORDER_LABEL, control_namespace};
+use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
+use futures::future::try_join_all;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::catalog::{Catalog, CreditPack, LineProblem};
+use crate::metrics::Metrics;
+use crate::order_crs::{self, NoBuyer, OrderCrs};
+use crate::payload::{Order, OrderLine};
+
+/// How often a Wallet append is retried after a conflicting write.
+const APPEND_ATTEMPTS: usize = 10;
+
+/// Why an order could not be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The order names no buyer: it will never succeed (400).
+    #[error(transparent)]
+    NoBuyer(#[from] NoBuyer),
+    /// The API server refused or could not be reached (503: Saleor retries).
+    #[error("{action}: {source}")]
+    Kube {
+        /// What the provisioner was doing.
+        action: String,
+        /// The error.
+        source: kube::Error,
+    },
+    /// The operator did not create the buyer's Wallet in time (503: Saleor retries).
+    #[error(
+        "the operator has not created Wallet {namespace}/{name} within {waited:?}: check that cmp-operator is running; Saleor will deliver the order again"
+    )]
+    WalletMissing {
+        /// The control namespace.
+        namespace: String,
+        /// The Wallet's name.
+        name: String,
+        /// How long the provisioner waited.
+        waited: Duration,
+    },
+    /// The Wallet kept changing under the append (503: Saleor retries).
+    #[error("Wallet {0} changed under {APPEND_ATTEMPTS} attempts to append to it; Saleor will deliver the order again")]
+    Contended(String),
+}
+
+impl ProvisionError {
+    /// True for requests that will never succeed (answered 4xx); false for those Saleor should retry.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ProvisionError::NoBuyer(_))
+    }
+}
+
+fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ProvisionError {
+    let action = action.into();
+    move |source| ProvisionError::Kube { action, source }
+}
+
+/// What a delivery did, as the webhook answers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// The buyer's Organization, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The order's Instances (created, found or suspended).
+    pub instances: Vec<String>,
+    /// Grants this delivery appended (0 on a redelivery).
+    pub grants_appended: usize,
+    /// Reversals this delivery appended.
+    pub reversals_appended: usize,
+    /// Lines that cannot be provisioned, with why.
+    pub problems: Vec<String>,
+    /// True when a cancellation found nothing of the order.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unknown_order: bool,
+}
+
+/// How the provisioner behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ProvisionerSettings {
+    /// The credit packs on sale.
+    pub credit_packs: Vec<CreditPack>,
+    /// How long a paid order waits for the operator to create the buyer's Wallet.
+    pub wallet_wait: Duration,
+    /// Labels put on every Organization the provisioner creates (for example
+    /// to match the operator's `--organization-selector`).
+    pub organization_labels: BTreeMap<String, String>,
+}
+
+/// Carries out orders against the API server.
+pub struct Provisioner {
+    client: kube::Client,
+    organization_labels: BTreeMap<String, String>,
+    offerings: Store<Offering>,
+    credit_packs: Vec<CreditPack>,
+    wallet_wait: Duration,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Provisioner {
+    /// A provisioner reading Offerings from `offerings` (a watch cache),
+    /// putting `organization_labels` on the Organizations it creates.
+    pub fn new(
+        client: kube::Client,
+        offerings: Store<Offering>,
+        settings: ProvisionerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter { controller: PROVISIONER_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let ProvisionerSettings { credit_packs, wallet_wait, organization_labels } = settings;
+        Self { client, organization_labels, offerings, credit_packs, wallet_wait, recorder, metrics }
+    }
+
+    fn catalog(&self) -> Catalog {
+        Catalog::new(&self.offerings.state(), &self.credit_packs)
+    }
+
+    /// `ORDER_CREATED`: reports the lines that could not be provisioned. Creates nothing.
+    pub async fn created(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
+        let crs = order_crs::order_crs(api_url, order, &self.catalog())?;
+        let org = Api::<Organization>::all(self.client.clone())
+            .get_opt(&crs.organization.name_any())
+            .await
+            .map_err(kube("reading the buyer's Organization"))?;
+        self.report(order, &crs.problems, org.as_ref()).await;
+        Ok(Outcome {
+            organization: org.map(|o| o.name_any()),
+            problems: crs.problems.iter().map(|(l, p)| format!("line {}: {p}", l.id)).collect(),
+            ..Outcome::default()
+        })
+    }
+
+    /// `ORDER_FULLY_PAID`: the buyer's Organization, its default Project,
+    /// an Instance per plan line and a grant per line, each exactly once.
+    pub async fn fully_paid(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
+        let crs = order_crs::order_crs(api_url, order, &self.catalog())?;
+        let org = self.organization(&crs).await?;
+        let (ns, wallet_name) = (control_namespace(&org.name_any()), org.name_any());
+        self.await_wallet(&ns, &wallet_name).await?;
+        create_if_absent(&Api::<Project>::namespaced(self.client.clone(), &ns), &crs.project).await?;
+        let instances = Api::<Instance>::namespaced(self.client.clone(), &ns);
+        try_join_all(crs.instances.iter().map(|i| create_if_absent(&instances, i))).await?;
+        let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
+        let grants_appended = append(&wallets, &wallet_name, "grants", |wallet| {
+            let have: Vec<&str> = wallet.spec.grants.iter().map(|g| g.id.as_str()).collect();
+            let missing: Vec<_> = crs.grants.iter().filter(|g| !have.contains(&g.id.as_str())).cloned().collect();
+            (!missing.is_empty()).then(|| {
+                let all: Vec<_> = wallet.spec.grants.iter().cloned().chain(missing.iter().cloned()).collect();
+                (json!({"spec": {"grants": all}}), missing.len())
+            })
+        })
+        .await?;
+        self.report(order, &crs.problems, Some(&org)).await;
+        Ok(Outcome {
+            organization: Some(org.name_any()),
+            instances: crs.instances.iter().map(|i| i.name_any()).collect(),
+            grants_appended,
+            problems: crs.problems.iter().map(|(l, p)| format!("line {}: {p}", l.id)).collect(),
+            ..Outcome::default()
+        })
+    }
+
+    /// `ORDER_CANCELLED`: suspends the order's Instances and withdraws its
+    /// unspent credits with reversals. An order never seen changes nothing.
+    pub async fn cancelled(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
+        let org_name = order_crs::organization_name(api_url, order)?;
+        let org = Api::<Organization>::all(self.client.clone())
+            .get_opt(&org_name)
+            .await
+            .map_err(kube("reading the buyer's Organization"))?;
+        if org.is_none() {
+            return Ok(Outcome { unknown_order: true, ..Outcome::default() });
+        }
+        let ns = control_namespace(&org_name);
+        let order_key = order_crs::order_key(api_url, &order.id);
+        let instances = Api::<Instance>::namespaced(self.client.clone(), &ns);
+        let found = instances
+            .list(&ListParams::default().labels(&format!("{SALEOR_ORDER_LABEL}={order_key}")))
+            .await
+            .map_err(kube("listing the order's Instances"))?;
+        let suspend = Patch::Merge(json!({"spec": {"suspended": true}}));
+        let params = PatchParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PatchParams::default() };
+        try_join_all(found.items.iter().filter(|i| !i.spec.suspended).map(|i| {
+            let name = i.name_any();
+            let (instances, suspend, params, ns) = (&instances, &suspend, &params, &ns);
+            async move {
+                instances.patch(&name, params, suspend).await.map_err(kube(format!("suspending Instance {ns}/{name}")))
+            }
+        }))
+        .await?;
+        let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
+        let prefix = format!("{}.", order_crs::grant_prefix(&order_key));
+        let mut had_grants = false;
+        let reversals_appended = match wallets.get_opt(&org_name).await.map_err(kube("reading the Wallet"))? {
+            None => 0,
+            Some(wallet) => {
+                had_grants = wallet.spec.grants.iter().any(|g| g.id.starts_with(&prefix));
+                append(&wallets, &org_name, "reversals", |wallet| {
+                    let new = order_crs::cancellation_reversals(&order_key, order, wallet, Timestamp::now());
+                    (!new.is_empty()).then(|| {
+                        let all: Vec<_> = wallet.spec.reversals.iter().cloned().chain(new.iter().cloned()).collect();
+                        (json!({"spec": {"reversals": all}}), new.len())
+                    })
+                })
+                .await?
+            }
+        };
+        Ok(Outcome {
+            organization: Some(org_name),
+            instances: found.items.iter().map(|i| i.name_any()).collect(),
+            reversals_appended,
+            unknown_order: found.items.is_empty() && !had_grants,
+            ..Outcome::default()
+        })
+    }
+
+    /// Finds or creates the buyer's Organization (never overwriting one that exists).
+    async fn organization(&self, crs: &OrderCrs) -> Result<Organization, ProvisionError> {
+        let orgs = Api::<Organization>::all(self.client.clone());
+        let name = crs.organization.name_any();
+        let mut wanted = crs.organization.clone();
+        wanted.labels_mut().extend(self.organization_labels.clone());
+        match orgs.create(&post_params(), &wanted).await {
+            Ok(org) => {
+                tracing::info!(organization = %name, "created the buyer's Organization");
+                Ok(org)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                orgs.get(&name).await.map_err(kube(format!("reading Organization {name}")))
+            }
+            Err(source) => Err(ProvisionError::Kube { action: format!("creating Organization {name}"), source }),
+        }
+    }
+
+    /// Waits (on a watch) until the operator has created the buyer's Wallet.
+    async fn await_wallet(&self, namespace: &str, name: &str) -> Result<(), ProvisionError> {
+        let wallets = Api::<Wallet>::namespaced(self.client.clone(), namespace);
+        if wallets.get_opt(name).await.map_err(kube("reading the Wallet"))?.is_some() {
+            return Ok(());
+        }
+        let exists = kube::runtime::wait::await_condition(wallets, name, |w: Option<&Wallet>| w.is_some());
+        match tokio::time::timeout(self.wallet_wait, exists).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(ProvisionError::Kube {
+                action: "watching for the Wallet".into(),
+                source: kube::Error::Service(Box::new(error)),
+            }),
+            Err(_) => Err(ProvisionError::WalletMissing {
+                namespace: namespace.into(),
+                name: name.into(),
+                waited: self.wallet_wait,
+            }),
+        }
+    }
+
+    /// Logs, counts and (on the Organization, when it exists) records each line that cannot be provisioned.
+    async fn report(&self, order: &Order, problems: &[(OrderLine, LineProblem)], org: Option<&Organization>) {
+        for (line, problem) in problems {
+            tracing::warn!(order = %order.id, number = order.number.as_deref().unwrap_or(""), line = %line.id,
+                sku = line.sku.as_deref().unwrap_or(""), problem = %problem, "an order line cannot be provisioned");
+            self.metrics.unprovisioned_line(problem.kind());
+            if let Some(org) = org {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "OrderLineNotProvisioned".into(),
+                    note: Some(format!(
+                        "order {} line {} (SKU {}): {problem}",
+                        order.number.as_deref().unwrap_or(&order.id),
+                        line.id,
+                        line.sku.as_deref().unwrap_or("none")
+                    )),
+                    action: "Provision".into(),
+                    secondary: None,
+                };
+                if let Err(error) = self.recorder.publish(&event, &org.object_ref(&())).await {
+                    tracing::warn!(%error, "publishing an event failed");
+                }
+            }
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PostParams::default() }
+}
+
+/// Creates `object` unless an object of its name exists.
+async fn create_if_absent<K>(api: &Api<K>, object: &K) -> Result<(), ProvisionError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let what = format!("{} {}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any());
+    match api.create(&post_params(), object).await {
+        Ok(_) => {
+            tracing::info!(object = %what, "created");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(ProvisionError::Kube { action: format!("creating {what}"), source }),
+    }
+}
+
+/// Appends to a Wallet list: `change` says what the whole list becomes (and
+/// how many entries it adds) given the current Wallet, or `None` when
+/// nothing is missing. Written as a merge patch with the read
+/// resourceVersion, so a concurrent append is never lost: a 409 reads again.
+async fn append<F>(wallets: &Api<Wallet>, name: &str, what: &str, change: F) -> Result<usize, ProvisionError>
+where
+    F: Fn(&Wallet) -> Option<(serde_json::Value, usize)>,
+{
+    let params = PatchParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PatchParams::default() };
+    for _ in 0..APPEND_ATTEMPTS {
+        let wallet = wallets.get(name).await.map_err(kube(format!("reading Wallet {name}")))?;
+        let Some((mut patch, added)) = change(&wallet) else { return Ok(0) };
+        patch["metadata"] = json!({"resourceVersion": wallet.resource_version()});
+        match wallets.patch(name, &params, &Patch::Merge(patch)).await {
+            Ok(_) => {
+                tracing::info!(wallet = name, added, "appended {what}");
+                return Ok(added);
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(source) => {
+                return Err(ProvisionError::Kube { action: format!("appending {what} to Wallet {name}"), source });
+            }
+        }
+    }
+    Err(ProvisionError::Contended(name.into()))
+}

@@ -1,0 +1,271 @@
+//! The Saleor-facing HTTP routes: the manifest, the registration and the
+//! three order webhooks.
+//!
+//! A delivery is checked before anything in it is acted on, in this order:
+//! its size (413), its `Saleor-Api-Url` against the allow-list (401), its
+//! `Saleor-Signature` over the raw bytes (401; 503 when the store's keys
+//! cannot be fetched), its `Saleor-Event` against the route (400), and its
+//! body (400). Every refusal is a JSON `{"error": {"code", "message"}}` and
+//! a log line, and touches no object. Then the [`Provisioner`] acts: 200 when
+//! done, 503 when Kubernetes cannot be reached or the operator is late, so
+//! that Saleor delivers again.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cmp_crds::names::PROVISIONER_MANAGER;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::jwks::{JwksCache, VerifyError};
+use crate::manifest::{self, MANIFEST_PATH, REGISTER_PATH, WEBHOOKS_PATH};
+use crate::metrics::Metrics;
+use crate::payload::{OrderEvent, PayloadError, parse_order};
+use crate::provisioner::Provisioner;
+use crate::signature::{self, Signature};
+
+/// How the Saleor routes behave.
+#[derive(Debug, Clone)]
+pub struct SaleorSettings {
+    /// The stores' API URLs (exactly as Saleor sends `Saleor-Api-Url`) whose deliveries are accepted.
+    pub allowed_api_urls: Vec<String>,
+    /// The legacy HMAC-SHA256 shared secret, when configured.
+    pub hmac_secret: Option<Vec<u8>>,
+    /// The largest body accepted.
+    pub max_body_bytes: usize,
+    /// The URL Saleor reaches this webhook at (for the manifest).
+    pub public_url: String,
+    /// Where app-token Secrets are kept.
+    pub token_namespace: String,
+}
+
+/// What the routes share.
+pub struct SaleorApp {
+    /// How the routes behave.
+    pub settings: SaleorSettings,
+    /// The stores' keys.
+    pub jwks: JwksCache,
+    /// Carries orders out.
+    pub provisioner: Provisioner,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// For the app-token Secrets.
+    pub client: kube::Client,
+}
+
+/// A refusal: its status, stable code and message.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+/// The Saleor routes.
+pub fn router(app: Arc<SaleorApp>) -> Router {
+    Router::new()
+        .route(MANIFEST_PATH, get(manifest_route))
+        .route(REGISTER_PATH, post(register))
+        .route(&format!("{WEBHOOKS_PATH}/{{event}}"), post(delivery))
+        .with_state(app)
+}
+
+async fn manifest_route(State(app): State<Arc<SaleorApp>>) -> Response {
+    axum::Json(manifest::manifest(&app.settings.public_url)).into_response()
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the body, refusing one over the limit with 413.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some())
+            || error.to_string().contains("length limit");
+        if too_large {
+            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {limit} bytes"))
+        } else {
+            Refusal::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {error}"))
+        }
+    })
+}
+
+/// The store's API URL, if it is on the allow-list.
+fn allowed_api_url<'h>(app: &SaleorApp, headers: &'h HeaderMap) -> Result<&'h str, Refusal> {
+    let api_url = header(headers, "saleor-api-url").ok_or_else(|| {
+        Refusal::new(StatusCode::UNAUTHORIZED, "api_url_missing", "the Saleor-Api-Url header is missing")
+    })?;
+    if !app.settings.allowed_api_urls.iter().any(|allowed| allowed == api_url) {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "api_url_not_allowed",
+            format!("Saleor-Api-Url {api_url:?} is not on the webhook's allow-list (--saleor-api-url)"),
+        ));
+    }
+    Ok(api_url)
+}
+
+async fn verify(app: &SaleorApp, api_url: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+    let invalid =
+        |e: signature::SignatureError| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string());
+    match signature::parse(header(headers, "saleor-signature")).map_err(invalid)? {
+        Signature::Jws { header, encoded_header, signature } => {
+            app.jwks.verify(api_url, &header, &encoded_header, &signature, body).await.map_err(|e| match e {
+                VerifyError::Signature(e) => invalid(e),
+                VerifyError::Jwks(e) => Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "jwks_unavailable",
+                    format!("the store's signing keys cannot be fetched now: {e}"),
+                ),
+            })
+        }
+        Signature::Hmac(tag) => {
+            signature::verify_hmac(&tag, body, app.settings.hmac_secret.as_deref()).map_err(invalid)
+        }
+    }
+}
+
+async fn delivery(
+    State(app): State<Arc<SaleorApp>>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let event = OrderEvent::ALL.into_iter().find(|e| e.route_segment() == segment);
+    let event_name = event.map_or("unknown", |e| e.header_value());
+    let domain = header(&headers, "saleor-domain").unwrap_or("").to_string();
+    let result = handle(&app, event, &headers, body).await;
+    let code = match &result {
+        Ok(_) => "ok",
+        Err(refusal) => refusal.code,
+    };
+    app.metrics.delivery(event_name, code);
+    match result {
+        Ok(response) => response,
+        Err(refusal) => {
+            if refusal.status.is_server_error() {
+                tracing::error!(event = event_name, saleor_domain = %domain, status = refusal.status.as_u16(), code = refusal.code, message = %refusal.message, "delivery not done; Saleor will retry");
+            } else {
+                tracing::warn!(event = event_name, saleor_domain = %domain, status = refusal.status.as_u16(), code = refusal.code, message = %refusal.message, "delivery refused");
+            }
+            refusal.into_response()
+        }
+    }
+}
+
+async fn handle(
+    app: &SaleorApp,
+    event: Option<OrderEvent>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let event = event.ok_or_else(|| {
+        Refusal::new(StatusCode::NOT_FOUND, "unknown_event", "no webhook route for this event: see the manifest")
+    })?;
+    let body = read_body(body, app.settings.max_body_bytes).await?;
+    let api_url = allowed_api_url(app, headers)?;
+    verify(app, api_url, headers, &body).await?;
+    match header(headers, "saleor-event").map(OrderEvent::from_header) {
+        Some(Some(named)) if named == event => {}
+        Some(Some(named)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "event_mismatch",
+                format!("Saleor-Event {} was delivered to the {} route", named.header_value(), event.header_value()),
+            ));
+        }
+        Some(None) => {
+            let named = header(headers, "saleor-event").unwrap_or_default();
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_event",
+                format!("Saleor-Event {named:?} is not an event this app handles"),
+            ));
+        }
+        None => {
+            return Err(Refusal::new(StatusCode::BAD_REQUEST, "unknown_event", "the Saleor-Event header is missing"));
+        }
+    }
+    let order = parse_order(event, &body).map_err(|e| {
+        let code = match e {
+            PayloadError::MissingOrderId => "missing_order_id",
+            _ => "malformed_payload",
+        };
+        Refusal::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    })?;
+    let outcome = match event {
+        OrderEvent::Created => app.provisioner.created(api_url, &order).await,
+        OrderEvent::FullyPaid => app.provisioner.fully_paid(api_url, &order).await,
+        OrderEvent::Cancelled => app.provisioner.cancelled(api_url, &order).await,
+    }
+    .map_err(|e| {
+        if e.is_permanent() {
+            Refusal::new(StatusCode::BAD_REQUEST, "no_buyer", e.to_string())
+        } else {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "provisioning_incomplete", e.to_string())
+        }
+    })?;
+    tracing::info!(event = event.header_value(), order = %order.id, number = order.number.as_deref().unwrap_or(""),
+        organization = outcome.organization.as_deref().unwrap_or(""), instances = outcome.instances.len(),
+        grants_appended = outcome.grants_appended, reversals_appended = outcome.reversals_appended,
+        problems = outcome.problems.len(), unknown_order = outcome.unknown_order, "delivery done");
+    Ok(axum::Json(outcome).into_response())
+}
+
+async fn register(State(app): State<Arc<SaleorApp>>, headers: HeaderMap, body: Body) -> Response {
+    match register_token(&app, &headers, body).await {
+        Ok(name) => {
+            tracing::info!(secret = %name, "stored the Saleor app token");
+            axum::Json(json!({"success": true})).into_response()
+        }
+        Err(refusal) => {
+            tracing::warn!(status = refusal.status.as_u16(), code = refusal.code, message = %refusal.message, "app registration refused");
+            refusal.into_response()
+        }
+    }
+}
+
+async fn register_token(app: &SaleorApp, headers: &HeaderMap, body: Body) -> Result<String, Refusal> {
+    let body = read_body(body, app.settings.max_body_bytes).await?;
+    let api_url = allowed_api_url(app, headers)?;
+    let token = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("auth_token").and_then(|t| t.as_str()).map(str::to_string))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Refusal::new(StatusCode::BAD_REQUEST, "malformed_payload", "the body must be {\"auth_token\": \"...\"}")
+        })?;
+    let secret = manifest::token_secret(&app.settings.token_namespace, api_url, &token);
+    let name = manifest::token_secret_name(api_url);
+    let secrets = Api::<Secret>::namespaced(app.client.clone(), &app.settings.token_namespace);
+    secrets.patch(&name, &PatchParams::apply(PROVISIONER_MANAGER).force(), &Patch::Apply(&secret)).await.map_err(
+        |e| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kubernetes_unavailable",
+                format!("storing the app token: {e}"),
+            )
+        },
+    )?;
+    Ok(name)
+}

@@ -1,0 +1,204 @@
+//! The real webhook and the real operator against the test control plane,
+//! with deliveries signed by PyJWT as Saleor signs them.
+//!
+//! Each test gets its own store (its own API URL, so its own buyers), its own
+//! Offering with SKUs unique to the run, an operator restricted to the run's
+//! Organizations and Offerings, and a webhook that labels the Organizations
+//! it creates for that operator.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cmp_crds::Offering;
+use cmp_testenv::apply::install_crds;
+use cmp_testenv::saleor::SaleorStore;
+use cmp_testenv::test::{eventually, http_get, test_client, test_kubeconfig, unique_name};
+use cmp_testenv::{free_port, workspace_binary};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// The label the run puts on its Offering and (through the webhook) on its Organizations.
+pub const RUN_LABEL: &str = "cmp.gsv.dev/test-run";
+/// How long a test waits for something to converge before failing.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A process killed when dropped, with its log file.
+pub struct Process {
+    child: Child,
+    pub health: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(binary: PathBuf, run: &str, name: &str, args: &[String]) -> Self {
+        let health = SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")));
+        let log = std::env::temp_dir().join(format!("{run}-{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(&binary)
+            .env("KUBECONFIG", test_kubeconfig())
+            .env("RUST_LOG", "info")
+            .args(["--health-addr", &health.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", binary.display()));
+        Self { child, health, log }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its /metrics text.
+    pub async fn metrics(&self) -> String {
+        match http_get(self.health, "/metrics").await {
+            Ok((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    /// Waits for /readyz.
+    pub async fn ready(&self) {
+        let health = self.health;
+        eventually("the process to be ready", CONVERGE, || async move {
+            matches!(http_get(health, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's world.
+pub struct World {
+    pub client: kube::Client,
+    pub run: String,
+    pub store: SaleorStore,
+    pub http: reqwest::Client,
+    /// The plan SKU of the run's Offering.
+    pub plan_sku: String,
+    pub offering: String,
+}
+
+impl World {
+    /// Installs the CRDs, starts the store and applies the run's Offering
+    /// (Shared, its flow a file, its runtime nowhere: Instances are created,
+    /// not run).
+    pub async fn new(prefix: &str) -> Self {
+        let client = test_client().await;
+        install_crds(&client, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs install");
+        let run = unique_name(prefix);
+        let store = SaleorStore::start().await.expect("the PyJWT store starts");
+        let plan_sku = format!("{}-PRO", run.to_uppercase());
+        let offering = format!("{run}-agent");
+        let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("the example flow");
+        let object = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
+            "metadata": {"name": offering, "labels": {RUN_LABEL: run}},
+            "spec": {
+                "displayName": "Test agent",
+                "runtime": {"mode": "Shared", "endpoint": "http://127.0.0.1:9", "apiKeySecretRef": {"namespace": "default", "name": "none", "key": "k"}},
+                "versions": [{"name": "1", "flowId": "echo", "artifact": {"url": url, "sha256": sha256}}],
+                "plans": [{"id": "pro", "creditsPerRun": 1, "includedCredits": 5000, "saleorSku": plan_sku}],
+            }
+        });
+        Api::<Offering>::all(client.clone())
+            .patch(&offering, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(object))
+            .await
+            .expect("the Offering applies");
+        Self { client, run, store, http: reqwest::Client::new(), plan_sku, offering }
+    }
+
+    /// Starts an operator for the run.
+    pub fn operator(&self) -> Process {
+        let binary = workspace_binary("cmp-operator", "cmp-operator").expect("the operator binary");
+        let selector = format!("{RUN_LABEL}={}", self.run);
+        let args = [
+            "--organization-selector",
+            &selector,
+            "--offering-selector",
+            &selector,
+            "--lease-name",
+            &format!("cmp-operator-{}", self.run),
+        ];
+        Process::spawn(binary, &self.run, "operator", &args.map(String::from))
+    }
+
+    /// Starts the webhook for the run's store; `extra` adds flags.
+    pub async fn webhook(&self, extra: &[&str]) -> Webhook {
+        let port = free_port().expect("a free port");
+        let packs = cmp_testenv::control_plane::workspace_root().join("examples/saleor/credit-packs.yaml");
+        let mut args: Vec<String> = vec![
+            "--saleor-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--saleor-api-url".into(),
+            self.store.api_url().into(),
+            "--credit-packs".into(),
+            packs.display().to_string(),
+            "--organization-label".into(),
+            format!("{RUN_LABEL}={}", self.run),
+            "--jwks-min-refetch-seconds".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let process = Process::spawn(PathBuf::from(env!("CARGO_BIN_EXE_cmp-webhook")), &self.run, "webhook", &args);
+        process.ready().await;
+        Webhook { process, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// A recorded payload of `examples/saleor/`, its plan SKU replaced by the run's.
+    pub fn fixture(&self, name: &str) -> Vec<u8> {
+        let path = cmp_testenv::control_plane::workspace_root().join("examples/saleor").join(name);
+        let text = std::fs::read_to_string(path).expect("the fixture exists");
+        text.replace("SUPPORT-ASSISTANT-PRO", &self.plan_sku).replace("ECHO-FREE", &self.plan_sku).into_bytes()
+    }
+
+    /// Delivers `body` as `event` (for example "order_fully_paid"), signed by the store.
+    pub async fn deliver(&self, webhook: &Webhook, route: &str, event: &str, body: &[u8]) -> (u16, Value) {
+        self.store.deliver(&self.http, &webhook.url(route), event, body).await.expect("the delivery is answered")
+    }
+
+    /// The run's Organizations.
+    pub async fn organizations(&self) -> Vec<cmp_crds::Organization> {
+        let orgs = Api::<cmp_crds::Organization>::all(self.client.clone());
+        orgs.list(&kube::api::ListParams::default().labels(&format!("{RUN_LABEL}={}", self.run)))
+            .await
+            .expect("Organizations list")
+            .items
+    }
+}
+
+/// A running webhook.
+pub struct Webhook {
+    pub process: Process,
+    pub base: String,
+}
+
+impl Webhook {
+    /// The URL of a webhook route (`order-fully-paid`, ...).
+    pub fn url(&self, route: &str) -> String {
+        format!("{}/saleor/webhooks/{route}", self.base)
+    }
+}
+
+/// Waits until `check` gives a value.
+pub async fn converge<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually(what, CONVERGE, check).await
+}
