@@ -9,7 +9,7 @@
 //! started, and fails loudly when there is none.
 
 pub mod apply;
-mod certs;
+pub mod certs;
 pub mod control_plane;
 pub mod lfx;
 pub mod openbao;

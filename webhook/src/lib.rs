@@ -6,8 +6,11 @@
 //! says what each SKU sells, and [`order_crs`] turns the order into CRs as
 //! pure functions, which the [`provisioner`] carries out against the API
 //! server. [`server`] holds the HTTP routes and [`manifest`] the Saleor app
-//! manifest.
+//! manifest. [`admission`] holds the validating admission rules CEL cannot
+//! express, served over TLS by [`admission_server`].
 
+pub mod admission;
+pub mod admission_server;
 pub mod catalog;
 pub mod jwks;
 pub mod manifest;

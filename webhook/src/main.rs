@@ -1,4 +1,5 @@
-//! The CMP webhook: turns paid Saleor orders into CRs.
+//! The CMP webhook: turns paid Saleor orders into CRs, and serves validating
+//! admission for the rules CEL cannot express.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use cmp_core::runtime::{ProcessArgs, Runtime};
-use cmp_crds::Offering;
+use cmp_crds::{Offering, Project};
+use cmp_webhook::admission_server::{self, Admission};
 use cmp_webhook::catalog::CreditPackFile;
 use cmp_webhook::jwks::JwksCache;
 use cmp_webhook::metrics::Metrics;
@@ -19,7 +21,10 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 #[derive(Parser)]
-#[command(version, about = "The CMP webhook: turns paid Saleor orders into CRs.")]
+#[command(
+    version,
+    about = "The CMP webhook: turns paid Saleor orders into CRs, and serves validating admission for the rules CEL cannot express."
+)]
 struct Args {
     #[command(flatten)]
     process: ProcessArgs,
@@ -60,6 +65,27 @@ struct Args {
     #[arg(long = "organization-label", env = "CMP_ORGANIZATION_LABELS", value_delimiter = ',', value_parser = parse_label)]
     organization_labels: Vec<(String, String)>,
 
+    /// Address of the validating admission endpoint (TLS), served when --admission-cert and --admission-key are given.
+    #[arg(long, env = "CMP_ADMISSION_ADDR", default_value = "127.0.0.1:8443")]
+    admission_addr: SocketAddr,
+
+    /// PEM certificate (chain) of the admission endpoint. Unset: no admission endpoint.
+    #[arg(long, env = "CMP_ADMISSION_CERT", requires = "admission_key")]
+    admission_cert: Option<PathBuf>,
+
+    /// PEM private key of the admission endpoint.
+    #[arg(long, env = "CMP_ADMISSION_KEY", requires = "admission_cert")]
+    admission_key: Option<PathBuf>,
+
+    /// A user name (as the API server authenticates it) allowed to append grants from SaleorOrder: the provisioner's own. Repeat for more.
+    #[arg(
+        long = "provisioner-username",
+        env = "CMP_PROVISIONER_USERNAMES",
+        value_delimiter = ',',
+        default_value = "system:serviceaccount:cmp-system:cmp-webhook"
+    )]
+    provisioner_usernames: Vec<String>,
+
     /// The namespace of the Secrets that keep the stores' app tokens.
     #[arg(long, env = "CMP_NAMESPACE", default_value = "cmp-system")]
     namespace: String,
@@ -80,15 +106,23 @@ async fn main() -> anyhow::Result<()> {
     let client = runtime.client().await?;
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the HTTP client")?;
-    let (offerings, writer) = reflector::store();
-    let offering_events =
-        reflector::reflector(writer, watcher(Api::<Offering>::all(client.clone()), watcher::Config::default()))
-            .default_backoff()
-            .for_each(|event| async move {
-                if let Err(error) = event {
-                    tracing::warn!(%error, "watching Offerings");
-                }
-            });
+    let (offerings, offering_events) = cache::<Offering>(&client);
+    let (projects, project_events) = cache::<Project>(&client);
+    let admission_tls = match (&args.admission_cert, &args.admission_key) {
+        (Some(cert), Some(key)) => {
+            Some((admission_server::tls_config(cert, key)?, admission_server::bind(args.admission_addr).await?))
+        }
+        _ => {
+            tracing::info!("no --admission-cert/--admission-key: the admission endpoint is off");
+            None
+        }
+    };
+    let admission = Arc::new(Admission {
+        client: client.clone(),
+        offerings: offerings.clone(),
+        projects: projects.clone(),
+        provisioners: args.provisioner_usernames.clone(),
+    });
     let app = Arc::new(SaleorApp {
         settings: SaleorSettings {
             allowed_api_urls: args.saleor_api_urls.clone(),
@@ -118,14 +152,20 @@ async fn main() -> anyhow::Result<()> {
     runtime
         .run(|process| async move {
             tokio::spawn(offering_events);
+            tokio::spawn(project_events);
             let ready = process.readiness.clone();
-            let offerings_synced = offerings.clone();
+            let (offerings_synced, projects_synced) = (offerings.clone(), projects.clone());
             tokio::spawn(async move {
-                if offerings_synced.wait_until_ready().await.is_ok() {
-                    tracing::info!("the Offering cache is synced");
+                if offerings_synced.wait_until_ready().await.is_ok() && projects_synced.wait_until_ready().await.is_ok()
+                {
+                    tracing::info!("the Offering and Project caches are synced");
                     ready.set(true);
                 }
             });
+            if let Some((tls, listener)) = admission_tls {
+                let router = admission_server::router(admission);
+                tokio::spawn(admission_server::serve_tls(listener, tls, router, process.shutdown.clone()));
+            }
             let shutdown = process.shutdown.clone();
             axum::serve(listener, server::router(app))
                 .with_graceful_shutdown(shutdown)
@@ -133,6 +173,22 @@ async fn main() -> anyhow::Result<()> {
                 .context("serving the Saleor routes")
         })
         .await
+}
+
+/// A watch cache of every `K`, and the task that feeds it.
+fn cache<K>(client: &kube::Client) -> (reflector::Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), watcher::Config::default()))
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, kind = %K::kind(&()), "watching");
+            }
+        });
+    (store, events)
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -137,6 +137,25 @@ impl World {
         Process::spawn(binary, &self.run, "operator", &args.map(String::from))
     }
 
+    /// Starts the webhook with its admission endpoint, on a certificate for
+    /// 127.0.0.1 signed by a fresh CA; `extra` adds flags.
+    pub async fn admission_webhook(&self, extra: &[&str]) -> Webhook {
+        let dir = std::env::temp_dir().join(format!("{}-certs", self.run));
+        std::fs::create_dir_all(&dir).expect("a certificate directory");
+        let certs = cmp_testenv::certs::generate(&dir).expect("certificates");
+        let port = free_port().expect("a free port");
+        let (addr, cert, key) = (
+            format!("127.0.0.1:{port}"),
+            certs.serving_cert.display().to_string(),
+            certs.serving_key.display().to_string(),
+        );
+        let mut args = vec!["--admission-addr", &addr, "--admission-cert", &cert, "--admission-key", &key];
+        args.extend_from_slice(extra);
+        let mut webhook = self.webhook(&args).await;
+        webhook.admission = Some((format!("https://{addr}/validate"), std::fs::read(&certs.ca_cert).expect("the CA")));
+        webhook
+    }
+
     /// Starts the webhook for the run's store; `extra` adds flags.
     pub async fn webhook(&self, extra: &[&str]) -> Webhook {
         let port = free_port().expect("a free port");
@@ -156,7 +175,7 @@ impl World {
         args.extend(extra.iter().map(|s| s.to_string()));
         let process = Process::spawn(PathBuf::from(env!("CARGO_BIN_EXE_cmp-webhook")), &self.run, "webhook", &args);
         process.ready().await;
-        Webhook { process, base: format!("http://127.0.0.1:{port}") }
+        Webhook { process, base: format!("http://127.0.0.1:{port}"), admission: None }
     }
 
     /// A recorded payload of `examples/saleor/`, its plan SKU replaced by the run's.
@@ -185,12 +204,24 @@ impl World {
 pub struct Webhook {
     pub process: Process,
     pub base: String,
+    /// The admission URL and the CA that signed its certificate, when served.
+    pub admission: Option<(String, Vec<u8>)>,
 }
 
 impl Webhook {
     /// The URL of a webhook route (`order-fully-paid`, ...).
     pub fn url(&self, route: &str) -> String {
         format!("{}/saleor/webhooks/{route}", self.base)
+    }
+
+    /// The admission endpoint's URL.
+    pub fn admission_url(&self) -> String {
+        self.admission.as_ref().map(|(url, _)| url.clone()).expect("started with admission_webhook")
+    }
+
+    /// The PEM CA bundle the API server trusts the endpoint with.
+    pub fn ca_bundle(&self) -> Vec<u8> {
+        self.admission.as_ref().map(|(_, ca)| ca.clone()).expect("started with admission_webhook")
     }
 }
 

@@ -1,0 +1,193 @@
+//! Validating admission for the rules CEL cannot express, as pure functions
+//! of the object, its old version and what was looked up.
+//!
+//! - An Instance's Project must exist in its namespace, and its Offering,
+//!   version and plan must exist (checked on create, and for the version and
+//!   plan whenever they change: an Offering removed later never blocks an
+//!   update such as a suspension).
+//! - A new Instance, or a version change, may not choose a deprecated version.
+//! - Grants with source `SaleorOrder` may be appended only by the provisioner.
+//!
+//! Messages name the field first, as the CEL rules do.
+
+use cmp_crds::wallet::GrantSource;
+use cmp_crds::{Instance, Offering, Wallet};
+
+/// What the admission of an Instance looked up.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceReferences<'a> {
+    /// The Project `spec.project` exists in the Instance's namespace.
+    pub project_exists: bool,
+    /// The Offering `spec.offering`, if it exists.
+    pub offering: Option<&'a Offering>,
+}
+
+/// Checks an Instance being created (`old` is `None`) or updated.
+pub fn check_instance(new: &Instance, old: Option<&Instance>, refs: InstanceReferences<'_>) -> Result<(), String> {
+    let spec = &new.spec;
+    let namespace = new.metadata.namespace.as_deref().unwrap_or_default();
+    let creating = old.is_none();
+    let version_changed = old.is_none_or(|o| o.spec.version != spec.version);
+    let plan_changed = old.is_none_or(|o| o.spec.plan != spec.plan);
+    if creating && !refs.project_exists {
+        return Err(format!(
+            "spec.project: Project {:?} does not exist in namespace {namespace}; create the Project first",
+            spec.project
+        ));
+    }
+    if !(creating || version_changed || plan_changed) {
+        return Ok(());
+    }
+    let Some(offering) = refs.offering else {
+        return Err(format!(
+            "spec.offering: Offering {:?} does not exist; `kubectl get offerings` lists the catalog",
+            spec.offering
+        ));
+    };
+    let usable: Vec<&str> = offering.spec.versions.iter().filter(|v| !v.deprecated).map(|v| v.name.as_str()).collect();
+    if version_changed {
+        match offering.version(&spec.version) {
+            None => {
+                return Err(format!(
+                    "spec.version: Offering {:?} has no version {:?}; choose one of: {}",
+                    spec.offering,
+                    spec.version,
+                    usable.join(", ")
+                ));
+            }
+            Some(version) if version.deprecated => {
+                return Err(format!(
+                    "spec.version: version {:?} of Offering {:?} is deprecated and cannot be chosen; choose one of: {}",
+                    spec.version,
+                    spec.offering,
+                    usable.join(", ")
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if plan_changed && offering.plan(&spec.plan).is_none() {
+        let plans: Vec<&str> = offering.spec.plans.iter().map(|p| p.id.as_str()).collect();
+        return Err(format!(
+            "spec.plan: Offering {:?} has no plan {:?}; choose one of: {}",
+            spec.offering,
+            spec.plan,
+            plans.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a Wallet write by `username`: every grant from `SaleorOrder` that
+/// `old` does not hold must come from one of the `provisioners`.
+pub fn check_wallet(new: &Wallet, old: Option<&Wallet>, username: &str, provisioners: &[String]) -> Result<(), String> {
+    if provisioners.iter().any(|p| p == username) {
+        return Ok(());
+    }
+    let held = |id: &str| old.is_some_and(|o| o.spec.grants.iter().any(|g| g.id == id));
+    match new.spec.grants.iter().enumerate().find(|(_, g)| g.source == GrantSource::SaleorOrder && !held(&g.id)) {
+        Some((i, grant)) => Err(format!(
+            "spec.grants[{i}].source: grant {:?} comes from a SaleorOrder, and only the Saleor provisioner may append those; {username} may append Manual or Refund grants",
+            grant.id
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_crds::wallet::{Grant, WalletSpec};
+
+    fn offering() -> Offering {
+        serde_yaml::from_str(include_str!("../../examples/20-offering.yaml")).expect("the example Offering")
+    }
+
+    fn instance(version: &str, plan: &str) -> Instance {
+        let mut i: Instance =
+            serde_yaml::from_str(include_str!("../../examples/50-instance.yaml")).expect("the example Instance");
+        i.spec.version = version.into();
+        i.spec.plan = plan.into();
+        i
+    }
+
+    fn found(offering: &Offering) -> InstanceReferences<'_> {
+        InstanceReferences { project_exists: true, offering: Some(offering) }
+    }
+
+    #[test]
+    fn a_new_instance_needs_its_project_offering_version_and_plan() {
+        let o = offering();
+        assert_eq!(check_instance(&instance("1.1.0", "pro"), None, found(&o)), Ok(()));
+        let missing_project = InstanceReferences { project_exists: false, offering: Some(&o) };
+        assert!(
+            check_instance(&instance("1.1.0", "pro"), None, missing_project)
+                .is_err_and(|m| m.starts_with("spec.project: "))
+        );
+        let missing_offering = InstanceReferences { project_exists: true, offering: None };
+        assert!(
+            check_instance(&instance("1.1.0", "pro"), None, missing_offering)
+                .is_err_and(|m| m.starts_with("spec.offering: "))
+        );
+        assert!(
+            check_instance(&instance("9.9.9", "pro"), None, found(&o))
+                .is_err_and(|m| m.starts_with("spec.version: ") && m.contains("1.1.0"))
+        );
+        assert!(
+            check_instance(&instance("1.1.0", "gold"), None, found(&o))
+                .is_err_and(|m| m.starts_with("spec.plan: ") && m.contains("starter, pro, enterprise"))
+        );
+    }
+
+    #[test]
+    fn a_deprecated_version_cannot_be_chosen_but_can_be_kept() {
+        let o = offering();
+        let deprecated = instance("1.0.0", "pro");
+        assert!(check_instance(&deprecated, None, found(&o)).is_err_and(|m| m.contains("is deprecated")));
+        assert!(check_instance(&deprecated, Some(&instance("1.1.0", "pro")), found(&o)).is_err(), "nor moved to");
+        let mut suspended = deprecated.clone();
+        suspended.spec.suspended = true;
+        assert_eq!(
+            check_instance(&suspended, Some(&deprecated), found(&o)),
+            Ok(()),
+            "an Instance already on it may stay"
+        );
+        let gone = InstanceReferences { project_exists: false, offering: None };
+        assert_eq!(
+            check_instance(&suspended, Some(&deprecated), gone),
+            Ok(()),
+            "a missing Offering never blocks a suspension"
+        );
+    }
+
+    fn grant(id: &str, source: GrantSource) -> Grant {
+        Grant {
+            id: id.into(),
+            credits: 10,
+            reason: String::new(),
+            source,
+            order_ref: Some("O/L".into()),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn only_the_provisioner_appends_saleor_order_grants() {
+        let provisioners = vec!["system:serviceaccount:cmp-system:cmp-webhook".to_string()];
+        let old = Wallet::new(
+            "w",
+            WalletSpec { grants: vec![grant("saleor.a.b", GrantSource::SaleorOrder)], ..Default::default() },
+        );
+        let mut new = old.clone();
+        new.spec.grants.push(grant("saleor.c.d", GrantSource::SaleorOrder));
+        assert!(
+            check_wallet(&new, Some(&old), "alice", &provisioners)
+                .is_err_and(|m| m.starts_with("spec.grants[1].source: "))
+        );
+        assert_eq!(check_wallet(&new, Some(&old), &provisioners[0], &provisioners), Ok(()));
+        let mut manual = old.clone();
+        manual.spec.grants.push(grant("manual-1", GrantSource::Manual));
+        assert_eq!(check_wallet(&manual, Some(&old), "alice", &provisioners), Ok(()), "admins still add manual grants");
+        assert!(check_wallet(&old, None, "alice", &provisioners).is_err(), "nor at creation");
+    }
+}
