@@ -75,22 +75,27 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// `binary`, or else the release build of this checkout (built now).
 pub(crate) async fn operator_binary(binary: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
-    if let Some(binary) = binary {
-        return Ok(binary);
+    match binary {
+        Some(binary) => Ok(binary),
+        None => release_binary("cmp-operator", "cmp-operator").await,
     }
+}
+
+/// Builds `binary` of `package` in release mode and returns its path.
+pub(crate) async fn release_binary(package: &str, binary: &str) -> anyhow::Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release operator ...");
+    eprintln!("building the release {binary} ...");
     let built = tokio::process::Command::new(&cargo)
         .current_dir(root())
-        .args(["build", "--release", "-p", "cmp-operator"])
+        .args(["build", "--release", "-p", package, "--bin", binary])
         .status()
         .await?;
     if !built.success() {
-        bail!("cargo build --release failed");
+        bail!("cargo build --release -p {package} failed");
     }
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release/cmp-operator"))
+    Ok(target.join("release").join(binary))
 }
 
 /// Starts the operator against `plane`, logging to `dir/operator.log`, and waits for its metrics.

@@ -3,7 +3,9 @@
 //! - `up`: build, start the local control plane, install the CRDs, apply the
 //!   examples and run the operator against it (Ctrl-C stops everything);
 //! - `test`: start a fresh control plane and run the whole test suite against it;
-//! - `cluster`: only start the local control plane and keep it running.
+//! - `cluster`: only start the local control plane and keep it running;
+//! - `fuzz-webhook`: fuzz the webhook's parsers;
+//! - `bench-*`: benchmarks.
 
 mod bench;
 mod bench_instances;
@@ -59,6 +61,15 @@ enum Command {
         #[arg(long)]
         operator_binary: Option<PathBuf>,
     },
+    /// Fuzz the webhook's signature and payload parsers (release build, every core); fails on a panic or an oversized allocation.
+    FuzzWebhook {
+        /// How many inputs.
+        #[arg(long, default_value_t = 10_000_000)]
+        inputs: u64,
+        /// The random seed (the same seed replays the same inputs).
+        #[arg(long, default_value_t = 12_648_430)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -75,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Up => up().await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
+        Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchTenancy { orgs, operator_binary } => {
             bench::run(orgs, operator_binary).await.map(|()| ExitCode::SUCCESS)
         }
@@ -315,4 +327,15 @@ async fn report_readiness(client: &kube::Client) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// Runs the webhook parsers' fuzzer in release mode.
+async fn fuzz_webhook(inputs: u64, seed: u64) -> anyhow::Result<ExitCode> {
+    let binary = bench::release_binary("cmp-webhook-fuzz", "fuzz-webhook-parsers").await?;
+    let status = tokio::process::Command::new(&binary)
+        .args(["--inputs", &inputs.to_string(), "--seed", &seed.to_string()])
+        .status()
+        .await
+        .with_context(|| format!("running {}", binary.display()))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
