@@ -73,6 +73,33 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The fresh benchmark directory of this process, a control plane in it,
+/// and a real lfx runtime whose API key is in the Secret `default/bench-lfx`
+/// (key `apiKey`), for Shared Offerings to name.
+pub(crate) async fn plane_with_lfx(
+    runtime_key: &str,
+) -> anyhow::Result<(std::path::PathBuf, cmp_testenv::ControlPlane, kube::Client, cmp_testenv::lfx::Lfx)> {
+    use k8s_openapi::api::core::v1::Secret;
+    let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
+    let (plane, client) = crate::start(&dir).await?;
+    let lfx = cmp_testenv::lfx::Lfx::start(&dir, runtime_key).await?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("bench-lfx".into()), ..Default::default() },
+        string_data: Some([("apiKey".to_string(), runtime_key.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "default").create(&kube::api::PostParams::default(), &secret).await?;
+    Ok((dir, plane, client, lfx))
+}
+
+/// The `p` quantile (0..=1) of sorted durations; zero when there are none.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// `binary`, or else the release build of this checkout (built now).
 pub(crate) async fn operator_binary(binary: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
     match binary {

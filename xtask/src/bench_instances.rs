@@ -11,16 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cmp_crds::{Instance, Offering, Organization, Project};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::MANAGER;
 use crate::bench::{
-    follow, minimum_writes, operator_binary, operator_writes, peak_rss_kib, ready, scrape, start_operator, sum,
+    follow, minimum_writes, operator_binary, operator_writes, peak_rss_kib, percentile, plane_with_lfx, ready, scrape,
+    start_operator, sum,
 };
-use crate::{MANAGER, start};
 
 const CLIENT_CONCURRENCY: usize = 16;
 const QUIET_WINDOW: Duration = Duration::from_secs(60);
@@ -29,14 +30,6 @@ const RUNTIME_KEY: &str = "bench-runtime-key";
 
 /// Writes the operator makes at least per Instance: its finalizer, its key Secret, its status.
 const PER_INSTANCE: u64 = 3;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
 
 async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> anyhow::Result<()>
 where
@@ -99,15 +92,7 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     }
     let (per_org, per_project) = (projects / ORGANIZATIONS, instances / projects);
     let binary = operator_binary(binary).await?;
-    let dir = cmp_testenv::control_plane::cache_dir().join("bench").join(std::process::id().to_string());
-    let (plane, client) = start(&dir).await?;
-    let lfx = cmp_testenv::lfx::Lfx::start(&dir, RUNTIME_KEY).await?;
-    let secret = Secret {
-        metadata: ObjectMeta { name: Some("bench-lfx".into()), ..Default::default() },
-        string_data: Some([("apiKey".to_string(), RUNTIME_KEY.to_string())].into()),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), "default").create(&PostParams::default(), &secret).await?;
+    let (dir, plane, client, lfx) = plane_with_lfx(RUNTIME_KEY).await?;
     eprintln!("baseline: {instances} uploads straight to lfx ...");
     let baseline = direct_uploads(&lfx, instances).await?;
     let (mut operator, port) = start_operator(&binary, &dir, &plane, &[]).await?;

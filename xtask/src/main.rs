@@ -9,6 +9,7 @@
 
 mod bench;
 mod bench_instances;
+mod bench_webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -61,6 +62,12 @@ enum Command {
         #[arg(long)]
         operator_binary: Option<PathBuf>,
     },
+    /// Benchmark: signed paid orders through the webhook, operator and lfx; prints verifications/s, webhook latency and order -> Ready.
+    BenchWebhook {
+        /// How many paid orders (one at a time).
+        #[arg(long, default_value_t = 50)]
+        orders: usize,
+    },
     /// Fuzz the webhook's signature and payload parsers (release build, every core); fails on a panic or an oversized allocation.
     FuzzWebhook {
         /// How many inputs.
@@ -87,6 +94,7 @@ async fn main() -> ExitCode {
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
+        Command::BenchWebhook { orders } => bench_webhook::run(orders).await.map(|()| ExitCode::SUCCESS),
         Command::BenchTenancy { orgs, operator_binary } => {
             bench::run(orgs, operator_binary).await.map(|()| ExitCode::SUCCESS)
         }
