@@ -3,7 +3,7 @@
 //! Five custom resources ([`Organization`], [`Project`], [`Offering`],
 //! [`Instance`], [`Wallet`]) and the pure helpers that every CMP binary needs
 //! with them: conditions ([`conditions`]), credit arithmetic ([`credits`]),
-//! API keys ([`apikey`]) and the names of the namespaces we create
+//! API keys ([`apikey`]), an Instance's references ([`references`]) and the names of the namespaces we create
 //! ([`names`]).
 //!
 //! This crate enables no `k8s-openapi` version feature: binaries and tests
@@ -18,6 +18,7 @@ pub mod names;
 pub mod offering;
 pub mod organization;
 pub mod project;
+pub mod references;
 pub mod wallet;
 
 pub use common::{DeletionPolicy, GROUP, VERSION};

@@ -1,6 +1,5 @@
 //! Starting and stopping etcd, kube-apiserver and kube-controller-manager.
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -207,16 +206,7 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &'static str, args: &[String]) -> Result<(), Error> {
         let log = self.dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
-        let err = out.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
-        let binary = self.bin_dir.join(name);
-        let child = Command::new(&binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| Error::Spawn { binary: binary.display().to_string(), source })?;
+        let child = crate::process::spawn_logged(Command::new(self.bin_dir.join(name)).args(args), &log)?;
         tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
         self.components.push(Component { name, child, log });
         Ok(())

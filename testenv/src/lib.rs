@@ -13,6 +13,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod lfx;
 pub mod openbao;
+pub mod process;
 pub mod saleor;
 pub mod test;
 

@@ -4,8 +4,10 @@
 //! store's JWKS is served over real HTTP at `/.well-known/jwks.json`. The key
 //! can be rotated during a test.
 //!
-//! This is not a Saleor: no Saleor runs here. It reproduces only what the
-//! webhook sees of one, the signed bytes and the keys.
+//! It stands in for Saleor, which cannot run here (it is not on PyPI, and
+//! there is no Docker engine), and reproduces only what the webhook sees of
+//! a store: the signed bytes, the headers and the keys. The signatures are
+//! real, made by an independent JOSE library, never by our own code.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -88,16 +90,71 @@ impl Drop for Signer {
     }
 }
 
-/// One store: its API URL, its signer and its JWKS server.
-pub struct SaleorStore {
+/// A store's JWKS served over real HTTP at `/.well-known/jwks.json` on
+/// 127.0.0.1, counting fetches; the JWKS can be swapped (a key rotation).
+pub struct JwksServer {
     api_url: String,
-    signer: Mutex<Signer>,
     jwks: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
     server: tokio::task::JoinHandle<()>,
 }
 
-impl SaleorStore {
+impl JwksServer {
+    /// Serves `jwks`; the store's API URL is `http://127.0.0.1:<port>/graphql/`.
+    pub async fn start(jwks: Value) -> Result<Self, Error> {
+        let (jwks, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
+        let (served, counted) = (jwks.clone(), fetches.clone());
+        let router = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, counted) = (served.clone(), counted.clone());
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(served.lock().map(|j| j.clone()).unwrap_or(Value::Null))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Process(format!("binding the JWKS server: {e}")))?;
+        let port = listener.local_addr().map_err(|e| Error::Process(e.to_string()))?.port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { api_url: format!("http://127.0.0.1:{port}/graphql/"), jwks, fetches, server })
+    }
+
+    /// The store's API URL, as Saleor sends it in `Saleor-Api-Url`.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Serves `jwks` from now on.
+    pub fn set(&self, jwks: Value) {
+        if let Ok(mut served) = self.jwks.lock() {
+            *served = jwks;
+        }
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A stand-in for one Saleor store: its API URL, its signer and its JWKS server.
+pub struct SaleorStandIn {
+    signer: Mutex<Signer>,
+    jwks: JwksServer,
+}
+
+impl SaleorStandIn {
     /// Starts the signer (installing PyJWT into the cache on first use) and
     /// serves its JWKS on 127.0.0.1; the API URL is `http://127.0.0.1:<port>/graphql/`.
     pub async fn start() -> Result<Self, Error> {
@@ -117,44 +174,18 @@ impl SaleorStore {
         stdout.read_line(&mut first).map_err(|e| Error::Process(format!("reading the PyJWT signer: {e}")))?;
         let start: Value = serde_json::from_str(&first)
             .map_err(|e| Error::Process(format!("the PyJWT signer printed {first:?}: {e}")))?;
-        let jwks = Arc::new(Mutex::new(start["jwks"].clone()));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let (served, counted) = (jwks.clone(), fetches.clone());
-        let router = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            axum::routing::get(move || {
-                let (served, counted) = (served.clone(), counted.clone());
-                async move {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let body = served.lock().map(|j| j.clone()).unwrap_or(Value::Null);
-                    axum::Json(body)
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Process(format!("binding the JWKS server: {e}")))?;
-        let port = listener.local_addr().map_err(|e| Error::Process(e.to_string()))?.port();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Ok(Self {
-            api_url: format!("http://127.0.0.1:{port}/graphql/"),
-            signer: Mutex::new(Signer { child, stdin, stdout }),
-            jwks,
-            fetches,
-            server,
-        })
+        let jwks = JwksServer::start(start["jwks"].clone()).await?;
+        Ok(Self { signer: Mutex::new(Signer { child, stdin, stdout }), jwks })
     }
 
     /// The store's API URL, as Saleor sends it in `Saleor-Api-Url`.
     pub fn api_url(&self) -> &str {
-        &self.api_url
+        self.jwks.api_url()
     }
 
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
+        self.jwks.fetches()
     }
 
     /// The `Saleor-Signature` of `body`, made by PyJWT.
@@ -172,9 +203,7 @@ impl SaleorStore {
     pub fn rotate(&self) -> Result<(), Error> {
         let mut signer = self.signer.lock().map_err(|_| Error::Process("the signer lock is poisoned".into()))?;
         let answer = signer.ask(&json!({"rotate": true}))?;
-        if let Ok(mut jwks) = self.jwks.lock() {
-            *jwks = answer["jwks"].clone();
-        }
+        self.jwks.set(answer["jwks"].clone());
         Ok(())
     }
 
@@ -193,18 +222,12 @@ impl SaleorStore {
             &[
                 ("saleor-event", event),
                 ("saleor-domain", "store.example.com"),
-                ("saleor-api-url", &self.api_url),
+                ("saleor-api-url", self.api_url()),
                 ("saleor-signature", &signature),
             ],
             body,
         )
         .await
-    }
-}
-
-impl Drop for SaleorStore {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

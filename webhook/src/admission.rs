@@ -8,8 +8,11 @@
 //! - A new Instance, or a version change, may not choose a deprecated version.
 //! - Grants with source `SaleorOrder` may be appended only by the provisioner.
 //!
-//! Messages name the field first, as the CEL rules do.
+//! The Instance rules and their messages are those the operator reports in
+//! status ([`cmp_crds::references`]); every message names the field first,
+//! as the CEL rules do.
 
+use cmp_crds::references::{project_not_found, resolve_catalog};
 use cmp_crds::wallet::GrantSource;
 use cmp_crds::{Instance, Offering, Wallet};
 
@@ -22,60 +25,22 @@ pub struct InstanceReferences<'a> {
     pub offering: Option<&'a Offering>,
 }
 
-/// Checks an Instance being created (`old` is `None`) or updated.
+/// Checks an Instance being created (`old` is `None`) or updated, with the
+/// rules and messages the operator reports in status
+/// ([`cmp_crds::references`]). An update that changes neither the version
+/// nor the plan is not checked (project and offering cannot change), and one
+/// that keeps the version may keep it deprecated.
 pub fn check_instance(new: &Instance, old: Option<&Instance>, refs: InstanceReferences<'_>) -> Result<(), String> {
     let spec = &new.spec;
     let namespace = new.metadata.namespace.as_deref().unwrap_or_default();
-    let creating = old.is_none();
-    let version_changed = old.is_none_or(|o| o.spec.version != spec.version);
-    let plan_changed = old.is_none_or(|o| o.spec.plan != spec.plan);
-    if creating && !refs.project_exists {
-        return Err(format!(
-            "spec.project: Project {:?} does not exist in namespace {namespace}; create the Project first",
-            spec.project
-        ));
+    let version_kept = old.is_some_and(|o| o.spec.version == spec.version);
+    if old.is_none() && !refs.project_exists {
+        return Err(project_not_found(spec, namespace).message);
     }
-    if !(creating || version_changed || plan_changed) {
+    if version_kept && old.is_some_and(|o| o.spec.plan == spec.plan) {
         return Ok(());
     }
-    let Some(offering) = refs.offering else {
-        return Err(format!(
-            "spec.offering: Offering {:?} does not exist; `kubectl get offerings` lists the catalog",
-            spec.offering
-        ));
-    };
-    let usable: Vec<&str> = offering.spec.versions.iter().filter(|v| !v.deprecated).map(|v| v.name.as_str()).collect();
-    if version_changed {
-        match offering.version(&spec.version) {
-            None => {
-                return Err(format!(
-                    "spec.version: Offering {:?} has no version {:?}; choose one of: {}",
-                    spec.offering,
-                    spec.version,
-                    usable.join(", ")
-                ));
-            }
-            Some(version) if version.deprecated => {
-                return Err(format!(
-                    "spec.version: version {:?} of Offering {:?} is deprecated and cannot be chosen; choose one of: {}",
-                    spec.version,
-                    spec.offering,
-                    usable.join(", ")
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    if plan_changed && offering.plan(&spec.plan).is_none() {
-        let plans: Vec<&str> = offering.spec.plans.iter().map(|p| p.id.as_str()).collect();
-        return Err(format!(
-            "spec.plan: Offering {:?} has no plan {:?}; choose one of: {}",
-            spec.offering,
-            spec.plan,
-            plans.join(", ")
-        ));
-    }
-    Ok(())
+    resolve_catalog(spec, refs.offering, version_kept).map(|_| ()).map_err(|u| u.message)
 }
 
 /// Checks a Wallet write by `username`: every grant from `SaleorOrder` that
@@ -122,20 +87,20 @@ mod tests {
         let missing_project = InstanceReferences { project_exists: false, offering: Some(&o) };
         assert!(
             check_instance(&instance("1.1.0", "pro"), None, missing_project)
-                .is_err_and(|m| m.starts_with("spec.project: "))
+                .is_err_and(|m| m.starts_with("spec.project is "))
         );
         let missing_offering = InstanceReferences { project_exists: true, offering: None };
         assert!(
             check_instance(&instance("1.1.0", "pro"), None, missing_offering)
-                .is_err_and(|m| m.starts_with("spec.offering: "))
+                .is_err_and(|m| m.starts_with("spec.offering is "))
         );
         assert!(
             check_instance(&instance("9.9.9", "pro"), None, found(&o))
-                .is_err_and(|m| m.starts_with("spec.version: ") && m.contains("1.1.0"))
+                .is_err_and(|m| m.starts_with("spec.version is ") && m.contains("1.1.0"))
         );
         assert!(
             check_instance(&instance("1.1.0", "gold"), None, found(&o))
-                .is_err_and(|m| m.starts_with("spec.plan: ") && m.contains("starter, pro, enterprise"))
+                .is_err_and(|m| m.starts_with("spec.plan is ") && m.contains("starter, pro, enterprise"))
         );
     }
 
@@ -143,7 +108,7 @@ mod tests {
     fn a_deprecated_version_cannot_be_chosen_but_can_be_kept() {
         let o = offering();
         let deprecated = instance("1.0.0", "pro");
-        assert!(check_instance(&deprecated, None, found(&o)).is_err_and(|m| m.contains("is deprecated")));
+        assert!(check_instance(&deprecated, None, found(&o)).is_err_and(|m| m.contains("deprecated")));
         assert!(check_instance(&deprecated, Some(&instance("1.1.0", "pro")), found(&o)).is_err(), "nor moved to");
         let mut suspended = deprecated.clone();
         suspended.spec.suspended = true;

@@ -31,7 +31,6 @@ use cmp_crds::names::{
 use cmp_crds::organization::{Subject, SubjectKind};
 use cmp_crds::wallet::{Grant, GrantSource, Reversal};
 use cmp_crds::{Instance, InstanceSpec, Organization, OrganizationSpec, Project, ProjectSpec, Wallet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
@@ -169,16 +168,8 @@ pub fn order_crs(api_url: &str, order: &Order, catalog: &Catalog) -> Result<Orde
         let sku = line.sku.clone().unwrap_or_default();
         let (credits, reason) = match product {
             Product::Plan { offering, plan, version } => {
-                instances.push(instance(
-                    api_url,
-                    order,
-                    &order_key,
-                    &namespace,
-                    line,
-                    offering.name_any(),
-                    plan.id.clone(),
-                    version,
-                ));
+                let spec = plan_spec(offering.name_any(), plan.id.clone(), version.clone());
+                instances.push(instance(api_url, order, &order_key, &namespace, line, spec));
                 let shown = if offering.spec.display_name.is_empty() {
                     offering.name_any()
                 } else {
@@ -225,39 +216,38 @@ fn order_ref(order: &Order, line: &OrderLine) -> String {
     text
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The Instance a plan line creates: `spec` in `namespace`, labelled with
+/// the order's key and annotated with the order and the line.
 fn instance(
     api_url: &str,
     order: &Order,
     order_key: &str,
     namespace: &str,
     line: &OrderLine,
-    offering: String,
-    plan: String,
-    version: &str,
+    spec: InstanceSpec,
 ) -> Instance {
     let mut annotations = order_annotations(api_url, order);
     annotations.insert(SALEOR_LINE_ID_ANNOTATION.to_string(), line.id.clone());
-    let spec = InstanceSpec {
+    let mut instance = Instance::new(&instance_name(order_key, &line.id), spec);
+    instance.metadata.namespace = Some(namespace.to_string());
+    instance.metadata.labels = Some(BTreeMap::from([(SALEOR_ORDER_LABEL.to_string(), order_key.to_string())]));
+    instance.metadata.annotations = Some(annotations);
+    instance
+}
+
+/// A new Instance of `plan` of `offering` at `version`, in the default Project, with one API key.
+fn plan_spec(offering: String, plan: String, version: String) -> InstanceSpec {
+    InstanceSpec {
         project: DEFAULT_PROJECT.into(),
         offering,
-        version: version.to_string(),
+        version,
         plan,
         suspended: false,
         api_keys: vec![ApiKeySpec { name: API_KEY_NAME.into(), expires_at: None, revoked: false }],
         connectors: Vec::new(),
         config: BTreeMap::new(),
         deletion_policy: Default::default(),
-    };
-    let mut instance = Instance::new(&instance_name(order_key, &line.id), spec);
-    instance.metadata = ObjectMeta {
-        name: Some(instance_name(order_key, &line.id)),
-        namespace: Some(namespace.to_string()),
-        labels: Some(BTreeMap::from([(SALEOR_ORDER_LABEL.to_string(), order_key.to_string())])),
-        annotations: Some(annotations),
-        ..ObjectMeta::default()
-    };
-    instance
+    }
 }
 
 /// The reversals a cancellation of the order `order_key` appends to `wallet`:

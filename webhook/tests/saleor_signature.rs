@@ -2,11 +2,9 @@
 //! Saleor's own code signs, detached and unencoded), checked by the webhook's
 //! verifier over the exact raw bytes, with a key rotation.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cmp_testenv::saleor::PYJWT_KEYS;
+use cmp_testenv::saleor::{JwksServer, PYJWT_KEYS};
 use cmp_webhook::jwks::{JwksCache, VerifyError};
 use cmp_webhook::signature::{Jwks, Signature, SignatureError, parse, verify_jws};
 use serde_json::Value;
@@ -80,26 +78,6 @@ fn saleor_style_signatures_verify_over_the_raw_body_and_every_tampering_is_refus
     assert_eq!(check(&rotated, body.as_bytes(), &fixture["rotated_jwks"]), Ok(()));
 }
 
-/// A store serving its JWKS over real HTTP on loopback, counting fetches; the JWKS can be swapped (a key rotation).
-async fn store(jwks: Value) -> (String, Arc<Mutex<Value>>, Arc<AtomicUsize>) {
-    let (served, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
-    let (s, f) = (served.clone(), fetches.clone());
-    let router = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get(move || {
-            let (s, f) = (s.clone(), f.clone());
-            async move {
-                f.fetch_add(1, Ordering::SeqCst);
-                axum::Json(s.lock().expect("lock").clone())
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
-    (format!("http://127.0.0.1:{port}/graphql/"), served, fetches)
-}
-
 async fn verify(cache: &JwksCache, api_url: &str, signature: &str, body: &str) -> Result<(), VerifyError> {
     let Ok(Signature::Jws { header, encoded_header, signature }) = parse(Some(signature)) else { panic!("a JWS") };
     cache.verify(api_url, &header, &encoded_header, &signature, body.as_bytes()).await
@@ -110,18 +88,19 @@ async fn the_jwks_is_cached_refetched_once_on_rotation_and_forgeries_cannot_forc
     let fixture = signed_by_pyjwt();
     let text = |k: &str| fixture[k].as_str().expect(k).to_string();
     let body = text("body");
-    let (api_url, served, fetches) = store(fixture["jwks"].clone()).await;
+    let store = JwksServer::start(fixture["jwks"].clone()).await.expect("the JWKS is served");
+    let api_url = store.api_url().to_string();
     let cache = JwksCache::new(reqwest::Client::new(), Duration::from_millis(500));
 
     verify(&cache, &api_url, &text("signature"), &body).await.expect("verifies");
     verify(&cache, &api_url, &text("signature"), &body).await.expect("verifies");
-    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched once, then cached");
+    assert_eq!(store.fetches(), 1, "fetched once, then cached");
 
     // The store rotates its key: the unknown kid fetches the JWKS again, once.
-    *served.lock().expect("lock") = fixture["rotated_jwks"].clone();
+    store.set(fixture["rotated_jwks"].clone());
     tokio::time::sleep(Duration::from_millis(600)).await;
     verify(&cache, &api_url, &text("signature_by_rotated_key"), &body).await.expect("the new key verifies");
-    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(store.fetches(), 2);
 
     // A burst of forgeries right after: each refused, none fetches again (rate-limited).
     let (head, sig) =
@@ -131,7 +110,7 @@ async fn the_jwks_is_cached_refetched_once_on_rotation_and_forgeries_cannot_forc
         let refused = verify(&cache, &api_url, &forged, &body).await;
         assert!(matches!(refused, Err(VerifyError::Signature(SignatureError::Mismatch))), "{refused:?}");
     }
-    assert_eq!(fetches.load(Ordering::SeqCst), 2, "forgeries do not turn into fetches");
+    assert_eq!(store.fetches(), 2, "forgeries do not turn into fetches");
 
     // A store that is down is a retryable error (Saleor retries on 5xx), not a refusal.
     let down = JwksCache::new(reqwest::Client::new(), Duration::from_millis(500));

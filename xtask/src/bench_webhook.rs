@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cmp_crds::{Instance, Offering};
-use cmp_testenv::saleor::SaleorStore;
+use cmp_testenv::saleor::SaleorStandIn;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
@@ -58,7 +58,7 @@ fn pyjwt_verifications_per_second() -> anyhow::Result<f64> {
 }
 
 /// The webhook's verifier, built in release mode, for about two seconds.
-async fn verifications_per_second(store: &SaleorStore, dir: &std::path::Path) -> anyhow::Result<f64> {
+async fn verifications_per_second(store: &SaleorStandIn, dir: &std::path::Path) -> anyhow::Result<f64> {
     let binary = release_binary("cmp-webhook-fuzz", "verify-rate").await?;
     let body = order(0);
     let origin = store.api_url().trim_end_matches("/graphql/");
@@ -89,13 +89,13 @@ pub async fn run(orders: usize) -> anyhow::Result<()> {
         .patch("echo", &PatchParams::apply(crate::MANAGER), &Patch::Apply(offering))
         .await?;
     let (mut operator, _) = start_operator(&operator, &dir, &plane, &[]).await?;
-    let store = SaleorStore::start().await?;
+    let store = SaleorStandIn::start().await?;
     let (port, health) = (cmp_testenv::free_port()?, cmp_testenv::free_port()?);
     let log = std::fs::File::create(dir.join("webhook.log"))?;
     let mut webhook = tokio::process::Command::new(&webhook)
         .env("KUBECONFIG", plane.kubeconfig())
         .args(["--saleor-addr", &format!("127.0.0.1:{port}"), "--health-addr", &format!("127.0.0.1:{health}")])
-        .args(["--saleor-api-url", store.api_url(), "--provisioner-username", "cmp-admin"])
+        .args(["--saleor-api-url", store.api_url()])
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)

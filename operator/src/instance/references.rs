@@ -4,6 +4,7 @@
 
 use cmp_crds::conditions::{self, NewCondition, READY, reasons};
 use cmp_crds::offering::ArtifactState;
+use cmp_crds::references::{CatalogChoice, resolve_catalog};
 use cmp_crds::{Instance, Offering};
 use kube::ResourceExt;
 
@@ -49,12 +50,8 @@ pub fn resolve<'a>(instance: &Instance, observed: &'a Observed) -> Result<Resolv
         ));
     }
     let Some(p) = &observed.project else {
-        return Err(waiting(
-            reasons::PROJECT_NOT_FOUND,
-            format!(
-                "spec.project is {project:?}, but no Project {project} exists in namespace {namespace}; create it or correct spec.project"
-            ),
-        ));
+        let missing = cmp_crds::references::project_not_found(spec, &namespace);
+        return Err(waiting(missing.reason, missing.message));
     };
     let runtime_namespace = p.status.as_ref().and_then(|s| s.runtime_namespace.clone());
     let (true, Some(runtime_namespace)) =
@@ -75,51 +72,17 @@ pub fn resolve<'a>(instance: &Instance, observed: &'a Observed) -> Result<Resolv
             ),
         ));
     }
-    let Some(offering) = &observed.offering else {
-        return Err(waiting(
-            reasons::OFFERING_NOT_FOUND,
-            format!(
-                "spec.offering is {:?}, but no Offering of that name exists; correct spec.offering (see kubectl get offerings)",
-                spec.offering
-            ),
-        ));
-    };
-    let Some(version) = offering.version(&spec.version) else {
-        let known: Vec<&str> = offering.spec.versions.iter().map(|v| v.name.as_str()).collect();
-        return Err(failed(
-            reasons::VERSION_NOT_FOUND,
-            format!(
-                "spec.version is {:?}, but Offering {} has versions {}; pick one of them",
-                spec.version,
-                spec.offering,
-                known.join(", ")
-            ),
-        ));
-    };
-    if offering.plan(&spec.plan).is_none() {
-        let known: Vec<&str> = offering.spec.plans.iter().map(|p| p.id.as_str()).collect();
-        return Err(failed(
-            reasons::PLAN_NOT_FOUND,
-            format!(
-                "spec.plan is {:?}, but Offering {} has plans {}; pick one of them",
-                spec.plan,
-                spec.offering,
-                known.join(", ")
-            ),
-        ));
-    }
+    // Only a spec change fixes a missing version or plan, or a deprecated
+    // version the Instance does not run yet; the Offering may still come.
     let running = instance.status.as_ref().and_then(|s| s.version.as_deref()) == Some(spec.version.as_str());
-    if version.deprecated && !running {
-        return Err(failed(
-            reasons::VERSION_DEPRECATED,
-            format!(
-                "spec.version is {:?}, which Offering {} deprecated: it keeps running where it runs, but new Instances must use another (latest: {})",
-                spec.version,
-                spec.offering,
-                offering.latest_version().map_or("none", |v| v.name.as_str())
-            ),
-        ));
-    }
+    let CatalogChoice { offering, version, .. } =
+        resolve_catalog(spec, observed.offering.as_ref(), running).map_err(|u| {
+            if u.reason == reasons::OFFERING_NOT_FOUND {
+                waiting(u.reason, u.message)
+            } else {
+                failed(u.reason, u.message)
+            }
+        })?;
     match offering.artifact_state(&version.name) {
         ArtifactState::Verified => Ok(Resolved { offering, version, runtime_namespace }),
         ArtifactState::Mismatch => Err(failed(

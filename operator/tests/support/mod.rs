@@ -7,15 +7,12 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cmp_crds::{Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
-use cmp_testenv::free_port;
-use cmp_testenv::test::{eventually, http_get, test_client, test_kubeconfig, unique_name};
+use cmp_testenv::process::TestProcess;
+use cmp_testenv::test::{eventually, test_client, unique_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
@@ -127,34 +124,49 @@ where
     .await
 }
 
-/// A running `cmp-operator` process, killed when dropped.
+/// A running `cmp-operator` process, killed when dropped. Its health port,
+/// log, metrics and signals are those of every test process.
 pub struct Operator {
-    child: Child,
-    pub health: SocketAddr,
-    pub log: PathBuf,
+    process: TestProcess,
+}
+
+impl std::ops::Deref for Operator {
+    type Target = TestProcess;
+    fn deref(&self) -> &TestProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Operator {
+    fn deref_mut(&mut self) -> &mut TestProcess {
+        &mut self.process
+    }
 }
 
 impl Operator {
     fn start(run: &str, identity: &str, extra: &[&str]) -> Self {
-        let health = SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")));
-        let log = std::env::temp_dir().join(format!("{run}-{identity}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_cmp-operator"))
-            .env("KUBECONFIG", test_kubeconfig())
-            .env("RUST_LOG", "info,cmp_operator=debug")
-            .args(["--organization-selector", &format!("{RUN_LABEL}={run}")])
-            .args(["--offering-selector", &format!("{RUN_LABEL}={run}")])
-            .args(["--lease-name", &format!("cmp-operator-{run}")])
-            .args(["--identity", identity])
-            .args(["--health-addr", &health.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
+        let mut args: Vec<String> = [
+            "--organization-selector",
+            &format!("{RUN_LABEL}={run}"),
+            "--offering-selector",
+            &format!("{RUN_LABEL}={run}"),
+            "--lease-name",
+            &format!("cmp-operator-{run}"),
+            "--identity",
+            identity,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-operator"));
+        let process = TestProcess::spawn(binary, &format!("{run}-{identity}"), "info,cmp_operator=debug", &args)
             .expect("cmp-operator starts");
-        Self { child, health, log }
+        Self { process }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.process.terminate().expect("operator exits")
     }
 
     /// Waits until it has reconciled at least one object of `kind` (for example after a restart).
@@ -165,19 +177,6 @@ impl Operator {
             metrics.lines().any(|l| l.starts_with(&series) && !l.ends_with(" 0")).then_some(())
         })
         .await;
-    }
-
-    /// Its log so far (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The operator's /metrics text, if it serves.
-    pub async fn metrics(&self) -> Option<String> {
-        match http_get(self.health, "/metrics").await {
-            Ok((200, body)) => Some(body),
-            _ => None,
-        }
     }
 
     /// The API writes it made so far (sum of `cmp_operator_api_writes_total`).
@@ -203,31 +202,6 @@ impl Operator {
             .filter(|l| l.starts_with("cmp_operator_api_writes_total{") && keep(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
-    }
-
-    /// Kills it at once (SIGKILL): no graceful release of its lease.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// True while the process runs.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Operator {
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        self.child.wait().expect("operator exits")
     }
 }
 

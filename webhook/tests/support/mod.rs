@@ -8,15 +8,13 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cmp_crds::Offering;
 use cmp_testenv::apply::install_crds;
-use cmp_testenv::saleor::SaleorStore;
-use cmp_testenv::test::{eventually, http_get, test_client, test_kubeconfig, unique_name};
+use cmp_testenv::process::TestProcess;
+use cmp_testenv::saleor::SaleorStandIn;
+use cmp_testenv::test::{eventually, test_client, unique_name};
 use cmp_testenv::{free_port, workspace_binary};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -26,67 +24,11 @@ pub const RUN_LABEL: &str = "cmp.gsv.dev/test-run";
 /// How long a test waits for something to converge before failing.
 pub const CONVERGE: Duration = Duration::from_secs(60);
 
-/// A process killed when dropped, with its log file.
-pub struct Process {
-    child: Child,
-    pub health: SocketAddr,
-    pub log: PathBuf,
-}
-
-impl Process {
-    fn spawn(binary: PathBuf, run: &str, name: &str, args: &[String]) -> Self {
-        let health = SocketAddr::from(([127, 0, 0, 1], free_port().expect("a free port")));
-        let log = std::env::temp_dir().join(format!("{run}-{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(&binary)
-            .env("KUBECONFIG", test_kubeconfig())
-            .env("RUST_LOG", "info")
-            .args(["--health-addr", &health.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", binary.display()));
-        Self { child, health, log }
-    }
-
-    /// Its log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Its /metrics text.
-    pub async fn metrics(&self) -> String {
-        match http_get(self.health, "/metrics").await {
-            Ok((200, body)) => body,
-            _ => String::new(),
-        }
-    }
-
-    /// Waits for /readyz.
-    pub async fn ready(&self) {
-        let health = self.health;
-        eventually("the process to be ready", CONVERGE, || async move {
-            matches!(http_get(health, "/readyz").await, Ok((200, _))).then_some(())
-        })
-        .await;
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One test's world.
 pub struct World {
     pub client: kube::Client,
     pub run: String,
-    pub store: SaleorStore,
+    pub store: SaleorStandIn,
     pub http: reqwest::Client,
     /// The plan SKU of the run's Offering.
     pub plan_sku: String,
@@ -101,7 +43,7 @@ impl World {
         let client = test_client().await;
         install_crds(&client, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs install");
         let run = unique_name(prefix);
-        let store = SaleorStore::start().await.expect("the PyJWT store starts");
+        let store = SaleorStandIn::start().await.expect("the PyJWT store starts");
         let plan_sku = format!("{}-PRO", run.to_uppercase());
         let offering = format!("{run}-agent");
         let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("the example flow");
@@ -123,7 +65,7 @@ impl World {
     }
 
     /// Starts an operator for the run.
-    pub fn operator(&self) -> Process {
+    pub fn operator(&self) -> TestProcess {
         let binary = workspace_binary("cmp-operator", "cmp-operator").expect("the operator binary");
         let selector = format!("{RUN_LABEL}={}", self.run);
         let args = [
@@ -134,7 +76,8 @@ impl World {
             "--lease-name",
             &format!("cmp-operator-{}", self.run),
         ];
-        Process::spawn(binary, &self.run, "operator", &args.map(String::from))
+        TestProcess::spawn(&binary, &format!("{}-operator", self.run), "info", &args.map(String::from))
+            .expect("cmp-operator starts")
     }
 
     /// Starts the webhook with its admission endpoint, on a certificate for
@@ -173,8 +116,10 @@ impl World {
             "1".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let process = Process::spawn(PathBuf::from(env!("CARGO_BIN_EXE_cmp-webhook")), &self.run, "webhook", &args);
-        process.ready().await;
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-webhook"));
+        let process =
+            TestProcess::spawn(binary, &format!("{}-webhook", self.run), "info", &args).expect("cmp-webhook starts");
+        process.ready(CONVERGE).await;
         Webhook { process, base: format!("http://127.0.0.1:{port}"), admission: None }
     }
 
@@ -202,7 +147,7 @@ impl World {
 
 /// A running webhook.
 pub struct Webhook {
-    pub process: Process,
+    pub process: TestProcess,
     pub base: String,
     /// The admission URL and the CA that signed its certificate, when served.
     pub admission: Option<(String, Vec<u8>)>,

@@ -1,0 +1,95 @@
+//! A CMP binary run by a test against the test control plane: its own
+//! health port, its log in a file, killed when dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use crate::Error;
+use crate::test::{eventually, http_get, test_kubeconfig};
+
+/// Starts `command` with no stdin and its stdout and stderr in the file `log`.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child, Error> {
+    let io = |source| Error::Io { path: log.to_path_buf(), source };
+    let out = std::fs::File::create(log).map_err(io)?;
+    let err = out.try_clone().map_err(io)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| Error::Spawn { binary: command.get_program().to_string_lossy().into_owned(), source })
+}
+
+/// A running binary.
+pub struct TestProcess {
+    child: Child,
+    /// Where it serves `/healthz`, `/readyz` and `/metrics`.
+    pub health: SocketAddr,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl TestProcess {
+    /// Starts `binary` with the test kubeconfig, `RUST_LOG=rust_log`, a free
+    /// `--health-addr` and `args`, logging to `$TMPDIR/<log_name>.log`.
+    pub fn spawn(binary: &Path, log_name: &str, rust_log: &str, args: &[String]) -> Result<Self, Error> {
+        let health = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+        let log = std::env::temp_dir().join(format!("{log_name}.log"));
+        let mut command = Command::new(binary);
+        command
+            .env("KUBECONFIG", test_kubeconfig())
+            .env("RUST_LOG", rust_log)
+            .args(["--health-addr", &health.to_string()])
+            .args(args);
+        let child = spawn_logged(&mut command, &log)?;
+        Ok(Self { child, health, log })
+    }
+
+    /// Its log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its `/metrics` text, if it serves.
+    pub async fn metrics(&self) -> Option<String> {
+        match http_get(self.health, "/metrics").await {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self, timeout: std::time::Duration) {
+        let health = self.health;
+        eventually("the process to be ready", timeout, || async move {
+            matches!(http_get(health, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await;
+    }
+
+    /// Kills it at once (SIGKILL): no graceful shutdown.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::io::Result<ExitStatus> {
+        let pid = i32::try_from(self.child.id()).map_err(std::io::Error::other)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+            .map_err(std::io::Error::other)?;
+        self.child.wait()
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TestProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
