@@ -122,6 +122,11 @@ pub fn control_namespace(organization: &str) -> String {
     format!("{NAMESPACE_PREFIX}{organization}")
 }
 
+/// The name of an Organization's Wallet (in its control namespace): the Organization's own name.
+pub fn wallet_name(organization: &str) -> String {
+    organization.to_string()
+}
+
 /// The Organization a control namespace belongs to, if it is one of ours.
 pub fn organization_of_control_namespace(namespace: &str) -> Option<&str> {
     namespace.strip_prefix(NAMESPACE_PREFIX).filter(|org| !org.is_empty())

@@ -161,7 +161,7 @@ impl Provisioner {
     pub async fn fully_paid(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
         let crs = order_crs::order_crs(api_url, order, &self.catalog())?;
         let org = self.organization(&crs).await?;
-        let (ns, wallet_name) = (control_namespace(&org.name_any()), org.name_any());
+        let (ns, wallet_name) = (control_namespace(&org.name_any()), cmp_crds::names::wallet_name(&org.name_any()));
         self.await_wallet(&ns, &wallet_name).await?;
         create_if_absent(&Api::<Project>::namespaced(self.client.clone(), &ns), &crs.project).await?;
         let instances = Api::<Instance>::namespaced(self.client.clone(), &ns);

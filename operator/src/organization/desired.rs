@@ -52,9 +52,9 @@ pub struct Children {
     pub role_bindings: Vec<RoleBinding>,
 }
 
-/// The Wallet's name: the organization's name.
+/// The Wallet's name (see [`cmp_crds::names::wallet_name`]).
 pub fn wallet_name(org: &Organization) -> String {
-    org.name_any()
+    cmp_crds::names::wallet_name(&org.name_any())
 }
 
 /// The desired children of `org`; `starter_grant` says whether the starter grant is still to be appended.
