@@ -121,7 +121,7 @@ fn a_run_longer_than_the_lease_has_left_waits_for_a_renewal() {
 
 #[test]
 fn a_replica_that_dies_loses_exactly_its_unflushed_spending() {
-    let policy = LeasePolicy { base_ttl: Duration::from_secs(3), ..LeasePolicy::default() };
+    let policy = LeasePolicy { base_ttl: Duration::from_secs(5), ..LeasePolicy::default() };
     let mut w = wallet(10);
     let mut dying = Ledger::default();
     let write = dying.plan(&w, "dying", 4, &policy, at_ms(0));
