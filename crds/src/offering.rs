@@ -99,7 +99,7 @@ pub struct Runtime {
 }
 
 /// A key of a Secret in a named namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// The namespace of the Secret.

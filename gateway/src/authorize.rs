@@ -49,7 +49,10 @@ pub fn check_key<'i>(instance: &'i Instance, key: &str, now: Timestamp) -> Resul
         return Err(unknown());
     }
     let Some(spec) = instance.spec.api_keys.iter().find(|k| k.name == issued.name) else {
-        return Err(Refusal::new(Code::KeyRevoked, "the API key was removed from its Instance: ask its owner for a new key"));
+        return Err(Refusal::new(
+            Code::KeyRevoked,
+            "the API key was removed from its Instance: ask its owner for a new key",
+        ));
     };
     if spec.revoked {
         return Err(Refusal::new(Code::KeyRevoked, "the API key was revoked: ask its owner for a new key"));

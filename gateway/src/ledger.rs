@@ -195,14 +195,7 @@ impl Ledger {
 
     /// Plans the write of meter `name` into `wallet` (as read, at its
     /// resourceVersion) asking for a lease of `want`; marks it in flight.
-    pub fn plan(
-        &mut self,
-        wallet: &Wallet,
-        name: &str,
-        want: i64,
-        policy: &LeasePolicy,
-        now: Timestamp,
-    ) -> MeterWrite {
+    pub fn plan(&mut self, wallet: &Wallet, name: &str, want: i64, policy: &LeasePolicy, now: Timestamp) -> MeterWrite {
         let status = wallet.status.clone().unwrap_or_default();
         let ours = status.meters.iter().find(|m| m.name == name);
         // The meter as the Wallet holds it: absent when never written, or

@@ -4,5 +4,14 @@
 //! event per settled run.
 
 pub mod authorize;
+pub mod credits;
+pub mod directory;
+pub mod forward;
 pub mod ledger;
+pub mod metrics;
+pub mod ratelimit;
 pub mod refusal;
+pub mod relay;
+pub mod runtime_keys;
+pub mod server;
+pub mod usage;

@@ -1,23 +1,138 @@
-//! The CMP gateway: authorizes agent runs against CR status, debits prepaid credits and forwards to the runtimes.
-//!
-//! Skeleton: it starts from the shared process runtime (logging, `/healthz`,
-//! `/readyz`, `/metrics`, clean SIGTERM). The real work lands with its own issue.
+//! The CMP gateway: authorizes agent runs against the CRs, rate-limits them,
+//! pays for them from credits leased on the Wallet and forwards them to the
+//! runtimes. See the crate docs and the README's "The gateway" section.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Parser;
 use cmp_core::runtime::{ProcessArgs, Runtime};
+use cmp_gateway::credits::Credits;
+use cmp_gateway::directory::Directory;
+use cmp_gateway::ledger::LeasePolicy;
+use cmp_gateway::metrics::Metrics;
+use cmp_gateway::ratelimit::RateLimiter;
+use cmp_gateway::runtime_keys::RuntimeKeys;
+use cmp_gateway::server::{self, Gateway};
+use cmp_gateway::usage::{Sink, Usage};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "The CMP gateway: authorizes agent runs against CR status, debits prepaid credits and forwards to the runtimes."
+    about = "The CMP gateway: authorizes agent runs against the CRs, rate-limits them, pays for them from credits leased on the Wallet and forwards them to the runtimes."
 )]
 struct Args {
     #[command(flatten)]
     process: ProcessArgs,
+    /// Address of the run API.
+    #[arg(long, env = "CMP_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// This replica's name (the pod name); a random suffix per process start makes its meter name.
+    #[arg(long, env = "POD_NAME", default_value = "cmp-gateway")]
+    replica_name: String,
+    /// A credit lease's lifetime beyond the longest run it pays for: how long a dead replica's lease stays away.
+    #[arg(long, env = "CMP_GATEWAY_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_seconds: u64,
+    /// How long a run waits for a lease when the replica holds none.
+    #[arg(long, env = "CMP_GATEWAY_LEASE_WAIT_MS", default_value_t = 3000)]
+    lease_wait_ms: u64,
+    /// How often spending is written to the Wallet meters.
+    #[arg(long, env = "CMP_GATEWAY_FLUSH_MS", default_value_t = 1000)]
+    flush_ms: u64,
+    /// After this long without runs on a Wallet, its lease is handed back.
+    #[arg(long, env = "CMP_GATEWAY_IDLE_SECONDS", default_value_t = 30)]
+    idle_seconds: u64,
+    /// The largest run body taken.
+    #[arg(long, env = "CMP_GATEWAY_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Append usage events to this file (one CloudEvent per line).
+    #[arg(long, env = "CMP_GATEWAY_USAGE_FILE", conflicts_with = "usage_url")]
+    usage_file: Option<PathBuf>,
+    /// POST usage events to this URL (OpenMeter's ingest format).
+    #[arg(long, env = "CMP_GATEWAY_USAGE_URL")]
+    usage_url: Option<String>,
+    /// How many usage events wait for the sink before new ones are dropped.
+    #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
+    usage_buffer: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    Runtime::new("cmp-gateway", ([127, 0, 0, 1], 8081).into(), &args.process).run_idle().await
+    let mut runtime = Runtime::new("cmp-gateway", ([127, 0, 0, 1], 8081).into(), &args.process);
+    let metrics = Arc::new(Metrics::register(runtime.registry()));
+    let client = runtime.client().await?;
+    let meter = format!("{}-{}", args.replica_name, hex::encode(rand::random::<[u8; 4]>()));
+    let (directory, watches) = Directory::watch(&client);
+    let policy = LeasePolicy {
+        base_ttl: Duration::from_secs(args.lease_seconds),
+        flush_interval: Duration::from_millis(args.flush_ms),
+        idle_after: Duration::from_secs(args.idle_seconds),
+        ..LeasePolicy::default()
+    };
+    let credits = Credits::new(
+        client.clone(),
+        directory.clone(),
+        meter.clone(),
+        policy,
+        Duration::from_millis(args.lease_wait_ms),
+        metrics.clone(),
+    );
+    let sink = match (&args.usage_file, &args.usage_url) {
+        (Some(path), _) => Sink::File(path.clone()),
+        (None, Some(url)) => Sink::Http(url.clone()),
+        (None, None) => {
+            tracing::warn!("no --usage-file or --usage-url: usage events are only counted");
+            Sink::Discard
+        }
+    };
+    let (usage, delivery) = Usage::new(sink, format!("cmp-gateway/{meter}"), args.usage_buffer, metrics.clone());
+    let runtime_keys = RuntimeKeys::default();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("building the HTTP client")?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("listening on {} (--addr)", args.addr))?;
+    tracing::info!(addr = %args.addr, meter = %meter, "serving the run API");
+    runtime
+        .run(|process| async move {
+            for watch in watches {
+                tokio::spawn(watch);
+            }
+            let delivery = tokio::spawn(delivery);
+            tokio::spawn(runtime_keys.clone().keep_reading(client.clone(), directory.clone()));
+            let gateway = Arc::new(Gateway {
+                directory: directory.clone(),
+                credits: credits.clone(),
+                limiter: RateLimiter::default(),
+                runtime_keys,
+                http,
+                usage,
+                metrics,
+                readiness: process.readiness.clone(),
+                max_body_bytes: args.max_body_bytes,
+            });
+            let ready = process.readiness.clone();
+            tokio::spawn(async move {
+                if directory.synced().await {
+                    tracing::info!("the caches are synced: taking runs");
+                    ready.set(true);
+                }
+            });
+            let shutdown = process.shutdown.clone();
+            let served = axum::serve(listener, server::router(gateway)).with_graceful_shutdown(shutdown).await;
+            tracing::info!("drained: writing the meters one last time");
+            credits.close().await;
+            if tokio::time::timeout(Duration::from_secs(10), delivery).await.is_err() {
+                tracing::error!("usage events were still undelivered after 10 s; stopping anyway");
+            }
+            served.context("serving the run API")
+        })
+        .await
 }

@@ -1,0 +1,154 @@
+//! The request a run sends to its runtime. The caller's body passes only the
+//! input, the session id and the tweaks; the flow, the runtime and the
+//! tenant come from the CRs.
+//!
+//! - `v2` (lfx, and Langflow with its developer API): `POST /api/v2/workflows`
+//!   with `{flow_id, input_value, session_id, tweaks, mode: sync|stream}`.
+//! - `v1` (full Langflow): `POST /api/v1/run/{flow}?stream=true|false` with
+//!   `{input_value, input_type, output_type, session_id, tweaks}`.
+//!
+//! Both carry the runtime's own key in `x-api-key`.
+
+use cmp_crds::offering::RuntimeApi;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::authorize::RunTarget;
+use crate::refusal::{Code, Refusal};
+
+/// What a caller may send to run an agent.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The input (`input` is accepted too).
+    #[serde(default, alias = "input")]
+    pub input_value: String,
+    /// The conversation the run belongs to.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Per-component overrides of the flow.
+    #[serde(default)]
+    pub tweaks: Map<String, Value>,
+    /// Stream the answer as it is produced.
+    #[serde(default)]
+    pub stream: bool,
+    /// `v1` only: `chat` or `text`.
+    #[serde(default)]
+    pub input_type: Option<String>,
+    /// `v1` only: `chat`, `any` or `debug`.
+    #[serde(default)]
+    pub output_type: Option<String>,
+}
+
+/// The most bytes of a session id.
+const MAX_SESSION_ID: usize = 256;
+
+impl RunRequest {
+    /// Parses a body; an empty body is a run with no input.
+    pub fn parse(body: &[u8]) -> Result<Self, Refusal> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let request: Self = serde_json::from_slice(body).map_err(|e| {
+            Refusal::new(
+                Code::MalformedRequest,
+                format!(
+                    "the body must be JSON {{\"input_value\", \"session_id\", \"tweaks\", \"stream\"}} (the flow and the runtime come from the Instance): {e}"
+                ),
+            )
+        })?;
+        if request.session_id.as_ref().is_some_and(|s| s.len() > MAX_SESSION_ID) {
+            return Err(Refusal::new(
+                Code::MalformedRequest,
+                format!("session_id is longer than {MAX_SESSION_ID} bytes"),
+            ));
+        }
+        Ok(request)
+    }
+}
+
+/// The runtime URL and JSON body of a run.
+pub fn upstream(target: &RunTarget, run: &RunRequest) -> (String, Value) {
+    let base = target.endpoint.trim_end_matches('/');
+    match target.api {
+        RuntimeApi::V2 => {
+            let mut body = json!({
+                "flow_id": target.flow_id,
+                "input_value": run.input_value,
+                "tweaks": run.tweaks,
+                "mode": if run.stream { "stream" } else { "sync" },
+            });
+            if let Some(session) = &run.session_id {
+                body["session_id"] = json!(session);
+            }
+            (format!("{base}/api/v2/workflows"), body)
+        }
+        RuntimeApi::V1 => {
+            let mut body = json!({"input_value": run.input_value, "tweaks": run.tweaks});
+            for (field, value) in
+                [("session_id", &run.session_id), ("input_type", &run.input_type), ("output_type", &run.output_type)]
+            {
+                if let Some(value) = value {
+                    body[field] = json!(value);
+                }
+            }
+            (format!("{base}/api/v1/run/{}?stream={}", target.flow_id, run.stream), body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_crds::offering::Plan;
+
+    fn target(api: RuntimeApi) -> RunTarget {
+        RunTarget {
+            organization: "acme".into(),
+            project: "support".into(),
+            instance: "bot".into(),
+            namespace: "cmp-acme".into(),
+            offering: "echo".into(),
+            version: "1".into(),
+            plan: serde_json::from_value::<Plan>(json!({"id": "free", "creditsPerRun": 1})).expect("a plan"),
+            endpoint: "http://127.0.0.1:7861/".into(),
+            flow_id: "f-1".into(),
+            api,
+            runtime_key: None,
+            wallet: ("cmp-acme".into(), "acme".into()),
+        }
+    }
+
+    #[test]
+    fn the_flow_comes_from_the_instance_never_from_the_body() {
+        let refused = RunRequest::parse(br#"{"input_value":"hi","flow_id":"someone-elses"}"#);
+        assert_eq!(refused.expect_err("refused").code, Code::MalformedRequest);
+        let run = RunRequest::parse(br#"{"input":"hi","session_id":"s1","tweaks":{"a":{"b":1}}}"#).expect("parses");
+        let (url, body) = upstream(&target(RuntimeApi::V2), &run);
+        assert_eq!(url, "http://127.0.0.1:7861/api/v2/workflows");
+        assert_eq!(
+            body,
+            json!({"flow_id": "f-1", "input_value": "hi", "session_id": "s1", "tweaks": {"a": {"b": 1}}, "mode": "sync"})
+        );
+    }
+
+    #[test]
+    fn v1_runs_name_the_flow_in_the_path_and_stream_in_the_query() {
+        let run = RunRequest::parse(br#"{"input_value":"hi","stream":true,"output_type":"chat"}"#).expect("parses");
+        let (url, body) = upstream(&target(RuntimeApi::V1), &run);
+        assert_eq!(url, "http://127.0.0.1:7861/api/v1/run/f-1?stream=true");
+        assert_eq!(body, json!({"input_value": "hi", "tweaks": {}, "output_type": "chat"}));
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_what_to_send() {
+        for body in [&b"not json"[..], br#"[1]"#, br#"{"tweaks":[]}"#, br#"{"stream":"yes"}"#] {
+            let refusal = RunRequest::parse(body).expect_err("refused");
+            assert_eq!(refusal.code, Code::MalformedRequest);
+            assert!(refusal.message.contains("input_value"), "{}", refusal.message);
+        }
+        let long = format!(r#"{{"session_id":"{}"}}"#, "s".repeat(300));
+        assert_eq!(RunRequest::parse(long.as_bytes()).expect_err("refused").code, Code::MalformedRequest);
+        assert_eq!(RunRequest::parse(b"  ").expect("an empty body is an empty run"), RunRequest::default());
+    }
+}

@@ -1,0 +1,87 @@
+//! The gateway's own metrics (prefix `cmp_gateway_`). Labels are codes and
+//! outcomes only: never a key, a run or a tenant.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// Counters and histograms of runs, leases and usage events.
+pub struct Metrics {
+    runs: Family<CodeLabels, Counter>,
+    duration: Histogram,
+    lease_writes: Family<ResultLabels, Counter>,
+    credits_charged: Counter,
+    usage_events: Family<ResultLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            runs: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            lease_writes: Family::default(),
+            credits_charged: Counter::default(),
+            usage_events: Family::default(),
+        };
+        registry.register(
+            "runs",
+            "Run requests by the code answered (ok, or an error code such as insufficient_credits)",
+            metrics.runs.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Time from a run request to its last byte, in seconds",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "lease_writes",
+            "Writes of this replica's Wallet meters by result: written, conflict (another writer moved first; read again) or failed",
+            metrics.lease_writes.clone(),
+        );
+        registry.register("credits_charged", "Credits charged for settled runs", metrics.credits_charged.clone());
+        registry.register(
+            "usage_events",
+            "Usage events by result: delivered, retried, or dropped (the buffer was full)",
+            metrics.usage_events.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a run request answered with `code` (`ok` or an error code).
+    pub fn run(&self, code: &str) {
+        self.runs.get_or_create(&CodeLabels { code: code.into() }).inc();
+    }
+
+    /// Records how long a run took.
+    pub fn duration(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+
+    /// Counts a meter write with `result`.
+    pub fn lease_write(&self, result: &str) {
+        self.lease_writes.get_or_create(&ResultLabels { result: result.into() }).inc();
+    }
+
+    /// Counts credits charged.
+    pub fn charged(&self, credits: i64) {
+        self.credits_charged.inc_by(u64::try_from(credits).unwrap_or(0));
+    }
+
+    /// Counts `n` usage events with `result`.
+    pub fn usage_events(&self, result: &str, n: usize) {
+        self.usage_events.get_or_create(&ResultLabels { result: result.into() }).inc_by(n as u64);
+    }
+}

@@ -1,0 +1,164 @@
+//! Forwarding an admitted run to its runtime and settling it on every
+//! ending. A [`Settlement`] travels with the run (inside the streamed body
+//! for a stream) and settles when dropped, so a run is charged exactly once
+//! however it ends: completed, failed, timed out, or abandoned by its caller.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::authorize::RunTarget;
+use crate::credits::Held;
+use crate::forward::upstream;
+use crate::refusal::{Code, Refusal};
+use crate::server::{Admitted, CREDITS_CHARGED, Gateway};
+use crate::usage::{Outcome, SettledRun};
+
+/// How much of a failed runtime answer is quoted in the error.
+const QUOTED: usize = 300;
+
+/// Settles a run when dropped, with the outcome it was left at.
+struct Settlement {
+    gateway: Arc<Gateway>,
+    held: Option<Held>,
+    target: RunTarget,
+    run_id: String,
+    started: Instant,
+    outcome: Outcome,
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let price = held.credits();
+        let credits = self.outcome.charge(price);
+        self.gateway.credits.settle(held, credits);
+        let duration = self.started.elapsed();
+        let code = match self.outcome {
+            Outcome::Success | Outcome::ClientDisconnected | Outcome::Cancelled => "ok",
+            Outcome::RuntimeError => Code::RuntimeError.as_str(),
+            Outcome::Timeout => Code::RuntimeTimeout.as_str(),
+        };
+        self.gateway.metrics.run(code);
+        self.gateway.metrics.duration(duration.as_secs_f64());
+        let t = &self.target;
+        let run = SettledRun {
+            id: self.run_id.clone(),
+            organization: t.organization.clone(),
+            project: t.project.clone(),
+            instance: t.instance.clone(),
+            offering: t.offering.clone(),
+            version: t.version.clone(),
+            plan: t.plan.id.clone(),
+            credits,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            outcome: self.outcome,
+        };
+        tracing::info!(run = %self.run_id, organization = %t.organization, instance = %t.instance, outcome = ?self.outcome, credits, duration_ms = run.duration_ms, "run settled");
+        self.gateway.usage.emit(&run);
+    }
+}
+
+/// Forwards the run and answers with the runtime's response (or a 502/504).
+pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, started: Instant) -> Response {
+    let Admitted { target, request, runtime_key, held, .. } = admitted;
+    let price = held.credits();
+    let timeout = Duration::from_secs(u64::try_from(target.plan.timeout_seconds).unwrap_or(1));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (url, body) = upstream(&target, &request);
+    let mut call = gateway.http.post(&url).json(&body);
+    if let Some(key) = &runtime_key {
+        call = call.header("x-api-key", key);
+    }
+    let mut settlement = Settlement { gateway, held: Some(held), target, run_id, started, outcome: Outcome::Cancelled };
+    let answered = match tokio::time::timeout_at(deadline, call.send()).await {
+        Err(_) => return timed_out(&mut settlement, timeout, price),
+        Ok(Err(error)) => {
+            settlement.outcome = Outcome::RuntimeError;
+            return failed(format!("the runtime did not answer: {error}"));
+        }
+        Ok(Ok(answer)) => answer,
+    };
+    let status = answered.status();
+    if !status.is_success() {
+        settlement.outcome = Outcome::RuntimeError;
+        let text =
+            tokio::time::timeout_at(deadline, answered.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+        let quoted: String = text.chars().take(QUOTED).collect();
+        return failed(format!("the runtime answered {status}: {quoted}"));
+    }
+    let content_type = answered.headers().get(header::CONTENT_TYPE).cloned();
+    let mut response = if request.stream {
+        settlement.outcome = Outcome::ClientDisconnected;
+        stream(answered, settlement, deadline).into_response()
+    } else {
+        match tokio::time::timeout_at(deadline, answered.bytes()).await {
+            Err(_) => return timed_out(&mut settlement, timeout, price),
+            Ok(Err(error)) => {
+                settlement.outcome = Outcome::RuntimeError;
+                return failed(format!("the runtime's answer broke off: {error}"));
+            }
+            Ok(Ok(bytes)) => {
+                settlement.outcome = Outcome::Success;
+                drop(settlement);
+                Body::from(bytes).into_response()
+            }
+        }
+    };
+    *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK);
+    if let Some(content_type) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    }
+    response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(price));
+    response
+}
+
+fn failed(message: String) -> Response {
+    tracing::warn!(reason = %message, "the runtime failed the run");
+    let mut response = Refusal::new(Code::RuntimeError, message).into_response();
+    response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(0));
+    response
+}
+
+fn timed_out(settlement: &mut Settlement, timeout: Duration, price: i64) -> Response {
+    settlement.outcome = Outcome::Timeout;
+    let mut response = Refusal::new(
+        Code::RuntimeTimeout,
+        format!("the run took longer than its plan's {} s and was stopped", timeout.as_secs()),
+    )
+    .into_response();
+    response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(price));
+    response
+}
+
+/// The runtime's stream passed through as it arrives, until it ends, breaks
+/// or the deadline passes; the settlement rides along and settles at the end
+/// (or when the caller goes away and the body is dropped).
+fn stream(answered: reqwest::Response, settlement: Settlement, deadline: tokio::time::Instant) -> Body {
+    let chunks = answered.bytes_stream();
+    let state = Some((chunks.boxed(), settlement));
+    Body::from_stream(futures::stream::unfold(state, move |state| async move {
+        let (mut chunks, mut settlement) = state?;
+        match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Ok(Some(Ok(bytes))) => Some((Ok::<_, std::io::Error>(bytes), Some((chunks, settlement)))),
+            Ok(Some(Err(error))) => {
+                tracing::warn!(%error, "the runtime's stream broke off");
+                settlement.outcome = Outcome::RuntimeError;
+                None
+            }
+            Ok(None) => {
+                settlement.outcome = Outcome::Success;
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the streamed run passed its plan's timeout and was cut");
+                settlement.outcome = Outcome::Timeout;
+                None
+            }
+        }
+    }))
+}

@@ -1,0 +1,191 @@
+//! The run API. Each request is checked in this order, and the first
+//! failure answers: caches synced (503), key (401), path tenant (403),
+//! suspension and readiness (403/503), body (413/400), rate (429), runtime
+//! key (503), credits (402/503). Then the run is forwarded and settled.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use cmp_core::health::Readiness;
+use k8s_openapi::jiff::Timestamp;
+use tracing::Instrument;
+
+use crate::authorize::{self, PathTarget, RunTarget};
+use crate::credits::{Credits, Held};
+use crate::directory::Directory;
+use crate::forward::RunRequest;
+use crate::metrics::Metrics;
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::refusal::{Code, Refusal};
+use crate::runtime_keys::RuntimeKeys;
+use crate::usage::Usage;
+
+/// The run id of every response.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The credits a run was charged (for a stream: what it costs if it completes).
+pub const CREDITS_CHARGED: &str = "x-credits-charged";
+/// The key's rate limit, per minute.
+pub const RATE_LIMIT: &str = "x-ratelimit-limit";
+/// Runs the key has left now.
+pub const RATE_REMAINING: &str = "x-ratelimit-remaining";
+
+/// Everything a run needs.
+pub struct Gateway {
+    /// The watch caches.
+    pub directory: Directory,
+    /// The credit accounts.
+    pub credits: Arc<Credits>,
+    /// Per-key rate limits.
+    pub limiter: RateLimiter,
+    /// The runtimes' keys.
+    pub runtime_keys: RuntimeKeys,
+    /// The client runs are forwarded with.
+    pub http: reqwest::Client,
+    /// Usage events.
+    pub usage: Usage,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// True once the caches have synced.
+    pub readiness: Readiness,
+    /// The largest body taken.
+    pub max_body_bytes: usize,
+}
+
+/// The run routes.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/runs", post(run_by_key))
+        .route("/v1/instances/{organization}/{instance}/runs", post(run_on_path))
+        .fallback(|| async {
+            Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
+        })
+        .with_state(gateway)
+}
+
+async fn run_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    gateway.run(None, headers, body).await
+}
+
+async fn run_on_path(
+    State(gateway): State<Arc<Gateway>>,
+    Path((organization, instance)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gateway.run(Some(PathTarget { organization, instance }), headers, body).await
+}
+
+/// A run that passed every check, with its credits held.
+pub struct Admitted {
+    /// What to run.
+    pub target: RunTarget,
+    /// The caller's request.
+    pub request: RunRequest,
+    /// The runtime's key.
+    pub runtime_key: Option<String>,
+    /// The credits held.
+    pub held: Held,
+    /// The rate limit decision.
+    pub rate: Decision,
+}
+
+fn header(response: &mut Response, name: &'static str, value: impl ToString) {
+    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+        response.headers_mut().insert(HeaderName::from_static(name), value);
+    }
+}
+
+impl Gateway {
+    async fn run(self: Arc<Self>, path: Option<PathTarget>, headers: HeaderMap, body: Body) -> Response {
+        let started = Instant::now();
+        let run_id = format!("run_{}", hex::encode(rand::random::<[u8; 12]>()));
+        let span = tracing::info_span!("run", run = %run_id, organization = tracing::field::Empty, instance = tracing::field::Empty);
+        let mut response = async {
+            match self.admit(path, &headers, body).await {
+                Ok(admitted) => {
+                    let limit = admitted.rate;
+                    let mut response = crate::relay::relay(self.clone(), admitted, run_id.clone(), started).await;
+                    header(&mut response, RATE_LIMIT, limit.limit);
+                    header(&mut response, RATE_REMAINING, limit.remaining);
+                    response
+                }
+                Err(refusal) => {
+                    self.metrics.run(refusal.code.as_str());
+                    tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, "run refused");
+                    refusal.into_response()
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        header(&mut response, REQUEST_ID, &run_id);
+        response
+    }
+
+    async fn admit(&self, path: Option<PathTarget>, headers: &HeaderMap, body: Body) -> Result<Admitted, Refusal> {
+        if !self.readiness.is_ready() {
+            return Err(Refusal::new(
+                Code::GatewayNotReady,
+                "the gateway is starting (its caches have not synced); try again shortly",
+            ));
+        }
+        let key = authorize::presented_key(headers)?;
+        let public_id =
+            cmp_crds::apikey::parse(&key).map_err(|e| Refusal::new(Code::InvalidApiKey, e.to_string()))?.public_id;
+        let instance = self
+            .directory
+            .instance_of_key(public_id)
+            .ok_or_else(|| Refusal::new(Code::InvalidApiKey, "the API key is not valid: check it was copied whole"))?;
+        authorize::check_key(&instance, &key, Timestamp::now())?;
+        let span = tracing::Span::current();
+        span.record("organization", instance.metadata.namespace.as_deref().unwrap_or_default());
+        span.record("instance", instance.metadata.name.as_deref().unwrap_or_default());
+        if let Err(refusal) = authorize::check_tenant(&instance, path.as_ref()) {
+            let (organization, named) = path.map(|p| (p.organization, p.instance)).unwrap_or_default();
+            tracing::warn!(security_event = "wrong_tenant", key = public_id, path_organization = %organization, path_instance = %named, "an API key was used on another tenant's Instance");
+            return Err(refusal);
+        }
+        let organization = cmp_crds::names::organization_of_control_namespace(
+            instance.metadata.namespace.as_deref().unwrap_or_default(),
+        )
+        .and_then(|org| self.directory.organization(org));
+        let offering = self.directory.offering(&instance.spec.offering);
+        let target = authorize::run_target(&instance, organization.as_deref(), offering.as_deref())?;
+        let body = axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("the body is over {} bytes", self.max_body_bytes)))?;
+        let request = RunRequest::parse(&body)?;
+        let rpm = u32::try_from(target.plan.requests_per_minute).unwrap_or(1);
+        let rate = self.limiter.check(public_id, rpm, Instant::now());
+        if !rate.allowed {
+            let mut refusal = Refusal::new(
+                Code::RateLimited,
+                format!("the key is over its plan's {rpm} runs per minute; retry after {} s", rate.retry_after),
+            );
+            refusal.retry_after = Some(rate.retry_after);
+            return Err(refusal);
+        }
+        let runtime_key = match &target.runtime_key {
+            None => None,
+            Some(reference) => Some(self.runtime_keys.get(reference).ok_or_else(|| {
+                Refusal::new(
+                    Code::RuntimeNotReady,
+                    format!(
+                        "the runtime's key (Secret {}/{}) has not been read; try again shortly",
+                        reference.namespace, reference.name
+                    ),
+                )
+            })?),
+        };
+        let timeout = std::time::Duration::from_secs(u64::try_from(target.plan.timeout_seconds).unwrap_or(1));
+        let wallet = (target.wallet.0.as_str(), target.wallet.1.as_str());
+        let held = self.credits.hold(wallet, target.plan.credits_per_run, timeout).await?;
+        Ok(Admitted { target, request, runtime_key, held, rate })
+    }
+}
