@@ -119,9 +119,11 @@ async fn main() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
             });
             let ready = process.readiness.clone();
+            let keys_read = gateway.runtime_keys.clone();
             tokio::spawn(async move {
                 if directory.synced().await {
-                    tracing::info!("the caches are synced: taking runs");
+                    keys_read.read_once().await;
+                    tracing::info!("the caches are synced and the runtime keys read: taking runs");
                     ready.set(true);
                 }
             });

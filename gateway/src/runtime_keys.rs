@@ -23,6 +23,8 @@ const LOOK: Duration = Duration::from_millis(500);
 #[derive(Clone, Default)]
 pub struct RuntimeKeys {
     keys: Arc<RwLock<HashMap<SecretKeyRef, String>>>,
+    read_once: Arc<tokio::sync::Notify>,
+    was_read_once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RuntimeKeys {
@@ -31,8 +33,19 @@ impl RuntimeKeys {
         self.keys.read().unwrap_or_else(PoisonError::into_inner).get(reference).cloned()
     }
 
+    /// Completes once the keys of every Offering in the synced cache were tried once.
+    pub async fn read_once(&self) {
+        let notified = self.read_once.notified();
+        if !self.was_read_once.load(std::sync::atomic::Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+
     /// Reads the keys the Offerings name: new ones within half a second, all of them every minute.
     pub async fn keep_reading(self, client: kube::Client, directory: Directory) {
+        if directory.offerings.wait_until_ready().await.is_err() {
+            return;
+        }
         let mut last_full = tokio::time::Instant::now();
         let mut tried: HashMap<SecretKeyRef, tokio::time::Instant> = HashMap::new();
         loop {
@@ -70,6 +83,9 @@ impl RuntimeKeys {
                         }
                     }
                 }
+            }
+            if !self.was_read_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.read_once.notify_waiters();
             }
             tokio::time::sleep(LOOK).await;
         }

@@ -144,7 +144,8 @@ impl Gateway {
             .ok_or_else(|| Refusal::new(Code::InvalidApiKey, "the API key is not valid: check it was copied whole"))?;
         authorize::check_key(&instance, &key, Timestamp::now())?;
         let span = tracing::Span::current();
-        span.record("organization", instance.metadata.namespace.as_deref().unwrap_or_default());
+        let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
+        span.record("organization", cmp_crds::names::organization_of_control_namespace(namespace).unwrap_or(namespace));
         span.record("instance", instance.metadata.name.as_deref().unwrap_or_default());
         if let Err(refusal) = authorize::check_tenant(&instance, path.as_ref()) {
             let (organization, named) = path.map(|p| (p.organization, p.instance)).unwrap_or_default();

@@ -1,0 +1,246 @@
+//! The real gateway, the real operator and a runtime (a real lfx, or the
+//! `LangflowStandIn` where lfx cannot play the part) against the test
+//! control plane.
+//!
+//! Each test labels its Organizations and Offerings with its run id and
+//! starts an operator restricted to them, so tests run in parallel.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
+use cmp_testenv::apply::install_crds;
+use cmp_testenv::process::TestProcess;
+use cmp_testenv::test::{eventually, test_client, unique_name};
+use cmp_testenv::{free_port, workspace_binary};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// The label a test puts on its Organizations and Offerings.
+pub const RUN_LABEL: &str = "cmp.gsv.dev/test-run";
+/// How long a test waits for something to converge before failing.
+pub const CONVERGE: Duration = Duration::from_secs(90);
+/// The runtime's own API key.
+pub const RUNTIME_KEY: &str = "runtime-test-key";
+
+/// One test's world.
+pub struct World {
+    pub client: kube::Client,
+    pub run: String,
+    pub http: reqwest::Client,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub process: TestProcess,
+    pub base: String,
+    pub usage: PathBuf,
+}
+
+impl Gateway {
+    /// POSTs `body` to `path` with the API key `key` in `x-api-key`.
+    pub async fn post(&self, http: &reqwest::Client, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        http.post(format!("{}{path}", self.base))
+            .header("x-api-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// The usage events written so far.
+    pub fn usage_events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.usage)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is a JSON event"))
+            .collect()
+    }
+}
+
+/// The code of an error answer, with its status.
+pub async fn refusal(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    (status, body["error"]["code"].as_str().unwrap_or("<no error code>").to_string())
+}
+
+impl World {
+    pub async fn new(prefix: &str) -> Self {
+        let client = test_client().await;
+        install_crds(&client, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs install");
+        Self { client, run: unique_name(prefix), http: reqwest::Client::new() }
+    }
+
+    /// Starts an operator for the run.
+    pub fn operator(&self) -> TestProcess {
+        let binary = workspace_binary("cmp-operator", "cmp-operator").expect("the operator binary");
+        let selector = format!("{RUN_LABEL}={}", self.run);
+        let args = [
+            "--organization-selector",
+            &selector,
+            "--offering-selector",
+            &selector,
+            "--lease-name",
+            &format!("cmp-operator-{}", self.run),
+        ];
+        TestProcess::spawn(&binary, &format!("{}-operator", self.run), "info", &args.map(String::from))
+            .expect("cmp-operator starts")
+    }
+
+    /// Starts a gateway named `replica`; `extra` adds flags.
+    pub async fn gateway(&self, replica: &str, extra: &[&str]) -> Gateway {
+        let port = free_port().expect("a free port");
+        let usage = std::env::temp_dir().join(format!("{}-{replica}-usage.jsonl", self.run));
+        let _ = std::fs::remove_file(&usage);
+        let mut args: Vec<String> = vec![
+            "--addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--replica-name".into(),
+            replica.into(),
+            "--usage-file".into(),
+            usage.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-gateway"));
+        let process = TestProcess::spawn(binary, &format!("{}-{replica}", self.run), "info,cmp_gateway=debug", &args)
+            .expect("cmp-gateway starts");
+        process.ready(CONVERGE).await;
+        Gateway { process, base: format!("http://127.0.0.1:{port}"), usage }
+    }
+
+    /// The Secret holding the runtime's key (in `default`), as an `apiKeySecretRef`.
+    pub async fn runtime_key_secret(&self) -> Value {
+        let name = format!("{}-runtime", self.run);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            string_data: Some([("apiKey".to_string(), RUNTIME_KEY.to_string())].into()),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("the runtime key Secret");
+        json!({"namespace": "default", "name": name, "key": "apiKey"})
+    }
+
+    /// Applies a Shared Offering `name` on the runtime at `endpoint` (API `api`) with `plans`.
+    pub async fn offering(&self, name: &str, api: &str, endpoint: &str, plans: Value) {
+        let key = self.runtime_key_secret().await;
+        let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("the example flow");
+        let offering = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
+            "metadata": {"name": name, "labels": {RUN_LABEL: self.run}},
+            "spec": {"displayName": name,
+                     "runtime": {"mode": "Shared", "api": api, "endpoint": endpoint, "apiKeySecretRef": key},
+                     "versions": [{"name": "1", "flowId": "echo", "artifact": {"url": url, "sha256": sha256}}],
+                     "plans": plans},
+        });
+        Api::<Offering>::all(self.client.clone())
+            .patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(offering))
+            .await
+            .expect("the Offering applies");
+    }
+
+    /// Applies Organization `name` with `starter` credits and Project `support`; waits for the Wallet.
+    pub async fn organization(&self, name: &str, starter: i64) {
+        let org = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name, "labels": {RUN_LABEL: self.run}},
+            "spec": {"displayName": name, "owners": [{"name": "ada"}], "starterCredits": starter},
+        });
+        Api::<Organization>::all(self.client.clone())
+            .patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(org))
+            .await
+            .expect("the Organization applies");
+        let wallets = self.wallets(name);
+        eventually(&format!("the Wallet of {name} with {starter} credits"), CONVERGE, || async {
+            let wallet = wallets.get_opt(name).await.ok().flatten()?;
+            (wallet.status?.balance == starter).then_some(())
+        })
+        .await;
+        let project = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project",
+            "metadata": {"name": "support", "namespace": format!("cmp-{name}")}, "spec": {"displayName": "Support"},
+        });
+        Api::<Project>::namespaced(self.client.clone(), &format!("cmp-{name}"))
+            .patch("support", &PatchParams::apply("cmp-tests").force(), &Patch::Apply(project))
+            .await
+            .expect("the Project applies");
+    }
+
+    pub fn wallets(&self, org: &str) -> Api<Wallet> {
+        Api::namespaced(self.client.clone(), &format!("cmp-{org}"))
+    }
+
+    pub fn instances(&self, org: &str) -> Api<Instance> {
+        Api::namespaced(self.client.clone(), &format!("cmp-{org}"))
+    }
+
+    /// Applies Instance `name` of `offering` on `plan` with API keys `keys`
+    /// (`spec.apiKeys`), waits until it is Ready with every key issued, and
+    /// returns the keys' plaintexts by name.
+    pub async fn instance(
+        &self,
+        org: &str,
+        name: &str,
+        offering: &str,
+        plan: &str,
+        keys: Value,
+    ) -> Vec<(String, String)> {
+        let instance = json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": name},
+            "spec": {"project": "support", "offering": offering, "version": "1", "plan": plan, "apiKeys": keys},
+        });
+        let api = self.instances(org);
+        api.patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(instance))
+            .await
+            .expect("the Instance applies");
+        let wanted = keys.as_array().map_or(0, Vec::len);
+        let issued = eventually(&format!("Instance {name} Ready with {wanted} keys"), CONVERGE, || async {
+            let status = api.get_opt(name).await.ok().flatten()?.status?;
+            let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::READY)?.status == "True";
+            (ready && status.api_keys.len() == wanted).then_some(status.api_keys)
+        })
+        .await;
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), &format!("cmp-{org}"));
+        let mut plaintexts = Vec::new();
+        for key in issued {
+            let secret = secrets.get(&key.secret.name).await.expect("the key Secret");
+            let data = secret.data.and_then(|mut d| d.remove(&key.secret.key)).expect("the key in its Secret");
+            plaintexts.push((key.name, String::from_utf8(data.0).expect("a text key")));
+        }
+        plaintexts
+    }
+
+    /// Appends a Manual grant of `credits` to the Wallet of `org`.
+    pub async fn grant(&self, org: &str, id: &str, credits: i64) {
+        let wallets = self.wallets(org);
+        let mut wallet = wallets.get(org).await.expect("the Wallet");
+        wallet
+            .spec
+            .grants
+            .push(serde_json::from_value(json!({"id": id, "credits": credits, "source": "Manual"})).expect("a grant"));
+        wallets.replace(org, &PostParams::default(), &wallet).await.expect("the grant is appended");
+    }
+
+    /// Merge-patches the spec of Instance `name`.
+    pub async fn patch_instance(&self, org: &str, name: &str, spec: Value) {
+        self.instances(org)
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .await
+            .expect("the Instance is patched");
+    }
+}
+
+/// Waits until `check` gives a value.
+pub async fn converge<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually(what, CONVERGE, check).await
+}

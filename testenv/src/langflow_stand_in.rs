@@ -1,0 +1,194 @@
+//! `LangflowStandIn`: stands in for a full Langflow runtime where lfx cannot
+//! play the part. lfx serves `/api/v2/workflows` but not Langflow's `v1` run
+//! API, and its echo flow answers in milliseconds, so it can neither fail
+//! nor time out on demand. The stand-in serves, over real HTTP on loopback:
+//!
+//! - the flow registration routes the operator uses (`GET /flows/{id}/info`,
+//!   `POST /flows/upload/`, `DELETE /flows/{id}`), so Instances become Ready;
+//! - `POST /api/v1/run/{flow}?stream=true|false` in Langflow's documented
+//!   shapes (a JSON answer; or bare JSON frames `add_message`, `token`, `end`
+//!   separated by blank lines);
+//!
+//! and behaves as the input says: `sleep <ms>` answers after that long,
+//! `fail` answers 500, anything else is echoed (word by word when streamed,
+//! 50 ms apart). Every route wants the `x-api-key` it was started with.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+
+use crate::Error;
+
+#[derive(Default)]
+struct Shared {
+    api_key: String,
+    flows: Mutex<HashMap<String, String>>,
+    runs: AtomicUsize,
+    streams_cut: AtomicUsize,
+}
+
+/// A running stand-in; dropping it stops the server.
+pub struct LangflowStandIn {
+    url: String,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LangflowStandIn {
+    /// Serves on a free loopback port, wanting `api_key`.
+    pub async fn start(api_key: &str) -> Result<Self, Error> {
+        let shared = Arc::new(Shared { api_key: api_key.to_string(), ..Shared::default() });
+        let router = axum::Router::new()
+            .route("/flows/{id}/info", get(info))
+            .route("/flows/upload/", post(upload))
+            .route("/flows/{id}", delete(remove))
+            .route("/api/v1/run/{flow}", post(run))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Build(format!("binding the Langflow stand-in: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| Error::Build(format!("the stand-in's address: {e}")))?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { url: format!("http://{addr}"), shared, server })
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs received on `/api/v1/run`.
+    pub fn runs(&self) -> usize {
+        self.shared.runs.load(Ordering::SeqCst)
+    }
+
+    /// Streams whose reader went away before the end.
+    pub fn streams_cut(&self) -> usize {
+        self.shared.streams_cut.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for LangflowStandIn {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        Some(key) if key == shared.api_key => Ok(()),
+        _ => Err((StatusCode::FORBIDDEN, Json(json!({"detail": "invalid API key"}))).into_response()),
+    }
+}
+
+async fn info(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(refused) = authorized(&shared, &headers) {
+        return refused;
+    }
+    match shared.flows.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
+        Some(description) => Json(json!({"id": id, "description": description})).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Err(refused) = authorized(&shared, &headers) {
+        return refused;
+    }
+    let id = body["id"].as_str().unwrap_or_default().to_string();
+    let description = body["description"].as_str().unwrap_or_default().to_string();
+    shared.flows.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), description);
+    Json(json!({"id": id})).into_response()
+}
+
+async fn remove(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(refused) = authorized(&shared, &headers) {
+        return refused;
+    }
+    shared.flows.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Counts a stream cut short when dropped before its end.
+struct StreamWatch {
+    shared: Arc<Shared>,
+    ended: bool,
+}
+
+impl StreamWatch {
+    fn end(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared.streams_cut.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn run(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(refused) = authorized(&shared, &headers) {
+        return refused;
+    }
+    shared.runs.fetch_add(1, Ordering::SeqCst);
+    if !shared.flows.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&flow) {
+        return (StatusCode::NOT_FOUND, Json(json!({"detail": format!("flow {flow} not found")}))).into_response();
+    }
+    let input = body["input_value"].as_str().unwrap_or_default().to_string();
+    let session = body["session_id"].as_str().unwrap_or("stand-in-session").to_string();
+    if let Some(ms) = input.strip_prefix("sleep ").and_then(|ms| ms.trim().parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if input == "fail" {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"detail": "the flow failed (as asked)"})))
+            .into_response();
+    }
+    if query.get("stream").map(String::as_str) != Some("true") {
+        let message = json!({"results": {"message": {"text": input}}});
+        return Json(
+            json!({"session_id": session, "outputs": [{"inputs": {"input_value": input}, "outputs": [message]}]}),
+        )
+        .into_response();
+    }
+    let mut frames = vec![json!({"event": "add_message", "data": {"text": input, "sender": "User"}})];
+    frames.extend(input.split(' ').map(|word| json!({"event": "token", "data": {"chunk": word}})));
+    frames.push(json!({"event": "end", "data": {"result": {"session_id": session, "text": input}}}));
+    let watch = StreamWatch { shared: shared.clone(), ended: false };
+    let stream =
+        futures::stream::unfold((frames.into_iter(), watch, true), |(mut frames, mut watch, first)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match frames.next() {
+                Some(frame) => Some((Ok::<_, std::io::Error>(format!("{frame}\n\n")), (frames, watch, false))),
+                None => {
+                    watch.end();
+                    None
+                }
+            }
+        });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
