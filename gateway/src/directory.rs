@@ -117,7 +117,8 @@ impl Directory {
         (Self { organizations, projects, offerings, instances, wallets, keys }, tasks)
     }
 
-    /// Completes once every cache has listed its kind.
+    /// Completes once every cache has listed its kind. Call it from one task
+    /// only: kube's `Store::wait_until_ready` wakes a single waiter.
     pub async fn synced(&self) -> bool {
         self.organizations.wait_until_ready().await.is_ok()
             && self.projects.wait_until_ready().await.is_ok()

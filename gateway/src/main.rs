@@ -106,7 +106,6 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(watch);
             }
             let delivery = tokio::spawn(delivery);
-            tokio::spawn(runtime_keys.clone().keep_reading(client.clone(), directory.clone()));
             let gateway = Arc::new(Gateway {
                 directory: directory.clone(),
                 credits: credits.clone(),
@@ -122,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             let keys_read = gateway.runtime_keys.clone();
             tokio::spawn(async move {
                 if directory.synced().await {
+                    tokio::spawn(keys_read.clone().keep_reading(client, directory));
                     keys_read.read_once().await;
                     tracing::info!("the caches are synced and the runtime keys read: taking runs");
                     ready.set(true);

@@ -76,7 +76,7 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     }
     let mut settlement = Settlement { gateway, held: Some(held), target, run_id, started, outcome: Outcome::Cancelled };
     let answered = match tokio::time::timeout_at(deadline, call.send()).await {
-        Err(_) => return timed_out(&mut settlement, timeout, price),
+        Err(_) => return timed_out(&mut settlement, timeout),
         Ok(Err(error)) => {
             settlement.outcome = Outcome::RuntimeError;
             return failed(format!("the runtime did not answer: {error}"));
@@ -97,7 +97,7 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
         stream(answered, settlement, deadline).into_response()
     } else {
         match tokio::time::timeout_at(deadline, answered.bytes()).await {
-            Err(_) => return timed_out(&mut settlement, timeout, price),
+            Err(_) => return timed_out(&mut settlement, timeout),
             Ok(Err(error)) => {
                 settlement.outcome = Outcome::RuntimeError;
                 return failed(format!("the runtime's answer broke off: {error}"));
@@ -124,14 +124,14 @@ fn failed(message: String) -> Response {
     response
 }
 
-fn timed_out(settlement: &mut Settlement, timeout: Duration, price: i64) -> Response {
+fn timed_out(settlement: &mut Settlement, timeout: Duration) -> Response {
     settlement.outcome = Outcome::Timeout;
     let mut response = Refusal::new(
         Code::RuntimeTimeout,
         format!("the run took longer than its plan's {} s and was stopped", timeout.as_secs()),
     )
     .into_response();
-    response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(price));
+    response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(0));
     response
 }
 

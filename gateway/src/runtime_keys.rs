@@ -41,11 +41,10 @@ impl RuntimeKeys {
         }
     }
 
-    /// Reads the keys the Offerings name: new ones within half a second, all of them every minute.
+    /// Reads the keys the Offerings name: new ones within half a second, all
+    /// of them every minute. Start it once the caches are synced (a store's
+    /// `wait_until_ready` wakes one waiter only, so only one task waits on it).
     pub async fn keep_reading(self, client: kube::Client, directory: Directory) {
-        if directory.offerings.wait_until_ready().await.is_err() {
-            return;
-        }
         let mut last_full = tokio::time::Instant::now();
         let mut tried: HashMap<SecretKeyRef, tokio::time::Instant> = HashMap::new();
         loop {

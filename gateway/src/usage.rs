@@ -32,7 +32,7 @@ pub enum Outcome {
     Success,
     /// The runtime failed or was unreachable: free.
     RuntimeError,
-    /// The plan's timeout passed: the plan's price (the runtime was held that long).
+    /// The plan's timeout passed: free (the caller got no answer).
     Timeout,
     /// The caller went away after the runtime started answering: the plan's price.
     ClientDisconnected,
@@ -44,8 +44,8 @@ impl Outcome {
     /// The credits a run with this ending costs, at `price` a run.
     pub fn charge(self, price: i64) -> i64 {
         match self {
-            Outcome::Success | Outcome::Timeout | Outcome::ClientDisconnected => price,
-            Outcome::RuntimeError | Outcome::Cancelled => 0,
+            Outcome::Success | Outcome::ClientDisconnected => price,
+            Outcome::RuntimeError | Outcome::Timeout | Outcome::Cancelled => 0,
         }
     }
 }
@@ -218,7 +218,7 @@ mod tests {
         ]
         .map(|o| o.charge(3))
         .into();
-        assert_eq!(charged, [3, 0, 3, 3, 0]);
+        assert_eq!(charged, [3, 0, 0, 3, 0]);
     }
 
     #[test]

@@ -85,16 +85,17 @@ impl Drop for LangflowStandIn {
     }
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a call without the runtime's key, if it lacks it.
+fn refused(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        Some(key) if key == shared.api_key => Ok(()),
-        _ => Err((StatusCode::FORBIDDEN, Json(json!({"detail": "invalid API key"}))).into_response()),
+        Some(key) if key == shared.api_key => None,
+        _ => Some((StatusCode::FORBIDDEN, Json(json!({"detail": "invalid API key"}))).into_response()),
     }
 }
 
 async fn info(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+    if let Some(refusal) = refused(&shared, &headers) {
+        return refusal;
     }
     match shared.flows.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
         Some(description) => Json(json!({"id": id, "description": description})).into_response(),
@@ -103,8 +104,8 @@ async fn info(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): P
 }
 
 async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+    if let Some(refusal) = refused(&shared, &headers) {
+        return refusal;
     }
     let id = body["id"].as_str().unwrap_or_default().to_string();
     let description = body["description"].as_str().unwrap_or_default().to_string();
@@ -113,8 +114,8 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body
 }
 
 async fn remove(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+    if let Some(refusal) = refused(&shared, &headers) {
+        return refusal;
     }
     shared.flows.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     StatusCode::NO_CONTENT.into_response()
@@ -147,8 +148,8 @@ async fn run(
     Query(query): Query<HashMap<String, String>>,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+    if let Some(refusal) = refused(&shared, &headers) {
+        return refusal;
     }
     shared.runs.fetch_add(1, Ordering::SeqCst);
     if !shared.flows.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&flow) {

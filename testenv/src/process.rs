@@ -68,6 +68,11 @@ impl TestProcess {
         .await;
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it at once (SIGKILL): no graceful shutdown.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

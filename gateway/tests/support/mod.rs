@@ -115,13 +115,10 @@ impl World {
     /// The Secret holding the runtime's key (in `default`), as an `apiKeySecretRef`.
     pub async fn runtime_key_secret(&self) -> Value {
         let name = format!("{}-runtime", self.run);
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
-            string_data: Some([("apiKey".to_string(), RUNTIME_KEY.to_string())].into()),
-            ..Default::default()
-        };
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                            "stringData": {"apiKey": RUNTIME_KEY}});
         Api::<Secret>::namespaced(self.client.clone(), "default")
-            .create(&PostParams::default(), &secret)
+            .patch(&name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(secret))
             .await
             .expect("the runtime key Secret");
         json!({"namespace": "default", "name": name, "key": "apiKey"})
@@ -191,6 +188,30 @@ impl World {
         plan: &str,
         keys: Value,
     ) -> Vec<(String, String)> {
+        self.instance_with(org, name, offering, plan, keys, true).await
+    }
+
+    /// Like [`World::instance`], without waiting for the runtime to be Ready.
+    pub async fn instance_unready(
+        &self,
+        org: &str,
+        name: &str,
+        offering: &str,
+        plan: &str,
+        keys: Value,
+    ) -> Vec<(String, String)> {
+        self.instance_with(org, name, offering, plan, keys, false).await
+    }
+
+    async fn instance_with(
+        &self,
+        org: &str,
+        name: &str,
+        offering: &str,
+        plan: &str,
+        keys: Value,
+        wait_ready: bool,
+    ) -> Vec<(String, String)> {
         let instance = json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": name},
             "spec": {"project": "support", "offering": offering, "version": "1", "plan": plan, "apiKeys": keys},
@@ -200,12 +221,14 @@ impl World {
             .await
             .expect("the Instance applies");
         let wanted = keys.as_array().map_or(0, Vec::len);
-        let issued = eventually(&format!("Instance {name} Ready with {wanted} keys"), CONVERGE, || async {
-            let status = api.get_opt(name).await.ok().flatten()?.status?;
-            let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::READY)?.status == "True";
-            (ready && status.api_keys.len() == wanted).then_some(status.api_keys)
-        })
-        .await;
+        let issued =
+            eventually(&format!("Instance {name} with {wanted} keys (Ready: {wait_ready})"), CONVERGE, || async {
+                let status = api.get_opt(name).await.ok().flatten()?.status?;
+                let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::READY)
+                    .is_some_and(|c| c.status == "True");
+                ((ready || !wait_ready) && status.api_keys.len() == wanted).then_some(status.api_keys)
+            })
+            .await;
         let secrets = Api::<Secret>::namespaced(self.client.clone(), &format!("cmp-{org}"));
         let mut plaintexts = Vec::new();
         for key in issued {
