@@ -9,6 +9,7 @@ pub mod directory;
 pub mod forward;
 pub mod ledger;
 pub mod metrics;
+pub mod peers;
 pub mod ratelimit;
 pub mod refusal;
 pub mod relay;

@@ -14,6 +14,7 @@ use cmp_gateway::credits::Credits;
 use cmp_gateway::directory::Directory;
 use cmp_gateway::ledger::LeasePolicy;
 use cmp_gateway::metrics::Metrics;
+use cmp_gateway::peers::{PeerSettings, Peers};
 use cmp_gateway::ratelimit::RateLimiter;
 use cmp_gateway::runtime_keys::RuntimeKeys;
 use cmp_gateway::server::{self, Gateway};
@@ -54,6 +55,19 @@ struct Args {
     /// POST usage events to this URL (OpenMeter's ingest format).
     #[arg(long, env = "CMP_GATEWAY_USAGE_URL")]
     usage_url: Option<String>,
+    /// The namespace of the replicas' peer Leases.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "cmp-system")]
+    namespace: String,
+    /// Where the peer endpoint listens. Set it when more than one replica runs,
+    /// so that rate limits hold across them; unset, this replica limits alone.
+    #[arg(long, env = "CMP_GATEWAY_PEER_ADDR")]
+    peer_addr: Option<SocketAddr>,
+    /// The URL the other replicas reach the peer endpoint at. Default: http://<--peer-addr>.
+    #[arg(long, env = "CMP_GATEWAY_PEER_URL")]
+    peer_url: Option<String>,
+    /// The replicas that share rate limits (one gateway Deployment).
+    #[arg(long, env = "CMP_GATEWAY_PEER_GROUP", default_value = "cmp-gateway")]
+    peer_group: String,
     /// How many usage events wait for the sink before new ones are dropped.
     #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
     usage_buffer: usize,
@@ -91,6 +105,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let (usage, delivery) = Usage::new(sink, format!("cmp-gateway/{meter}"), args.usage_buffer, metrics.clone());
     let runtime_keys = RuntimeKeys::default();
+    let limiter = Arc::new(RateLimiter::default());
+    let peers = args.peer_addr.map(|listen| PeerSettings {
+        namespace: args.namespace.clone(),
+        group: args.peer_group.clone(),
+        listen,
+        url: args.peer_url.clone().unwrap_or_else(|| format!("http://{listen}")),
+    });
+    if peers.is_none() {
+        tracing::info!("no --peer-addr: rate limits are this replica's alone");
+    }
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(256)
@@ -106,10 +130,19 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(watch);
             }
             let delivery = tokio::spawn(delivery);
+            let peering = peers.map(|settings| {
+                tokio::spawn(Peers::run(
+                    client.clone(),
+                    settings,
+                    meter.clone(),
+                    limiter.clone(),
+                    process.shutdown.clone(),
+                ))
+            });
             let gateway = Arc::new(Gateway {
                 directory: directory.clone(),
                 credits: credits.clone(),
-                limiter: RateLimiter::default(),
+                limiter: limiter.clone(),
                 runtime_keys,
                 http,
                 usage,
@@ -131,6 +164,13 @@ async fn main() -> anyhow::Result<()> {
             let served = axum::serve(listener, server::router(gateway)).with_graceful_shutdown(shutdown).await;
             tracing::info!("drained: writing the meters one last time");
             credits.close().await;
+            if let Some(peering) = peering {
+                match peering.await {
+                    Ok(Err(error)) => tracing::error!(%error, "the peer endpoint failed"),
+                    Err(error) => tracing::error!(%error, "the peer task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
             if tokio::time::timeout(Duration::from_secs(10), delivery).await.is_err() {
                 tracing::error!("usage events were still undelivered after 10 s; stopping anyway");
             }

@@ -42,7 +42,7 @@ pub struct Gateway {
     /// The credit accounts.
     pub credits: Arc<Credits>,
     /// Per-key rate limits.
-    pub limiter: RateLimiter,
+    pub limiter: Arc<RateLimiter>,
     /// The runtimes' keys.
     pub runtime_keys: RuntimeKeys,
     /// The client runs are forwarded with.
