@@ -34,11 +34,22 @@ impl TestProcess {
     /// Starts `binary` with the test kubeconfig, `RUST_LOG=rust_log`, a free
     /// `--health-addr` and `args`, logging to `$TMPDIR/<log_name>.log`.
     pub fn spawn(binary: &Path, log_name: &str, rust_log: &str, args: &[String]) -> Result<Self, Error> {
+        Self::spawn_with_kubeconfig(binary, log_name, rust_log, args, &test_kubeconfig())
+    }
+
+    /// Like [`TestProcess::spawn`], with another kubeconfig (another identity, or another server).
+    pub fn spawn_with_kubeconfig(
+        binary: &Path,
+        log_name: &str,
+        rust_log: &str,
+        args: &[String],
+        kubeconfig: &Path,
+    ) -> Result<Self, Error> {
         let health = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
         let log = std::env::temp_dir().join(format!("{log_name}.log"));
         let mut command = Command::new(binary);
         command
-            .env("KUBECONFIG", test_kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", rust_log)
             .args(["--health-addr", &health.to_string()])
             .args(args);

@@ -68,6 +68,26 @@ pub fn test_kubeconfig() -> PathBuf {
     std::env::var_os(KUBECONFIG_ENV).map(PathBuf::from).unwrap_or_else(|| crate::default_state_dir().join("kubeconfig"))
 }
 
+/// Writes a copy of the test kubeconfig to `path` that impersonates `user`
+/// (the admin identity of the test control plane may impersonate anyone), so
+/// a binary runs with only the rights RBAC gives `user`.
+pub fn kubeconfig_as(user: &str, path: &Path) -> Result<PathBuf, Error> {
+    let source = test_kubeconfig();
+    let text = std::fs::read_to_string(&source).map_err(|e| Error::Io { path: source.clone(), source: e })?;
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| Error::Process(format!("{}: {e}", source.display())))?;
+    if let Some(users) = config.get_mut("users").and_then(|u| u.as_sequence_mut()) {
+        for entry in users {
+            if let Some(auth) = entry.get_mut("user").and_then(|u| u.as_mapping_mut()) {
+                auth.insert("as".into(), user.into());
+            }
+        }
+    }
+    let text = serde_yaml::to_string(&config).map_err(|e| Error::Process(format!("writing a kubeconfig: {e}")))?;
+    std::fs::write(path, text).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    Ok(path.to_path_buf())
+}
+
 /// A client for the test control plane.
 ///
 /// # Panics
