@@ -5,6 +5,7 @@
 
 pub mod api_requests;
 pub mod health;
+pub mod jwks;
 pub mod lease;
 pub mod runtime;
 pub mod shutdown;

@@ -142,13 +142,15 @@ pub fn run_target(
     if instance.metadata.deletion_timestamp.is_some() {
         return Err(not_ready(format!("Instance {name} is being deleted")));
     }
-    let status = instance.status.clone().unwrap_or_default();
+    let Some(status) = instance.status.as_ref() else {
+        return Err(not_ready(format!("Instance {name}'s runtime is not ready (not reported yet); try again shortly")));
+    };
     let ready = status.conditions.iter().find(|c| c.type_ == READY);
     if ready.is_none_or(|c| c.status != TRUE) {
         let why = ready.map_or_else(|| "not reported yet".to_string(), |c| format!("{}: {}", c.reason, c.message));
         return Err(not_ready(format!("Instance {name}'s runtime is not ready ({why}); try again shortly")));
     }
-    let (Some(endpoint), Some(flow_id)) = (status.endpoint, status.flow_id) else {
+    let (Some(endpoint), Some(flow_id)) = (status.endpoint.clone(), status.flow_id.clone()) else {
         return Err(not_ready(format!("Instance {name} has no runtime endpoint yet; try again shortly")));
     };
     let offering = offering
@@ -163,7 +165,7 @@ pub fn run_target(
         instance: name,
         namespace,
         offering: instance.spec.offering.clone(),
-        version: status.version.unwrap_or_else(|| instance.spec.version.clone()),
+        version: status.version.clone().unwrap_or_else(|| instance.spec.version.clone()),
         plan,
         endpoint,
         flow_id,

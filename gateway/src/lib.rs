@@ -9,6 +9,7 @@ pub mod directory;
 pub mod forward;
 pub mod ledger;
 pub mod metrics;
+pub mod oidc;
 pub mod peers;
 pub mod ratelimit;
 pub mod refusal;

@@ -14,11 +14,18 @@ use cmp_gateway::credits::Credits;
 use cmp_gateway::directory::Directory;
 use cmp_gateway::ledger::LeasePolicy;
 use cmp_gateway::metrics::Metrics;
+use cmp_gateway::oidc::{Oidc, OidcSettings};
 use cmp_gateway::peers::{PeerSettings, Peers};
 use cmp_gateway::ratelimit::RateLimiter;
 use cmp_gateway::runtime_keys::RuntimeKeys;
 use cmp_gateway::server::{self, Gateway};
 use cmp_gateway::usage::{Sink, Usage};
+
+/// mimalloc: the run path allocates per request (headers, JSON, the usage
+/// event), and glibc's allocator showed as a quarter of the gateway's CPU
+/// under load (`perf`), contended between worker threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +75,24 @@ struct Args {
     /// The replicas that share rate limits (one gateway Deployment).
     #[arg(long, env = "CMP_GATEWAY_PEER_GROUP", default_value = "cmp-gateway")]
     peer_group: String,
+    /// Accept OIDC access tokens of this issuer (`iss`) from first-party callers, beside API keys.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_ISSUER", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    /// The audience (`aud`) tokens must name.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// The issuer's JWKS URL. Default: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_JWKS_URL")]
+    oidc_jwks_url: Option<String>,
+    /// The claim that names the caller as Organizations list it (like kube-apiserver's --oidc-username-claim).
+    #[arg(long, env = "CMP_GATEWAY_OIDC_USERNAME_CLAIM", default_value = "sub")]
+    oidc_username_claim: String,
+    /// The claim that lists the caller's groups.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    oidc_groups_claim: String,
+    /// The issuer's JWKS is fetched again (for an unknown key id) at most this often.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_MIN_REFETCH_SECONDS", default_value_t = 10)]
+    oidc_min_refetch_seconds: u64,
     /// How many usage events wait for the sink before new ones are dropped.
     #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
     usage_buffer: usize,
@@ -120,6 +145,27 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()
         .context("building the HTTP client")?;
+    let oidc = match (&args.oidc_issuer, &args.oidc_audience) {
+        (Some(issuer), Some(audience)) => {
+            let jwks_url = match &args.oidc_jwks_url {
+                Some(url) => url.clone(),
+                None => discover_jwks(&http, issuer).await?,
+            };
+            tracing::info!(%issuer, %audience, %jwks_url, "accepting OIDC tokens");
+            Some(Oidc::new(
+                OidcSettings {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    jwks_url,
+                    username_claim: args.oidc_username_claim.clone(),
+                    groups_claim: args.oidc_groups_claim.clone(),
+                },
+                http.clone(),
+                Duration::from_secs(args.oidc_min_refetch_seconds),
+            ))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {} (--addr)", args.addr))?;
@@ -149,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics,
                 readiness: process.readiness.clone(),
                 max_body_bytes: args.max_body_bytes,
+                oidc,
             });
             let ready = process.readiness.clone();
             let keys_read = gateway.runtime_keys.clone();
@@ -177,4 +224,23 @@ async fn main() -> anyhow::Result<()> {
             served.context("serving the run API")
         })
         .await
+}
+
+/// The `jwks_uri` of an issuer's discovery document.
+async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> anyhow::Result<String> {
+    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let document: serde_json::Value = http
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("fetching {url} (--oidc-issuer); set --oidc-jwks-url to skip discovery"))?
+        .json()
+        .await
+        .with_context(|| format!("{url} is not JSON"))?;
+    document["jwks_uri"]
+        .as_str()
+        .map(String::from)
+        .with_context(|| format!("{url} has no jwks_uri; set --oidc-jwks-url"))
 }

@@ -72,6 +72,27 @@ impl Bucket {
     }
 }
 
+/// Takes one request from `bucket` at `limit` per minute.
+fn take(bucket: &mut Bucket, limit: u32, now: Instant) -> Decision {
+    let per_second = f64::from(limit) / 60.0;
+    bucket.decay(now);
+    let elapsed = bucket.at.map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+    bucket.demand += 1.0 / DEMAND_WINDOW;
+    bucket.at = Some(now);
+    // The fill refills at the plan's rate over its minute, on every replica alike.
+    bucket.fill = (bucket.fill + elapsed * per_second / f64::from(limit)).min(1.0);
+    let capacity = (f64::from(limit) * bucket.share(now)).max(1.0);
+    let tokens = bucket.fill * capacity;
+    if tokens >= 1.0 {
+        bucket.fill -= 1.0 / capacity;
+        Decision { allowed: true, limit, remaining: (tokens - 1.0).floor() as u32, retry_after: 0 }
+    } else {
+        // (1 - tokens) more tokens, at capacity/minute-of-allowance per second.
+        let wait = (1.0 - tokens) / (capacity * per_second / f64::from(limit));
+        Decision { allowed: false, limit, remaining: 0, retry_after: wait.ceil().clamp(1.0, 60.0) as u64 }
+    }
+}
+
 /// The buckets of every key seen.
 #[derive(Default)]
 pub struct RateLimiter {
@@ -82,27 +103,13 @@ impl RateLimiter {
     /// Takes one request of key `key` at `per_minute`, at `now`.
     pub fn check(&self, key: &str, per_minute: u32, now: Instant) -> Decision {
         let limit = per_minute.max(1);
-        let per_second = f64::from(limit) / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() > SWEEP_ABOVE {
             buckets.retain(|_, b| b.at.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(120)));
         }
-        let bucket = buckets.entry(key.to_string()).or_default();
-        bucket.decay(now);
-        let elapsed = bucket.at.map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
-        bucket.demand += 1.0 / DEMAND_WINDOW;
-        bucket.at = Some(now);
-        // The fill refills at the plan's rate over its minute, on every replica alike.
-        bucket.fill = (bucket.fill + elapsed * per_second / f64::from(limit)).min(1.0);
-        let capacity = (f64::from(limit) * bucket.share(now)).max(1.0);
-        let tokens = bucket.fill * capacity;
-        if tokens >= 1.0 {
-            bucket.fill -= 1.0 / capacity;
-            Decision { allowed: true, limit, remaining: (tokens - 1.0).floor() as u32, retry_after: 0 }
-        } else {
-            // (1 - tokens) more tokens, at capacity/minute-of-allowance per second.
-            let wait = (1.0 - tokens) / (capacity * per_second / f64::from(limit));
-            Decision { allowed: false, limit, remaining: 0, retry_after: wait.ceil().clamp(1.0, 60.0) as u64 }
+        match buckets.get_mut(key) {
+            Some(bucket) => take(bucket, limit, now),
+            None => take(buckets.entry(key.to_string()).or_default(), limit, now),
         }
     }
 

@@ -57,9 +57,10 @@ impl Drop for Settlement {
             credits,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             outcome: self.outcome,
+            at: k8s_openapi::jiff::Timestamp::now(),
         };
-        tracing::info!(run = %self.run_id, organization = %t.organization, instance = %t.instance, outcome = ?self.outcome, credits, duration_ms = run.duration_ms, "run settled");
-        self.gateway.usage.emit(&run);
+        tracing::debug!(run = %self.run_id, organization = %t.organization, instance = %t.instance, outcome = ?self.outcome, credits, duration_ms = run.duration_ms, "run settled");
+        self.gateway.usage.emit(run);
     }
 }
 

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cmp_core::health::Readiness;
+use cmp_crds::Instance;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
 use tracing::Instrument;
 
 use crate::authorize::{self, PathTarget, RunTarget};
@@ -21,6 +23,7 @@ use crate::credits::{Credits, Held};
 use crate::directory::Directory;
 use crate::forward::RunRequest;
 use crate::metrics::Metrics;
+use crate::oidc::Oidc;
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::refusal::{Code, Refusal};
 use crate::runtime_keys::RuntimeKeys;
@@ -55,6 +58,8 @@ pub struct Gateway {
     pub readiness: Readiness,
     /// The largest body taken.
     pub max_body_bytes: usize,
+    /// First-party callers' tokens, when an issuer is configured.
+    pub oidc: Option<Oidc>,
 }
 
 /// The run routes.
@@ -95,10 +100,15 @@ pub struct Admitted {
     pub rate: Decision,
 }
 
-fn header(response: &mut Response, name: &'static str, value: impl ToString) {
-    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
-        response.headers_mut().insert(HeaderName::from_static(name), value);
-    }
+fn header(response: &mut Response, name: &'static str, value: impl Into<HeaderValue>) {
+    response.headers_mut().insert(HeaderName::from_static(name), value.into());
+}
+
+fn record_tenant(instance: &Instance) {
+    let span = tracing::Span::current();
+    let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
+    span.record("organization", cmp_crds::names::organization_of_control_namespace(namespace).unwrap_or(namespace));
+    span.record("instance", instance.metadata.name.as_deref().unwrap_or_default());
 }
 
 impl Gateway {
@@ -124,7 +134,9 @@ impl Gateway {
         }
         .instrument(span)
         .await;
-        header(&mut response, REQUEST_ID, &run_id);
+        if let Ok(id) = HeaderValue::from_str(&run_id) {
+            header(&mut response, REQUEST_ID, id);
+        }
         response
     }
 
@@ -135,23 +147,13 @@ impl Gateway {
                 "the gateway is starting (its caches have not synced); try again shortly",
             ));
         }
-        let key = authorize::presented_key(headers)?;
-        let public_id =
-            cmp_crds::apikey::parse(&key).map_err(|e| Refusal::new(Code::InvalidApiKey, e.to_string()))?.public_id;
-        let instance = self
-            .directory
-            .instance_of_key(public_id)
-            .ok_or_else(|| Refusal::new(Code::InvalidApiKey, "the API key is not valid: check it was copied whole"))?;
-        authorize::check_key(&instance, &key, Timestamp::now())?;
-        let span = tracing::Span::current();
-        let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
-        span.record("organization", cmp_crds::names::organization_of_control_namespace(namespace).unwrap_or(namespace));
-        span.record("instance", instance.metadata.name.as_deref().unwrap_or_default());
-        if let Err(refusal) = authorize::check_tenant(&instance, path.as_ref()) {
-            let (organization, named) = path.map(|p| (p.organization, p.instance)).unwrap_or_default();
-            tracing::warn!(security_event = "wrong_tenant", key = public_id, path_organization = %organization, path_instance = %named, "an API key was used on another tenant's Instance");
-            return Err(refusal);
-        }
+        let credential = authorize::presented_key(headers)?;
+        let (instance, limited_as) = match &self.oidc {
+            Some(oidc) if !credential.starts_with(cmp_crds::apikey::PREFIX) => {
+                self.identify_by_token(oidc, &credential, path.as_ref()).await?
+            }
+            _ => self.identify_by_key(&credential, path.as_ref())?,
+        };
         let organization = cmp_crds::names::organization_of_control_namespace(
             instance.metadata.namespace.as_deref().unwrap_or_default(),
         )
@@ -163,11 +165,11 @@ impl Gateway {
             .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("the body is over {} bytes", self.max_body_bytes)))?;
         let request = RunRequest::parse(&body)?;
         let rpm = u32::try_from(target.plan.requests_per_minute).unwrap_or(1);
-        let rate = self.limiter.check(public_id, rpm, Instant::now());
+        let rate = self.limiter.check(&limited_as, rpm, Instant::now());
         if !rate.allowed {
             let mut refusal = Refusal::new(
                 Code::RateLimited,
-                format!("the key is over its plan's {rpm} runs per minute; retry after {} s", rate.retry_after),
+                format!("the caller is over its plan's {rpm} runs per minute; retry after {} s", rate.retry_after),
             );
             refusal.retry_after = Some(rate.retry_after);
             return Err(refusal);
@@ -188,5 +190,59 @@ impl Gateway {
         let wallet = (target.wallet.0.as_str(), target.wallet.1.as_str());
         let held = self.credits.hold(wallet, target.plan.credits_per_run, timeout).await?;
         Ok(Admitted { target, request, runtime_key, held, rate })
+    }
+
+    /// The Instance an API key names, checked against the path; and the key's public id (its rate-limit bucket).
+    fn identify_by_key(&self, key: &str, path: Option<&PathTarget>) -> Result<(Arc<Instance>, String), Refusal> {
+        let public_id =
+            cmp_crds::apikey::parse(key).map_err(|e| Refusal::new(Code::InvalidApiKey, e.to_string()))?.public_id;
+        let instance = self
+            .directory
+            .instance_of_key(public_id)
+            .ok_or_else(|| Refusal::new(Code::InvalidApiKey, "the API key is not valid: check it was copied whole"))?;
+        authorize::check_key(&instance, key, Timestamp::now())?;
+        record_tenant(&instance);
+        if let Err(refusal) = authorize::check_tenant(&instance, path) {
+            let (organization, named) =
+                path.map(|p| (p.organization.as_str(), p.instance.as_str())).unwrap_or_default();
+            tracing::warn!(security_event = "wrong_tenant", key = public_id, path_organization = %organization, path_instance = %named, "an API key was used on another tenant's Instance");
+            return Err(refusal);
+        }
+        Ok((instance, public_id.to_string()))
+    }
+
+    /// The Instance a first-party caller's token may run: the path names it,
+    /// and its Organization must list the caller; the bucket is per caller and Instance.
+    async fn identify_by_token(
+        &self,
+        oidc: &Oidc,
+        token: &str,
+        path: Option<&PathTarget>,
+    ) -> Result<(Arc<Instance>, String), Refusal> {
+        let caller = oidc.authenticate(token, Timestamp::now()).await?;
+        let path = path.ok_or_else(|| {
+            Refusal::new(
+                Code::MalformedRequest,
+                "a token names no Instance: POST /v1/instances/{organization}/{instance}/runs",
+            )
+        })?;
+        let member = self.directory.organization(&path.organization).is_some_and(|org| caller.belongs_to(&org));
+        if !member {
+            tracing::warn!(security_event = "wrong_tenant", caller = %caller.username, path_organization = %path.organization, "a token was used on an Organization that does not list its caller");
+            return Err(Refusal::new(
+                Code::WrongTenant,
+                format!("{} is not an owner or member of Organization {}", caller.username, path.organization),
+            ));
+        }
+        let namespace = cmp_crds::names::control_namespace(&path.organization);
+        let instance =
+            self.directory.instances.get(&ObjectRef::new(&path.instance).within(&namespace)).ok_or_else(|| {
+                Refusal::new(
+                    Code::NotFound,
+                    format!("Organization {} has no Instance {}", path.organization, path.instance),
+                )
+            })?;
+        record_tenant(&instance);
+        Ok((instance, format!("oidc:{}:{namespace}/{}", caller.username, path.instance)))
     }
 }

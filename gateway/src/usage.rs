@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -74,21 +74,42 @@ pub struct SettledRun {
     pub duration_ms: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// When it was settled.
+    #[serde(skip)]
+    pub at: k8s_openapi::jiff::Timestamp,
+}
+
+/// A settled run as a CloudEvent (structured mode, JSON).
+#[derive(Serialize)]
+struct CloudEvent<'r> {
+    specversion: &'static str,
+    id: &'r str,
+    source: &'r str,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    subject: String,
+    time: String,
+    datacontenttype: &'static str,
+    data: &'r SettledRun,
 }
 
 impl SettledRun {
+    fn event<'r>(&'r self, source: &'r str) -> CloudEvent<'r> {
+        CloudEvent {
+            specversion: "1.0",
+            id: &self.id,
+            source,
+            type_: RUN_SETTLED,
+            subject: format!("{}/{}", cmp_crds::names::control_namespace(&self.organization), self.instance),
+            time: self.at.to_string(),
+            datacontenttype: "application/json",
+            data: self,
+        }
+    }
+
     /// The run as a CloudEvent.
-    pub fn cloud_event(&self, source: &str, time: &str) -> Value {
-        json!({
-            "specversion": "1.0",
-            "id": self.id,
-            "source": source,
-            "type": RUN_SETTLED,
-            "subject": format!("{}/{}", cmp_crds::names::control_namespace(&self.organization), self.instance),
-            "time": time,
-            "datacontenttype": "application/json",
-            "data": self,
-        })
+    pub fn cloud_event(&self, source: &str) -> Value {
+        serde_json::to_value(self.event(source)).unwrap_or_default()
     }
 }
 
@@ -103,11 +124,11 @@ pub enum Sink {
     Http(String),
 }
 
-/// The sending side of the event buffer.
+/// The sending side of the event buffer: runs are queued as they are, and
+/// turned into CloudEvents by the delivery task, off the run path.
 #[derive(Clone)]
 pub struct Usage {
-    source: String,
-    events: mpsc::Sender<Value>,
+    events: mpsc::Sender<SettledRun>,
     dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 }
@@ -122,30 +143,32 @@ impl Usage {
         metrics: Arc<Metrics>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (events, receiver) = mpsc::channel(capacity.max(1));
-        let usage = Self { source, events, dropped: Arc::default(), metrics: metrics.clone() };
-        (usage, deliver(sink, receiver, metrics))
+        let usage = Self { events, dropped: Arc::default(), metrics: metrics.clone() };
+        (usage, deliver(sink, source, receiver, metrics))
     }
 
     /// Queues the event of a settled run; drops it (counted, logged) when the buffer is full.
-    pub fn emit(&self, run: &SettledRun) {
-        let time = k8s_openapi::jiff::Timestamp::now().to_string();
-        if self.events.try_send(run.cloud_event(&self.source, &time)).is_err() {
+    pub fn emit(&self, run: SettledRun) {
+        if let Err(refused) = self.events.try_send(run) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             self.metrics.usage_events("dropped", 1);
             if dropped.is_power_of_two() {
-                tracing::error!(run = %run.id, dropped, "the usage event buffer is full (the sink is down?): events are being dropped");
+                let run = match refused {
+                    mpsc::error::TrySendError::Full(run) | mpsc::error::TrySendError::Closed(run) => run.id,
+                };
+                tracing::error!(%run, dropped, "the usage event buffer is full (the sink is down?): events are being dropped");
             }
         }
     }
 }
 
-async fn deliver(sink: Sink, mut receiver: mpsc::Receiver<Value>, metrics: Arc<Metrics>) {
+async fn deliver(sink: Sink, source: String, mut receiver: mpsc::Receiver<SettledRun>, metrics: Arc<Metrics>) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match send(&sink, &http, &batch).await {
+            match send(&sink, &source, &http, &batch).await {
                 Ok(()) => {
                     metrics.usage_events("delivered", batch.len());
                     break;
@@ -170,13 +193,13 @@ async fn deliver(sink: Sink, mut receiver: mpsc::Receiver<Value>, metrics: Arc<M
     }
 }
 
-async fn send(sink: &Sink, http: &reqwest::Client, batch: &[Value]) -> Result<(), String> {
+async fn send(sink: &Sink, source: &str, http: &reqwest::Client, batch: &[SettledRun]) -> Result<(), String> {
     match sink {
         Sink::Discard => Ok(()),
         Sink::File(path) => {
             let mut lines = Vec::new();
-            for event in batch {
-                serde_json::to_writer(&mut lines, event).map_err(|e| e.to_string())?;
+            for run in batch {
+                serde_json::to_writer(&mut lines, &run.event(source)).map_err(|e| e.to_string())?;
                 lines.push(b'\n');
             }
             std::fs::OpenOptions::new()
@@ -187,10 +210,12 @@ async fn send(sink: &Sink, http: &reqwest::Client, batch: &[Value]) -> Result<()
                 .map_err(|e| format!("appending to {}: {e}", path.display()))
         }
         Sink::Http(url) => {
+            let events: Vec<CloudEvent<'_>> = batch.iter().map(|run| run.event(source)).collect();
+            let body = serde_json::to_vec(&events).map_err(|e| e.to_string())?;
             let response = http
                 .post(url)
                 .header("content-type", "application/cloudevents-batch+json")
-                .json(batch)
+                .body(body)
                 .send()
                 .await
                 .map_err(|e| format!("POST {url}: {e}"))?;
@@ -234,8 +259,10 @@ mod tests {
             credits: 1,
             duration_ms: 12,
             outcome: Outcome::Success,
+            at: k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("a time"),
         };
-        let event = run.cloud_event("cmp-gateway/r1", "2026-11-22T00:00:00Z");
+        let event = run.cloud_event("cmp-gateway/r1");
+        assert_eq!(event["time"], "2027-01-15T08:00:00Z");
         assert_eq!(event["id"], "run-1");
         assert_eq!(event["type"], RUN_SETTLED);
         assert_eq!(event["subject"], "cmp-acme/bot");

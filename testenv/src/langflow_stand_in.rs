@@ -12,6 +12,10 @@
 //! and behaves as the input says: `sleep <ms>` answers after that long,
 //! `fail` answers 500, anything else is echoed (word by word when streamed,
 //! 50 ms apart). Every route wants the `x-api-key` it was started with.
+//!
+//! For `cargo xtask bench-gateway` it also answers `POST /v1/chat/completions`
+//! with a fixed OpenAI-shaped completion (any key), so that LiteLLM can
+//! front the same trivial upstream as the gateway.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,12 +51,7 @@ impl LangflowStandIn {
     /// Serves on a free loopback port, wanting `api_key`.
     pub async fn start(api_key: &str) -> Result<Self, Error> {
         let shared = Arc::new(Shared { api_key: api_key.to_string(), ..Shared::default() });
-        let router = axum::Router::new()
-            .route("/flows/{id}/info", get(info))
-            .route("/flows/upload/", post(upload))
-            .route("/flows/{id}", delete(remove))
-            .route("/api/v1/run/{flow}", post(run))
-            .with_state(shared.clone());
+        let router = router(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::Build(format!("binding the Langflow stand-in: {e}")))?;
@@ -91,6 +90,33 @@ fn refused(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
         Some(key) if key == shared.api_key => None,
         _ => Some((StatusCode::FORBIDDEN, Json(json!({"detail": "invalid API key"}))).into_response()),
     }
+}
+
+async fn chat_completion() -> Json<Value> {
+    Json(json!({
+        "id": "chatcmpl-stand-in", "object": "chat.completion", "created": 0, "model": "stand-in",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }))
+}
+
+/// Serves a stand-in on `addr` until the process ends (for a benchmark's own upstream process).
+pub async fn serve_forever(api_key: &str, addr: std::net::SocketAddr) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Build(format!("binding the Langflow stand-in on {addr}: {e}")))?;
+    let router = router(Arc::new(Shared { api_key: api_key.to_string(), ..Shared::default() }));
+    axum::serve(listener, router).await.map_err(|e| Error::Build(format!("serving the stand-in: {e}")))
+}
+
+fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/flows/{id}/info", get(info))
+        .route("/flows/upload/", post(upload))
+        .route("/flows/{id}", delete(remove))
+        .route("/api/v1/run/{flow}", post(run))
+        .route("/v1/chat/completions", post(chat_completion))
+        .with_state(shared)
 }
 
 async fn info(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

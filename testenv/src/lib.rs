@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod certs;
 pub mod control_plane;
+pub mod keycloak;
 pub mod langflow_stand_in;
 pub mod lfx;
 pub mod openbao;

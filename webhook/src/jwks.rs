@@ -7,16 +7,11 @@
 //! The caller passes only API URLs on its allow-list: a JWKS is never
 //! fetched from a URL a request merely names.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::Mutex as AsyncMutex;
+use cmp_core::jwks::CheckError;
 
-use crate::signature::{Jwks, JwsHeader, SignatureError, verify_jws};
-
-/// The largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
+use crate::signature::{JwsHeader, SignatureError, verify_jws};
 
 /// Why a store's JWKS could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +20,8 @@ pub enum JwksError {
     #[error("Saleor API URL {0:?} is not an http(s) URL")]
     BadApiUrl(String),
     /// The fetch failed.
-    #[error("fetching the JWKS of {url}: {reason}")]
-    Fetch {
-        /// The JWKS URL.
-        url: String,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Fetch(#[from] cmp_core::jwks::JwksError),
 }
 
 /// Why a request is refused, or cannot be checked now.
@@ -45,19 +35,8 @@ pub enum VerifyError {
     Jwks(#[from] JwksError),
 }
 
-struct Cached {
-    jwks: Jwks,
-    fetched_at: Instant,
-}
-
-/// Every store's cached JWKS.
-pub struct JwksCache {
-    http: reqwest::Client,
-    min_refetch: Duration,
-    cached: Mutex<HashMap<String, Cached>>,
-    /// One fetch at a time per process, so concurrent misses do not stampede.
-    fetching: AsyncMutex<()>,
-}
+/// Every store's cached JWKS (the shared [`cmp_core::jwks::JwksCache`]).
+pub struct JwksCache(cmp_core::jwks::JwksCache);
 
 /// `<scheme>://<host[:port]>/.well-known/jwks.json` for a Saleor API URL such as `https://shop.example/graphql/`.
 pub fn jwks_url(api_url: &str) -> Result<String, JwksError> {
@@ -73,39 +52,7 @@ pub fn jwks_url(api_url: &str) -> Result<String, JwksError> {
 impl JwksCache {
     /// A cache that refetches a store's JWKS at most once per `min_refetch`.
     pub fn new(http: reqwest::Client, min_refetch: Duration) -> Self {
-        Self { http, min_refetch, cached: Mutex::default(), fetching: AsyncMutex::new(()) }
-    }
-
-    fn get(&self, url: &str) -> Option<(Jwks, Instant)> {
-        let cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cached.get(url).map(|c| (c.jwks.clone(), c.fetched_at))
-    }
-
-    async fn fetch(&self, url: &str) -> Result<Jwks, JwksError> {
-        let failed = |reason: String| JwksError::Fetch { url: url.to_string(), reason };
-        let response = self.http.get(url).send().await.map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(failed(format!("the store answered {}", response.status())));
-        }
-        let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err(failed(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes")));
-        }
-        let jwks: Jwks = serde_json::from_slice(&bytes).map_err(|e| failed(format!("not a JWKS: {e}")))?;
-        tracing::info!(url, keys = jwks.keys.len(), "fetched the store's JWKS");
-        let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cached.insert(url.to_string(), Cached { jwks: jwks.clone(), fetched_at: Instant::now() });
-        Ok(jwks)
-    }
-
-    /// The JWKS of `url`: cached, else fetched; with `refresh`, fetched again unless it was within `min_refetch`.
-    async fn jwks(&self, url: &str, refresh: bool) -> Result<Option<Jwks>, JwksError> {
-        let _one_at_a_time = self.fetching.lock().await;
-        match self.get(url) {
-            Some((jwks, _)) if !refresh => Ok(Some(jwks)),
-            Some((_, at)) if at.elapsed() < self.min_refetch => Ok(None),
-            _ => self.fetch(url).await.map(Some),
-        }
+        Self(cmp_core::jwks::JwksCache::new(http, min_refetch))
     }
 
     /// Checks a JWS from the store at `api_url` (on the caller's allow-list) over `body`.
@@ -118,18 +65,12 @@ impl JwksCache {
         body: &[u8],
     ) -> Result<(), VerifyError> {
         let url = jwks_url(api_url)?;
-        let check = |jwks: &Jwks| verify_jws(header, encoded_header, signature, body, jwks);
-        let first = match self.get(&url) {
-            Some((jwks, _)) => jwks,
-            None => self.jwks(&url, false).await?.unwrap_or_default(),
-        };
-        match check(&first) {
-            Err(SignatureError::UnknownKid(_) | SignatureError::Mismatch) => match self.jwks(&url, true).await? {
-                Some(fresh) => Ok(check(&fresh)?),
-                None => Ok(check(&first)?),
-            },
-            other => Ok(other?),
-        }
+        let check = |jwks: &cmp_core::jwks::Jwks| verify_jws(header, encoded_header, signature, body, jwks);
+        let rotated = |e: &SignatureError| matches!(e, SignatureError::UnknownKid(_) | SignatureError::Mismatch);
+        self.0.check(&url, check, rotated).await.map_err(|e| match e {
+            CheckError::Refused(e) => VerifyError::Signature(e),
+            CheckError::Jwks(e) => VerifyError::Jwks(JwksError::Fetch(e)),
+        })
     }
 }
 

@@ -16,6 +16,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cmp_core::jwks::KeyError;
 use serde::Deserialize;
 
 /// The longest `Saleor-Signature` value accepted (an RS256 signature with a 4096-bit key is about 700 characters).
@@ -111,28 +112,7 @@ pub fn parse(value: Option<&str>) -> Result<Signature, SignatureError> {
     Ok(Signature::Jws { header: parsed, encoded_header: header.to_string(), signature })
 }
 
-/// One RSA key of a JWKS.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Jwk {
-    /// Must be `RSA`.
-    pub kty: String,
-    /// The key id.
-    #[serde(default)]
-    pub kid: Option<String>,
-    /// The modulus, base64url.
-    #[serde(default)]
-    pub n: String,
-    /// The exponent, base64url.
-    #[serde(default)]
-    pub e: String,
-}
-
-/// A JSON Web Key Set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Jwks {
-    /// Its keys.
-    pub keys: Vec<Jwk>,
-}
+pub use cmp_core::jwks::{Jwk, Jwks};
 
 /// Checks a detached JWS over `body` with the key of `jwks` its header names.
 pub fn verify_jws(
@@ -154,24 +134,15 @@ pub fn verify_jws(
         return Err(SignatureError::Header(format!("crit names extensions the webhook does not understand: {crit:?}")));
     }
     let kid = header.kid.clone().unwrap_or_default();
-    let key = jwks
-        .keys
-        .iter()
-        .find(|k| k.kty == "RSA" && k.kid.as_deref() == Some(kid.as_str()))
-        .ok_or(SignatureError::UnknownKid(kid))?;
-    let n = URL_SAFE_NO_PAD
-        .decode(&key.n)
-        .map_err(|_| SignatureError::Header("the JWKS key's n is not base64url".into()))?;
-    let e = URL_SAFE_NO_PAD
-        .decode(&key.e)
-        .map_err(|_| SignatureError::Header("the JWKS key's e is not base64url".into()))?;
     let mut signed = Vec::with_capacity(encoded_header.len() + 1 + body.len());
     signed.extend_from_slice(encoded_header.as_bytes());
     signed.push(b'.');
     signed.extend_from_slice(body);
-    ring::signature::RsaPublicKeyComponents { n: &n, e: &e }
-        .verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &signed, signature)
-        .map_err(|_| SignatureError::Mismatch)
+    cmp_core::jwks::verify_rs256(jwks, &kid, &signed, signature).map_err(|e| match e {
+        KeyError::UnknownKid(kid) => SignatureError::UnknownKid(kid),
+        KeyError::BadKey(kid) => SignatureError::Header(format!("the JWKS key {kid:?} is not a usable RSA key")),
+        KeyError::Mismatch => SignatureError::Mismatch,
+    })
 }
 
 /// Checks a legacy HMAC-SHA256 over `body`, in constant time.

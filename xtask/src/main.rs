@@ -8,6 +8,7 @@
 //! - `bench-*`: benchmarks.
 
 mod bench;
+mod bench_gateway;
 mod bench_instances;
 mod bench_webhook;
 
@@ -68,6 +69,15 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         orders: usize,
     },
+    /// Benchmark: the gateway beside a bare reverse proxy and LiteLLM in front of one trivial upstream; then a real lfx run, revocation delay and Wallet writes at 1,000 runs/s.
+    BenchGateway {
+        /// Connections of the load generator, for every contender.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds each contender is measured (after a one-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Fuzz the webhook's signature and payload parsers (release build, every core); fails on a panic or an oversized allocation.
     FuzzWebhook {
         /// How many inputs.
@@ -94,6 +104,9 @@ async fn main() -> ExitCode {
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
+        Command::BenchGateway { connections, seconds } => {
+            bench_gateway::run(bench_gateway::Load { connections, seconds }).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::BenchWebhook { orders } => bench_webhook::run(orders).await.map(|()| ExitCode::SUCCESS),
         Command::BenchTenancy { orgs, operator_binary } => {
             bench::run(orgs, operator_binary).await.map(|()| ExitCode::SUCCESS)
