@@ -226,10 +226,25 @@ pub struct DemoAllowance {
     /// Free runs per anonymous session.
     #[schemars(range(min = 0, max = 1000))]
     pub runs_per_session: i32,
-    /// Runs per minute across all anonymous sessions of the Offering.
+    /// Runs (and new sessions) per minute for each anonymous client of the demo.
     #[serde(default = "default_rpm")]
     #[schemars(range(min = 1, max = 1000000))]
     pub requests_per_minute: i32,
+    /// The Instance that serves the demo runs; its Organization's Wallet pays for them. Unset: the gateway serves no demo runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<DemoInstance>,
+}
+
+/// The Instance that serves an Offering's demo.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DemoInstance {
+    /// Its Organization.
+    #[schemars(length(min = 1, max = 59))]
+    pub organization: String,
+    /// Its name (in the Organization's control namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// The observed state of an Offering.

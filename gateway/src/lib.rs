@@ -17,3 +17,4 @@ pub mod relay;
 pub mod runtime_keys;
 pub mod server;
 pub mod usage;
+pub mod widget;

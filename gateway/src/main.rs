@@ -15,11 +15,12 @@ use cmp_gateway::directory::Directory;
 use cmp_gateway::ledger::LeasePolicy;
 use cmp_gateway::metrics::Metrics;
 use cmp_gateway::oidc::{Oidc, OidcSettings};
-use cmp_gateway::peers::{PeerSettings, Peers};
+use cmp_gateway::peers::{PeerSettings, Peers, Shared};
 use cmp_gateway::ratelimit::RateLimiter;
 use cmp_gateway::runtime_keys::RuntimeKeys;
 use cmp_gateway::server::{self, Gateway};
 use cmp_gateway::usage::{Sink, Usage};
+use cmp_gateway::widget::WidgetSessions;
 
 /// mimalloc: the run path allocates per request (headers, JSON, the usage
 /// event), and glibc's allocator showed as a quarter of the gateway's CPU
@@ -93,6 +94,15 @@ struct Args {
     /// The issuer's JWKS is fetched again (for an unknown key id) at most this often.
     #[arg(long, env = "CMP_GATEWAY_OIDC_MIN_REFETCH_SECONDS", default_value_t = 10)]
     oidc_min_refetch_seconds: u64,
+    /// The secret widget demo session tokens are signed with, the same on every replica (from a Secret). Unset: no widget sessions.
+    #[arg(long, env = "CMP_GATEWAY_WIDGET_SECRET", hide_env_values = true)]
+    widget_secret: Option<String>,
+    /// How long a widget demo session lasts.
+    #[arg(long, env = "CMP_GATEWAY_WIDGET_SESSION_SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(60..=86400))]
+    widget_session_seconds: u64,
+    /// The header that carries a widget client's address behind a trusted ingress (for example x-forwarded-for). Unset: the connection's address.
+    #[arg(long, env = "CMP_GATEWAY_CLIENT_ADDRESS_HEADER")]
+    client_address_header: Option<String>,
     /// How many usage events wait for the sink before new ones are dropped.
     #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
     usage_buffer: usize,
@@ -166,6 +176,13 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let widget = match &args.widget_secret {
+        Some(secret) if secret.len() >= 32 => {
+            Some(Arc::new(WidgetSessions::new(secret.as_bytes(), Duration::from_secs(args.widget_session_seconds))))
+        }
+        Some(_) => anyhow::bail!("--widget-secret must be at least 32 characters (every replica must share it)"),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {} (--addr)", args.addr))?;
@@ -177,13 +194,8 @@ async fn main() -> anyhow::Result<()> {
             }
             let delivery = tokio::spawn(delivery);
             let peering = peers.map(|settings| {
-                tokio::spawn(Peers::run(
-                    client.clone(),
-                    settings,
-                    meter.clone(),
-                    limiter.clone(),
-                    process.shutdown.clone(),
-                ))
+                let shared = Shared { limiter: limiter.clone(), widget: widget.clone() };
+                tokio::spawn(Peers::run(client.clone(), settings, meter.clone(), shared, process.shutdown.clone()))
             });
             let gateway = Arc::new(Gateway {
                 directory: directory.clone(),
@@ -196,6 +208,8 @@ async fn main() -> anyhow::Result<()> {
                 readiness: process.readiness.clone(),
                 max_body_bytes: args.max_body_bytes,
                 oidc,
+                widget,
+                client_address_header: args.client_address_header.clone(),
             });
             let ready = process.readiness.clone();
             let keys_read = gateway.runtime_keys.clone();
@@ -208,7 +222,8 @@ async fn main() -> anyhow::Result<()> {
                 }
             });
             let shutdown = process.shutdown.clone();
-            let served = axum::serve(listener, server::router(gateway)).with_graceful_shutdown(shutdown).await;
+            let app = server::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
             tracing::info!("drained: writing the meters one last time");
             credits.close().await;
             if let Some(peering) = peering {

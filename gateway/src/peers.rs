@@ -5,6 +5,7 @@
 //! endpoint, renewed every few seconds and deleted on shutdown. It watches
 //! the group's Leases, and five times a second POSTs its per-key demand
 //! ([`RateLimiter::demand_report`]) to every peer whose Lease is current.
+//! Widget demo sessions' run counts travel in the same reports.
 //! The peer endpoint listens on its own address, which only the replicas
 //! should reach (the chart's NetworkPolicy); a report carries public key ids
 //! and numbers, never a secret.
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ratelimit::RateLimiter;
+use crate::widget::WidgetSessions;
 
 /// The label that names a replica's peer group.
 pub const PEER_GROUP_LABEL: &str = "cmp.gsv.dev/gateway-peers";
@@ -59,6 +61,18 @@ pub struct DemandReport {
     pub from: String,
     /// (public key id, requests per second).
     pub demands: Vec<(String, f64)>,
+    /// (widget session id, runs this replica served it).
+    #[serde(default)]
+    pub sessions: Vec<(String, u32)>,
+}
+
+/// What a replica shares with its peers.
+#[derive(Clone)]
+pub struct Shared {
+    /// Per-key demand.
+    pub limiter: Arc<RateLimiter>,
+    /// Widget session run counts, when sessions are on.
+    pub widget: Option<Arc<WidgetSessions>>,
 }
 
 /// This replica's membership of its peer group.
@@ -77,7 +91,7 @@ impl Peers {
         client: kube::Client,
         settings: PeerSettings,
         meter: String,
-        limiter: Arc<RateLimiter>,
+        shared: Shared,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(settings.listen).await?;
@@ -93,13 +107,13 @@ impl Peers {
                 }
             });
         let peers = Arc::new(Self { client, name: format!("cmp-gateway-{meter}"), settings, meter, leases });
-        let router = axum::Router::new().route(DEMAND_ROUTE, axum::routing::post(receive)).with_state(limiter.clone());
+        let router = axum::Router::new().route(DEMAND_ROUTE, axum::routing::post(receive)).with_state(shared.clone());
         let serve = axum::serve(listener, router).into_future();
         let work = async {
             tokio::select! {
                 () = watch => {}
                 () = peers.clone().renew() => {}
-                () = peers.clone().report(limiter) => {}
+                () = peers.clone().report(shared) => {}
                 result = serve => if let Err(error) = result { tracing::error!(%error, "the peer endpoint failed") },
             }
         };
@@ -147,15 +161,16 @@ impl Peers {
             .collect()
     }
 
-    async fn report(self: Arc<Self>, limiter: Arc<RateLimiter>) {
+    async fn report(self: Arc<Self>, shared: Shared) {
         let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap_or_default();
         loop {
             tokio::time::sleep(REPORT).await;
-            let demands = limiter.demand_report(Instant::now());
-            if demands.is_empty() {
+            let demands = shared.limiter.demand_report(Instant::now());
+            let sessions = shared.widget.as_ref().map(|w| w.report(Timestamp::now())).unwrap_or_default();
+            if demands.is_empty() && sessions.is_empty() {
                 continue;
             }
-            let report = DemandReport { from: self.meter.clone(), demands };
+            let report = DemandReport { from: self.meter.clone(), demands, sessions };
             let sends = self.live_peers().into_iter().map(|url| {
                 let (http, report) = (http.clone(), &report);
                 async move {
@@ -177,10 +192,15 @@ impl Peers {
     }
 }
 
-async fn receive(State(limiter): State<Arc<RateLimiter>>, Json(report): Json<DemandReport>) -> axum::http::StatusCode {
+async fn receive(State(shared): State<Shared>, Json(report): Json<DemandReport>) -> axum::http::StatusCode {
     let now = Instant::now();
     for (key, demand) in report.demands.iter().take(100_000) {
-        limiter.remote_demand(&report.from, key, *demand, now);
+        shared.limiter.remote_demand(&report.from, key, *demand, now);
+    }
+    if let Some(widget) = &shared.widget {
+        for (sid, runs) in report.sessions.iter().take(100_000) {
+            widget.remote(&report.from, sid, *runs, now);
+        }
     }
     axum::http::StatusCode::NO_CONTENT
 }

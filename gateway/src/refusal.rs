@@ -20,6 +20,8 @@ pub enum Code {
     InvalidToken,
     /// 402: the Wallet cannot pay for the run.
     InsufficientCredits,
+    /// 402: a widget demo session used its free runs.
+    DemoExhausted,
     /// 403: the key belongs to another Instance than the path names.
     WrongTenant,
     /// 403: the Instance or its Organization is suspended.
@@ -52,6 +54,7 @@ impl Code {
             Code::KeyExpired => "key_expired",
             Code::InvalidToken => "invalid_token",
             Code::InsufficientCredits => "insufficient_credits",
+            Code::DemoExhausted => "demo_exhausted",
             Code::WrongTenant => "wrong_tenant",
             Code::Suspended => "suspended",
             Code::NotFound => "not_found",
@@ -70,7 +73,7 @@ impl Code {
         match self {
             Code::MalformedRequest => StatusCode::BAD_REQUEST,
             Code::InvalidApiKey | Code::KeyRevoked | Code::KeyExpired | Code::InvalidToken => StatusCode::UNAUTHORIZED,
-            Code::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+            Code::InsufficientCredits | Code::DemoExhausted => StatusCode::PAYMENT_REQUIRED,
             Code::WrongTenant | Code::Suspended => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -28,6 +28,10 @@ use crate::ratelimit::{Decision, RateLimiter};
 use crate::refusal::{Code, Refusal};
 use crate::runtime_keys::RuntimeKeys;
 use crate::usage::Usage;
+use crate::widget::{SESSION_HEADER, Session, WidgetSessions};
+use axum::extract::ConnectInfo;
+use cmp_crds::offering::DemoAllowance;
+use std::net::{IpAddr, SocketAddr};
 
 /// The run id of every response.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -60,6 +64,18 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// First-party callers' tokens, when an issuer is configured.
     pub oidc: Option<Oidc>,
+    /// Widget demo sessions, when a secret is configured.
+    pub widget: Option<Arc<WidgetSessions>>,
+    /// The header that names a widget client's address (behind an ingress), else the connection's.
+    pub client_address_header: Option<String>,
+}
+
+/// Which route a run came by.
+enum Route {
+    /// `/v1/runs` or `/v1/instances/{organization}/{instance}/runs`: an API key or a token.
+    Run(Option<PathTarget>),
+    /// `/v1/widget/runs`: a demo session, from a client.
+    Widget(IpAddr),
 }
 
 /// The run routes.
@@ -67,6 +83,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/runs", post(run_by_key))
         .route("/v1/instances/{organization}/{instance}/runs", post(run_on_path))
+        .route("/v1/widget/session:init", post(init_widget_session))
+        .route("/v1/widget/runs", post(run_widget))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
         })
@@ -74,7 +92,34 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn run_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    gateway.run(None, headers, body).await
+    gateway.run(Route::Run(None), headers, body).await
+}
+
+async fn run_widget(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let client = gateway.client_address(&headers, peer);
+    gateway.run(Route::Widget(client), headers, body).await
+}
+
+async fn init_widget_session(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let client = gateway.client_address(&headers, peer);
+    match gateway.init_widget_session(client, body).await {
+        Ok(answer) => answer.into_response(),
+        Err(refusal) => {
+            gateway.metrics.run(refusal.code.as_str());
+            tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, %client, "widget session refused");
+            refusal.into_response()
+        }
+    }
 }
 
 async fn run_on_path(
@@ -83,7 +128,7 @@ async fn run_on_path(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gateway.run(Some(PathTarget { organization, instance }), headers, body).await
+    gateway.run(Route::Run(Some(PathTarget { organization, instance })), headers, body).await
 }
 
 /// A run that passed every check, with its credits held.
@@ -112,12 +157,12 @@ fn record_tenant(instance: &Instance) {
 }
 
 impl Gateway {
-    async fn run(self: Arc<Self>, path: Option<PathTarget>, headers: HeaderMap, body: Body) -> Response {
+    async fn run(self: Arc<Self>, route: Route, headers: HeaderMap, body: Body) -> Response {
         let started = Instant::now();
         let run_id = format!("run_{}", hex::encode(rand::random::<[u8; 12]>()));
         let span = tracing::info_span!("run", run = %run_id, organization = tracing::field::Empty, instance = tracing::field::Empty);
         let mut response = async {
-            match self.admit(path, &headers, body).await {
+            match self.admit(route, &headers, body).await {
                 Ok(admitted) => {
                     let limit = admitted.rate;
                     let mut response = crate::relay::relay(self.clone(), admitted, run_id.clone(), started).await;
@@ -140,19 +185,34 @@ impl Gateway {
         response
     }
 
-    async fn admit(&self, path: Option<PathTarget>, headers: &HeaderMap, body: Body) -> Result<Admitted, Refusal> {
-        if !self.readiness.is_ready() {
-            return Err(Refusal::new(
+    fn ready(&self) -> Result<(), Refusal> {
+        if self.readiness.is_ready() {
+            Ok(())
+        } else {
+            Err(Refusal::new(
                 Code::GatewayNotReady,
                 "the gateway is starting (its caches have not synced); try again shortly",
-            ));
+            ))
         }
-        let credential = authorize::presented_key(headers)?;
-        let (instance, limited_as) = match &self.oidc {
-            Some(oidc) if !credential.starts_with(cmp_crds::apikey::PREFIX) => {
-                self.identify_by_token(oidc, &credential, path.as_ref()).await?
+    }
+
+    async fn admit(&self, route: Route, headers: &HeaderMap, body: Body) -> Result<Admitted, Refusal> {
+        self.ready()?;
+        let (instance, limited_as, demo) = match route {
+            Route::Run(path) => {
+                let credential = authorize::presented_key(headers)?;
+                let (instance, limited_as) = match &self.oidc {
+                    Some(oidc) if !credential.starts_with(cmp_crds::apikey::PREFIX) => {
+                        self.identify_by_token(oidc, &credential, path.as_ref()).await?
+                    }
+                    _ => self.identify_by_key(&credential, path.as_ref())?,
+                };
+                (instance, limited_as, None)
             }
-            _ => self.identify_by_key(&credential, path.as_ref())?,
+            Route::Widget(client) => {
+                let (instance, demo) = self.identify_by_session(headers)?;
+                (instance, format!("demo:{}:{client}", demo.0.offering), Some(demo))
+            }
         };
         let organization = cmp_crds::names::organization_of_control_namespace(
             instance.metadata.namespace.as_deref().unwrap_or_default(),
@@ -164,15 +224,14 @@ impl Gateway {
             .await
             .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("the body is over {} bytes", self.max_body_bytes)))?;
         let request = RunRequest::parse(&body)?;
-        let rpm = u32::try_from(target.plan.requests_per_minute).unwrap_or(1);
-        let rate = self.limiter.check(&limited_as, rpm, Instant::now());
-        if !rate.allowed {
-            let mut refusal = Refusal::new(
-                Code::RateLimited,
-                format!("the caller is over its plan's {rpm} runs per minute; retry after {} s", rate.retry_after),
-            );
-            refusal.retry_after = Some(rate.retry_after);
-            return Err(refusal);
+        let rpm = match &demo {
+            Some((_, allowance)) => allowance.requests_per_minute,
+            None => target.plan.requests_per_minute,
+        };
+        let rate = self.rate_limit(&limited_as, rpm)?;
+        if let (Some((session, allowance)), Some(sessions)) = (&demo, &self.widget) {
+            let runs = u32::try_from(allowance.runs_per_session).unwrap_or(0);
+            sessions.take_run(session, runs, Instant::now())?;
         }
         let runtime_key = match &target.runtime_key {
             None => None,
@@ -244,5 +303,83 @@ impl Gateway {
             })?;
         record_tenant(&instance);
         Ok((instance, format!("oidc:{}:{namespace}/{}", caller.username, path.instance)))
+    }
+
+    /// Takes one request of bucket `limited_as` at `rpm` a minute, or refuses it with 429.
+    fn rate_limit(&self, limited_as: &str, rpm: i32) -> Result<Decision, Refusal> {
+        let rpm = u32::try_from(rpm).unwrap_or(1);
+        let rate = self.limiter.check(limited_as, rpm, Instant::now());
+        if rate.allowed {
+            return Ok(rate);
+        }
+        let mut refusal = Refusal::new(
+            Code::RateLimited,
+            format!("the caller is over its {rpm} runs per minute; retry after {} s", rate.retry_after),
+        );
+        refusal.retry_after = Some(rate.retry_after);
+        Err(refusal)
+    }
+
+    /// The client a widget request comes from: the configured header's first address, else the connection's.
+    fn client_address(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+        self.client_address_header
+            .as_ref()
+            .and_then(|name| headers.get(name.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| peer.ip())
+    }
+
+    /// The demo of `offering`, when the gateway serves widget sessions and the Offering has a demo Instance.
+    fn demo(&self, offering: &str) -> Result<(Arc<Instance>, DemoAllowance), Refusal> {
+        let none = || Refusal::new(Code::NotFound, format!("Offering {offering} has no demo"));
+        let offering = self.directory.offering(offering).ok_or_else(none)?;
+        let demo = offering.spec.demo.clone().filter(|d| d.runs_per_session > 0).ok_or_else(none)?;
+        let at = demo.instance.clone().ok_or_else(none)?;
+        let namespace = cmp_crds::names::control_namespace(&at.organization);
+        let instance = self.directory.instances.get(&ObjectRef::new(&at.name).within(&namespace)).ok_or_else(|| {
+            Refusal::new(Code::RuntimeNotReady, format!("the demo Instance {namespace}/{} was not found", at.name))
+        })?;
+        Ok((instance, demo))
+    }
+
+    /// The demo Instance a widget session may run.
+    fn identify_by_session(&self, headers: &HeaderMap) -> Result<(Arc<Instance>, (Session, DemoAllowance)), Refusal> {
+        let sessions = self.widget.as_ref().ok_or_else(|| Refusal::new(Code::NotFound, "widget sessions are off"))?;
+        let token = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+            Refusal::new(
+                Code::InvalidToken,
+                format!("no {SESSION_HEADER} header: start a session with POST /v1/widget/session:init"),
+            )
+        })?;
+        let session = sessions.verify(token, Timestamp::now())?;
+        let (instance, demo) = self.demo(&session.offering)?;
+        record_tenant(&instance);
+        Ok((instance, (session, demo)))
+    }
+
+    /// Starts a demo session of the Offering the body names.
+    async fn init_widget_session(&self, client: IpAddr, body: Body) -> Result<axum::Json<serde_json::Value>, Refusal> {
+        self.ready()?;
+        let sessions = self.widget.as_ref().ok_or_else(|| Refusal::new(Code::NotFound, "widget sessions are off"))?;
+        let body = axum::body::to_bytes(body, 4096)
+            .await
+            .map_err(|_| Refusal::new(Code::BodyTooLarge, "the body is over 4096 bytes"))?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Init {
+            offering: String,
+        }
+        let init: Init = serde_json::from_slice(&body).map_err(|e| {
+            Refusal::new(Code::MalformedRequest, format!("the body must be {{\"offering\": \"<name>\"}}: {e}"))
+        })?;
+        let (_, demo) = self.demo(&init.offering)?;
+        self.rate_limit(&format!("demo:{}:{client}", init.offering), demo.requests_per_minute)?;
+        let (token, ends) = sessions.issue(&init.offering, Timestamp::now());
+        Ok(axum::Json(serde_json::json!({
+            "token": token, "expiresAt": ends.to_string(), "runsPerSession": demo.runs_per_session,
+            "header": SESSION_HEADER,
+        })))
     }
 }

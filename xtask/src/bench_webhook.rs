@@ -7,8 +7,8 @@
 //!   redeliveries, beside a bare round trip to the same server (the manifest);
 //! - p50 and p95 from a signed `ORDER_FULLY_PAID` being sent to its Instance
 //!   being Ready (its flow registered in the runtime) with its API-key Secret
-//!   written. The gateway does not exist yet, so "usable at the gateway" is
-//!   measured as far as the key and the Ready runtime.
+//!   written, and to the first successful run with that key through the real
+//!   gateway (release build) to the real lfx runtime: time to first value.
 
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,7 @@ async fn verifications_per_second(store: &SaleorStandIn, dir: &std::path::Path) 
 pub async fn run(orders: usize) -> anyhow::Result<()> {
     let operator = operator_binary(None).await?;
     let webhook = release_binary("cmp-webhook", "cmp-webhook").await?;
+    let gateway = release_binary("cmp-gateway", "cmp-gateway").await?;
     let (dir, plane, client, lfx) = plane_with_lfx(RUNTIME_KEY).await?;
     let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json")?;
     let offering = json!({"apiVersion": Offering::api_version(&()), "kind": "Offering", "metadata": {"name": "echo"},
@@ -104,6 +105,18 @@ pub async fn run(orders: usize) -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     crate::bench::wait_for_metrics(health).await?;
+    let (gw_port, gw_health) = (cmp_testenv::free_port()?, cmp_testenv::free_port()?);
+    let gw_log = std::fs::File::create(dir.join("gateway.log"))?;
+    let mut gateway = tokio::process::Command::new(&gateway)
+        .env("KUBECONFIG", plane.kubeconfig())
+        .args(["--addr", &format!("127.0.0.1:{gw_port}"), "--health-addr", &format!("127.0.0.1:{gw_health}")])
+        .args(["--usage-file", &dir.join("usage.jsonl").display().to_string()])
+        .stdout(gw_log.try_clone()?)
+        .stderr(gw_log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting cmp-gateway")?;
+    crate::bench::wait_for_metrics(gw_health).await?;
 
     eprintln!("signature verifications per second ...");
     let ours = verifications_per_second(&store, &dir).await?;
@@ -119,7 +132,7 @@ pub async fn run(orders: usize) -> anyhow::Result<()> {
     }
     eprintln!("{orders} paid orders ...");
     let route = format!("{base}/saleor/webhooks/order-fully-paid");
-    let (mut first, mut again, mut to_ready) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut first, mut again, mut to_ready, mut to_run) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..orders {
         let body = order(i);
         let sent = Instant::now();
@@ -134,8 +147,17 @@ pub async fn run(orders: usize) -> anyhow::Result<()> {
         loop {
             let instance = instances.get(&ObjectRef::new(&name).within(&ns));
             let is_ready = instance.is_some_and(|i| ready(i.status.as_ref().map(|s| &s.conditions)));
-            if is_ready && secrets.get(&ObjectRef::new(&key).within(&ns)).is_some() {
+            let secret = secrets.get(&ObjectRef::new(&key).within(&ns));
+            if is_ready && let Some(secret) = secret {
                 to_ready.push(sent.elapsed());
+                let plaintext = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(cmp_crds::names::KEY_SECRET_DATA_KEY))
+                    .map(|v| String::from_utf8_lossy(&v.0).to_string())
+                    .context("the key Secret holds no apiKey")?;
+                first_run(&http, gw_port, &plaintext, deadline).await?;
+                to_run.push(sent.elapsed());
                 break;
             }
             if Instant::now() > deadline {
@@ -149,6 +171,7 @@ pub async fn run(orders: usize) -> anyhow::Result<()> {
         again.push(sent.elapsed());
     }
     let _ = webhook.kill().await;
+    let _ = gateway.kill().await;
     let _ = operator.kill().await;
     println!(
         "\nbench-webhook: {orders} signed ORDER_FULLY_PAID deliveries, one at a time, on a fresh control plane, 2 cores"
@@ -158,7 +181,32 @@ pub async fn run(orders: usize) -> anyhow::Result<()> {
     println!("  webhook latency, redelivery   {}", summary(again));
     println!("  bare round trip (manifest)    {}", summary(bare));
     println!("  order sent -> Instance Ready with its key Secret: {}", summary(to_ready));
+    println!("  order sent -> first successful run through the gateway (lfx): {}", summary(to_run));
     drop(plane);
     drop(lfx);
     Ok(())
+}
+
+/// Runs the agent with `key` through the gateway until it answers 200 (its
+/// caches catch up with the new Instance and Wallet within milliseconds).
+async fn first_run(http: &reqwest::Client, port: u16, key: &str, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        let answer = http
+            .post(format!("http://127.0.0.1:{port}/v1/runs"))
+            .header("x-api-key", key)
+            .json(&json!({"input_value": "hello"}))
+            .send()
+            .await?;
+        if answer.status().is_success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no successful run through the gateway within 2 minutes: {} {}",
+                answer.status(),
+                answer.text().await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -126,9 +126,14 @@ impl World {
 
     /// Applies a Shared Offering `name` on the runtime at `endpoint` (API `api`) with `plans`.
     pub async fn offering(&self, name: &str, api: &str, endpoint: &str, plans: Value) {
+        self.offering_with(name, api, endpoint, plans, json!({})).await;
+    }
+
+    /// Like [`World::offering`], with more `spec` fields (for example `demo`).
+    pub async fn offering_with(&self, name: &str, api: &str, endpoint: &str, plans: Value, more: Value) {
         let key = self.runtime_key_secret().await;
         let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("the example flow");
-        let offering = json!({
+        let mut offering = json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
             "metadata": {"name": name, "labels": {RUN_LABEL: self.run}},
             "spec": {"displayName": name,
@@ -136,6 +141,9 @@ impl World {
                      "versions": [{"name": "1", "flowId": "echo", "artifact": {"url": url, "sha256": sha256}}],
                      "plans": plans},
         });
+        for (field, value) in more.as_object().into_iter().flatten() {
+            offering["spec"][field] = value.clone();
+        }
         Api::<Offering>::all(self.client.clone())
             .patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(offering))
             .await

@@ -1,0 +1,175 @@
+//! Demo runs for the store's widget: an anonymous visitor gets a short-lived
+//! signed session token for an Offering with a demo allowance, and with it
+//! `runsPerSession` free runs of the Offering's demo Instance (paid by that
+//! Instance's Organization), at the demo's rate per client.
+//!
+//! A session token is `cmpw_<payload>.<signature>`: base64url of
+//! `{"sid","offering","exp"}` and of its HMAC-SHA256 under the secret every
+//! replica shares (`--widget-secret`), so any replica can check any token
+//! with no call and no shared store. The runs of a session are counted by
+//! each replica and shared with its peers in the demand reports
+//! ([`crate::peers`]), five times a second: a session may get a few runs
+//! more than its allowance when it sends them to several replicas within
+//! one report interval (at most its runs in those 200 ms), and each replica
+//! keeps a small counter per live session until its token expires.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::refusal::{Code, Refusal};
+
+/// The prefix of a session token.
+pub const TOKEN_PREFIX: &str = "cmpw_";
+/// The header a widget run carries its session token in.
+pub const SESSION_HEADER: &str = "x-widget-session";
+/// How long a peer's count of a session counts.
+const REPORT_TTL: Duration = Duration::from_secs(5);
+
+/// What a session token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The session id (random).
+    pub sid: String,
+    /// The Offering it demonstrates.
+    pub offering: String,
+    /// When it ends (Unix seconds).
+    pub exp: i64,
+}
+
+#[derive(Debug, Default)]
+struct Count {
+    local: u32,
+    remote: HashMap<String, (u32, Instant)>,
+    expires: i64,
+}
+
+/// Issues, checks and counts demo sessions.
+pub struct WidgetSessions {
+    key: ring::hmac::Key,
+    ttl: Duration,
+    counts: Mutex<HashMap<String, Count>>,
+}
+
+fn malformed() -> Refusal {
+    Refusal::new(Code::InvalidToken, "the widget session token is not valid: start a new session")
+}
+
+impl WidgetSessions {
+    /// Sessions signed with `secret`, each lasting `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        Self { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), ttl, counts: Mutex::default() }
+    }
+
+    /// A new session of `offering`: its token and when it ends.
+    pub fn issue(&self, offering: &str, now: Timestamp) -> (String, Timestamp) {
+        let ends =
+            now + k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(self.ttl.as_secs()).unwrap_or(3600));
+        let session = Session {
+            sid: hex::encode(rand::random::<[u8; 16]>()),
+            offering: offering.to_string(),
+            exp: ends.as_second(),
+        };
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&session).unwrap_or_default());
+        let tag = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&self.key, payload.as_bytes()).as_ref());
+        (format!("{TOKEN_PREFIX}{payload}.{tag}"), ends)
+    }
+
+    /// The session a token proves, if it is ours and current.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Session, Refusal> {
+        let rest = token.strip_prefix(TOKEN_PREFIX).ok_or_else(malformed)?;
+        let (payload, tag) = rest.split_once('.').ok_or_else(malformed)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| malformed())?;
+        ring::hmac::verify(&self.key, payload.as_bytes(), &tag).map_err(|_| malformed())?;
+        let session: Session = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())?)
+            .map_err(|_| malformed())?;
+        if session.exp <= now.as_second() {
+            return Err(Refusal::new(Code::InvalidToken, "the widget session has ended: start a new session"));
+        }
+        Ok(session)
+    }
+
+    /// Counts one run of `session` if it has runs left of `allowance`.
+    pub fn take_run(&self, session: &Session, allowance: u32, now: Instant) -> Result<u32, Refusal> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(session.sid.clone()).or_default();
+        count.expires = session.exp;
+        let elsewhere: u32 = count
+            .remote
+            .values()
+            .filter(|(_, heard)| now.saturating_duration_since(*heard) < REPORT_TTL)
+            .map(|(n, _)| *n)
+            .sum();
+        let used = count.local + elsewhere;
+        if used >= allowance {
+            return Err(Refusal::new(
+                Code::DemoExhausted,
+                format!("this demo session's {allowance} free runs are used: buy the Offering to go on"),
+            ));
+        }
+        count.local += 1;
+        Ok(allowance - used - 1)
+    }
+
+    /// This replica's run counts of live sessions, for its peers; forgets ended sessions.
+    pub fn report(&self, now: Timestamp) -> Vec<(String, u32)> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.retain(|_, c| c.expires > now.as_second());
+        counts.iter().filter(|(_, c)| c.local > 0).map(|(sid, c)| (sid.clone(), c.local)).collect()
+    }
+
+    /// Records peer `replica`'s count of session `sid`.
+    pub fn remote(&self, replica: &str, sid: &str, runs: u32, now: Instant) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.len() > 1_000_000 && !counts.contains_key(sid) {
+            return;
+        }
+        let count = counts.entry(sid.to_string()).or_insert_with(|| Count { expires: i64::MAX, ..Count::default() });
+        count.remote.insert(replica.to_string(), (runs, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).expect("a time")
+    }
+
+    #[test]
+    fn a_token_proves_its_session_until_it_ends() {
+        let sessions = WidgetSessions::new(b"secret", Duration::from_secs(600));
+        let (token, ends) = sessions.issue("echo", now());
+        let session = sessions.verify(&token, now()).expect("valid");
+        assert_eq!((session.offering.as_str(), session.exp), ("echo", ends.as_second()));
+        assert_eq!(sessions.verify(&token, ends).expect_err("ended").code, Code::InvalidToken);
+        let other = WidgetSessions::new(b"another secret", Duration::from_secs(600));
+        assert_eq!(other.verify(&token, now()).expect_err("not ours").code, Code::InvalidToken);
+        let (payload, tag) = token.split_once('.').expect("two parts");
+        let forged = format!("{}x.{tag}", payload);
+        assert_eq!(sessions.verify(&forged, now()).expect_err("forged").code, Code::InvalidToken);
+        assert_eq!(sessions.verify("cmpw_", now()).expect_err("garbage").code, Code::InvalidToken);
+    }
+
+    #[test]
+    fn a_session_gets_its_allowance_across_replicas() {
+        let (a, b) =
+            (WidgetSessions::new(b"s", Duration::from_secs(600)), WidgetSessions::new(b"s", Duration::from_secs(600)));
+        let (token, _) = a.issue("echo", now());
+        let session = a.verify(&token, now()).expect("valid");
+        let t = Instant::now();
+        assert_eq!(a.take_run(&session, 3, t), Ok(2));
+        assert_eq!(a.take_run(&session, 3, t), Ok(1));
+        for (sid, runs) in a.report(now()) {
+            b.remote("a", &sid, runs, t);
+        }
+        assert_eq!(b.take_run(&session, 3, t), Ok(0), "b knows a's two runs");
+        assert_eq!(b.take_run(&session, 3, t).expect_err("used up").code, Code::DemoExhausted);
+    }
+}
