@@ -109,11 +109,6 @@ impl Credits {
         })
     }
 
-    /// The meter name of this process.
-    pub fn meter(&self) -> &str {
-        &self.meter
-    }
-
     fn account(self: &Arc<Self>, namespace: &str, name: &str) -> Arc<Account> {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (namespace.to_string(), name.to_string());
@@ -227,6 +222,14 @@ impl Credits {
 
     /// One write of the meter asking for a lease of `want`; a conflict reads the Wallet again and plans anew.
     async fn write(&self, account: &Account, want: i64) {
+        let remaining = account.ledger().remaining();
+        let kind = if want == 0 {
+            "return"
+        } else if want > remaining {
+            "lease"
+        } else {
+            "flush"
+        };
         let api = Api::<Wallet>::namespaced(self.client.clone(), &account.namespace);
         let mut wallet = self.freshest(account);
         for _ in 0..CONFLICT_RETRIES {
@@ -236,8 +239,8 @@ impl Credits {
                         wallet = Some(read);
                         continue;
                     }
-                    Ok(None) => return self.failed(account, format!("Wallet {} does not exist", account.name)),
-                    Err(error) => return self.failed(account, format!("reading the Wallet: {error}")),
+                    Ok(None) => return self.failed(account, kind, format!("Wallet {} does not exist", account.name)),
+                    Err(error) => return self.failed(account, kind, format!("reading the Wallet: {error}")),
                 }
             };
             let write = account.ledger().plan(&current, &self.meter, want, &self.policy, Timestamp::now());
@@ -245,26 +248,26 @@ impl Credits {
                 Ok(written) => {
                     account.ledger().written(&write);
                     *account.last_written.lock().unwrap_or_else(PoisonError::into_inner) = Some(written);
-                    self.metrics.lease_write("written");
+                    self.metrics.lease_write(kind, "written");
                     tracing::debug!(wallet = %account.name, lease = write.meter.lease, consumed = write.meter.consumed, free = write.free, "meter written");
                     account.outcome.send_replace(Outcome::Written { free: write.free });
                     return;
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     account.ledger().failed();
-                    self.metrics.lease_write("conflict");
+                    self.metrics.lease_write(kind, "conflict");
                 }
                 Err(error) => {
                     account.ledger().failed();
-                    return self.failed(account, format!("writing the meter: {error}"));
+                    return self.failed(account, kind, format!("writing the meter: {error}"));
                 }
             }
         }
-        self.failed(account, format!("{CONFLICT_RETRIES} writes in a row lost to other writers"));
+        self.failed(account, kind, format!("{CONFLICT_RETRIES} writes in a row lost to other writers"));
     }
 
-    fn failed(&self, account: &Account, why: String) {
-        self.metrics.lease_write("failed");
+    fn failed(&self, account: &Account, kind: &'static str, why: String) {
+        self.metrics.lease_write(kind, "failed");
         tracing::warn!(wallet = %account.name, namespace = %account.namespace, reason = %why, "the meter could not be written");
         account.outcome.send_replace(Outcome::Failed(why));
     }

@@ -13,11 +13,27 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-/// Public id of an API key → the Instance that issued it.
+/// A key an Instance's status listed: its public id, name and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    public_id: String,
+    name: String,
+    hash: String,
+}
+
+/// How many keys that left their Instance's status are remembered.
+const RETIRED_KEYS: usize = 100_000;
+
+/// Public id of an API key → the Instance that issued it; and the keys
+/// that left their Instance's status (the operator drops a revoked key's
+/// hash at once), so that they are refused as revoked, not as unknown,
+/// until this process restarts.
 #[derive(Default)]
 pub struct KeyIndex {
     by_public_id: HashMap<String, ObjectRef<Instance>>,
-    by_instance: HashMap<ObjectRef<Instance>, Vec<String>>,
+    by_instance: HashMap<ObjectRef<Instance>, Vec<Listed>>,
+    retired: HashMap<String, Listed>,
+    retired_order: std::collections::VecDeque<String>,
     /// Instances seen since a re-list began; the rest are dropped when it ends.
     relisting: Option<Vec<ObjectRef<Instance>>>,
 }
@@ -48,21 +64,46 @@ impl KeyIndex {
 
     fn put(&mut self, instance: &Instance) {
         let reference = ObjectRef::from_obj(instance);
-        self.remove(&reference);
-        let ids: Vec<String> =
-            instance.status.iter().flat_map(|s| s.api_keys.iter()).map(|k| k.public_id.clone()).collect();
-        for id in &ids {
-            self.by_public_id.insert(id.clone(), reference.clone());
+        let listed: Vec<Listed> = instance
+            .status
+            .iter()
+            .flat_map(|s| s.api_keys.iter())
+            .map(|k| Listed { public_id: k.public_id.clone(), name: k.name.clone(), hash: k.hash.clone() })
+            .collect();
+        let kept = |id: &str| listed.iter().any(|l| l.public_id == id);
+        for gone in self.by_instance.remove(&reference).unwrap_or_default().into_iter().filter(|l| !kept(&l.public_id))
+        {
+            self.retire(&reference, gone);
         }
-        self.by_instance.insert(reference, ids);
+        for key in &listed {
+            self.by_public_id.insert(key.public_id.clone(), reference.clone());
+            self.retired.remove(&key.public_id);
+        }
+        self.by_instance.insert(reference, listed);
     }
 
     fn remove(&mut self, reference: &ObjectRef<Instance>) {
-        for id in self.by_instance.remove(reference).unwrap_or_default() {
-            if self.by_public_id.get(&id) == Some(reference) {
-                self.by_public_id.remove(&id);
-            }
+        for gone in self.by_instance.remove(reference).unwrap_or_default() {
+            self.retire(reference, gone);
         }
+    }
+
+    fn retire(&mut self, reference: &ObjectRef<Instance>, key: Listed) {
+        if self.by_public_id.get(&key.public_id) == Some(reference) {
+            self.by_public_id.remove(&key.public_id);
+        }
+        if self.retired_order.len() >= RETIRED_KEYS
+            && let Some(oldest) = self.retired_order.pop_front()
+        {
+            self.retired.remove(&oldest);
+        }
+        self.retired_order.push_back(key.public_id.clone());
+        self.retired.insert(key.public_id.clone(), key);
+    }
+
+    /// The hash of a key that left its Instance's status (revoked, removed, or its Instance deleted).
+    pub fn retired(&self, public_id: &str) -> Option<&str> {
+        self.retired.get(public_id).map(|k| k.hash.as_str())
     }
 
     /// The Instance that issued the key with `public_id`.
@@ -133,6 +174,11 @@ impl Directory {
         self.instances.get(&reference)
     }
 
+    /// The hash of a key that left its Instance (see [`KeyIndex::retired`]).
+    pub fn retired_key_hash(&self, public_id: &str) -> Option<String> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).retired(public_id).map(String::from)
+    }
+
     /// An Organization by name.
     pub fn organization(&self, name: &str) -> Option<Arc<Organization>> {
         self.organizations.get(&ObjectRef::new(name))
@@ -200,6 +246,12 @@ mod tests {
         assert_eq!((found(&index, "k1"), found(&index, "k3").as_deref()), (None, Some("bot")), "a dropped key is gone");
         index.fold(&watcher::Event::Delete(instance("bot", &["k2", "k3"])));
         assert_eq!(found(&index, "k2"), None);
+        assert_eq!(
+            (index.retired("k1"), index.retired("k2")),
+            (Some("sha256:0"), Some("sha256:0")),
+            "remembered as retired"
+        );
+        assert_eq!(index.retired("never"), None);
     }
 
     #[test]

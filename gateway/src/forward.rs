@@ -10,8 +10,8 @@
 //! Both carry the runtime's own key in `x-api-key`.
 
 use cmp_crds::offering::RuntimeApi;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::authorize::RunTarget;
 use crate::refusal::{Code, Refusal};
@@ -67,40 +67,62 @@ impl RunRequest {
     }
 }
 
+#[derive(Serialize)]
+struct V2Body<'r> {
+    flow_id: &'r str,
+    input_value: &'r str,
+    tweaks: &'r Map<String, Value>,
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'r str>,
+}
+
+#[derive(Serialize)]
+struct V1Body<'r> {
+    input_value: &'r str,
+    tweaks: &'r Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_type: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_type: Option<&'r str>,
+}
+
 /// The runtime URL and JSON body of a run.
-pub fn upstream(target: &RunTarget, run: &RunRequest) -> (String, Value) {
+pub fn upstream(target: &RunTarget, run: &RunRequest) -> (String, Vec<u8>) {
     let base = target.endpoint.trim_end_matches('/');
-    match target.api {
+    let (url, body) = match target.api {
         RuntimeApi::V2 => {
-            let mut body = json!({
-                "flow_id": target.flow_id,
-                "input_value": run.input_value,
-                "tweaks": run.tweaks,
-                "mode": if run.stream { "stream" } else { "sync" },
-            });
-            if let Some(session) = &run.session_id {
-                body["session_id"] = json!(session);
-            }
-            (format!("{base}/api/v2/workflows"), body)
+            let body = V2Body {
+                flow_id: &target.flow_id,
+                input_value: &run.input_value,
+                tweaks: &run.tweaks,
+                mode: if run.stream { "stream" } else { "sync" },
+                session_id: run.session_id.as_deref(),
+            };
+            (format!("{base}/api/v2/workflows"), serde_json::to_vec(&body))
         }
         RuntimeApi::V1 => {
-            let mut body = json!({"input_value": run.input_value, "tweaks": run.tweaks});
-            for (field, value) in
-                [("session_id", &run.session_id), ("input_type", &run.input_type), ("output_type", &run.output_type)]
-            {
-                if let Some(value) = value {
-                    body[field] = json!(value);
-                }
-            }
-            (format!("{base}/api/v1/run/{}?stream={}", target.flow_id, run.stream), body)
+            let body = V1Body {
+                input_value: &run.input_value,
+                tweaks: &run.tweaks,
+                session_id: run.session_id.as_deref(),
+                input_type: run.input_type.as_deref(),
+                output_type: run.output_type.as_deref(),
+            };
+            (format!("{base}/api/v1/run/{}?stream={}", target.flow_id, run.stream), serde_json::to_vec(&body))
         }
-    }
+    };
+    // Serializing strings and a JSON map cannot fail.
+    (url, body.unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cmp_crds::offering::Plan;
+    use serde_json::json;
 
     fn target(api: RuntimeApi) -> RunTarget {
         RunTarget {
@@ -125,6 +147,7 @@ mod tests {
         assert_eq!(refused.expect_err("refused").code, Code::MalformedRequest);
         let run = RunRequest::parse(br#"{"input":"hi","session_id":"s1","tweaks":{"a":{"b":1}}}"#).expect("parses");
         let (url, body) = upstream(&target(RuntimeApi::V2), &run);
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(url, "http://127.0.0.1:7861/api/v2/workflows");
         assert_eq!(
             body,
@@ -136,6 +159,7 @@ mod tests {
     fn v1_runs_name_the_flow_in_the_path_and_stream_in_the_query() {
         let run = RunRequest::parse(br#"{"input_value":"hi","stream":true,"output_type":"chat"}"#).expect("parses");
         let (url, body) = upstream(&target(RuntimeApi::V1), &run);
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(url, "http://127.0.0.1:7861/api/v1/run/f-1?stream=true");
         assert_eq!(body, json!({"input_value": "hi", "tweaks": {}, "output_type": "chat"}));
     }

@@ -25,6 +25,9 @@ use cmp_crds::wallet::Meter;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+/// The window (seconds) spending is measured over to size leases.
+const RATE_WINDOW: f64 = 0.25;
+
 /// How the ledger sizes and renews leases.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeasePolicy {
@@ -76,9 +79,10 @@ pub struct Ledger {
     last_write: Option<Timestamp>,
     /// The last run admitted.
     last_run: Option<Timestamp>,
-    /// Credits per second, smoothed.
+    /// Credits per second, smoothed over windows of [`RATE_WINDOW`].
     rate: f64,
-    rate_at: Option<Timestamp>,
+    /// The current window: when it began and what was charged in it.
+    window: Option<(Timestamp, i64)>,
     /// The longest timeout (seconds) of the runs this Wallet paid for.
     longest_run: u64,
     /// A run is waiting for credits.
@@ -147,17 +151,28 @@ impl Ledger {
         self.observe_rate(charged, now);
     }
 
+    /// Adds `charged` to the current window; a window of [`RATE_WINDOW`] or
+    /// more moves the rate halfway towards its own rate (and the rate never
+    /// lags a window that spent faster, so a burst grows leases at once).
     fn observe_rate(&mut self, charged: i64, now: Timestamp) {
-        let elapsed = self.rate_at.map_or(1.0, |t| now.duration_since(t).as_secs_f64().max(0.001));
-        let instant = charged as f64 / elapsed;
-        let weight = (elapsed / 5.0).min(1.0);
-        self.rate = self.rate * (1.0 - weight) + instant * weight.max(0.05);
-        self.rate_at = Some(now);
+        let (start, credits) = self.window.get_or_insert((now, 0));
+        *credits += charged;
+        let elapsed = now.duration_since(*start).as_secs_f64();
+        if elapsed >= RATE_WINDOW {
+            let windowed = *credits as f64 / elapsed;
+            self.rate = windowed.max((self.rate + windowed) / 2.0);
+            self.window = Some((now, 0));
+        }
     }
 
     /// Whether a run is waiting for credits this ledger does not hold.
     pub fn wanting(&self) -> bool {
         self.wanted > 0
+    }
+
+    /// Credits of the lease not yet spent or reserved.
+    pub fn remaining(&self) -> i64 {
+        self.lease - self.unflushed - self.reserved
     }
 
     /// The lease this replica should hold now, or `None` when no write is due.
@@ -242,11 +257,6 @@ impl Ledger {
     pub fn failed(&mut self) {
         self.pending = None;
         self.wanted = 0;
-    }
-
-    /// Whether the last write left nothing to write: no lease, nothing unflushed, nothing in flight.
-    pub fn settled(&self) -> bool {
-        self.lease == 0 && self.unflushed == 0 && self.reserved == 0 && self.pending.is_none()
     }
 }
 

@@ -210,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
                 oidc,
                 widget,
                 client_address_header: args.client_address_header.clone(),
+                urls: Default::default(),
             });
             let ready = process.readiness.clone();
             let keys_read = gateway.runtime_keys.clone();

@@ -18,11 +18,17 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
 /// Counters and histograms of runs, leases and usage events.
 pub struct Metrics {
     runs: Family<CodeLabels, Counter>,
     duration: Histogram,
-    lease_writes: Family<ResultLabels, Counter>,
+    lease_writes: Family<WriteLabels, Counter>,
     credits_charged: Counter,
     usage_events: Family<ResultLabels, Counter>,
 }
@@ -49,7 +55,7 @@ impl Metrics {
         );
         registry.register(
             "lease_writes",
-            "Writes of this replica's Wallet meters by result: written, conflict (another writer moved first; read again) or failed",
+            "Writes of this replica's Wallet meters by kind (lease: takes or grows a lease; flush: records spending; return: hands the lease back) and result (written, conflict: another writer moved first and the Wallet is read again, failed)",
             metrics.lease_writes.clone(),
         );
         registry.register("credits_charged", "Credits charged for settled runs", metrics.credits_charged.clone());
@@ -71,9 +77,9 @@ impl Metrics {
         self.duration.observe(seconds);
     }
 
-    /// Counts a meter write with `result`.
-    pub fn lease_write(&self, result: &'static str) {
-        self.lease_writes.get_or_create(&ResultLabels { result }).inc();
+    /// Counts a meter write of `kind` with `result`.
+    pub fn lease_write(&self, kind: &'static str, result: &'static str) {
+        self.lease_writes.get_or_create(&WriteLabels { kind, result }).inc();
     }
 
     /// Counts credits charged.

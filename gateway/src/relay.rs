@@ -71,7 +71,12 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     let timeout = Duration::from_secs(u64::try_from(target.plan.timeout_seconds).unwrap_or(1));
     let deadline = tokio::time::Instant::now() + timeout;
     let (url, body) = upstream(&target, &request);
-    let mut call = gateway.http.post(&url).json(&body);
+    let mut call = match gateway.urls.get(&url) {
+        Some(parsed) => gateway.http.post(parsed),
+        None => gateway.http.post(&url),
+    }
+    .header(header::CONTENT_TYPE, "application/json")
+    .body(body);
     if let Some(key) = &runtime_key {
         call = call.header("x-api-key", key);
     }

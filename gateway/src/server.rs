@@ -3,6 +3,7 @@
 //! suspension and readiness (403/503), body (413/400), rate (429), runtime
 //! key (503), credits (402/503). Then the run is forwarded and settled.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,6 +69,28 @@ pub struct Gateway {
     pub widget: Option<Arc<WidgetSessions>>,
     /// The header that names a widget client's address (behind an ingress), else the connection's.
     pub client_address_header: Option<String>,
+    /// Runtime URLs, parsed once.
+    pub urls: UrlCache,
+}
+
+/// Runtime URLs parsed once (parsing a URL, with its IDNA pass, showed in profiles of the run path).
+#[derive(Default)]
+pub struct UrlCache(std::sync::RwLock<HashMap<String, reqwest::Url>>);
+
+impl UrlCache {
+    /// The parsed `url`, parsing and keeping it the first time; `None` when it does not parse.
+    pub fn get(&self, url: &str) -> Option<reqwest::Url> {
+        if let Some(parsed) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(url) {
+            return Some(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        let mut urls = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if urls.len() >= 10_000 {
+            urls.clear();
+        }
+        urls.insert(url.to_string(), parsed.clone());
+        Some(parsed)
+    }
 }
 
 /// Which route a run came by.
@@ -255,10 +278,15 @@ impl Gateway {
     fn identify_by_key(&self, key: &str, path: Option<&PathTarget>) -> Result<(Arc<Instance>, String), Refusal> {
         let public_id =
             cmp_crds::apikey::parse(key).map_err(|e| Refusal::new(Code::InvalidApiKey, e.to_string()))?.public_id;
-        let instance = self
-            .directory
-            .instance_of_key(public_id)
-            .ok_or_else(|| Refusal::new(Code::InvalidApiKey, "the API key is not valid: check it was copied whole"))?;
+        let Some(instance) = self.directory.instance_of_key(public_id) else {
+            return Err(match self.directory.retired_key_hash(public_id) {
+                Some(hash) if cmp_crds::apikey::verify(key, &hash) => Refusal::new(
+                    Code::KeyRevoked,
+                    "the API key was revoked, or removed with its Instance: ask its owner for a new key",
+                ),
+                _ => Refusal::new(Code::InvalidApiKey, "the API key is not valid: check it was copied whole"),
+            });
+        };
         authorize::check_key(&instance, key, Timestamp::now())?;
         record_tenant(&instance);
         if let Err(refusal) = authorize::check_tenant(&instance, path) {

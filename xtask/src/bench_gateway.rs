@@ -240,9 +240,6 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     wait_http(&format!("http://127.0.0.1:{gw_health}/readyz"), "the gateway").await?;
     let _proxy = spawn(&proxy_bin, &[&format!("127.0.0.1:{proxy_port}"), &upstream], &dir.join("proxy.log"))?;
     wait_http(&format!("http://127.0.0.1:{proxy_port}/flows/none/info"), "the bare proxy").await.ok();
-    eprintln!("installing/starting LiteLLM ({LITELLM}) ...");
-    let (_litellm, litellm) = start_litellm(&dir, &upstream).await?;
-
     let run_body = json!({"input_value": "hi"});
     let runtime_header = vec![format!("x-api-key: {RUNTIME_KEY}")];
     eprintln!("measuring each contender for {} s with {} connections ...", load.seconds, load.connections);
@@ -264,6 +261,9 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         load,
     )
     .await?;
+    // LiteLLM runs only for its own measurement (its idle workers would load the others' runs).
+    eprintln!("installing/starting LiteLLM ({LITELLM}) ...");
+    let (mut litellm_process, litellm) = start_litellm(&dir, &upstream).await?;
     let chat = json!({"model": "bench", "messages": [{"role": "user", "content": "hi"}]});
     let peer = measure(
         &load_bin,
@@ -273,6 +273,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         load,
     )
     .await?;
+    let _ = litellm_process.kill().await;
 
     println!(
         "\ncmp-gateway benchmark: {} connections, {} s each, one load generator (bench-load)",

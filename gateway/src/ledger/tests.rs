@@ -242,3 +242,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn leases_grow_with_the_spending_rate() {
+    let policy = LeasePolicy::default();
+    let mut ledger = Ledger::default();
+    let w = wallet(1_000_000);
+    let write = ledger.plan(&w, "r1", 10_000, &policy, at_ms(0));
+    ledger.written(&write);
+    // 10,000 credits a second for half a second.
+    for i in 0..500 {
+        let run = ledger.reserve(10, TIMEOUT, at_ms(i)).expect("admitted");
+        ledger.settle(run, 10, at_ms(i + 1));
+    }
+    let want = ledger.due(&policy, at_ms(501)).expect("a write is due");
+    assert!(want >= 40_000, "5 s of 10,000 credits/s, not {want}");
+}
