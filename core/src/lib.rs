@@ -11,3 +11,4 @@ pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;

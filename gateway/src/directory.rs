@@ -8,7 +8,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use futures::StreamExt;
-use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -132,10 +131,10 @@ impl Directory {
     /// The caches, and the tasks that feed them (to be spawned).
     pub fn watch(client: &kube::Client) -> (Self, Vec<futures::future::BoxFuture<'static, ()>>) {
         let keys = Arc::new(RwLock::new(KeyIndex::default()));
-        let (organizations, organization_events) = cache::<Organization>(client);
-        let (projects, project_events) = cache::<Project>(client);
-        let (offerings, offering_events) = cache::<Offering>(client);
-        let (wallets, wallet_events) = cache::<Wallet>(client);
+        let (organizations, organization_events) = cmp_core::watch::cache_all::<Organization>(client);
+        let (projects, project_events) = cmp_core::watch::cache_all::<Project>(client);
+        let (offerings, offering_events) = cmp_core::watch::cache_all::<Offering>(client);
+        let (wallets, wallet_events) = cmp_core::watch::cache_all::<Wallet>(client);
         let (instances, writer) = reflector::store();
         let index = keys.clone();
         let instance_events =
@@ -193,22 +192,6 @@ impl Directory {
     pub fn wallet(&self, namespace: &str, name: &str) -> Option<Arc<Wallet>> {
         self.wallets.get(&ObjectRef::new(name).within(namespace))
     }
-}
-
-/// A watch cache of every `K`, and the task that feeds it.
-fn cache<K>(client: &kube::Client) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind = %K::kind(&()), "watching");
-            }
-        });
-    (store, events)
 }
 
 #[cfg(test)]

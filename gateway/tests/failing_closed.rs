@@ -13,13 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use cmp_testenv::free_port;
-use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::test::{http_get, kubeconfig_as, test_kubeconfig};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{RUNTIME_KEY, World, converge, refusal};
+use support::{OnStandIn, World, converge, refusal};
 
 /// A gateway started with `kubeconfig`, once its health endpoint answers (ready or not).
 async fn gateway_with(w: &World, name: &str, kubeconfig: &std::path::Path) -> (TestProcess, String) {
@@ -56,14 +55,8 @@ async fn without_synced_caches_every_run_is_refused() {
 
 #[tokio::test]
 async fn a_gateway_that_cannot_write_meters_refuses_runs_as_unverifiable() {
-    let w = World::new("gw-rbac").await;
-    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
-    let _operator = w.operator();
-    let offering = format!("{}-v1", w.run);
-    w.offering(&offering, "v1", runtime.url(), json!([{"id": "basic", "creditsPerRun": 1}])).await;
-    let org = format!("{}-a", w.run);
-    w.organization(&org, 100).await;
-    let key = w.instance(&org, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
+    let OnStandIn { w, runtime, key, operator: _operator, .. } =
+        OnStandIn::start("gw-rbac", json!([{"id": "basic", "creditsPerRun": 1}]), 100).await;
     // A reader: the five kinds and Secrets, but not Wallet status.
     let user = format!("{}-reader", w.run);
     let role = json!({
@@ -125,14 +118,8 @@ async fn serve_sink(sink: Sink) -> String {
 
 #[tokio::test]
 async fn usage_events_wait_out_a_sink_outage_and_overflow_is_counted() {
-    let w = World::new("gw-sink").await;
-    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
-    let _operator = w.operator();
-    let offering = format!("{}-v1", w.run);
-    w.offering(&offering, "v1", runtime.url(), json!([{"id": "basic", "creditsPerRun": 1}])).await;
-    let org = format!("{}-a", w.run);
-    w.organization(&org, 100).await;
-    let key = w.instance(&org, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
+    let OnStandIn { w, key, runtime: _runtime, operator: _operator, .. } =
+        OnStandIn::start("gw-sink", json!([{"id": "basic", "creditsPerRun": 1}]), 100).await;
     let sink = Sink::default();
     let url = serve_sink(sink.clone()).await;
     let port = free_port().expect("a free port");

@@ -8,22 +8,16 @@
 mod support;
 
 use cmp_testenv::keycloak::{CLIENT, Keycloak};
-use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use serde_json::json;
-use support::{RUNTIME_KEY, World, refusal};
+use support::{OnStandIn, refusal};
 
 #[tokio::test]
 async fn keycloak_tokens_run_the_instances_of_their_callers_organizations_only() {
-    let w = World::new("gw-oidc").await;
-    let dir = std::env::temp_dir().join(format!("{}-keycloak", w.run));
+    let dir = std::env::temp_dir().join(format!("gw-oidc-keycloak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory");
     let keycloak = Keycloak::start(&dir, &[("ada", &["acme-devs"]), ("eve", &[])]).await.expect("Keycloak starts");
-    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
-    let _operator = w.operator();
-    let offering = format!("{}-v1", w.run);
-    w.offering(&offering, "v1", runtime.url(), json!([{"id": "basic", "creditsPerRun": 1}])).await;
-    let org = format!("{}-a", w.run);
-    w.organization(&org, 100).await;
+    let OnStandIn { w, org, key, runtime: _runtime, operator: _operator, .. } =
+        OnStandIn::start("gw-oidc", json!([{"id": "basic", "creditsPerRun": 1}]), 100).await;
     kube::Api::<cmp_crds::Organization>::all(w.client.clone())
         .patch(
             &org,
@@ -34,7 +28,6 @@ async fn keycloak_tokens_run_the_instances_of_their_callers_organizations_only()
         )
         .await
         .expect("the group is a member");
-    let key = w.instance(&org, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
     let issuer = keycloak.issuer();
     let gw = w
         .gateway(

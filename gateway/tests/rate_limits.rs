@@ -10,21 +10,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cmp_testenv::free_port;
-use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use serde_json::json;
-use support::{RUNTIME_KEY, World, refusal};
+use support::{OnStandIn, refusal};
 
 #[tokio::test]
 async fn three_replicas_together_hold_the_plans_rate() {
-    let w = World::new("gw-rate").await;
-    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
-    let _operator = w.operator();
-    let offering = format!("{}-v1", w.run);
-    w.offering(&offering, "v1", runtime.url(), json!([{"id": "basic", "creditsPerRun": 1, "requestsPerMinute": 120}]))
-        .await;
-    let org = format!("{}-a", w.run);
-    w.organization(&org, 100_000).await;
-    let key = w.instance(&org, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
+    let plans = json!([{"id": "basic", "creditsPerRun": 1, "requestsPerMinute": 120}]);
+    let OnStandIn { w, key, runtime: _runtime, operator: _operator, .. } =
+        OnStandIn::start("gw-rate", plans, 100_000).await;
     let mut gateways = Vec::new();
     for replica in ["gw-0", "gw-1", "gw-2"] {
         let peer = format!("127.0.0.1:{}", free_port().expect("a free port"));

@@ -6,10 +6,9 @@
 
 mod support;
 
-use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::{RUNTIME_KEY, World, converge, refusal};
+use support::{OnStandIn, converge, refusal};
 
 fn run_id(answer: &reqwest::Response) -> String {
     answer.headers()["x-request-id"].to_str().expect("text").to_string()
@@ -17,17 +16,10 @@ fn run_id(answer: &reqwest::Response) -> String {
 
 #[tokio::test]
 async fn every_ending_of_a_v1_run_is_answered_and_charged_as_documented() {
-    let w = World::new("gw-v1").await;
-    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
-    let _operator = w.operator();
-    let offering = format!("{}-v1", w.run);
     let plans = json!([{"id": "basic", "creditsPerRun": 3, "requestsPerMinute": 100000, "timeoutSeconds": 1}]);
-    w.offering(&offering, "v1", runtime.url(), plans).await;
+    let OnStandIn { w, runtime, org, key, operator: _operator, .. } = OnStandIn::start("gw-v1", plans, 10).await;
     let nowhere = format!("{}-nowhere", w.run);
     w.offering(&nowhere, "v1", "http://127.0.0.1:9", json!([{"id": "basic", "creditsPerRun": 1}])).await;
-    let org = format!("{}-a", w.run);
-    w.organization(&org, 10).await;
-    let key = w.instance(&org, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
     let gw = w.gateway("gw", &[]).await;
     let http = &w.http;
 

@@ -109,3 +109,14 @@ impl Drop for TestProcess {
         self.kill();
     }
 }
+
+/// Starts the workspace's `cmp-operator` for one test run: it reconciles only
+/// the Organizations and Offerings labelled `<label>=<run>`, with its own
+/// leader-election Lease, so tests run in parallel without seeing each other.
+pub fn operator_for_run(label: &str, run: &str) -> Result<TestProcess, Error> {
+    let binary = crate::workspace_binary("cmp-operator", "cmp-operator")?;
+    let selector = format!("{label}={run}");
+    let lease = format!("cmp-operator-{run}");
+    let args = ["--organization-selector", &selector, "--offering-selector", &selector, "--lease-name", &lease];
+    TestProcess::spawn(&binary, &format!("{run}-operator"), "info", &args.map(String::from))
+}

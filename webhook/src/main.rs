@@ -16,9 +16,6 @@ use cmp_webhook::jwks::JwksCache;
 use cmp_webhook::metrics::Metrics;
 use cmp_webhook::provisioner::{Provisioner, ProvisionerSettings};
 use cmp_webhook::server::{self, SaleorApp, SaleorSettings};
-use futures::StreamExt;
-use kube::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 #[derive(Parser)]
 #[command(
@@ -106,8 +103,8 @@ async fn main() -> anyhow::Result<()> {
     let client = runtime.client().await?;
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the HTTP client")?;
-    let (offerings, offering_events) = cache::<Offering>(&client);
-    let (projects, project_events) = cache::<Project>(&client);
+    let (offerings, offering_events) = cmp_core::watch::cache_all::<Offering>(&client);
+    let (projects, project_events) = cmp_core::watch::cache_all::<Project>(&client);
     let admission_tls = match (&args.admission_cert, &args.admission_key) {
         (Some(cert), Some(key)) => {
             Some((admission_server::tls_config(cert, key)?, admission_server::bind(args.admission_addr).await?))
@@ -173,22 +170,6 @@ async fn main() -> anyhow::Result<()> {
                 .context("serving the Saleor routes")
         })
         .await
-}
-
-/// A watch cache of every `K`, and the task that feeds it.
-fn cache<K>(client: &kube::Client) -> (reflector::Store<K>, impl Future<Output = ()> + Send + 'static)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind = %K::kind(&()), "watching");
-            }
-        });
-    (store, events)
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

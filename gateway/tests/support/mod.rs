@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
+use cmp_testenv::free_port;
+use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::test::{eventually, test_client, unique_name};
-use cmp_testenv::{free_port, workspace_binary};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -77,18 +78,7 @@ impl World {
 
     /// Starts an operator for the run.
     pub fn operator(&self) -> TestProcess {
-        let binary = workspace_binary("cmp-operator", "cmp-operator").expect("the operator binary");
-        let selector = format!("{RUN_LABEL}={}", self.run);
-        let args = [
-            "--organization-selector",
-            &selector,
-            "--offering-selector",
-            &selector,
-            "--lease-name",
-            &format!("cmp-operator-{}", self.run),
-        ];
-        TestProcess::spawn(&binary, &format!("{}-operator", self.run), "info", &args.map(String::from))
-            .expect("cmp-operator starts")
+        cmp_testenv::process::operator_for_run(RUN_LABEL, &self.run).expect("cmp-operator starts")
     }
 
     /// Starts a gateway named `replica`; `extra` adds flags.
@@ -264,6 +254,33 @@ impl World {
             .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
             .await
             .expect("the Instance is patched");
+    }
+}
+
+/// A run on the `LangflowStandIn`: its operator, a `v1` Offering
+/// `<run>-v1` with `plans`, Organization `<run>-a` with starter credits, and
+/// its Instance `bot` (plan `basic`) with one key.
+pub struct OnStandIn {
+    pub w: World,
+    pub runtime: LangflowStandIn,
+    pub operator: TestProcess,
+    pub offering: String,
+    pub org: String,
+    /// The plaintext of `bot`'s key.
+    pub key: String,
+}
+
+impl OnStandIn {
+    pub async fn start(prefix: &str, plans: Value, credits: i64) -> Self {
+        let w = World::new(prefix).await;
+        let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
+        let operator = w.operator();
+        let offering = format!("{}-v1", w.run);
+        w.offering(&offering, "v1", runtime.url(), plans).await;
+        let org = format!("{}-a", w.run);
+        w.organization(&org, credits).await;
+        let key = w.instance(&org, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
+        Self { w, runtime, operator, offering, org, key }
     }
 }
 

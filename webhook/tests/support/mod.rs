@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use cmp_crds::Offering;
 use cmp_testenv::apply::install_crds;
+use cmp_testenv::free_port;
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::saleor::SaleorStandIn;
 use cmp_testenv::test::{eventually, test_client, unique_name};
-use cmp_testenv::{free_port, workspace_binary};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -66,18 +66,7 @@ impl World {
 
     /// Starts an operator for the run.
     pub fn operator(&self) -> TestProcess {
-        let binary = workspace_binary("cmp-operator", "cmp-operator").expect("the operator binary");
-        let selector = format!("{RUN_LABEL}={}", self.run);
-        let args = [
-            "--organization-selector",
-            &selector,
-            "--offering-selector",
-            &selector,
-            "--lease-name",
-            &format!("cmp-operator-{}", self.run),
-        ];
-        TestProcess::spawn(&binary, &format!("{}-operator", self.run), "info", &args.map(String::from))
-            .expect("cmp-operator starts")
+        cmp_testenv::process::operator_for_run(RUN_LABEL, &self.run).expect("cmp-operator starts")
     }
 
     /// Starts the webhook with its admission endpoint, on a certificate for
