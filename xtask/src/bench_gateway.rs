@@ -228,7 +228,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     let (echo_flow, echo_key) = ready_key(&client, "echo", "main").await?;
 
     let gw_log = std::fs::File::create(dir.join("gateway.log"))?;
-    let _gateway = Command::new(&gateway_bin)
+    let gateway_process = Command::new(&gateway_bin)
         .env("KUBECONFIG", plane.kubeconfig())
         .env("RUST_LOG", "warn")
         .args(["--addr", &format!("127.0.0.1:{gw_port}"), "--health-addr", &format!("127.0.0.1:{gw_health}")])
@@ -238,13 +238,14 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     wait_http(&format!("http://127.0.0.1:{gw_health}/readyz"), "the gateway").await?;
-    let _proxy = spawn(&proxy_bin, &[&format!("127.0.0.1:{proxy_port}"), &upstream], &dir.join("proxy.log"))?;
+    let proxy_process = spawn(&proxy_bin, &[&format!("127.0.0.1:{proxy_port}"), &upstream], &dir.join("proxy.log"))?;
     wait_http(&format!("http://127.0.0.1:{proxy_port}/flows/none/info"), "the bare proxy").await.ok();
     let run_body = json!({"input_value": "hi"});
     let runtime_header = vec![format!("x-api-key: {RUNTIME_KEY}")];
     eprintln!("measuring each contender for {} s with {} connections ...", load.seconds, load.connections);
     let direct =
         measure(&load_bin, &format!("{upstream}/api/v1/run/{trivial_flow}"), &run_body, &runtime_header, load).await?;
+    let proxy_cpu = cpu_seconds(proxy_process.id());
     let bare = measure(
         &load_bin,
         &format!("http://127.0.0.1:{proxy_port}/api/v1/run/{trivial_flow}"),
@@ -253,6 +254,8 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         load,
     )
     .await?;
+    let proxy_cpu = cpu_seconds(proxy_process.id()) - proxy_cpu;
+    let gateway_cpu = cpu_seconds(gateway_process.id());
     let gateway = measure(
         &load_bin,
         &format!("http://127.0.0.1:{gw_port}/v1/runs"),
@@ -261,6 +264,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         load,
     )
     .await?;
+    let gateway_cpu = cpu_seconds(gateway_process.id()) - gateway_cpu;
     // LiteLLM runs only for its own measurement (its idle workers would load the others' runs).
     eprintln!("installing/starting LiteLLM ({LITELLM}) ...");
     let (mut litellm_process, litellm) = start_litellm(&dir, &upstream).await?;
@@ -292,6 +296,13 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         "gateway / bare proxy: {:.1}% of the RPS (goal >= 90%); gateway / LiteLLM: {:.1}x the RPS (goal >= 20x)",
         100.0 * gateway.rps / bare.rps.max(f64::MIN_POSITIVE),
         gateway.rps / peer.rps.max(f64::MIN_POSITIVE)
+    );
+    // CPU over the warm-up and the measurement, against requests at the measured rate over both.
+    let per_request = |cpu: f64, f: Figures| 1e6 * cpu / (f.rps * (load.seconds as f64 + 1.0)).max(1.0);
+    println!(
+        "CPU per request: bare proxy {:.1} us, cmp-gateway {:.1} us (process user+system time over the measurement)",
+        per_request(proxy_cpu, bare),
+        per_request(gateway_cpu, gateway)
     );
 
     // A real lfx run through the gateway, against lfx directly.
@@ -356,4 +367,16 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     );
     println!("\nlogs and the usage events: {}", dir.display());
     Ok(())
+}
+
+/// User plus system CPU seconds of process `pid` so far (Linux `/proc`), 0 when unknown.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name; 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
 }
