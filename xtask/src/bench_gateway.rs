@@ -152,8 +152,20 @@ async fn ready_key(client: &kube::Client, name: &str, key: &str) -> anyhow::Resu
     bail!("Instance {name} was not Ready with key {key} within 120 s")
 }
 
-/// Writes LiteLLM's config and auth hook into `dir` and starts it; its base URL.
-async fn start_litellm(dir: &Path, upstream: &str) -> anyhow::Result<(Child, String)> {
+/// LiteLLM's process group: its workers are child processes, so stopping it
+/// means signalling the whole group (dropping this does).
+struct ProcessGroup(Child);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
+    }
+}
+
+/// Writes LiteLLM's config and auth hook into `dir` and starts it in its own process group; its base URL.
+async fn start_litellm(dir: &Path, upstream: &str) -> anyhow::Result<(ProcessGroup, String)> {
     let venv = cmp_testenv::lfx::python_venv("litellm", LITELLM)?;
     let port = cmp_testenv::free_port()?;
     let auth = format!(
@@ -172,12 +184,14 @@ async fn start_litellm(dir: &Path, upstream: &str) -> anyhow::Result<(Child, Str
         .env("PYTHONPATH", dir)
         .stdout(log.try_clone()?)
         .stderr(log)
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .context("starting LiteLLM")?;
+    let group = ProcessGroup(child);
     let base = format!("http://127.0.0.1:{port}");
     wait_http(&format!("{base}/health/liveliness"), "LiteLLM").await?;
-    Ok((child, base))
+    Ok((group, base))
 }
 
 /// `n` sequential runs; p50 and p95 in milliseconds.
@@ -267,7 +281,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     let gateway_cpu = cpu_seconds(gateway_process.id()) - gateway_cpu;
     // LiteLLM runs only for its own measurement (its idle workers would load the others' runs).
     eprintln!("installing/starting LiteLLM ({LITELLM}) ...");
-    let (mut litellm_process, litellm) = start_litellm(&dir, &upstream).await?;
+    let (litellm_group, litellm) = start_litellm(&dir, &upstream).await?;
     let chat = json!({"model": "bench", "messages": [{"role": "user", "content": "hi"}]});
     let peer = measure(
         &load_bin,
@@ -277,7 +291,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         load,
     )
     .await?;
-    let _ = litellm_process.kill().await;
+    drop(litellm_group);
 
     println!(
         "\ncmp-gateway benchmark: {} connections, {} s each, one load generator (bench-load)",
