@@ -56,7 +56,6 @@ impl Default for LeasePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
     flushed: i64,
-    flushed_runs: i64,
     lease: i64,
 }
 
@@ -237,7 +236,7 @@ impl Ledger {
             let ttl = policy.base_ttl + Duration::from_secs(2 * self.longest_run);
             meter.lease_expires_at = Some(Time(now + seconds(ttl)));
         }
-        self.pending = Some(Pending { flushed: self.unflushed, flushed_runs: self.unflushed_runs, lease: meter.lease });
+        self.pending = Some(Pending { flushed: self.unflushed, lease: meter.lease });
         MeterWrite { meter, flushed: self.unflushed, flushed_runs: self.unflushed_runs, free }
     }
 

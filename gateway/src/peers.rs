@@ -199,7 +199,7 @@ async fn receive(State(shared): State<Shared>, Json(report): Json<DemandReport>)
     }
     if let Some(widget) = &shared.widget {
         for (sid, runs) in report.sessions.iter().take(100_000) {
-            widget.remote(&report.from, sid, *runs, now);
+            widget.remote(&report.from, sid, *runs, now, Timestamp::now());
         }
     }
     axum::http::StatusCode::NO_CONTENT

@@ -66,9 +66,14 @@ impl Bucket {
         if others <= 0.0 { 1.0 } else { self.demand / (self.demand + others) }
     }
 
-    fn decay(&mut self, now: Instant) {
+    /// The demand as it stands at `now` (it fades with time since the last request).
+    fn demand_at(&self, now: Instant) -> f64 {
         let elapsed = self.at.map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
-        self.demand *= (-elapsed / DEMAND_WINDOW).exp();
+        self.demand * (-elapsed / DEMAND_WINDOW).exp()
+    }
+
+    fn decay(&mut self, now: Instant) {
+        self.demand = self.demand_at(now);
     }
 }
 
@@ -115,13 +120,11 @@ impl RateLimiter {
 
     /// This replica's demand per key, for its peers (keys with no demand left out).
     pub fn demand_report(&self, now: Instant) -> Vec<(String, f64)> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         buckets
-            .iter_mut()
+            .iter()
             .filter_map(|(key, bucket)| {
-                let decayed = bucket.demand
-                    * (-bucket.at.map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64()) / DEMAND_WINDOW)
-                        .exp();
+                let decayed = bucket.demand_at(now);
                 (decayed > 0.01).then(|| (key.clone(), decayed))
             })
             .collect()

@@ -28,6 +28,8 @@ use crate::refusal::{Code, Refusal};
 pub const TOKEN_PREFIX: &str = "cmpw_";
 /// The header a widget run carries its session token in.
 pub const SESSION_HEADER: &str = "x-widget-session";
+/// How long a session only peers served is remembered after their last report.
+const REMOTE_ONLY_SECONDS: i64 = 60;
 /// How long a peer's count of a session counts.
 const REPORT_TTL: Duration = Duration::from_secs(5);
 
@@ -98,7 +100,7 @@ impl WidgetSessions {
     pub fn take_run(&self, session: &Session, allowance: u32, now: Instant) -> Result<u32, Refusal> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(session.sid.clone()).or_default();
-        count.expires = session.exp;
+        count.expires = count.expires.max(session.exp);
         let elsewhere: u32 = count
             .remote
             .values()
@@ -123,13 +125,16 @@ impl WidgetSessions {
         counts.iter().filter(|(_, c)| c.local > 0).map(|(sid, c)| (sid.clone(), c.local)).collect()
     }
 
-    /// Records peer `replica`'s count of session `sid`.
-    pub fn remote(&self, replica: &str, sid: &str, runs: u32, now: Instant) {
+    /// Records peer `replica`'s count of session `sid`. A session this
+    /// replica has not served is kept while reports keep coming (its token's
+    /// end is unknown here): [`REMOTE_ONLY_SECONDS`] past the last one.
+    pub fn remote(&self, replica: &str, sid: &str, runs: u32, now: Instant, wall: Timestamp) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if counts.len() > 1_000_000 && !counts.contains_key(sid) {
             return;
         }
-        let count = counts.entry(sid.to_string()).or_insert_with(|| Count { expires: i64::MAX, ..Count::default() });
+        let count = counts.entry(sid.to_string()).or_default();
+        count.expires = count.expires.max(wall.as_second() + REMOTE_ONLY_SECONDS);
         count.remote.insert(replica.to_string(), (runs, now));
     }
 }
@@ -167,9 +172,24 @@ mod tests {
         assert_eq!(a.take_run(&session, 3, t), Ok(2));
         assert_eq!(a.take_run(&session, 3, t), Ok(1));
         for (sid, runs) in a.report(now()) {
-            b.remote("a", &sid, runs, t);
+            b.remote("a", &sid, runs, t, now());
         }
         assert_eq!(b.take_run(&session, 3, t), Ok(0), "b knows a's two runs");
         assert_eq!(b.take_run(&session, 3, t).expect_err("used up").code, Code::DemoExhausted);
+    }
+
+    #[test]
+    fn counters_of_ended_sessions_and_silent_peers_are_forgotten() {
+        let sessions = WidgetSessions::new(b"s", Duration::from_secs(600));
+        let t = Instant::now();
+        sessions.remote("peer", "heard-of-only", 2, t, now());
+        let (token, ends) = sessions.issue("echo", now());
+        let served = sessions.verify(&token, now()).expect("valid");
+        sessions.take_run(&served, 3, t).expect("a free run");
+        let later = |secs: i64| Timestamp::from_second(now().as_second() + secs).expect("a time");
+        sessions.report(later(61));
+        assert_eq!(sessions.counts.lock().expect("a lock").len(), 1, "the peer-only session is gone, ours stays");
+        sessions.report(ends);
+        assert!(sessions.counts.lock().expect("a lock").is_empty(), "ours is gone once its token ended");
     }
 }

@@ -87,14 +87,15 @@ async fn a_gateway_that_cannot_write_meters_refuses_runs_as_unverifiable() {
     assert!(process.log().contains("forbidden"), "the log says why: {}", process.log());
 }
 
-/// An HTTP usage sink that answers 503 until it is switched on, and keeps what it takes.
+/// Stands in for OpenMeter's ingest endpoint (which does not run here):
+/// answers 503 until it is switched on, and keeps the batches it takes.
 #[derive(Clone, Default)]
-struct Sink {
+struct IngestSinkStandIn {
     up: Arc<Mutex<bool>>,
     events: Arc<Mutex<Vec<Value>>>,
 }
 
-async fn serve_sink(sink: Sink) -> String {
+async fn serve_sink(sink: IngestSinkStandIn) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let url = format!("http://{}/api/v1/events", listener.local_addr().expect("an address"));
     let router = axum::Router::new().route(
@@ -120,7 +121,7 @@ async fn serve_sink(sink: Sink) -> String {
 async fn usage_events_wait_out_a_sink_outage_and_overflow_is_counted() {
     let OnStandIn { w, key, runtime: _runtime, operator: _operator, .. } =
         OnStandIn::start("gw-sink", json!([{"id": "basic", "creditsPerRun": 1}]), 100).await;
-    let sink = Sink::default();
+    let sink = IngestSinkStandIn::default();
     let url = serve_sink(sink.clone()).await;
     let port = free_port().expect("a free port");
     let args = [

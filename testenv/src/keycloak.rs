@@ -83,13 +83,7 @@ impl Keycloak {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        Err(Error::NotReady {
-            what: format!("Keycloak did not serve {discovery} within 180 s"),
-            log: self.log.clone(),
-            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        })
+        Err(Error::not_ready(format!("Keycloak did not serve {discovery} within 180 s"), &self.log))
     }
 
     /// The issuer URL of the realm.

@@ -86,13 +86,7 @@ impl Lfx {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(20).collect();
-        Err(Error::NotReady {
-            what: format!("lfx did not answer GET /health on port {port} within 60 s"),
-            log: self.log.clone(),
-            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        })
+        Err(Error::not_ready(format!("lfx did not answer GET /health on port {port} within 60 s"), &self.log))
     }
 
     /// The base URL, `http://127.0.0.1:<port>`.

@@ -98,6 +98,16 @@ pub enum Error {
     Process(String),
 }
 
+impl Error {
+    /// `what` did not become ready; the error carries the last 30 lines of its `log`.
+    pub fn not_ready(what: String, log: &std::path::Path) -> Self {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let mut tail: Vec<&str> = text.lines().rev().take(30).collect();
+        tail.reverse();
+        Error::NotReady { what, log: log.to_path_buf(), tail: tail.join("\n") }
+    }
+}
+
 /// A binary of the workspace (for example `cmp-operator`), built in the same
 /// profile as the running test: `cargo test --workspace` has built it next to
 /// the test's own directory; otherwise it is built now with `cargo build`.

@@ -46,12 +46,7 @@ impl OpenBao {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let tail = std::fs::read_to_string(&server.log).unwrap_or_default();
-        Err(Error::NotReady {
-            what: format!("OpenBao did not answer /v1/sys/health on port {port} within 30 s"),
-            log: server.log.clone(),
-            tail: tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
-        })
+        Err(Error::not_ready(format!("OpenBao did not answer /v1/sys/health on port {port} within 30 s"), &server.log))
     }
 
     /// The address, `http://127.0.0.1:<port>`.

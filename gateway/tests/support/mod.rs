@@ -259,7 +259,8 @@ impl World {
 
 /// A run on the `LangflowStandIn`: its operator, a `v1` Offering
 /// `<run>-v1` with `plans`, Organization `<run>-a` with starter credits, and
-/// its Instance `bot` (plan `basic`) with one key.
+/// its Instance `bot` (plan `basic`) with one key. When destructuring, bind
+/// `runtime` and `operator` (`_runtime`, not `_`): dropping them stops them.
 pub struct OnStandIn {
     pub w: World,
     pub runtime: LangflowStandIn,
