@@ -230,3 +230,14 @@ mod tests {
         assert!(is_dns_label(&a) && is_dns_label(&b));
     }
 }
+
+/// The Vault/OpenBao policy and Kubernetes-auth role of a Project's runtime:
+/// it reads only `connectors/<org>/<project>/*`. `cmp-<org>-<project>`.
+pub fn connector_role(organization: &str, project: &str) -> String {
+    format!("{NAMESPACE_PREFIX}{organization}-{project}")
+}
+
+/// The prefix of a Project's connector secrets in Vault/OpenBao (KV v2 paths, below the mount).
+pub fn connector_prefix(organization: &str, project: &str) -> String {
+    format!("connectors/{organization}/{project}/")
+}

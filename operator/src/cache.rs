@@ -16,6 +16,7 @@ use cmp_crds::names::{API_KEY_LABEL, MANAGED_BY_LABEL, OPERATOR_MANAGER, organiz
 use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -25,6 +26,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+
+use crate::gitops::argocd::{AppProject, Application};
 
 /// A watched kind: its store, and the controllers following its events.
 pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
@@ -154,6 +157,12 @@ pub struct Caches {
     /// The Secrets holding API-key plaintexts: metadata only, so the
     /// operator never holds a plaintext in memory after issuing it.
     pub key_secrets: Watched<PartialObjectMeta<Secret>>,
+    /// Dedicated runtimes' Deployments (synced by Argo CD with the operator's labels).
+    pub deployments: Watched<Deployment>,
+    /// Argo CD Applications of Projects, when Argo CD is configured (in its namespace).
+    pub applications: Option<Watched<Application>>,
+    /// Argo CD AppProjects of Projects, when Argo CD is configured.
+    pub app_projects: Option<Watched<AppProject>>,
 }
 
 /// Drops what no reconciler reads before an object is cached: the field
@@ -171,7 +180,18 @@ fn watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let events = watcher(Api::<K>::all(client.clone()), config).default_backoff().modify(drop_managed_fields);
+    watch_api(Api::<K>::all(client.clone()), config, tasks)
+}
+
+fn watch_api<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    tasks: &mut Vec<futures::future::BoxFuture<'static, ()>>,
+) -> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let events = watcher(api, config).default_backoff().modify(drop_managed_fields);
     let (watched, driver) = Watched::new(events);
     tasks.push(Box::pin(driver));
     watched
@@ -184,6 +204,7 @@ impl Caches {
         settings: &crate::settings::Settings,
     ) -> (Self, Vec<futures::future::BoxFuture<'static, ()>>) {
         let organization_selector = settings.organization_selector.as_deref();
+        let argocd_namespace = settings.gitops.as_ref().and_then(|g| g.argocd.as_ref()).map(|a| a.namespace.as_str());
         let mut tasks = Vec::new();
         let managed = || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={OPERATOR_MANAGER}"));
         let every = watcher::Config::default;
@@ -222,6 +243,11 @@ impl Caches {
                 tasks.push(Box::pin(driver));
                 watched
             },
+            deployments: watch(client, managed(), &mut tasks),
+            applications: argocd_namespace
+                .map(|ns| watch_api(Api::namespaced(client.clone(), ns), managed(), &mut tasks)),
+            app_projects: argocd_namespace
+                .map(|ns| watch_api(Api::namespaced(client.clone(), ns), managed(), &mut tasks)),
         };
         (caches, tasks)
     }
@@ -243,6 +269,13 @@ impl Caches {
         self.service_accounts.ready().await?;
         self.roles.ready().await?;
         self.role_bindings.ready().await?;
+        self.deployments.ready().await?;
+        if let Some(applications) = &self.applications {
+            applications.ready().await?;
+        }
+        if let Some(app_projects) = &self.app_projects {
+            app_projects.ready().await?;
+        }
         self.key_secrets.ready().await
     }
 

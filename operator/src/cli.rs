@@ -6,7 +6,10 @@ use cmp_core::lease::LeaseArgs;
 use cmp_core::runtime::ProcessArgs;
 use k8s_openapi::jiff::SignedDuration;
 
+use crate::gitops::render::RenderSettings;
+use crate::gitops::{ArgoCdSettings, GitOpsSettings};
 use crate::settings::{NetworkSettings, Settings, VaultSettings};
+use sha2::Digest;
 
 /// The CMP operator.
 #[derive(Parser, Debug, Clone)]
@@ -78,11 +81,75 @@ pub struct Args {
     pub tenancy_label_writers: Vec<String>,
 
     /// How many objects of each kind are reconciled at once.
+    /// The GitOps repository Dedicated runtimes are committed to (`file:///...` or `https://...`); empty: no GitOps.
+    #[arg(long, env = "CMP_GITOPS_REPO", default_value = "")]
+    pub gitops_repo: String,
+
+    /// The branch the operator commits to and Argo CD follows.
+    #[arg(long, env = "CMP_GITOPS_BRANCH", default_value = "main")]
+    pub gitops_branch: String,
+
+    /// The folder of the repository that holds the tenants' trees.
+    #[arg(long, env = "CMP_GITOPS_ROOT", default_value = "tenants")]
+    pub gitops_root: String,
+
+    /// Where the writer keeps its clone (a bare mirror, rebuilt when unusable); default: a folder under the temp dir named after the repository.
+    #[arg(long, env = "CMP_GITOPS_CLONE_DIR")]
+    pub gitops_clone_dir: Option<std::path::PathBuf>,
+
+    /// The image of the init container that fetches a flow artifact and checks its sha256 (needs sh, wget and sha256sum).
+    #[arg(long, env = "CMP_GITOPS_FETCH_IMAGE", default_value = "alpine:3.22")]
+    pub gitops_fetch_image: String,
+
+    /// Commit author name.
+    #[arg(long, env = "CMP_GITOPS_AUTHOR_NAME", default_value = "CMP operator")]
+    pub gitops_author_name: String,
+
+    /// Commit author e-mail.
+    #[arg(long, env = "CMP_GITOPS_AUTHOR_EMAIL", default_value = "cmp-operator@cmp.gsv.dev")]
+    pub gitops_author_email: String,
+
+    /// Argo CD's namespace: the operator applies an AppProject and an Application per Project there; empty: no Argo CD (Deployment availability alone decides Ready).
+    #[arg(long, env = "CMP_ARGOCD_NAMESPACE", default_value = "")]
+    pub argocd_namespace: String,
+
+    /// The repository URL as Argo CD reaches it; default: --gitops-repo.
+    #[arg(long, env = "CMP_ARGOCD_REPO_URL", default_value = "")]
+    pub argocd_repo_url: String,
+
     #[arg(long, env = "CMP_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 }
 
 /// Where API-key plaintexts are written.
+impl Args {
+    fn gitops(&self, vault: Option<&VaultSettings>) -> GitOpsSettings {
+        let url = self.gitops_repo.clone();
+        let clone_dir = self.gitops_clone_dir.clone().unwrap_or_else(|| {
+            let digest = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
+            std::env::temp_dir().join("cmp-gitops").join(digest)
+        });
+        let argocd = (!self.argocd_namespace.is_empty()).then(|| ArgoCdSettings {
+            namespace: self.argocd_namespace.clone(),
+            repo_url: if self.argocd_repo_url.is_empty() { url.clone() } else { self.argocd_repo_url.clone() },
+        });
+        GitOpsSettings {
+            url,
+            branch: self.gitops_branch.clone(),
+            clone_dir,
+            author_name: self.gitops_author_name.clone(),
+            author_email: self.gitops_author_email.clone(),
+            credentials: None,
+            render: RenderSettings {
+                root: self.gitops_root.trim_matches('/').to_string(),
+                fetch_image: self.gitops_fetch_image.clone(),
+                vault_mount: vault.map(|v| v.mount.clone()),
+            },
+            argocd,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SecretStoreArg {
     /// A Kubernetes Secret in the organization's control namespace.
@@ -108,7 +175,9 @@ impl Args {
                 })
             }
         };
+        let gitops = (!self.gitops_repo.is_empty()).then(|| self.gitops(vault.as_ref()));
         Ok(Settings {
+            gitops,
             starter_credits: self.starter_credits,
             low_balance_threshold: self.low_balance_threshold,
             meter_stale_after: SignedDuration::from_secs(self.meter_stale_after_seconds),

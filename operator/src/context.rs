@@ -11,6 +11,7 @@ use crate::artifact::Artifacts;
 use crate::backoff::Backoff;
 use crate::cache::Caches;
 use crate::flows::SharedRuntimes;
+use crate::gitops::GitOps;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::vault::VaultStore;
@@ -33,6 +34,8 @@ pub struct Context {
     pub runtimes: SharedRuntimes,
     /// The Vault key store, with `--secret-store vault`.
     pub vault: Option<VaultStore>,
+    /// The GitOps writer of Dedicated runtimes, when a repository is configured.
+    pub gitops: Option<GitOps>,
     /// Publishes Events.
     recorder: Recorder,
 }
@@ -47,6 +50,7 @@ impl Context {
         identity: String,
     ) -> anyhow::Result<Self> {
         let vault = settings.vault.clone().map(VaultStore::new).transpose()?;
+        let gitops = settings.gitops.clone().map(GitOps::start);
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
         let recorder = Recorder::new(client, Reporter { controller: manager.into(), instance: Some(identity) });
@@ -59,6 +63,7 @@ impl Context {
             artifacts: Artifacts::default(),
             runtimes: SharedRuntimes::default(),
             vault,
+            gitops,
             recorder,
         })
     }

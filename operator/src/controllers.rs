@@ -87,6 +87,13 @@ fn controller<K: Reconcile>(caches: &Caches, config: ControllerConfig) -> Contro
     Controller::for_stream(watched.subscribe(), watched.store()).with_config(config)
 }
 
+/// A stream of what a tokio channel receives.
+fn tokio_stream_of<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
 /// Runs the Organization, Project, Offering, Instance and Wallet controllers until `shutdown` completes.
 pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
     let config = ControllerConfig::default().concurrency(concurrency);
@@ -127,7 +134,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         .run(shell::reconcile::<Offering>, shell::error_policy::<Offering>, ctx.clone());
 
     let (instances_of_org, instances_of_project, instances_of_offering) = (c.clone(), c.clone(), c.clone());
-    let instances = controller::<Instance>(&c, config.clone())
+    let mut instances = controller::<Instance>(&c, config.clone())
         .watches_stream(c.offerings.subscribe(), move |offering| {
             let name = offering.name_any();
             instances_of_offering
@@ -155,8 +162,41 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
                 .map(|i| ObjectRef::from_obj(&**i))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(shutdown.clone())
-        .run(shell::reconcile::<Instance>, shell::error_policy::<Instance>, ctx.clone());
+        // A runtime Deployment (synced by Argo CD with the operator's labels) wakes its Instance.
+        .watches_stream(c.deployments.subscribe(), |deployment| {
+            let labels = deployment.labels();
+            let (org, instance) = (labels.get(ORGANIZATION_LABEL)?, labels.get(INSTANCE_LABEL)?);
+            Some(ObjectRef::<Guarded<Instance>>::new(instance).within(&control_namespace(org)))
+        });
+    if let Some(applications) = &c.applications {
+        // A Project's Application wakes every Instance of the Project.
+        let instances_of_app = c.clone();
+        instances = instances.watches_stream(applications.subscribe(), move |app| {
+            let labels = app.labels();
+            let (Some(org), Some(project)) = (labels.get(ORGANIZATION_LABEL), labels.get(PROJECT_LABEL)) else {
+                return Vec::new();
+            };
+            instances_of_app
+                .instances_in(&control_namespace(org))
+                .iter()
+                .filter(|i| valid(i).is_some_and(|i| &i.spec.project == project))
+                .map(|i| ObjectRef::from_obj(&**i))
+                .collect::<Vec<_>>()
+        });
+    }
+    if let Some(wakes) = ctx.gitops.as_ref().and_then(|g| g.take_wakes()) {
+        // The GitOps writer delivered (or failed) an Instance's folder.
+        let delivered = tokio_stream_of(wakes).filter_map(|key| {
+            let woken = key.split_once('/').map(|(ns, name)| ObjectRef::<Guarded<Instance>>::new(name).within(ns));
+            std::future::ready(woken)
+        });
+        instances = instances.reconcile_on(delivered);
+    }
+    let instances = instances.graceful_shutdown_on(shutdown.clone()).run(
+        shell::reconcile::<Instance>,
+        shell::error_policy::<Instance>,
+        ctx.clone(),
+    );
 
     let wallets = controller::<Wallet>(&c, config.debounce(WALLET_DEBOUNCE)).graceful_shutdown_on(shutdown).run(
         shell::reconcile::<Wallet>,

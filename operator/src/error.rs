@@ -56,6 +56,11 @@ pub enum Error {
     /// Vault/OpenBao refused or did not answer.
     #[error("{0}")]
     Vault(String),
+    /// The GitOps writer has not pushed a removal yet.
+    #[error(
+        "{0}; the removal is retried (or annotate the object cmp.gsv.dev/abandon-cleanup=true to leave its folder in git)"
+    )]
+    GitOps(#[from] crate::gitops::GitOpsError),
 }
 
 /// `Result` with the operator's [`Error`].
@@ -81,6 +86,7 @@ impl Error {
             Error::OrganizationInvalid { .. } => reasons::INVALID_OBJECT,
             Error::Runtime(_) => reasons::RUNTIME_UNAVAILABLE,
             Error::Vault(_) => reasons::VAULT_UNAVAILABLE,
+            Error::GitOps(_) => reasons::GIT_UNREACHABLE,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod flows;
+pub mod gitops;
 pub mod instance;
 pub mod metrics;
 pub mod offering;

@@ -36,6 +36,8 @@ pub struct Settings {
     pub offering_selector: Option<String>,
     /// Where API-key plaintexts go: None for Kubernetes Secrets, else Vault.
     pub vault: Option<VaultSettings>,
+    /// GitOps delivery of Dedicated runtimes, when a repository is configured.
+    pub gitops: Option<crate::gitops::GitOpsSettings>,
 }
 
 /// Vault/OpenBao KV v2, for API-key plaintexts.
@@ -61,6 +63,7 @@ impl Default for Settings {
             organization_selector: None,
             offering_selector: None,
             vault: None,
+            gitops: None,
         }
     }
 }

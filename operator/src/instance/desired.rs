@@ -9,10 +9,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+use super::dedicated::GitOpsObserved;
 use super::keys::{self, IssuedKey, KeyToIssue, Store};
 use super::references::resolve;
 use super::runtime::{RuntimeWork, runtime};
 use crate::flows::Probe;
+use crate::gitops::render::InstanceTree;
 use crate::shell::{self, Desired};
 
 /// What the Instance pipeline reads.
@@ -30,6 +32,8 @@ pub struct Observed {
     pub issued_keys: Vec<IssuedKey>,
     /// The last look at its flow in a shared runtime, by this process.
     pub probe: Option<Probe>,
+    /// GitOps delivery, when a repository is configured.
+    pub gitops: Option<GitOpsObserved>,
 }
 
 /// What the Instance pipeline writes.
@@ -41,6 +45,8 @@ pub struct Children {
     pub remove_keys: Vec<SecretLocation>,
     /// A registration to check and, if needed, upload.
     pub register: Option<RuntimeWork>,
+    /// A Dedicated runtime's folder to hand the GitOps writer.
+    pub commit: Option<InstanceTree>,
 }
 
 /// Whether the Instance is suspended, and why.
@@ -91,8 +97,10 @@ pub fn desired(
             (if unresolved.failed { InstancePhase::Failed } else { InstancePhase::Pending }, unresolved.condition)
         }
         Ok(resolved) => {
-            let state = runtime(instance, &resolved, observed.probe.as_ref(), now);
+            let state = runtime(instance, &resolved, observed, now);
             children.register = state.work;
+            children.commit = state.commit;
+            status.gitops = state.gitops;
             status.endpoint = state.endpoint;
             status.flow_id = state.flow_id;
             status.version = state.version;

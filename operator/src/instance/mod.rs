@@ -4,6 +4,7 @@
 //! registers its flow in the shared runtime and keeps it there. The
 //! Instance writes its own status alone.
 
+pub mod dedicated;
 pub mod desired;
 pub mod keys;
 pub mod references;
@@ -28,9 +29,14 @@ use crate::cache::{Caches, Guarded, OrganizationLookup, Watched, valid};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::flows::Probe;
+use crate::gitops::argocd::{SyncState, application_name, sync_state};
+use crate::gitops::render::instance_dir;
+use crate::gitops::{Delivery, GitOps};
 use crate::settings::Settings;
 use crate::shell::{self, Desired, Reconcile};
 use cmp_crds::instance::{SecretLocation, SecretStore};
+use cmp_crds::names::runtime_namespace;
+use dedicated::{DeploymentState, GitOpsObserved};
 use desired::{Children, Observed};
 use keys::{IssuedKey, KeyToIssue, Store};
 use runtime::RuntimeWork;
@@ -76,6 +82,7 @@ impl Reconcile for Instance {
                 .chain(ctx.vault.iter().flat_map(|v| v.issued(&shell::key(self))))
                 .collect(),
             probe: ctx.runtimes.probe(&shell::key(self)),
+            gitops: ctx.gitops.as_ref().map(|g| gitops_observed(self, g, caches)),
         })
     }
 
@@ -97,11 +104,15 @@ impl Reconcile for Instance {
             }
             Ok(())
         };
+        if let (Some(tree), Some(gitops)) = (&children.commit, &ctx.gitops) {
+            gitops.submit(&gitops_key(self), self.meta().generation.unwrap_or_default(), tree);
+        }
         futures::try_join!(issue, remove, register).map(|_| ())
     }
 
     /// `Delete`: unregisters the flow from a shared runtime and removes the key Secrets. `Retain`: leaves both.
     async fn cleanup(&self, ctx: &Context) -> Result<()> {
+        remove_folder(self, ctx).await?;
         ctx.runtimes.forget(&shell::key(self));
         if let Some(vault) = &ctx.vault {
             vault.forget(&shell::key(self));
@@ -170,6 +181,70 @@ impl Reconcile for Instance {
         &mut status.conditions
     }
 }
+
+/// The key of an Instance in the GitOps writer: `<namespace>/<name>`.
+pub fn gitops_key(instance: &Instance) -> String {
+    format!("{}/{}", instance.namespace().unwrap_or_default(), instance.name_any())
+}
+
+/// What the writer, Argo CD and the runtime Deployment report about `instance`.
+fn gitops_observed(instance: &Instance, gitops: &GitOps, caches: &Caches) -> GitOpsObserved {
+    let delivery = gitops.delivery(&gitops_key(instance));
+    let namespace = instance.namespace().unwrap_or_default();
+    let runtime_ns =
+        organization_of_control_namespace(&namespace).map(|org| runtime_namespace(org, &instance.spec.project));
+    let deployment = runtime_ns
+        .as_deref()
+        .and_then(|ns| caches.deployments.get(&instance.name_any(), Some(ns)))
+        .map(|d| DeploymentState::of(&d));
+    let application = match (&caches.applications, &gitops.settings.argocd, &runtime_ns) {
+        (Some(apps), Some(argocd), Some(ns)) => {
+            Some(apps.get(&application_name(ns), Some(&argocd.namespace)).map(|a| sync_state(&a)))
+        }
+        (Some(_), Some(_), None) => Some(None),
+        _ => None,
+    };
+    let synced_contains_commit = match (&application, &delivery) {
+        (Some(Some(SyncState::Synced { revision })), Some(Delivery::Delivered { commit, .. })) => {
+            gitops.contains(revision, commit)
+        }
+        _ => false,
+    };
+    GitOpsObserved {
+        render: gitops.settings.render.clone(),
+        repo: gitops.settings.url.clone(),
+        delivery,
+        application,
+        synced_contains_commit,
+        deployment,
+    }
+}
+
+/// Removes a Dedicated Instance's folder from git (`Delete`) and waits for the push; `Retain` leaves it.
+async fn remove_folder(instance: &Instance, ctx: &Context) -> Result<()> {
+    let Some(gitops) = &ctx.gitops else { return Ok(()) };
+    let key = gitops_key(instance);
+    let offering = ctx.caches.offerings.get(&instance.spec.offering, None).as_deref().and_then(valid).cloned();
+    if offering.is_some_and(|o| o.spec.runtime.mode == RuntimeMode::Shared) {
+        return Ok(());
+    }
+    let namespace = instance.namespace().unwrap_or_default();
+    let Some(org) = organization_of_control_namespace(&namespace) else { return Ok(()) };
+    if instance.spec.deletion_policy == DeletionPolicy::Retain {
+        tracing::info!("deletionPolicy Retain: leaving the runtime's folder in git");
+        gitops.forget(&key);
+        return Ok(());
+    }
+    let dir = instance_dir(&gitops.settings.render.root, org, &instance.spec.project, &instance.name_any());
+    let generation = instance.meta().generation.unwrap_or_default();
+    let commit = gitops.remove(&dir, Some((key.clone(), generation)), REMOVAL_WAIT).await?;
+    tracing::info!(dir, commit, "removed the runtime's folder from git");
+    gitops.forget(&key);
+    Ok(())
+}
+
+/// How long a deletion waits for its removal commit before it is retried.
+const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The cached key Secrets of `instance`.
 fn key_secrets(caches: &Caches, instance: &Instance) -> Vec<std::sync::Arc<kube::api::PartialObjectMeta<Secret>>> {

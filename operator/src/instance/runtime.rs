@@ -10,9 +10,13 @@ use cmp_crds::offering::{RuntimeMode, SecretKeyRef};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::dedicated::dedicated;
+use super::desired::Observed;
 use super::references::Resolved;
-use crate::flows::{Probe, Registration};
+use crate::flows::Registration;
+use crate::gitops::render::InstanceTree;
 use crate::shell::elapsed;
+use cmp_crds::instance::GitOpsStatus;
 
 /// How often a registered flow is checked (a restarted runtime loses it; it is registered again).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -44,9 +48,14 @@ pub struct RuntimeState {
     pub version: Option<String>,
     /// When to look again.
     pub requeue: Option<Duration>,
+    /// A Dedicated runtime's folder to commit.
+    pub commit: Option<InstanceTree>,
+    /// `status.gitops` (Dedicated).
+    pub gitops: Option<GitOpsStatus>,
 }
 
-pub fn runtime(instance: &Instance, resolved: &Resolved, probe: Option<&Probe>, now: Timestamp) -> RuntimeState {
+pub fn runtime(instance: &Instance, resolved: &Resolved, observed: &Observed, now: Timestamp) -> RuntimeState {
+    let probe = observed.probe.as_ref();
     let runtime = &resolved.offering.spec.runtime;
     let name = instance.name_any();
     let namespace = instance.namespace().unwrap_or_default();
@@ -122,19 +131,39 @@ pub fn runtime(instance: &Instance, resolved: &Resolved, probe: Option<&Probe>, 
                 flow_id,
                 version,
                 requeue: Some(next),
+                commit: None,
+                gitops: None,
             }
         }
         _ => {
             let endpoint = format!("http://{name}.{}.svc.cluster.local:{}", resolved.runtime_namespace, runtime.port);
-            let message = "a Dedicated runtime is delivered by GitOps, which this operator does not run yet; use a Shared Offering";
+            let flow_id = Some(resolved.version.flow_id.clone());
+            let Some(gitops) = observed.gitops.as_ref().filter(|_| runtime.mode == RuntimeMode::Dedicated) else {
+                let message = "a Dedicated runtime is delivered by GitOps, which is not configured; start the operator with --gitops-repo, or use a Shared Offering";
+                return RuntimeState {
+                    work: None,
+                    synced: NewCondition::new(SYNCED, false, reasons::AWAITING_GITOPS, message),
+                    ready: NewCondition::new(READY, false, reasons::AWAITING_GITOPS, message),
+                    endpoint: Some(endpoint),
+                    flow_id,
+                    version: previous.version,
+                    requeue: None,
+                    commit: None,
+                    gitops: previous.gitops,
+                };
+            };
+            let state = dedicated(instance, resolved, observed, gitops);
+            let ready = state.ready.status == cmp_crds::conditions::TRUE;
             RuntimeState {
                 work: None,
-                synced: NewCondition::new(SYNCED, false, reasons::AWAITING_GITOPS, message),
-                ready: NewCondition::new(READY, false, reasons::AWAITING_GITOPS, message),
+                synced: state.synced,
+                ready: state.ready,
                 endpoint: Some(endpoint),
-                flow_id: Some(resolved.version.flow_id.clone()),
-                version: previous.version,
+                flow_id,
+                version: if ready { Some(resolved.version.name.clone()) } else { previous.version },
                 requeue: None,
+                commit: state.commit,
+                gitops: state.gitops,
             }
         }
     }

@@ -26,6 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use crate::gitops::argocd::{ProjectApps, project_apps};
 use crate::rbac;
 use crate::settings::{NetworkSettings, Settings};
 use crate::shell::{self, Desired};
@@ -80,6 +81,8 @@ pub struct Children {
     pub roles: Vec<Role>,
     /// Their bindings.
     pub role_bindings: Vec<RoleBinding>,
+    /// Argo CD's AppProject and Application for the Project's tree, when Argo CD is configured.
+    pub argocd: Option<ProjectApps>,
 }
 
 fn meta(name: &str, namespace: &str, organization: &str, project: &str) -> ObjectMeta {
@@ -231,6 +234,7 @@ pub fn children(
             .iter()
             .map(|r| rbac::role_binding(org_spec, *r, &ns, organization, Some(project)))
             .collect(),
+        argocd: None,
     }
 }
 
@@ -282,7 +286,19 @@ pub fn desired(
     set(&mut status, NewCondition::new(conditions::ISOLATION_READY, true, reasons::ISOLATION_APPLIED, isolation));
     let ready = format!("runtime namespace {runtime_ns} is ready");
     set(&mut status, NewCondition::new(conditions::READY, true, reasons::RECONCILED, ready));
-    let children = children(&org_name, &org.spec, &name, &project.spec, &settings.network);
+    let mut children = children(&org_name, &org.spec, &name, &project.spec, &settings.network);
+    children.argocd = settings.gitops.as_ref().and_then(|gitops| {
+        let argocd = gitops.argocd.as_ref()?;
+        Some(project_apps(
+            &argocd.namespace,
+            &argocd.repo_url,
+            &gitops.branch,
+            &gitops.render.root,
+            &org_name,
+            &name,
+            &runtime_ns,
+        ))
+    });
     Desired { children: Some(children), status, requeue: Some(RESYNC) }
 }
 

@@ -3,7 +3,11 @@
 //! (`Suspended` derived from the cached Organization). Deletion honours
 //! `deletionPolicy`.
 
+pub mod argocd;
 pub mod desired;
+
+/// How long a deletion waits for the removal commit of the Project's tree before it is retried.
+const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 use cmp_crds::names::{organization_of_control_namespace, runtime_namespace};
 use cmp_crds::{DeletionPolicy, Project};
@@ -15,6 +19,8 @@ use kube::ResourceExt;
 use crate::cache::{Caches, Guarded, OrganizationLookup, Watched, valid};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::gitops::argocd::application_name;
+use crate::gitops::render::project_dir;
 use crate::settings::Settings;
 use crate::shell::{Desired, Reconcile};
 use desired::{Children, Observed};
@@ -76,7 +82,11 @@ impl Reconcile for Project {
             applier.ensure(&children.service_account),
             applier.ensure_all(&children.roles),
         )?;
-        applier.ensure_all(&children.role_bindings).await
+        applier.ensure_all(&children.role_bindings).await?;
+        if let Some(apps) = &children.argocd {
+            argocd::ensure(ctx, apps).await?;
+        }
+        Ok(())
     }
 
     /// Needs no Organization: it also runs while the org's namespace is being deleted.
@@ -88,6 +98,14 @@ impl Reconcile for Project {
         let namespace = self.namespace().unwrap_or_default();
         let Some(org) = organization_of_control_namespace(&namespace) else { return Ok(()) };
         let runtime_ns = runtime_namespace(org, &self.name_any());
+        if let Some(gitops) = &ctx.gitops {
+            let dir = project_dir(&gitops.settings.render.root, org, &self.name_any());
+            let commit = gitops.remove(&dir, None, REMOVAL_WAIT).await?;
+            tracing::info!(dir, commit, "removed the Project's tree from git");
+            if let Some(argocd) = &gitops.settings.argocd {
+                argocd::delete(ctx, &argocd.namespace, &application_name(&runtime_ns)).await?;
+            }
+        }
         ctx.applier.delete::<Namespace>(&runtime_ns).await?;
         ctx.publish(self, false, "Deleting", format!("deleting runtime namespace {runtime_ns}")).await;
         Ok(())

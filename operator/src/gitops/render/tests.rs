@@ -1,0 +1,169 @@
+use super::*;
+use cmp_crds::InstanceSpec;
+use cmp_crds::instance::ConnectorBinding;
+use cmp_crds::offering::RuntimeMode;
+
+fn instance(connectors: Vec<ConnectorBinding>) -> Instance {
+    let mut i = Instance::new(
+        "bot",
+        InstanceSpec {
+            project: "support".into(),
+            offering: "echo".into(),
+            version: "1".into(),
+            plan: "basic".into(),
+            suspended: false,
+            api_keys: vec![],
+            connectors,
+            config: Default::default(),
+            deletion_policy: Default::default(),
+        },
+    );
+    i.metadata.namespace = Some("cmp-acme".into());
+    i.metadata.generation = Some(3);
+    i
+}
+
+fn settings(vault_mount: Option<&str>) -> RenderSettings {
+    RenderSettings {
+        root: "tenants".into(),
+        fetch_image: "alpine:3.22".into(),
+        vault_mount: vault_mount.map(Into::into),
+    }
+}
+
+fn render_with(instance: &Instance, settings: &RenderSettings) -> Result<InstanceTree, String> {
+    let offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("1", false)]);
+    let input = RenderInput {
+        instance,
+        organization: "acme",
+        offering: &offering,
+        version: &offering.spec.versions[0],
+        namespace: "cmp-acme-support",
+        container_cpu: "500m",
+        container_memory: "512Mi",
+    };
+    render(&input, settings)
+}
+
+fn parsed(tree: &InstanceTree, file: &str) -> serde_json::Value {
+    serde_yaml::from_str(&tree.files[file]).expect("valid YAML")
+}
+
+#[test]
+fn an_instance_renders_to_its_own_folder_with_a_kustomization_of_its_files() {
+    let tree = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    assert_eq!(tree.dir, "tenants/acme/support/bot");
+    let names: Vec<&str> = tree.files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["configmap.yaml", "deployment.yaml", "kustomization.yaml", "service.yaml"]);
+    let kustomization = parsed(&tree, "kustomization.yaml");
+    assert_eq!(kustomization["resources"], serde_json::json!(["configmap.yaml", "deployment.yaml", "service.yaml"]));
+    for file in ["configmap.yaml", "deployment.yaml", "service.yaml"] {
+        let object = parsed(&tree, file);
+        assert_eq!(object["metadata"]["namespace"], "cmp-acme-support", "{file} lands in the runtime namespace");
+        assert_eq!(object["metadata"]["labels"]["cmp.gsv.dev/instance"], "bot", "{file}");
+        assert!(object["apiVersion"].is_string() && object["kind"].is_string(), "{file} names its kind");
+    }
+}
+
+#[test]
+fn rendering_is_deterministic_and_sorted() {
+    let a = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let b = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    assert_eq!(a, b);
+    assert_eq!(a.digest(), b.digest());
+    for (file, body) in &a.files {
+        assert!(!body.contains("creationTimestamp"), "{file} carries no timestamp");
+        // Top-level keys come sorted.
+        let keys: Vec<&str> =
+            body.lines().filter(|l| !l.starts_with([' ', '-'])).map(|l| l.split(':').next().unwrap_or("")).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{file}");
+    }
+}
+
+#[test]
+fn a_version_change_changes_only_the_configmap_and_the_digest() {
+    let a = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let mut offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("2", false)]);
+    offering.spec.versions[0].artifact.sha256 = "b".repeat(64);
+    let i = instance(vec![]);
+    let input = RenderInput {
+        instance: &i,
+        organization: "acme",
+        offering: &offering,
+        version: &offering.spec.versions[0],
+        namespace: "cmp-acme-support",
+        container_cpu: "500m",
+        container_memory: "512Mi",
+    };
+    let b = render(&input, &settings(None)).expect("renders");
+    assert_ne!(a.digest(), b.digest());
+    let changed: Vec<&String> = a.files.keys().filter(|f| a.files[*f] != b.files[*f]).collect();
+    assert_eq!(changed, ["configmap.yaml"]);
+    assert_eq!(parsed(&b, "configmap.yaml")["data"]["artifactSha256"], "b".repeat(64));
+}
+
+#[test]
+fn the_pod_passes_the_restricted_level_and_fits_the_project_limits() {
+    let tree = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let deployment = parsed(&tree, "deployment.yaml");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(pod["serviceAccountName"], "cmp-runtime");
+    assert_eq!(pod["automountServiceAccountToken"], false, "no token without connectors");
+    for list in ["initContainers", "containers"] {
+        for c in pod[list].as_array().expect("containers") {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", c["name"]);
+            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{}", c["name"]);
+            assert_eq!(c["resources"]["limits"], serde_json::json!({"cpu": "500m", "memory": "512Mi"}));
+            assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
+        }
+    }
+}
+
+#[test]
+fn the_init_container_checks_the_artifact_before_the_runtime_starts() {
+    let tree = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let deployment = parsed(&tree, "deployment.yaml");
+    let init = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    let script = init["command"][2].as_str().expect("script");
+    assert!(script.contains("sha256sum -c -"), "{script}");
+    assert!(script.find("sha256sum").expect("check") < script.find("mv ").expect("move"), "moved only once checked");
+    let env = init["env"].as_array().expect("env");
+    assert!(
+        env.iter().any(|e| e["name"] == "ARTIFACT_SHA256" && e["valueFrom"]["configMapKeyRef"]["name"] == "bot-flow")
+    );
+    let config = parsed(&tree, "configmap.yaml");
+    assert_eq!(config["data"]["artifactUrl"], "file:///1.json");
+    assert_eq!(config["data"]["flowId"], "export-id");
+}
+
+#[test]
+fn connectors_become_vault_agent_annotations_and_never_values() {
+    let binding = ConnectorBinding {
+        name: "crm".into(),
+        type_: "hubspot".into(),
+        vault_path: "connectors/acme/support/crm".into(),
+        allowed_tools: vec![],
+    };
+    let tree = render_with(&instance(vec![binding.clone()]), &settings(Some("secret"))).expect("renders");
+    let deployment = parsed(&tree, "deployment.yaml");
+    let pod = &deployment["spec"]["template"];
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["vault.hashicorp.com/agent-inject"], "true");
+    assert_eq!(annotations["vault.hashicorp.com/role"], "cmp-acme-support");
+    assert_eq!(annotations["vault.hashicorp.com/agent-inject-secret-crm"], "secret/data/connectors/acme/support/crm");
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], true, "the agent logs in with the token");
+    let refused = render_with(&instance(vec![binding]), &settings(None)).expect_err("no Vault configured");
+    assert!(refused.contains("--vault-addr"), "{refused}");
+}
+
+#[test]
+fn a_project_kustomization_lists_its_instances_sorted_once() {
+    let body = project_kustomization(&["b".into(), "a".into(), "b".into()]).expect("renders");
+    let parsed: serde_json::Value = serde_yaml::from_str(&body).expect("YAML");
+    assert_eq!(parsed["resources"], serde_json::json!(["a", "b"]));
+}

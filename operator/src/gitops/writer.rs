@@ -1,0 +1,290 @@
+//! The one task that owns a repository's clone. Reconcilers hand it edits
+//! through a channel and read back what became of them; they never touch git.
+//!
+//! A batch: gather every edit that arrived (the latest per folder wins), fetch
+//! the remote head, build the tree from that head plus the edits, and, only if
+//! the tree differs, commit once and push without force. A rejected push
+//! (another writer got there first) starts the batch again on the new head,
+//! with backoff; a clone that cannot be brought to the remote head is rebuilt.
+//! No step waits without a bound and every failure lands on the Instances it
+//! holds up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use git2::{Oid, Signature};
+use tokio::sync::{mpsc, oneshot};
+
+use super::repo::{Edit, Mirror, RepoError};
+use super::{Delivery, GitOpsSettings, Published, Request};
+use cmp_crds::conditions::reasons;
+
+/// How long a batch waits for more edits after the first one arrives.
+const GATHER: Duration = Duration::from_millis(100);
+/// Backoff after a rejected push or an unreachable remote: from the first to the last, doubling.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_LAST: Duration = Duration::from_secs(10);
+
+/// What the writer counts.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Commits pushed.
+    pub commits: u64,
+    /// Pushes the remote refused, each tried again on its new head.
+    pub push_retries: u64,
+    /// Times the clone was rebuilt.
+    pub rebuilds: u64,
+}
+
+/// One edit with who is waiting for it.
+struct Pending {
+    edit: Edit,
+    /// `<namespace>/<name>` and generation of the Instance (none for a Project's removal).
+    instance: Option<(String, i64)>,
+    digest: String,
+    done: Vec<oneshot::Sender<Result<Oid, String>>>,
+}
+
+/// Runs the writer until every sender is dropped.
+pub async fn run(
+    settings: GitOpsSettings,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    published: Arc<Mutex<Published>>,
+    wake: mpsc::UnboundedSender<String>,
+) {
+    let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+    let mut retry = RETRY_FIRST;
+    let mut mirror: Option<Mirror> = None;
+    loop {
+        if pending.is_empty() {
+            match requests.recv().await {
+                Some(request) => absorb(&mut pending, request),
+                None => return,
+            }
+            tokio::time::sleep(GATHER).await;
+        }
+        while let Ok(request) = requests.try_recv() {
+            absorb(&mut pending, request);
+        }
+        let batch: Vec<Edit> = pending.values().map(|p| p.edit.clone()).collect();
+        let message = commit_message(pending.values());
+        let attempt = {
+            let settings = settings.clone();
+            let taken = mirror.take();
+            let known = published.clone();
+            let is_known =
+                move |oid: Oid| known.lock().unwrap_or_else(PoisonError::into_inner).positions.contains_key(&oid);
+            tokio::task::spawn_blocking(move || write_batch(&settings, taken, &batch, &message, is_known)).await
+        };
+        let (kept, outcome) = match attempt {
+            Ok(result) => result,
+            Err(panic) => (None, Err((RepoError::Write(format!("the git task failed: {panic}")), Tries::default()))),
+        };
+        mirror = kept;
+        let failed = {
+            let mut state = published.lock().unwrap_or_else(PoisonError::into_inner);
+            record(&mut state, &wake, &mut pending, outcome)
+        };
+        if failed {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY_LAST);
+        } else {
+            retry = RETRY_FIRST;
+        }
+    }
+}
+
+/// Publishes a batch's outcome: every waiting edit delivered, or each Instance's failure. True when it failed.
+fn record(
+    state: &mut Published,
+    wake: &mpsc::UnboundedSender<String>,
+    pending: &mut BTreeMap<String, Pending>,
+    outcome: Result<Written, (RepoError, Tries)>,
+) -> bool {
+    match outcome {
+        Ok(written) => {
+            state.counts.commits += u64::from(written.pushed.is_some());
+            state.counts.push_retries += written.rejected;
+            state.counts.rebuilds += written.rebuilds;
+            state.learn_history(&written.history, written.history_base);
+            for (dir, p) in std::mem::take(pending) {
+                let commit = written.last_change.get(&dir).copied().unwrap_or(written.head);
+                finish(state, wake, p, Ok(commit));
+            }
+            false
+        }
+        Err((error, counts)) => {
+            state.counts.push_retries += counts.rejected;
+            state.counts.rebuilds += counts.rebuilds;
+            let reason = match &error {
+                RepoError::Unreachable { .. } | RepoError::Clone { .. } => reasons::GIT_UNREACHABLE,
+                RepoError::Rejected { .. } => reasons::GIT_PUSH_REJECTED,
+                RepoError::Write(_) => reasons::RENDER_FAILED,
+            };
+            tracing::warn!(%error, reason, edits = pending.len(), "GitOps write failed; trying again");
+            for p in pending.values() {
+                if let Some((key, _)) = &p.instance {
+                    state.deliveries.insert(
+                        key.clone(),
+                        Delivery::Failed { digest: p.digest.clone(), reason, message: error.to_string() },
+                    );
+                    let _ = wake.send(key.clone());
+                }
+            }
+            true
+        }
+    }
+}
+
+fn absorb(pending: &mut BTreeMap<String, Pending>, request: Request) {
+    let Request { edit, instance, digest, done } = request;
+    let dir = edit.dir().to_string();
+    let mut waiting = pending.remove(&dir).map(|p| p.done).unwrap_or_default();
+    waiting.extend(done);
+    pending.insert(dir, Pending { edit, instance, digest, done: waiting });
+}
+
+fn finish(state: &mut Published, wake: &mpsc::UnboundedSender<String>, p: Pending, result: Result<Oid, String>) {
+    if let (Some((key, _)), Ok(commit)) = (&p.instance, &result) {
+        let delivery = match p.edit {
+            Edit::Put(_) => Delivery::Delivered { digest: p.digest.clone(), commit: commit.to_string() },
+            Edit::Remove(_) => Delivery::Removed { commit: commit.to_string() },
+        };
+        state.deliveries.insert(key.clone(), delivery);
+        if state.requested.get(key) == Some(&p.digest) {
+            state.requested.remove(key);
+        }
+        let _ = wake.send(key.clone());
+    }
+    for waiter in p.done {
+        let _ = waiter.send(result.clone().map_err(|e| e.to_string()));
+    }
+}
+
+/// The commit message: how many Instances changed, then one line each with its generation.
+fn commit_message<'a>(pending: impl Iterator<Item = &'a Pending>) -> String {
+    let mut lines = Vec::new();
+    for p in pending {
+        let what = match (&p.edit, &p.instance) {
+            (Edit::Put(_), Some((key, generation))) => format!("Instance {key} generation {generation}"),
+            (Edit::Remove(_), Some((key, generation))) => format!("Instance {key} generation {generation} removed"),
+            (Edit::Remove(dir), None) => format!("Project folder {dir} removed"),
+            (Edit::Put(tree), None) => format!("folder {}", tree.dir),
+        };
+        lines.push(what);
+    }
+    let count = lines.len();
+    format!("cmp: {count} change{}\n\n{}\n", if count == 1 { "" } else { "s" }, lines.join("\n"))
+}
+
+/// What a written batch left behind.
+struct Written {
+    /// The remote head after the batch (the new commit, or the unchanged head).
+    head: Oid,
+    /// The commit pushed, if the tree changed.
+    pushed: Option<Oid>,
+    /// The commit that last changed each edited folder.
+    last_change: HashMap<String, Oid>,
+    /// The first-parent history the batch saw that was not known yet, newest first.
+    history: Vec<Oid>,
+    /// The known commit that history stopped at (none: it reached the first commit).
+    history_base: Option<Oid>,
+    rejected: u64,
+    rebuilds: u64,
+}
+
+#[derive(Default)]
+struct Tries {
+    rejected: u64,
+    rebuilds: u64,
+}
+
+type BatchResult = (Option<Mirror>, Result<Written, (RepoError, Tries)>);
+
+/// Fetch, build, commit and push one batch, retrying a rejected push on the new head a few times before giving up to the caller's backoff.
+fn write_batch(
+    settings: &GitOpsSettings,
+    mirror: Option<Mirror>,
+    edits: &[Edit],
+    message: &str,
+    known: impl Fn(Oid) -> bool,
+) -> BatchResult {
+    const ATTEMPTS: u32 = 8;
+    let mut tries = Tries::default();
+    let open = |m: Option<Mirror>| match m {
+        Some(m) => Ok(m),
+        None => Mirror::open(&settings.clone_dir, &settings.url, &settings.branch, settings.credentials.clone()),
+    };
+    let mut mirror = match open(mirror) {
+        Ok(m) => m,
+        Err(e) => return (None, Err((e, tries))),
+    };
+    let mut pause = RETRY_FIRST;
+    for attempt in 0..ATTEMPTS {
+        let head = match mirror.fetch() {
+            Ok(head) => head,
+            Err(RepoError::Clone { .. }) if tries.rebuilds == 0 => {
+                tracing::warn!(dir = %settings.clone_dir.display(), "the clone cannot reach the remote head; rebuilding it");
+                tries.rebuilds += 1;
+                mirror = match mirror.rebuild() {
+                    Ok(m) => m,
+                    Err(e) => return (None, Err((e, tries))),
+                };
+                continue;
+            }
+            Err(e) => return (Some(mirror), Err((e, tries))),
+        };
+        let step = || -> Result<Written, RepoError> {
+            let (tree, _changed) = mirror.build(head, edits)?;
+            let author = Signature::new(&settings.author_name, &settings.author_email, &git2::Time::new(0, 0))
+                .map_err(|e| RepoError::Write(e.message().to_string()))?;
+            let pushed = if mirror.tree_of(head)? == Some(tree) {
+                None
+            } else {
+                let commit = mirror.commit(head, tree, message, &author)?;
+                mirror.push(commit)?;
+                Some(commit)
+            };
+            let new_head = match pushed.or(head) {
+                Some(oid) => oid,
+                None => return Err(RepoError::Write("the remote branch is empty and nothing was rendered".into())),
+            };
+            let mut last_change = HashMap::new();
+            for edit in edits {
+                if let Edit::Put(_) = edit {
+                    last_change.insert(edit.dir().to_string(), mirror.last_change(new_head, edit.dir())?);
+                } else {
+                    last_change.insert(edit.dir().to_string(), new_head);
+                }
+            }
+            let (history, history_base) = mirror.history_since(new_head, &known)?;
+            Ok(Written { head: new_head, pushed, last_change, history, history_base, rejected: 0, rebuilds: 0 })
+        };
+        match step() {
+            Ok(mut written) => {
+                written.rejected = tries.rejected;
+                written.rebuilds = tries.rebuilds;
+                return (Some(mirror), Ok(written));
+            }
+            Err(RepoError::Rejected { .. }) if attempt + 1 < ATTEMPTS => {
+                tries.rejected += 1;
+                tracing::info!(attempt, "the remote moved on; building the batch again on its new head");
+                std::thread::sleep(pause + jitter(pause));
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return (Some(mirror), Err((e, tries))),
+        }
+    }
+    (Some(mirror), Err((RepoError::Write("unreachable: the retry loop ended".into()), tries)))
+}
+
+/// Up to half of `pause`, so two writers that collided do not collide again in step.
+fn jitter(pause: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    pause.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+#[cfg(test)]
+mod tests;

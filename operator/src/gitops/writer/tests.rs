@@ -1,0 +1,242 @@
+//! The writer against real git repositories on disk (bare remotes made by git2).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use git2::{Oid, Repository};
+
+use crate::gitops::render::{InstanceTree, RenderSettings};
+use crate::gitops::repo::{Edit, Mirror, RepoError};
+use crate::gitops::{Delivery, GitOps, GitOpsSettings};
+
+/// A folder under the temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cmp-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn remote(scratch: &Scratch) -> (PathBuf, String) {
+    let path = scratch.0.join("remote.git");
+    Repository::init_bare(&path).expect("bare remote");
+    let url = format!("file://{}", path.display());
+    (path, url)
+}
+
+fn settings(scratch: &Scratch, url: &str, clone: &str) -> GitOpsSettings {
+    GitOpsSettings {
+        url: url.into(),
+        branch: "main".into(),
+        clone_dir: scratch.0.join(clone),
+        author_name: "test".into(),
+        author_email: "test@example.com".into(),
+        credentials: None,
+        render: RenderSettings { root: "tenants".into(), fetch_image: "alpine".into(), vault_mount: None },
+        argocd: None,
+    }
+}
+
+fn tree(instance: &str, body: &str) -> InstanceTree {
+    InstanceTree {
+        dir: format!("tenants/acme/p/{instance}"),
+        files: BTreeMap::from([
+            ("kustomization.yaml".to_string(), "resources: [cm.yaml]\n".to_string()),
+            ("cm.yaml".to_string(), body.to_string()),
+        ]),
+    }
+}
+
+/// The branch's head commit of the remote.
+fn head(remote: &Path) -> Option<git2::Oid> {
+    Repository::open_bare(remote).ok()?.refname_to_id("refs/heads/main").ok()
+}
+
+/// Commits on the branch, newest first: (id, message).
+fn log(remote: &Path) -> Vec<(Oid, String)> {
+    let repo = Repository::open_bare(remote).expect("remote");
+    let Ok(head) = repo.refname_to_id("refs/heads/main") else { return Vec::new() };
+    let mut walk = repo.revwalk().expect("walk");
+    walk.push(head).expect("push");
+    walk.map(|oid| {
+        let oid = oid.expect("oid");
+        (oid, repo.find_commit(oid).expect("commit").message().unwrap_or_default().to_string())
+    })
+    .collect()
+}
+
+fn file(remote: &Path, path: &str) -> Option<String> {
+    let repo = Repository::open_bare(remote).ok()?;
+    let tree = repo.find_commit(repo.refname_to_id("refs/heads/main").ok()?).ok()?.tree().ok()?;
+    let blob = tree.get_path(Path::new(path)).ok()?.to_object(&repo).ok()?.peel_to_blob().ok()?;
+    Some(String::from_utf8_lossy(blob.content()).into_owned())
+}
+
+async fn delivered(gitops: &GitOps, key: &str, digest: &str) -> String {
+    for _ in 0..600 {
+        if let Some(Delivery::Delivered { digest: d, commit }) = gitops.delivery(key)
+            && d == digest
+        {
+            return commit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{key} was not delivered: {:?}", gitops.delivery(key));
+}
+
+#[tokio::test]
+async fn changes_arriving_together_make_one_commit_naming_each_instance_and_generation() {
+    let scratch = Scratch::new("batch");
+    let (path, url) = remote(&scratch);
+    let gitops = GitOps::start(settings(&scratch, &url, "clone"));
+    let trees: Vec<InstanceTree> = (0..50).map(|i| tree(&format!("bot-{i:02}"), &format!("n: {i}\n"))).collect();
+    for (i, t) in trees.iter().enumerate() {
+        gitops.submit(&format!("cmp-acme/bot-{i:02}"), 7, t);
+    }
+    let mut commits = Vec::new();
+    for (i, t) in trees.iter().enumerate() {
+        commits.push(delivered(&gitops, &format!("cmp-acme/bot-{i:02}"), &t.digest()).await);
+    }
+    let log = log(&path);
+    assert_eq!(log.len(), 1, "one commit for 50 Instances: {log:?}");
+    assert!(commits.iter().all(|c| *c == log[0].0.to_string()), "each Instance's status names that commit");
+    assert!(log[0].1.contains("cmp-acme/bot-00 generation 7") && log[0].1.contains("cmp-acme/bot-49 generation 7"));
+    let project = file(&path, "tenants/acme/p/kustomization.yaml").expect("project kustomization");
+    assert!(project.contains("- bot-00") && project.contains("- bot-49"), "{project}");
+    assert_eq!(gitops.counts().commits, 1);
+}
+
+#[tokio::test]
+async fn an_unchanged_tree_makes_no_commit_and_reports_the_commit_that_last_changed_it() {
+    let scratch = Scratch::new("unchanged");
+    let (path, url) = remote(&scratch);
+    let gitops = GitOps::start(settings(&scratch, &url, "clone"));
+    let a = tree("a", "v: 1\n");
+    gitops.submit("ns/a", 1, &a);
+    let first = delivered(&gitops, "ns/a", &a.digest()).await;
+    let b = tree("b", "v: 1\n");
+    gitops.submit("ns/b", 1, &b);
+    delivered(&gitops, "ns/b", &b.digest()).await;
+    assert_eq!(log(&path).len(), 2);
+
+    // A restarted operator (a new writer, a new clone) submits both again: no commit, and a's
+    // status still names the commit that last changed a's folder, not the head.
+    let restarted = GitOps::start(settings(&scratch, &url, "clone-after-restart"));
+    restarted.submit("ns/a", 1, &a);
+    assert_eq!(delivered(&restarted, "ns/a", &a.digest()).await, first);
+    assert_eq!(log(&path).len(), 2, "no empty commit");
+    assert_eq!(restarted.counts().commits, 0);
+}
+
+#[tokio::test]
+async fn a_changed_instance_makes_one_new_commit_and_a_removal_another() {
+    let scratch = Scratch::new("change");
+    let (path, url) = remote(&scratch);
+    let gitops = GitOps::start(settings(&scratch, &url, "clone"));
+    let v1 = tree("bot", "version: 1\n");
+    gitops.submit("ns/bot", 1, &v1);
+    let c1 = delivered(&gitops, "ns/bot", &v1.digest()).await;
+    let v2 = tree("bot", "version: 2\n");
+    gitops.submit("ns/bot", 2, &v2);
+    let c2 = delivered(&gitops, "ns/bot", &v2.digest()).await;
+    assert_ne!(c1, c2);
+    assert!(gitops.contains(&c2, &c1) && !gitops.contains(&c1, &c2), "history order is known");
+    assert_eq!(file(&path, "tenants/acme/p/bot/cm.yaml").as_deref(), Some("version: 2\n"));
+    let log = log(&path);
+    assert_eq!(log.len(), 2);
+    assert!(log[0].1.contains("ns/bot generation 2"), "{}", log[0].1);
+
+    let removed = gitops
+        .remove("tenants/acme/p/bot", Some(("ns/bot".into(), 2)), Duration::from_secs(20))
+        .await
+        .expect("removed");
+    assert_eq!(head(&path).map(|h| h.to_string()), Some(removed));
+    assert!(file(&path, "tenants/acme/p/bot/cm.yaml").is_none());
+    assert!(file(&path, "tenants/acme/p/kustomization.yaml").is_none(), "an empty Project lists nothing");
+}
+
+#[tokio::test]
+async fn a_push_onto_a_moved_remote_is_refused_and_nothing_is_lost() {
+    let scratch = Scratch::new("contention");
+    let (path, url) = remote(&scratch);
+    let ours = Mirror::open(&scratch.0.join("ours"), &url, "main", None).expect("mirror");
+    let theirs = Mirror::open(&scratch.0.join("theirs"), &url, "main", None).expect("mirror");
+    fn write(m: &Mirror, head: Option<Oid>, name: &str) -> Oid {
+        let author = git2::Signature::now("t", "t@example.com").expect("sig");
+        let (tree, _) = m.build(head, &[Edit::Put(tree(name, "x: 1\n"))]).expect("tree");
+        m.commit(head, tree, name, &author).expect("commit")
+    }
+    let start = ours.fetch().expect("fetch");
+    theirs.push(write(&theirs, start, "theirs")).expect("their push");
+    let stale = write(&ours, start, "ours");
+    assert!(matches!(ours.push(stale), Err(RepoError::Rejected { .. })), "a non-fast-forward push is refused");
+
+    // The writer task, with another writer pushing to the same remote all along: every change lands.
+    let gitops = GitOps::start(settings(&scratch, &url, "writer"));
+    let rival = std::thread::spawn(move || {
+        for i in 0..30 {
+            let head = theirs.fetch().expect("fetch");
+            let _ = theirs.push(write(&theirs, head, &format!("rival-{i}")));
+        }
+    });
+    let trees: Vec<InstanceTree> = (0..30).map(|i| tree(&format!("bot-{i}"), "y: 1\n")).collect();
+    for (i, t) in trees.iter().enumerate() {
+        gitops.submit(&format!("ns/bot-{i}"), 1, t);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, t) in trees.iter().enumerate() {
+        delivered(&gitops, &format!("ns/bot-{i}"), &t.digest()).await;
+    }
+    rival.join().expect("rival");
+    for i in 0..30 {
+        assert!(file(&path, &format!("tenants/acme/p/bot-{i}/cm.yaml")).is_some(), "our bot-{i} is on the remote");
+    }
+    let project = file(&path, "tenants/acme/p/kustomization.yaml").expect("kustomization");
+    assert!(
+        project.contains("- bot-29") && project.contains("- theirs"),
+        "both writers' folders are listed: {project}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_clone_is_rebuilt_and_an_unreachable_remote_is_reported_then_recovered() {
+    let scratch = Scratch::new("damaged");
+    let (path, url) = remote(&scratch);
+    let settings = settings(&scratch, &url, "clone");
+    let gitops = GitOps::start(settings.clone());
+    let a = tree("a", "v: 1\n");
+    gitops.submit("ns/a", 1, &a);
+    delivered(&gitops, "ns/a", &a.digest()).await;
+    // Damage the clone: its objects are gone.
+    std::fs::remove_dir_all(settings.clone_dir.join("objects")).expect("damage");
+    let b = tree("b", "v: 1\n");
+    gitops.submit("ns/b", 1, &b);
+    delivered(&gitops, "ns/b", &b.digest()).await;
+    assert_eq!(gitops.counts().rebuilds, 1, "rebuilt once");
+    assert!(file(&path, "tenants/acme/p/a/cm.yaml").is_some() && file(&path, "tenants/acme/p/b/cm.yaml").is_some());
+
+    let missing = scratch.0.join("not-yet.git");
+    let gone = GitOps::start(self::settings(&scratch, &format!("file://{}", missing.display()), "clone-2"));
+    gone.submit("ns/c", 1, &a);
+    let failure = loop {
+        match gone.delivery("ns/c") {
+            Some(Delivery::Failed { reason, message, .. }) => break (reason, message),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(failure.0, "GitUnreachable", "{}", failure.1);
+    assert!(failure.1.contains("not-yet.git"), "the message names the remote: {}", failure.1);
+    Repository::init_bare(&missing).expect("the remote appears");
+    delivered(&gone, "ns/c", &a.digest()).await;
+}
