@@ -170,6 +170,17 @@ pub fn flow_id(namespace: &str, name: &str, uid: &str) -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
+/// The Vault/OpenBao policy and Kubernetes-auth role of a Project's runtime:
+/// it reads only `connectors/<org>/<project>/*`. `cmp-<org>-<project>`.
+pub fn connector_role(organization: &str, project: &str) -> String {
+    format!("{NAMESPACE_PREFIX}{organization}-{project}")
+}
+
+/// The prefix of a Project's connector secrets in Vault/OpenBao (KV v2 paths, below the mount).
+pub fn connector_prefix(organization: &str, project: &str) -> String {
+    format!("connectors/{organization}/{project}/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,15 +240,4 @@ mod tests {
         assert_ne!(a, b);
         assert!(is_dns_label(&a) && is_dns_label(&b));
     }
-}
-
-/// The Vault/OpenBao policy and Kubernetes-auth role of a Project's runtime:
-/// it reads only `connectors/<org>/<project>/*`. `cmp-<org>-<project>`.
-pub fn connector_role(organization: &str, project: &str) -> String {
-    format!("{NAMESPACE_PREFIX}{organization}-{project}")
-}
-
-/// The prefix of a Project's connector secrets in Vault/OpenBao (KV v2 paths, below the mount).
-pub fn connector_prefix(organization: &str, project: &str) -> String {
-    format!("connectors/{organization}/{project}/")
 }

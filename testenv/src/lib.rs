@@ -9,6 +9,7 @@
 //! started, and fails loudly when there is none.
 
 pub mod apply;
+pub mod argocd;
 pub mod certs;
 pub mod control_plane;
 pub mod keycloak;

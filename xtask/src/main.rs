@@ -159,6 +159,9 @@ async fn cluster() -> anyhow::Result<ExitCode> {
 async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let dir = cmp_testenv::control_plane::cache_dir().join("test-runs").join(std::process::id().to_string());
     let (plane, _client) = start(&dir).await?;
+    // Argo CD (the GitOps tests' peer) is built once into the cache before the tests start, not by two test binaries at once.
+    let argocd = tokio::task::spawn_blocking(cmp_testenv::argocd::binaries).await?.context("building Argo CD")?;
+    eprintln!("Argo CD, kustomize and Redis are in {}", argocd.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("running cargo test --workspace against {}", plane.server());
     let status = tokio::process::Command::new(cargo)

@@ -229,8 +229,10 @@ pub fn project_apps(
             },
             destination,
             sync_policy: Some(serde_json::json!({
-                "automated": {"prune": true, "selfHeal": true},
-                "retry": {"limit": -1, "backoff": {"duration": "5s", "factor": 2, "maxDuration": "1m"}},
+                // allowEmpty: deleting a Project's last Instance must prune its objects (Argo CD refuses to empty an Application otherwise).
+                "automated": {"prune": true, "selfHeal": true, "allowEmpty": true},
+                // Bounded: a sync Argo CD keeps retrying blocks every later commit (a refused tree must not wedge the Project).
+                "retry": {"limit": 3, "backoff": {"duration": "5s", "factor": 2, "maxDuration": "1m"}},
             })),
         },
         status: None,
@@ -262,8 +264,11 @@ pub fn sync_state(application: &Application) -> SyncState {
     if !problems.is_empty() {
         return SyncState::Failed { why: problems.join("; ") };
     }
+    let synced_revision = status.sync.as_ref().filter(|s| s.status == "Synced").and_then(|s| s.revision.clone());
     if let Some(op) = &status.operation_state
         && matches!(op.phase.as_str(), "Failed" | "Error")
+        // A failed sync of an older commit no longer matters once a later one is synced.
+        && (synced_revision.is_none() || op.sync_result.as_ref().map(|r| &r.revision) == synced_revision.as_ref())
     {
         let message = op.message.clone().unwrap_or_default();
         return SyncState::Failed { why: format!("the last sync {}: {message}", op.phase.to_lowercase()) };

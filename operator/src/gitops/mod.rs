@@ -188,7 +188,8 @@ impl GitOps {
             self.lock().requested.remove(key);
         }
         let (done, confirmed) = oneshot::channel();
-        let request = Request { edit: Edit::Remove(dir.into()), instance, digest: String::new(), done: vec![done] };
+        let edit = if instance.is_some() { Edit::Remove(dir.into()) } else { Edit::RemoveProject(dir.into()) };
+        let request = Request { edit, instance, digest: String::new(), done: vec![done] };
         self.requests.send(request).map_err(|_| GitOpsError::Stopped)?;
         match tokio::time::timeout(wait, confirmed).await {
             Ok(Ok(Ok(commit))) => Ok(commit.to_string()),

@@ -32,8 +32,10 @@ pub enum RepoError {
 pub enum Edit {
     /// Replace a folder with these files.
     Put(InstanceTree),
-    /// Remove a folder (an Instance's, or a whole Project's).
+    /// Remove an Instance's folder (its Project's kustomization then lists one fewer).
     Remove(String),
+    /// Remove a Project's whole folder, its kustomization included.
+    RemoveProject(String),
 }
 
 impl Edit {
@@ -41,7 +43,7 @@ impl Edit {
     pub fn dir(&self) -> &str {
         match self {
             Edit::Put(tree) => &tree.dir,
-            Edit::Remove(dir) => dir,
+            Edit::Remove(dir) | Edit::RemoveProject(dir) => dir,
         }
     }
 }
@@ -178,7 +180,7 @@ impl Mirror {
                     self.add(&mut index, &format!("{}/{name}", tree.dir), body.as_bytes()).map_err(write)?;
                 }
             }
-            if let Some((project, _)) = edit.dir().rsplit_once('/') {
+            if let (Edit::Put(_) | Edit::Remove(_), Some((project, _))) = (edit, edit.dir().rsplit_once('/')) {
                 projects.insert(project.to_string());
             }
         }
@@ -193,10 +195,11 @@ impl Mirror {
                     (file == "kustomization.yaml").then(|| child.to_string())
                 })
                 .collect();
+            // Kept when empty: Argo CD then prunes the last Instance's objects (a missing folder is an error to it).
+            // Only removing the Project's own folder removes it.
             let file = format!("{project}/kustomization.yaml");
-            if instances.is_empty() {
-                index.remove_path(Path::new(&file)).ok();
-            } else {
+            let project_removed = edits.iter().any(|e| matches!(e, Edit::RemoveProject(dir) if dir == project));
+            if !project_removed {
                 let body = project_kustomization(&instances).map_err(RepoError::Write)?;
                 self.add(&mut index, &file, body.as_bytes()).map_err(write)?;
             }

@@ -149,7 +149,7 @@ fn finish(state: &mut Published, wake: &mpsc::UnboundedSender<String>, p: Pendin
     if let (Some((key, _)), Ok(commit)) = (&p.instance, &result) {
         let delivery = match p.edit {
             Edit::Put(_) => Delivery::Delivered { digest: p.digest.clone(), commit: commit.to_string() },
-            Edit::Remove(_) => Delivery::Removed { commit: commit.to_string() },
+            Edit::Remove(_) | Edit::RemoveProject(_) => Delivery::Removed { commit: commit.to_string() },
         };
         state.deliveries.insert(key.clone(), delivery);
         if state.requested.get(key) == Some(&p.digest) {
@@ -169,7 +169,8 @@ fn commit_message<'a>(pending: impl Iterator<Item = &'a Pending>) -> String {
         let what = match (&p.edit, &p.instance) {
             (Edit::Put(_), Some((key, generation))) => format!("Instance {key} generation {generation}"),
             (Edit::Remove(_), Some((key, generation))) => format!("Instance {key} generation {generation} removed"),
-            (Edit::Remove(dir), None) => format!("Project folder {dir} removed"),
+            (Edit::RemoveProject(dir), _) => format!("Project folder {dir} removed"),
+            (Edit::Remove(dir), None) => format!("folder {dir} removed"),
             (Edit::Put(tree), None) => format!("folder {}", tree.dir),
         };
         lines.push(what);

@@ -50,5 +50,14 @@ fn sync_state_reads_synced_pending_and_failed() {
         "operationState": {"phase": "Failed", "message": "one or more objects failed to apply"}
     }));
     assert!(matches!(sync_state(&failed), SyncState::Failed { why } if why.contains("failed to apply")));
+    let moved_on = with_status(serde_json::json!({
+        "sync": {"status": "Synced", "revision": "new"},
+        "operationState": {"phase": "Failed", "message": "refused", "syncResult": {"revision": "old"}}
+    }));
+    assert_eq!(
+        sync_state(&moved_on),
+        SyncState::Synced { revision: "new".into() },
+        "an older failure no longer counts"
+    );
     assert!(matches!(sync_state(&apps().application), SyncState::Pending { .. }));
 }

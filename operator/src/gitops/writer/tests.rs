@@ -163,7 +163,10 @@ async fn a_changed_instance_makes_one_new_commit_and_a_removal_another() {
         .expect("removed");
     assert_eq!(head(&path).map(|h| h.to_string()), Some(removed));
     assert!(file(&path, "tenants/acme/p/bot/cm.yaml").is_none());
-    assert!(file(&path, "tenants/acme/p/kustomization.yaml").is_none(), "an empty Project lists nothing");
+    let emptied = file(&path, "tenants/acme/p/kustomization.yaml").expect("kept, so Argo CD prunes");
+    assert!(emptied.contains("resources: []"), "an empty Project lists nothing: {emptied}");
+    gitops.remove("tenants/acme/p", None, Duration::from_secs(20)).await.expect("the Project's folder removed");
+    assert!(file(&path, "tenants/acme/p/kustomization.yaml").is_none(), "a removed Project leaves nothing");
 }
 
 #[tokio::test]

@@ -1,0 +1,275 @@
+//! Dedicated runtimes through GitOps, end to end: the operator commits to a
+//! real bare repository, a real Argo CD (repo server + application
+//! controller, built from Go modules) syncs the Project's tree into its
+//! runtime namespace, a version change is one new commit, deletion prunes,
+//! and the AppProject refuses anything outside the runtime namespace.
+
+mod support;
+
+use std::path::Path;
+
+use cmp_crds::conditions::{self, READY, SYNCED};
+use cmp_crds::{Instance, Offering};
+use cmp_testenv::argocd::ArgoCd;
+use cmp_testenv::test::{eventually, test_kubeconfig};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use support::{CONVERGE, RUN_LABEL, World};
+
+/// Commits on the remote branch, newest first (id, message).
+fn remote_log(remote: &Path) -> Vec<(String, String)> {
+    let repo = git2::Repository::open_bare(remote).expect("remote");
+    let Ok(head) = repo.refname_to_id("refs/heads/main") else { return Vec::new() };
+    let mut walk = repo.revwalk().expect("walk");
+    walk.push(head).expect("head");
+    walk.map(|oid| {
+        let oid = oid.expect("oid");
+        (oid.to_string(), repo.find_commit(oid).expect("commit").message().unwrap_or_default().to_string())
+    })
+    .collect()
+}
+
+/// Another writer (not the operator) commits `files` on top of the remote head.
+fn push_as_another_writer(remote: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
+    let repo = git2::Repository::open_bare(remote).expect("remote");
+    let head = repo.find_commit(repo.refname_to_id("refs/heads/main").expect("head")).expect("commit");
+    let mut index = git2::Index::new().expect("index");
+    index.read_tree(&head.tree().expect("tree")).expect("read");
+    for (path, body) in files {
+        match body {
+            Some(body) => {
+                let id = repo.blob(body.as_bytes()).expect("blob");
+                let entry = git2::IndexEntry {
+                    ctime: git2::IndexTime::new(0, 0),
+                    mtime: git2::IndexTime::new(0, 0),
+                    dev: 0,
+                    ino: 0,
+                    mode: 0o100644,
+                    uid: 0,
+                    gid: 0,
+                    file_size: body.len() as u32,
+                    id,
+                    flags: path.len() as u16,
+                    flags_extended: 0,
+                    path: path.as_bytes().to_vec(),
+                };
+                index.add(&entry).expect("add");
+            }
+            None => index.remove_path(Path::new(path)).expect("remove"),
+        }
+    }
+    let tree = repo.find_tree(index.write_tree_to(&repo).expect("write")).expect("tree");
+    let author = git2::Signature::now("someone", "someone@example.com").expect("sig");
+    let commit = repo.commit(Some("refs/heads/main"), &author, &author, message, &tree, &[&head]).expect("commit");
+    commit.to_string()
+}
+
+fn condition(instance: &Instance, type_: &str) -> Option<(String, String, String)> {
+    let c = conditions::find(&instance.status.as_ref()?.conditions, type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Stands in for the kubelet (there is none here): reports the Deployment's replica available, as the
+/// deployment controller would once the kubelet ran its pod.
+async fn kubelet_stand_in_makes_available(deployments: &Api<Deployment>, name: &str) {
+    let deployment = deployments.get(name).await.expect("Deployment");
+    let status = json!({"status": {
+        "observedGeneration": deployment.metadata.generation, "replicas": 1, "updatedReplicas": 1,
+        "readyReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                        "message": "Deployment has minimum availability."}]}});
+    deployments.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.expect("status");
+}
+
+fn applications(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Asks Argo CD to look at the repository now (its repo server caches refs for minutes otherwise).
+async fn refresh(apps: &Api<DynamicObject>, name: &str) {
+    let patch = json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}});
+    let _ = apps.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await;
+}
+
+/// Waits until Argo CD reports the Application synced at `commit`, its last sync operation done (refreshing it meanwhile).
+async fn synced_at(apps: &Api<DynamicObject>, name: &str, commit: &str) -> Value {
+    eventually(&format!("Argo CD synced {name} at {commit}"), CONVERGE, || async {
+        refresh(apps, name).await;
+        let app = apps.get_opt(name).await.ok()??;
+        let status = &app.data["status"];
+        // The last operation is done, or was about an older commit (an unchanged tree needs none).
+        let operation = &status["operationState"];
+        let done = operation["phase"] == "Succeeded" || operation["operation"]["sync"]["revision"] != commit;
+        (status["sync"]["status"] == "Synced" && status["sync"]["revision"] == commit && done).then(|| status.clone())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_commit_and_pruned() {
+    let w = World::new("gitops").await;
+    let scratch = std::env::temp_dir().join(format!("{}-gitops", w.run));
+    let remote = scratch.join("tenants.git");
+    git2::Repository::init_bare(&remote).expect("bare remote");
+    let url = format!("file://{}", remote.display());
+    let argocd_ns = format!("{}-argocd", w.run);
+    let argo =
+        ArgoCd::start(&w.client, &test_kubeconfig(), &argocd_ns, &scratch.join("argocd")).await.expect("Argo CD");
+    let clone = scratch.join("clone");
+    let flags =
+        ["--gitops-repo", &url, "--gitops-clone-dir", &clone.to_string_lossy(), "--argocd-namespace", &argocd_ns];
+    let _operator = w.operator("a", &flags);
+
+    let (artifact, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("flow");
+    let offering = format!("{}-ded", w.run);
+    let apply_offering = |versions: Value| {
+        let body = json!({"apiVersion": Offering::api_version(&()), "kind": "Offering",
+            "metadata": {"name": offering, "labels": {RUN_LABEL: w.run}},
+            "spec": {"displayName": "Dedicated", "runtime": {"mode": "Dedicated", "image": "langflowai/langflow:1.5.0", "port": 7860},
+                     "versions": versions, "plans": [{"id": "basic", "creditsPerRun": 1}]}});
+        let api = Api::<Offering>::all(w.client.clone());
+        let name = offering.clone();
+        async move {
+            api.patch(&name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body)).await.expect("Offering")
+        }
+    };
+    let version = |name: &str| json!({"name": name, "artifact": {"url": artifact, "sha256": sha256}, "flowId": "echo"});
+    apply_offering(json!([version("1")])).await;
+    let org = w.org_name("org");
+    w.apply_org(&org, json!({"displayName": "GitOps"})).await;
+    w.org_ready(&org).await;
+    w.apply_project(&org, "support", json!({"displayName": "Support"})).await;
+    w.project_ready(&org, "support").await;
+    let runtime_ns = format!("cmp-{org}-support");
+    let instances = Api::<Instance>::namespaced(w.client.clone(), &format!("cmp-{org}"));
+    let apply_instance = |version: &str| {
+        let body = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": "bot"},
+            "spec": {"project": "support", "offering": offering, "version": version, "plan": "basic"}});
+        let api = instances.clone();
+        async move {
+            api.patch("bot", &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body)).await.expect("Instance")
+        }
+    };
+    apply_instance("1").await;
+
+    // Committed: Synced names the commit, and the remote holds the folder.
+    let synced = eventually("the Instance Synced with a commit", CONVERGE, || async {
+        let i = instances.get("bot").await.ok()?;
+        let gitops = i.status.as_ref()?.gitops.clone()?;
+        (condition(&i, SYNCED)?.0 == "True").then_some(gitops)
+    })
+    .await;
+    assert_eq!(synced.path, format!("tenants/{org}/support/bot"));
+    assert_eq!(synced.repo, url);
+    let log = remote_log(&remote);
+    assert_eq!(log.len(), 1, "one commit: {log:?}");
+    assert_eq!(log[0].0, synced.commit);
+    assert!(log[0].1.contains(&format!("cmp-{org}/bot generation 1")), "{}", log[0].1);
+
+    // Argo CD syncs that commit into the runtime namespace.
+    let apps = applications(&w.client, &argocd_ns);
+    let status = synced_at(&apps, &runtime_ns, &synced.commit).await;
+    assert_eq!(status["operationState"]["syncResult"]["revision"], synced.commit, "{status}");
+    let deployments = Api::<Deployment>::namespaced(w.client.clone(), &runtime_ns);
+    let config_maps = Api::<ConfigMap>::namespaced(w.client.clone(), &runtime_ns);
+    assert!(Api::<Service>::namespaced(w.client.clone(), &runtime_ns).get("bot").await.is_ok(), "Service synced");
+    assert_eq!(config_maps.get("bot-flow").await.expect("ConfigMap synced").data.expect("data")["version"], "1");
+    assert!(deployments.get("bot").await.is_ok(), "Deployment synced (the API server admitted it under restricted)");
+
+    // Ready waits for the Deployment; the kubelet stand-in makes it available.
+    let waiting = eventually("Ready waits for the Deployment", CONVERGE, || async {
+        let i = instances.get("bot").await.ok()?;
+        condition(&i, READY).filter(|c| c.1 == "DeploymentUnavailable")
+    })
+    .await;
+    assert_eq!(waiting.0, "False");
+    kubelet_stand_in_makes_available(&deployments, "bot").await;
+    eventually("the Instance Ready", CONVERGE, || async {
+        let i = instances.get("bot").await.ok()?;
+        (condition(&i, READY)?.0 == "True").then_some(())
+    })
+    .await;
+
+    // A version change: exactly one new commit, synced by Argo CD.
+    apply_offering(json!([version("1"), version("2")])).await;
+    apply_instance("2").await;
+    let changed = eventually("the version change committed", CONVERGE, || async {
+        let i = instances.get("bot").await.ok()?;
+        let gitops = i.status.as_ref()?.gitops.clone()?;
+        (gitops.commit != synced.commit && condition(&i, SYNCED)?.0 == "True").then_some(gitops)
+    })
+    .await;
+    let log = remote_log(&remote);
+    assert_eq!(log.len(), 2, "one new commit: {log:?}");
+    assert!(log[0].1.contains(&format!("cmp-{org}/bot generation 2")), "{}", log[0].1);
+    synced_at(&apps, &runtime_ns, &changed.commit).await;
+    eventually("the ConfigMap at version 2", CONVERGE, || async {
+        let cm = config_maps.get("bot-flow").await.ok()?;
+        (cm.data?.get("version")? == "2").then_some(())
+    })
+    .await;
+
+    // Something outside the runtime namespace is refused by the AppProject, and never created.
+    let project_dir = format!("tenants/{org}/support");
+    let intruder =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cmp-intruder\n  namespace: default\ndata: {a: b}\n";
+    let listed = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- bot\n- intruder\n";
+    let tampered = push_as_another_writer(
+        &remote,
+        &[
+            (&format!("{project_dir}/intruder/kustomization.yaml"), Some("resources: [cm.yaml]\n")),
+            (&format!("{project_dir}/intruder/cm.yaml"), Some(intruder)),
+            (&format!("{project_dir}/kustomization.yaml"), Some(listed)),
+        ],
+        "someone adds an object in another namespace",
+    );
+    let refusal = eventually("the AppProject refuses the other namespace", CONVERGE, || async {
+        refresh(&apps, &runtime_ns).await;
+        let app = apps.get_opt(&runtime_ns).await.ok()??;
+        let text = app.data["status"].to_string();
+        (text.contains(&tampered) || text.contains("not permitted"))
+            .then_some(text)
+            .filter(|t| t.contains("not permitted"))
+    })
+    .await;
+    assert!(refusal.contains("default"), "{refusal}");
+    let elsewhere = Api::<ConfigMap>::namespaced(w.client.clone(), "default");
+    assert!(elsewhere.get_opt("cmp-intruder").await.expect("read").is_none(), "never created outside the namespace");
+    let taken_back = push_as_another_writer(
+        &remote,
+        &[
+            (&format!("{project_dir}/intruder/kustomization.yaml"), None),
+            (&format!("{project_dir}/intruder/cm.yaml"), None),
+            (
+                &format!("{project_dir}/kustomization.yaml"),
+                Some("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- bot\n"),
+            ),
+        ],
+        "someone takes it back",
+    );
+    // The refused sync gives up after its bounded retries, and the Project syncs again.
+    synced_at(&apps, &runtime_ns, &taken_back).await;
+
+    // Deleting the Instance removes its folder in a commit, and Argo CD prunes its objects.
+    instances.delete("bot", &DeleteParams::default()).await.expect("delete");
+    eventually("the Instance gone", CONVERGE, || async {
+        matches!(instances.get_opt("bot").await, Ok(None)).then_some(())
+    })
+    .await;
+    let log = remote_log(&remote);
+    assert!(log[0].1.contains("removed"), "{}", log[0].1);
+    eventually("Argo CD pruned the runtime", CONVERGE, || async {
+        refresh(&apps, &runtime_ns).await;
+        let gone =
+            deployments.get_opt("bot").await.ok()?.is_none() && config_maps.get_opt("bot-flow").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    drop(argo);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
