@@ -123,6 +123,27 @@ pub struct Args {
 
 /// Where API-key plaintexts are written.
 impl Args {
+    /// Refuses GitOps flags that cannot work, naming the flag.
+    fn check_gitops(&self) -> anyhow::Result<()> {
+        if self.gitops_repo.is_empty() {
+            if !self.argocd_namespace.is_empty() {
+                anyhow::bail!("--argocd-namespace needs --gitops-repo: Argo CD syncs what the operator commits there");
+            }
+            return Ok(());
+        }
+        let root = self.gitops_root.trim_matches('/');
+        if root.is_empty() || root.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            anyhow::bail!(
+                "--gitops-root {:?} must be a folder inside the repository such as \"tenants\" (no empty, '.' or '..' parts)",
+                self.gitops_root
+            );
+        }
+        if self.gitops_branch.trim().is_empty() {
+            anyhow::bail!("--gitops-branch must name a branch, such as \"main\"");
+        }
+        Ok(())
+    }
+
     fn gitops(&self, vault: Option<&VaultSettings>) -> GitOpsSettings {
         let url = self.gitops_repo.clone();
         let clone_dir = self.gitops_clone_dir.clone().unwrap_or_else(|| {
@@ -175,6 +196,7 @@ impl Args {
                 })
             }
         };
+        self.check_gitops()?;
         let gitops = (!self.gitops_repo.is_empty()).then(|| self.gitops(vault.as_ref()));
         Ok(Settings {
             gitops,
@@ -189,5 +211,30 @@ impl Args {
             offering_selector: Some(self.offering_selector.clone()).filter(|s| !s.is_empty()),
             vault,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Settings> {
+        let mut all = vec!["cmp-operator"];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all)?.settings()
+    }
+
+    #[test]
+    fn gitops_flags_that_cannot_work_are_refused_naming_the_flag() {
+        let error = |args: &[&str]| parse(args).expect_err("refused").to_string();
+        assert!(error(&["--argocd-namespace", "argocd"]).contains("--argocd-namespace needs --gitops-repo"));
+        assert!(error(&["--gitops-repo", "file:///r.git", "--gitops-root", "../up"]).contains("--gitops-root"));
+        assert!(error(&["--gitops-repo", "file:///r.git", "--gitops-root", "/"]).contains("--gitops-root"));
+        assert!(error(&["--gitops-repo", "file:///r.git", "--gitops-branch", " "]).contains("--gitops-branch"));
+        let settings = parse(&["--gitops-repo", "file:///r.git", "--gitops-root", "/tenants/"]).expect("valid");
+        let gitops = settings.gitops.expect("GitOps configured");
+        assert_eq!(gitops.render.root, "tenants");
+        assert!(gitops.argocd.is_none());
+        assert!(parse(&[]).expect("valid").gitops.is_none(), "no repository, no GitOps");
     }
 }

@@ -1,7 +1,7 @@
 //! Objects the unit tests of several pipelines build (test-only).
 
-use cmp_crds::Offering;
 use cmp_crds::offering::{Artifact, OfferingSpec, OfferingVersion, Plan, Runtime, RuntimeMode, SecretKeyRef};
+use cmp_crds::{Instance, InstanceSpec, Offering};
 
 /// Version `name` of an Offering, its artifact at `file:///<name>.json`.
 pub fn version(name: &str, deprecated: bool) -> OfferingVersion {
@@ -44,4 +44,27 @@ pub fn offering(mode: RuntimeMode, versions: Vec<OfferingVersion>) -> Offering {
         demo: None,
     };
     Offering::new("echo", spec)
+}
+
+/// The Instance `bot` of Project `project` in the control namespace `cmp-acme`, on Offering `echo`
+/// version `1`, plan `basic` (uid `uid-1`, generation 1).
+pub fn instance(project: &str) -> Instance {
+    let mut i = Instance::new(
+        "bot",
+        InstanceSpec {
+            project: project.into(),
+            offering: "echo".into(),
+            version: "1".into(),
+            plan: "basic".into(),
+            suspended: false,
+            api_keys: vec![],
+            connectors: vec![],
+            config: Default::default(),
+            deletion_policy: Default::default(),
+        },
+    );
+    i.metadata.namespace = Some("cmp-acme".into());
+    i.metadata.uid = Some("uid-1".into());
+    i.metadata.generation = Some(1);
+    i
 }

@@ -6,67 +6,19 @@
 
 mod support;
 
-use std::path::Path;
-
 use cmp_crds::conditions::{self, READY, SYNCED};
 use cmp_crds::{Instance, Offering};
 use cmp_testenv::argocd::ArgoCd;
+use cmp_testenv::git::{AnotherWriter, BareRemote};
 use cmp_testenv::test::{eventually, test_kubeconfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use support::{CONVERGE, RUN_LABEL, World};
-
-/// Commits on the remote branch, newest first (id, message).
-fn remote_log(remote: &Path) -> Vec<(String, String)> {
-    let repo = git2::Repository::open_bare(remote).expect("remote");
-    let Ok(head) = repo.refname_to_id("refs/heads/main") else { return Vec::new() };
-    let mut walk = repo.revwalk().expect("walk");
-    walk.push(head).expect("head");
-    walk.map(|oid| {
-        let oid = oid.expect("oid");
-        (oid.to_string(), repo.find_commit(oid).expect("commit").message().unwrap_or_default().to_string())
-    })
-    .collect()
-}
-
-/// Another writer (not the operator) commits `files` on top of the remote head.
-fn push_as_another_writer(remote: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
-    let repo = git2::Repository::open_bare(remote).expect("remote");
-    let head = repo.find_commit(repo.refname_to_id("refs/heads/main").expect("head")).expect("commit");
-    let mut index = git2::Index::new().expect("index");
-    index.read_tree(&head.tree().expect("tree")).expect("read");
-    for (path, body) in files {
-        match body {
-            Some(body) => {
-                let id = repo.blob(body.as_bytes()).expect("blob");
-                let entry = git2::IndexEntry {
-                    ctime: git2::IndexTime::new(0, 0),
-                    mtime: git2::IndexTime::new(0, 0),
-                    dev: 0,
-                    ino: 0,
-                    mode: 0o100644,
-                    uid: 0,
-                    gid: 0,
-                    file_size: body.len() as u32,
-                    id,
-                    flags: path.len() as u16,
-                    flags_extended: 0,
-                    path: path.as_bytes().to_vec(),
-                };
-                index.add(&entry).expect("add");
-            }
-            None => index.remove_path(Path::new(path)).expect("remove"),
-        }
-    }
-    let tree = repo.find_tree(index.write_tree_to(&repo).expect("write")).expect("tree");
-    let author = git2::Signature::now("someone", "someone@example.com").expect("sig");
-    let commit = repo.commit(Some("refs/heads/main"), &author, &author, message, &tree, &[&head]).expect("commit");
-    commit.to_string()
-}
 
 fn condition(instance: &Instance, type_: &str) -> Option<(String, String, String)> {
     let c = conditions::find(&instance.status.as_ref()?.conditions, type_)?;
@@ -114,9 +66,8 @@ async fn synced_at(apps: &Api<DynamicObject>, name: &str, commit: &str) -> Value
 async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_commit_and_pruned() {
     let w = World::new("gitops").await;
     let scratch = std::env::temp_dir().join(format!("{}-gitops", w.run));
-    let remote = scratch.join("tenants.git");
-    git2::Repository::init_bare(&remote).expect("bare remote");
-    let url = format!("file://{}", remote.display());
+    let remote = BareRemote::create(&scratch.join("tenants.git")).expect("bare remote");
+    let url = remote.url();
     let argocd_ns = format!("{}-argocd", w.run);
     let argo =
         ArgoCd::start(&w.client, &test_kubeconfig(), &argocd_ns, &scratch.join("argocd")).await.expect("Argo CD");
@@ -166,7 +117,7 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
     .await;
     assert_eq!(synced.path, format!("tenants/{org}/support/bot"));
     assert_eq!(synced.repo, url);
-    let log = remote_log(&remote);
+    let log = remote.log();
     assert_eq!(log.len(), 1, "one commit: {log:?}");
     assert_eq!(log[0].0, synced.commit);
     assert!(log[0].1.contains(&format!("cmp-{org}/bot generation 1")), "{}", log[0].1);
@@ -179,7 +130,33 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
     let config_maps = Api::<ConfigMap>::namespaced(w.client.clone(), &runtime_ns);
     assert!(Api::<Service>::namespaced(w.client.clone(), &runtime_ns).get("bot").await.is_ok(), "Service synced");
     assert_eq!(config_maps.get("bot-flow").await.expect("ConfigMap synced").data.expect("data")["version"], "1");
-    assert!(deployments.get("bot").await.is_ok(), "Deployment synced (the API server admitted it under restricted)");
+    let deployment = deployments.get("bot").await.expect("Deployment synced");
+    // Pod security is enforced on Pods, not Deployments (there is no deployment controller here to make
+    // one): the real API server admits the Deployment's pod, dry-run, under `restricted` and the quota.
+    let template = deployment.spec.expect("spec").template;
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("bot-admission-check".into()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    Api::<Pod>::namespaced(w.client.clone(), &runtime_ns)
+        .create(&dry_run, &pod)
+        .await
+        .expect("the pod passes restricted and the quota");
+    let mut privileged = pod.clone();
+    if let Some(c) = privileged.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.security_context = None;
+    }
+    let refused = Api::<Pod>::namespaced(w.client.clone(), &runtime_ns).create(&dry_run, &privileged).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("restricted")),
+        "the namespace does enforce restricted: {refused:?}"
+    );
 
     // Ready waits for the Deployment; the kubelet stand-in makes it available.
     let waiting = eventually("Ready waits for the Deployment", CONVERGE, || async {
@@ -204,7 +181,7 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
         (gitops.commit != synced.commit && condition(&i, SYNCED)?.0 == "True").then_some(gitops)
     })
     .await;
-    let log = remote_log(&remote);
+    let log = remote.log();
     assert_eq!(log.len(), 2, "one new commit: {log:?}");
     assert!(log[0].1.contains(&format!("cmp-{org}/bot generation 2")), "{}", log[0].1);
     synced_at(&apps, &runtime_ns, &changed.commit).await;
@@ -219,39 +196,31 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
     let intruder =
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cmp-intruder\n  namespace: default\ndata: {a: b}\n";
     let listed = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- bot\n- intruder\n";
-    let tampered = push_as_another_writer(
-        &remote,
-        &[
-            (&format!("{project_dir}/intruder/kustomization.yaml"), Some("resources: [cm.yaml]\n")),
-            (&format!("{project_dir}/intruder/cm.yaml"), Some(intruder)),
-            (&format!("{project_dir}/kustomization.yaml"), Some(listed)),
-        ],
-        "someone adds an object in another namespace",
-    );
+    let someone = AnotherWriter::clone(&remote, &scratch.join("someone")).expect("clone");
+    let tampering = [
+        (format!("{project_dir}/intruder/kustomization.yaml"), Some("resources: [cm.yaml]\n")),
+        (format!("{project_dir}/intruder/cm.yaml"), Some(intruder)),
+        (format!("{project_dir}/kustomization.yaml"), Some(listed)),
+    ];
+    let files: Vec<(&str, Option<&str>)> = tampering.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+    someone.commit(&files, "someone adds an object in another namespace").expect("their push");
     let refusal = eventually("the AppProject refuses the other namespace", CONVERGE, || async {
         refresh(&apps, &runtime_ns).await;
-        let app = apps.get_opt(&runtime_ns).await.ok()??;
-        let text = app.data["status"].to_string();
-        (text.contains(&tampered) || text.contains("not permitted"))
-            .then_some(text)
-            .filter(|t| t.contains("not permitted"))
+        let text = apps.get_opt(&runtime_ns).await.ok()??.data["status"].to_string();
+        text.contains("not permitted").then_some(text)
     })
     .await;
     assert!(refusal.contains("default"), "{refusal}");
     let elsewhere = Api::<ConfigMap>::namespaced(w.client.clone(), "default");
     assert!(elsewhere.get_opt("cmp-intruder").await.expect("read").is_none(), "never created outside the namespace");
-    let taken_back = push_as_another_writer(
-        &remote,
-        &[
-            (&format!("{project_dir}/intruder/kustomization.yaml"), None),
-            (&format!("{project_dir}/intruder/cm.yaml"), None),
-            (
-                &format!("{project_dir}/kustomization.yaml"),
-                Some("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- bot\n"),
-            ),
-        ],
-        "someone takes it back",
-    );
+    let back = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- bot\n";
+    let untampering = [
+        (format!("{project_dir}/intruder/kustomization.yaml"), None),
+        (format!("{project_dir}/intruder/cm.yaml"), None),
+        (format!("{project_dir}/kustomization.yaml"), Some(back)),
+    ];
+    let files: Vec<(&str, Option<&str>)> = untampering.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+    let taken_back = someone.commit(&files, "someone takes it back").expect("their push");
     // The refused sync gives up after its bounded retries, and the Project syncs again.
     synced_at(&apps, &runtime_ns, &taken_back).await;
 
@@ -261,7 +230,7 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
         matches!(instances.get_opt("bot").await, Ok(None)).then_some(())
     })
     .await;
-    let log = remote_log(&remote);
+    let log = remote.log();
     assert!(log[0].1.contains("removed"), "{}", log[0].1);
     eventually("Argo CD pruned the runtime", CONVERGE, || async {
         refresh(&apps, &runtime_ns).await;

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod argocd;
 pub mod certs;
 pub mod control_plane;
+pub mod git;
 pub mod keycloak;
 pub mod langflow_stand_in;
 pub mod lfx;

@@ -124,31 +124,14 @@ mod tests {
     use cmp_crds::conditions::{FALSE, TRUE};
     use cmp_crds::offering::{ArtifactState, RuntimeMode};
     use cmp_crds::offering::{OfferingStatus, VersionStatus};
-    use cmp_crds::{InstanceSpec, OrganizationSpec, ProjectSpec, ProjectStatus};
+    use cmp_crds::{OrganizationSpec, ProjectSpec, ProjectStatus};
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).expect("valid")
     }
 
     fn instance() -> Instance {
-        let mut i = Instance::new(
-            "bot",
-            InstanceSpec {
-                project: "p".into(),
-                offering: "echo".into(),
-                version: "1".into(),
-                plan: "basic".into(),
-                suspended: false,
-                api_keys: vec![],
-                connectors: vec![],
-                config: Default::default(),
-                deletion_policy: Default::default(),
-            },
-        );
-        i.metadata.namespace = Some("cmp-acme".into());
-        i.metadata.uid = Some("uid-1".into());
-        i.metadata.generation = Some(1);
-        i
+        crate::fixtures::instance("p")
     }
 
     fn ready_project() -> Project {

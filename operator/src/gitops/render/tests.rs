@@ -1,25 +1,10 @@
 use super::*;
-use cmp_crds::InstanceSpec;
 use cmp_crds::instance::ConnectorBinding;
 use cmp_crds::offering::RuntimeMode;
 
 fn instance(connectors: Vec<ConnectorBinding>) -> Instance {
-    let mut i = Instance::new(
-        "bot",
-        InstanceSpec {
-            project: "support".into(),
-            offering: "echo".into(),
-            version: "1".into(),
-            plan: "basic".into(),
-            suspended: false,
-            api_keys: vec![],
-            connectors,
-            config: Default::default(),
-            deletion_policy: Default::default(),
-        },
-    );
-    i.metadata.namespace = Some("cmp-acme".into());
-    i.metadata.generation = Some(3);
+    let mut i = crate::fixtures::instance("support");
+    i.spec.connectors = connectors;
     i
 }
 
@@ -33,10 +18,19 @@ fn settings(vault_mount: Option<&str>) -> RenderSettings {
 
 fn render_with(instance: &Instance, settings: &RenderSettings) -> Result<InstanceTree, String> {
     let offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("1", false)]);
+    render_offering(instance, &offering, settings)
+}
+
+/// Renders `instance` on the first version of `offering`, in `cmp-acme-support` with 500m / 512Mi per container.
+fn render_offering(
+    instance: &Instance,
+    offering: &Offering,
+    settings: &RenderSettings,
+) -> Result<InstanceTree, String> {
     let input = RenderInput {
         instance,
         organization: "acme",
-        offering: &offering,
+        offering,
         version: &offering.spec.versions[0],
         namespace: "cmp-acme-support",
         container_cpu: "500m",
@@ -87,17 +81,7 @@ fn a_version_change_changes_only_the_configmap_and_the_digest() {
     let a = render_with(&instance(vec![]), &settings(None)).expect("renders");
     let mut offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("2", false)]);
     offering.spec.versions[0].artifact.sha256 = "b".repeat(64);
-    let i = instance(vec![]);
-    let input = RenderInput {
-        instance: &i,
-        organization: "acme",
-        offering: &offering,
-        version: &offering.spec.versions[0],
-        namespace: "cmp-acme-support",
-        container_cpu: "500m",
-        container_memory: "512Mi",
-    };
-    let b = render(&input, &settings(None)).expect("renders");
+    let b = render_offering(&instance(vec![]), &offering, &settings(None)).expect("renders");
     assert_ne!(a.digest(), b.digest());
     let changed: Vec<&String> = a.files.keys().filter(|f| a.files[*f] != b.files[*f]).collect();
     assert_eq!(changed, ["configmap.yaml"]);

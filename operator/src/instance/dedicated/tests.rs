@@ -2,26 +2,11 @@ use super::*;
 use crate::gitops::render::RenderSettings;
 use cmp_crds::conditions::TRUE;
 use cmp_crds::offering::RuntimeMode;
-use cmp_crds::{InstanceSpec, Organization, OrganizationSpec, Project, ProjectSpec};
+use cmp_crds::{Organization, OrganizationSpec, Project, ProjectSpec};
 use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
 fn instance() -> Instance {
-    let mut i = Instance::new(
-        "bot",
-        InstanceSpec {
-            project: "p".into(),
-            offering: "echo".into(),
-            version: "1".into(),
-            plan: "basic".into(),
-            suspended: false,
-            api_keys: vec![],
-            connectors: vec![],
-            config: Default::default(),
-            deletion_policy: Default::default(),
-        },
-    );
-    i.metadata.namespace = Some("cmp-acme".into());
-    i
+    crate::fixtures::instance("p")
 }
 
 fn observed() -> Observed {
