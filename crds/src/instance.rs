@@ -174,6 +174,34 @@ pub enum SecretStore {
     Vault,
 }
 
+/// What the operator found of a connector binding's secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorStatus {
+    /// The binding's name (matches `spec.connectors[].name`).
+    pub name: String,
+    /// The KV v2 path of its secret.
+    pub vault_path: String,
+    /// `Found`, `Missing`, `OutsideTenant` or `Unknown`.
+    pub secret: ConnectorSecret,
+    /// What was found, or what to do.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// The state of a connector binding's secret.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConnectorSecret {
+    /// The secret exists at `vaultPath`; the runtime's Vault agent mounts it.
+    Found,
+    /// Nothing is at `vaultPath`: write the secret there.
+    Missing,
+    /// `vaultPath` lies outside the Project's `connectors/<org>/<project>/`: refused, nothing is written.
+    OutsideTenant,
+    /// Not looked at yet, or Vault/OpenBao could not be asked (the message says why).
+    Unknown,
+}
+
 /// The issued state of an API key. Only a hash of the key is kept here.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -224,6 +252,10 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub api_keys: Vec<ApiKeyStatus>,
+    /// Each connector binding: whether its secret is where `vaultPath` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub connectors: Vec<ConnectorStatus>,
     /// `Synced` (the manifests are committed) and `Ready` (the runtime serves), each with its own observedGeneration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

@@ -171,9 +171,11 @@ pub fn flow_id(namespace: &str, name: &str, uid: &str) -> String {
 }
 
 /// The Vault/OpenBao policy and Kubernetes-auth role of a Project's runtime:
-/// it reads only `connectors/<org>/<project>/*`. `cmp-<org>-<project>`.
+/// it reads only `connectors/<org>/<project>/*`. `cmp.<org>.<project>`: the
+/// dots, which no DNS label holds, keep Organization `a-b`'s Project `c`
+/// apart from Organization `a`'s Project `b-c`.
 pub fn connector_role(organization: &str, project: &str) -> String {
-    format!("{NAMESPACE_PREFIX}{organization}-{project}")
+    format!("cmp.{organization}.{project}")
 }
 
 /// The prefix of a Project's connector secrets in Vault/OpenBao (KV v2 paths, below the mount).
@@ -184,6 +186,13 @@ pub fn connector_prefix(organization: &str, project: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connector_roles_of_different_projects_never_collide() {
+        assert_eq!(connector_role("acme", "support"), "cmp.acme.support");
+        assert_ne!(connector_role("a-b", "c"), connector_role("a", "b-c"));
+        assert!(connector_prefix("acme", "support").ends_with('/'), "a prefix, so support-2 is not inside support");
+    }
 
     fn is_dns_label(s: &str) -> bool {
         !s.is_empty()

@@ -56,17 +56,21 @@ pub struct Args {
     #[arg(long, env = "CMP_SECRET_STORE", value_enum, default_value = "secret")]
     pub secret_store: SecretStoreArg,
 
-    /// `--secret-store vault`: the Vault/OpenBao address.
+    /// The Vault/OpenBao address: connector policies and roles per Project (and API keys with `--secret-store vault`). Empty: no Vault.
     #[arg(long, env = "VAULT_ADDR", default_value = "")]
     pub vault_addr: String,
 
-    /// `--secret-store vault`: the token (from the environment, never the command line, in production).
+    /// The Vault token (from the environment, never the command line, in production).
     #[arg(long, env = "VAULT_TOKEN", default_value = "", hide_env_values = true)]
     pub vault_token: String,
 
-    /// `--secret-store vault`: the KV v2 mount.
+    /// The KV v2 mount of API keys and connector secrets.
     #[arg(long, env = "CMP_VAULT_MOUNT", default_value = "secret")]
     pub vault_mount: String,
+
+    /// The path of the Kubernetes auth method the runtimes' Vault agents log in with; the operator writes a role per Project there.
+    #[arg(long, env = "CMP_VAULT_KUBERNETES_AUTH", default_value = "kubernetes")]
+    pub vault_kubernetes_auth: String,
 
     /// `--secret-store vault`: the path prefix; keys go under `<prefix>/<organization>/instances/<instance>/keys/<key>`.
     #[arg(long, env = "CMP_VAULT_PREFIX", default_value = "cmp")]
@@ -182,20 +186,28 @@ pub enum SecretStoreArg {
 impl Args {
     /// The reconcilers' settings, or what is wrong with the flags.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let vault = match self.secret_store {
-            SecretStoreArg::Secret => None,
-            SecretStoreArg::Vault => {
-                if self.vault_addr.is_empty() || self.vault_token.is_empty() {
-                    anyhow::bail!("--secret-store vault needs --vault-addr (VAULT_ADDR) and a token in VAULT_TOKEN");
-                }
-                Some(VaultSettings {
-                    addr: self.vault_addr.clone(),
-                    token: self.vault_token.clone(),
-                    mount: self.vault_mount.clone(),
-                    prefix: self.vault_prefix.trim_matches('/').to_string(),
-                })
+        let vault = if self.vault_addr.is_empty() {
+            None
+        } else {
+            if self.vault_token.is_empty() {
+                anyhow::bail!("--vault-addr {} needs a token in VAULT_TOKEN (or --vault-token)", self.vault_addr);
             }
+            let auth = self.vault_kubernetes_auth.trim_matches('/');
+            if auth.is_empty() {
+                anyhow::bail!("--vault-kubernetes-auth must name the auth method's path, such as \"kubernetes\"");
+            }
+            Some(VaultSettings {
+                addr: self.vault_addr.clone(),
+                token: self.vault_token.clone(),
+                mount: self.vault_mount.trim_matches('/').to_string(),
+                prefix: self.vault_prefix.trim_matches('/').to_string(),
+                kubernetes_auth: auth.to_string(),
+            })
         };
+        let keys_in_vault = self.secret_store == SecretStoreArg::Vault;
+        if keys_in_vault && vault.is_none() {
+            anyhow::bail!("--secret-store vault needs --vault-addr (VAULT_ADDR) and a token in VAULT_TOKEN");
+        }
         self.check_gitops()?;
         let gitops = (!self.gitops_repo.is_empty()).then(|| self.gitops(vault.as_ref()));
         Ok(Settings {
@@ -210,6 +222,7 @@ impl Args {
             organization_selector: Some(self.organization_selector.clone()).filter(|s| !s.is_empty()),
             offering_selector: Some(self.offering_selector.clone()).filter(|s| !s.is_empty()),
             vault,
+            keys_in_vault,
         })
     }
 }

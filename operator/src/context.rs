@@ -32,7 +32,7 @@ pub struct Context {
     pub artifacts: Artifacts,
     /// Shared runtimes, and what they were last found to serve.
     pub runtimes: SharedRuntimes,
-    /// The Vault key store, with `--secret-store vault`.
+    /// Vault/OpenBao, with `--vault-addr`.
     pub vault: Option<VaultStore>,
     /// The GitOps writer of Dedicated runtimes, when a repository is configured.
     pub gitops: Option<GitOps>,

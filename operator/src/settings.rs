@@ -34,13 +34,16 @@ pub struct Settings {
     pub organization_selector: Option<String>,
     /// Reconcile only the Offerings matching this label selector.
     pub offering_selector: Option<String>,
-    /// Where API-key plaintexts go: None for Kubernetes Secrets, else Vault.
+    /// Vault/OpenBao, when an address is configured: connector policies and roles, and API keys with `keys_in_vault`.
     pub vault: Option<VaultSettings>,
+    /// API-key plaintexts go to Vault (`--secret-store vault`) rather than Secrets in the control namespace.
+    pub keys_in_vault: bool,
     /// GitOps delivery of Dedicated runtimes, when a repository is configured.
     pub gitops: Option<crate::gitops::GitOpsSettings>,
 }
 
-/// Vault/OpenBao KV v2, for API-key plaintexts.
+/// Vault/OpenBao: KV v2 for API-key plaintexts and connector secrets, and
+/// the Kubernetes auth method the runtimes log in with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultSettings {
     /// The server, for example `http://127.0.0.1:8200`.
@@ -49,8 +52,10 @@ pub struct VaultSettings {
     pub token: String,
     /// The KV v2 mount, for example `secret`.
     pub mount: String,
-    /// The path prefix; each organization's keys are under `<prefix>/<organization>/`.
+    /// The path prefix of API keys; each organization's keys are under `<prefix>/<organization>/`.
     pub prefix: String,
+    /// The path of the Kubernetes auth method that the runtimes' Vault agents log in with, for example `kubernetes`.
+    pub kubernetes_auth: String,
 }
 
 impl Default for Settings {
@@ -63,6 +68,7 @@ impl Default for Settings {
             organization_selector: None,
             offering_selector: None,
             vault: None,
+            keys_in_vault: false,
             gitops: None,
         }
     }

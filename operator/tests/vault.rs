@@ -29,6 +29,8 @@ async fn the_vault_store_puts_the_plaintext_in_openbao_and_nowhere_else_once() {
     let w = World::new("vault").await;
     let dir = std::env::temp_dir().join(format!("{}-bao", w.run));
     let bao = OpenBao::start(&dir, "cmp-test-root").await.expect("OpenBao starts");
+    // The operator writes each Project's connector role there.
+    bao.enable_kubernetes_auth(&w.client, &cmp_testenv::test::test_kubeconfig()).await.expect("Kubernetes auth");
     let flags = ["--secret-store", "vault", "--vault-addr", bao.addr(), "--vault-token", bao.token()];
     let mut operator = w.operator("a", &flags);
     let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("flow");

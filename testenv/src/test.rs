@@ -160,3 +160,27 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// A token of ServiceAccount `namespace/name` from the TokenRequest API (one hour; for `audiences`, else the API server's).
+pub async fn service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    audiences: Option<Vec<String>>,
+) -> Result<String, Error> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audiences.unwrap_or_default(),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let accounts = kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), namespace);
+    let issued = accounts.create_token_request(name, &kube::api::PostParams::default(), &request).await?;
+    issued
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| Error::Process(format!("no token in the TokenRequest of {namespace}/{name}")))
+}

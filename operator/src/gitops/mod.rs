@@ -174,16 +174,18 @@ impl GitOps {
         let _ = self.requests.send(request);
     }
 
-    /// Removes a folder (an Instance's, with its key; or a Project's) and waits for the push, at most `wait`.
+    /// Removes a folder (an Instance's, with its key; or a Project's) and
+    /// waits for the push, at most `wait`: the commit that removed it, or
+    /// None when the branch was empty (nothing was there).
     pub async fn remove(
         &self,
         dir: &str,
         instance: Option<(String, i64)>,
         wait: std::time::Duration,
-    ) -> Result<String, GitOpsError> {
+    ) -> Result<Option<String>, GitOpsError> {
         if let Some((key, _)) = &instance {
             if let Some(Delivery::Removed { commit }) = self.delivery(key) {
-                return Ok(commit);
+                return Ok(Some(commit).filter(|c| !c.is_empty()));
             }
             self.lock().requested.remove(key);
         }
@@ -192,7 +194,7 @@ impl GitOps {
         let request = Request { edit, instance, digest: String::new(), done: vec![done] };
         self.requests.send(request).map_err(|_| GitOpsError::Stopped)?;
         match tokio::time::timeout(wait, confirmed).await {
-            Ok(Ok(Ok(commit))) => Ok(commit.to_string()),
+            Ok(Ok(Ok(commit))) => Ok((!commit.is_zero()).then(|| commit.to_string())),
             Ok(Ok(Err(message))) => Err(GitOpsError::NotYet { dir: dir.into(), message }),
             Ok(Err(_)) => Err(GitOpsError::Stopped),
             Err(_) => Err(GitOpsError::NotYet { dir: dir.into(), message: format!("no answer within {wait:?}") }),

@@ -209,7 +209,7 @@ pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Inst
     if !connectors.is_empty() {
         let Some(mount) = &settings.vault_mount else {
             return Err(format!(
-                "spec.connectors names {} binding(s), but the operator has no Vault/OpenBao configured to inject them; start it with --secret-store vault --vault-addr <address>, or remove the bindings",
+                "spec.connectors names {} binding(s), but the operator has no Vault/OpenBao configured to inject them; start it with --vault-addr <address>, or remove the bindings",
                 connectors.len()
             ));
         };

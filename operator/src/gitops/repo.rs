@@ -174,6 +174,11 @@ impl Mirror {
         }
         let mut projects = BTreeSet::new();
         for edit in edits {
+            // Removing a folder that is not there touches nothing, not even its Project's kustomization.
+            let existed = entry_id(base.as_ref(), edit.dir()).is_some();
+            if matches!(edit, Edit::Remove(_)) && !existed {
+                continue;
+            }
             index.remove_dir(Path::new(edit.dir()), 0).map_err(write)?;
             if let Edit::Put(tree) = edit {
                 for (name, body) in &tree.files {
@@ -232,6 +237,12 @@ impl Mirror {
             flags_extended: 0,
             path: path.as_bytes().to_vec(),
         })
+    }
+
+    /// Whether the tree `tree` holds nothing.
+    pub fn is_empty_tree(&self, tree: Oid) -> Result<bool, RepoError> {
+        let tree = self.repo.find_tree(tree).map_err(|e| RepoError::Write(e.message().to_string()))?;
+        Ok(tree.is_empty())
     }
 
     /// The tree of `head` (or the empty tree's id when there is none).

@@ -149,7 +149,9 @@ fn finish(state: &mut Published, wake: &mpsc::UnboundedSender<String>, p: Pendin
     if let (Some((key, _)), Ok(commit)) = (&p.instance, &result) {
         let delivery = match p.edit {
             Edit::Put(_) => Delivery::Delivered { digest: p.digest.clone(), commit: commit.to_string() },
-            Edit::Remove(_) | Edit::RemoveProject(_) => Delivery::Removed { commit: commit.to_string() },
+            Edit::Remove(_) | Edit::RemoveProject(_) => {
+                Delivery::Removed { commit: if commit.is_zero() { String::new() } else { commit.to_string() } }
+            }
         };
         state.deliveries.insert(key.clone(), delivery);
         if state.requested.get(key) == Some(&p.digest) {
@@ -240,7 +242,9 @@ fn write_batch(
             let (tree, _changed) = mirror.build(head, edits)?;
             let author = Signature::new(&settings.author_name, &settings.author_email, &git2::Time::new(0, 0))
                 .map_err(|e| RepoError::Write(e.message().to_string()))?;
-            let pushed = if mirror.tree_of(head)? == Some(tree) {
+            // An empty remote stays empty when the batch only removes what was never there.
+            let unchanged = mirror.tree_of(head)? == Some(tree) || (head.is_none() && mirror.is_empty_tree(tree)?);
+            let pushed = if unchanged {
                 None
             } else {
                 let commit = mirror.commit(head, tree, message, &author)?;
@@ -249,6 +253,20 @@ fn write_batch(
             };
             let new_head = match pushed.or(head) {
                 Some(oid) => oid,
+                None if edits.iter().all(|e| !matches!(e, Edit::Put(_))) => {
+                    // Nothing to remove on an empty branch: no commit names the removal.
+                    let last_change = edits.iter().map(|e| (e.dir().to_string(), Oid::ZERO_SHA1)).collect();
+                    let history = Vec::new();
+                    return Ok(Written {
+                        head: Oid::ZERO_SHA1,
+                        pushed,
+                        last_change,
+                        history,
+                        history_base: None,
+                        rejected: 0,
+                        rebuilds: 0,
+                    });
+                }
                 None => return Err(RepoError::Write("the remote branch is empty and nothing was rendered".into())),
             };
             let mut last_change = HashMap::new();

@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+use std::collections::BTreeMap;
+
+use super::connectors::{ConnectorsState, connectors};
 use super::dedicated::GitOpsObserved;
 use super::keys::{self, IssuedKey, KeyToIssue, Store};
 use super::references::resolve;
@@ -16,6 +19,7 @@ use super::runtime::{RuntimeWork, runtime};
 use crate::flows::Probe;
 use crate::gitops::render::InstanceTree;
 use crate::shell::{self, Desired};
+use crate::vault::connectors::SecretCheck;
 
 /// What the Instance pipeline reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,6 +38,8 @@ pub struct Observed {
     pub probe: Option<Probe>,
     /// GitOps delivery, when a repository is configured.
     pub gitops: Option<GitOpsObserved>,
+    /// The last looks at its connector secrets, by path; None when no Vault is configured.
+    pub connector_checks: Option<BTreeMap<String, SecretCheck>>,
 }
 
 /// What the Instance pipeline writes.
@@ -47,6 +53,8 @@ pub struct Children {
     pub register: Option<RuntimeWork>,
     /// A Dedicated runtime's folder to hand the GitOps writer.
     pub commit: Option<InstanceTree>,
+    /// Connector secrets to look at in Vault.
+    pub check_connectors: Vec<String>,
 }
 
 /// Whether the Instance is suspended, and why.
@@ -78,25 +86,36 @@ pub fn desired(
     let suspended = suspended(instance, observed.organization.as_ref());
     let is_suspended = suspended.status == conditions::TRUE;
     let mut children = Children::default();
+    let mut bindings = ConnectorsState::default();
     if let Some(org) = &observed.organization {
         let keys = keys::keys(instance, &org.name_any(), &observed.issued_keys, store);
         status.api_keys = keys.status;
         children.issue_keys = keys.issue;
         children.remove_keys = keys.remove;
         set_condition(&mut status.conditions, keys.condition, generation, time.clone());
+        let checks = observed.connector_checks.as_ref();
+        bindings = connectors(instance, &org.name_any(), checks.is_some(), checks.unwrap_or(&BTreeMap::new()), now);
+        status.connectors = std::mem::take(&mut bindings.status);
+        children.check_connectors = std::mem::take(&mut bindings.check);
     }
     status.observed_generation = generation;
     status.runtime_namespace = observed.project.as_ref().and_then(|p| p.status.as_ref()?.runtime_namespace.clone());
     set_condition(&mut status.conditions, suspended, generation, time.clone());
     let mut requeue = None;
-    let (phase, ready) = match resolve(instance, observed) {
-        Err(unresolved) => {
+    let (phase, ready) = match (resolve(instance, observed), bindings.outside_tenant) {
+        (Err(unresolved), _) => {
             let not_synced =
                 NewCondition::new(SYNCED, false, unresolved.condition.reason, unresolved.condition.message.clone());
             set_condition(&mut status.conditions, not_synced, generation, time.clone());
             (if unresolved.failed { InstancePhase::Failed } else { InstancePhase::Pending }, unresolved.condition)
         }
-        Ok(resolved) => {
+        // Nothing of the runtime is written while a binding points outside the tenant.
+        (Ok(_), Some(refusal)) => {
+            let not_synced = NewCondition::new(SYNCED, false, refusal.reason, refusal.message.clone());
+            set_condition(&mut status.conditions, not_synced, generation, time.clone());
+            (InstancePhase::Failed, refusal)
+        }
+        (Ok(resolved), None) => {
             let state = runtime(instance, &resolved, observed, now);
             children.register = state.work;
             children.commit = state.commit;
@@ -106,10 +125,16 @@ pub fn desired(
             status.version = state.version;
             requeue = state.requeue;
             set_condition(&mut status.conditions, state.synced, generation, time.clone());
+            // A missing connector secret keeps the runtime from starting: that is what Ready says.
+            let ready = bindings.missing.unwrap_or(state.ready);
             let phase =
-                if state.ready.status == conditions::TRUE { InstancePhase::Ready } else { InstancePhase::Provisioning };
-            (phase, state.ready)
+                if ready.status == conditions::TRUE { InstancePhase::Ready } else { InstancePhase::Provisioning };
+            (phase, ready)
         }
+    };
+    requeue = match (requeue, bindings.requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
     status.phase = if is_suspended { InstancePhase::Suspended } else { phase };
     set_condition(&mut status.conditions, ready, generation, time);

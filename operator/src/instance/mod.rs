@@ -4,6 +4,7 @@
 //! registers its flow in the shared runtime and keeps it there. The
 //! Instance writes its own status alone.
 
+pub mod connectors;
 pub mod dedicated;
 pub mod desired;
 pub mod keys;
@@ -83,13 +84,17 @@ impl Reconcile for Instance {
                 .collect(),
             probe: ctx.runtimes.probe(&shell::key(self)),
             gitops: ctx.gitops.as_ref().map(|g| gitops_observed(self, g, caches)),
+            connector_checks: ctx.vault.as_ref().map(|vault| {
+                let paths = self.spec.connectors.iter().map(|c| &c.vault_path);
+                paths.filter_map(|p| Some((p.clone(), vault.secret_check(p)?))).collect()
+            }),
         })
     }
 
     fn desired(&self, observed: &Observed, settings: &Settings, now: Timestamp) -> Desired<Children, Self::Status> {
         let store = match &settings.vault {
-            Some(vault) => Store::Vault { prefix: &vault.prefix },
-            None => Store::Secret,
+            Some(vault) if settings.keys_in_vault => Store::Vault { prefix: &vault.prefix },
+            _ => Store::Secret,
         };
         desired::desired(self, observed, store, now)
     }
@@ -107,7 +112,13 @@ impl Reconcile for Instance {
         if let (Some(tree), Some(gitops)) = (&children.commit, &ctx.gitops) {
             gitops.submit(&gitops_key(self), self.meta().generation.unwrap_or_default(), tree);
         }
-        futures::try_join!(issue, remove, register).map(|_| ())
+        let check = async {
+            if let Some(vault) = &ctx.vault {
+                futures::future::join_all(children.check_connectors.iter().map(|p| vault.check_secret(p))).await;
+            }
+            Ok(())
+        };
+        futures::try_join!(issue, remove, register, check).map(|_| ())
     }
 
     /// `Delete`: unregisters the flow from a shared runtime and removes the key Secrets. `Retain`: leaves both.
@@ -238,7 +249,11 @@ async fn remove_folder(instance: &Instance, ctx: &Context) -> Result<()> {
     let dir = instance_dir(&gitops.settings.render.root, org, &instance.spec.project, &instance.name_any());
     let generation = instance.meta().generation.unwrap_or_default();
     let commit = gitops.remove(&dir, Some((key.clone(), generation)), REMOVAL_WAIT).await?;
-    tracing::info!(dir, commit, "removed the runtime's folder from git");
+    tracing::info!(
+        dir,
+        commit = commit.as_deref().unwrap_or("none, the branch is empty"),
+        "removed the runtime's folder from git"
+    );
     gitops.forget(&key);
     Ok(())
 }
@@ -262,8 +277,9 @@ fn key_secrets(caches: &Caches, instance: &Instance) -> Vec<std::sync::Arc<kube:
 async fn issue_key(instance: &Instance, key: &KeyToIssue, ctx: &Context) -> Result<()> {
     let generated = cmp_crds::apikey::generate();
     if key.location.store == SecretStore::Vault {
-        let vault =
-            ctx.vault.as_ref().ok_or_else(|| Error::Vault("no Vault is configured (--secret-store vault)".into()))?;
+        let vault = ctx.vault.as_ref().ok_or_else(|| {
+            Error::Vault("no Vault is configured (--secret-store vault --vault-addr <address>)".into())
+        })?;
         let kept = vault.create(&key.location, &generated.plaintext).await.map_err(|e| Error::Vault(e.to_string()))?;
         vault.remember(&shell::key(instance), &key.key, &key.location, &kept);
         tracing::info!(key = key.key, path = key.location.name, "issued an API key into Vault");
@@ -306,7 +322,7 @@ async fn remove_key(namespace: &str, location: &SecretLocation, ctx: &Context) -
         (SecretStore::Secret, _) => delete_secret(namespace, &location.name, ctx).await,
         (SecretStore::Vault, Some(vault)) => vault.delete(location).await.map_err(|e| Error::Vault(e.to_string())),
         (SecretStore::Vault, None) => Err(Error::Vault(format!(
-            "the key at {} is in Vault, but no Vault is configured; start the operator with --secret-store vault",
+            "the key at {} is in Vault, but no Vault is configured; start the operator with --vault-addr <address>",
             location.name
         ))),
     }

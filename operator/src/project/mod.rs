@@ -86,6 +86,9 @@ impl Reconcile for Project {
         if let Some(apps) = &children.argocd {
             argocd::ensure(ctx, apps).await?;
         }
+        if let (Some(access), Some(vault)) = (&children.connector_access, &ctx.vault) {
+            vault.ensure_project_access(access).await.map_err(|e| Error::Vault(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -101,10 +104,18 @@ impl Reconcile for Project {
         if let Some(gitops) = &ctx.gitops {
             let dir = project_dir(&gitops.settings.render.root, org, &self.name_any());
             let commit = gitops.remove(&dir, None, REMOVAL_WAIT).await?;
-            tracing::info!(dir, commit, "removed the Project's tree from git");
+            tracing::info!(
+                dir,
+                commit = commit.as_deref().unwrap_or("none, the branch is empty"),
+                "removed the Project's tree from git"
+            );
             if let Some(argocd) = &gitops.settings.argocd {
                 argocd::delete(ctx, &argocd.namespace, &application_name(&runtime_ns)).await?;
             }
+        }
+        if let Some(vault) = &ctx.vault {
+            let role = cmp_crds::names::connector_role(org, &self.name_any());
+            vault.delete_project_access(&role).await.map_err(|e| Error::Vault(e.to_string()))?;
         }
         ctx.applier.delete::<Namespace>(&runtime_ns).await?;
         ctx.publish(self, false, "Deleting", format!("deleting runtime namespace {runtime_ns}")).await;

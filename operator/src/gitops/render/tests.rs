@@ -138,7 +138,7 @@ fn connectors_become_vault_agent_annotations_and_never_values() {
     let pod = &deployment["spec"]["template"];
     let annotations = &pod["metadata"]["annotations"];
     assert_eq!(annotations["vault.hashicorp.com/agent-inject"], "true");
-    assert_eq!(annotations["vault.hashicorp.com/role"], "cmp-acme-support");
+    assert_eq!(annotations["vault.hashicorp.com/role"], "cmp.acme.support");
     assert_eq!(annotations["vault.hashicorp.com/agent-inject-secret-crm"], "secret/data/connectors/acme/support/crm");
     assert_eq!(pod["spec"]["automountServiceAccountToken"], true, "the agent logs in with the token");
     let refused = render_with(&instance(vec![binding]), &settings(None)).expect_err("no Vault configured");

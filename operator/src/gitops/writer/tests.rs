@@ -136,12 +136,35 @@ async fn a_changed_instance_makes_one_new_commit_and_a_removal_another() {
         .remove("tenants/acme/p/bot", Some(("ns/bot".into(), 2)), Duration::from_secs(20))
         .await
         .expect("removed");
-    assert_eq!(path.head(), Some(removed));
+    assert_eq!(path.head(), removed);
     assert!(path.file("tenants/acme/p/bot/cm.yaml").is_none());
     let emptied = path.file("tenants/acme/p/kustomization.yaml").expect("kept, so Argo CD prunes");
     assert!(emptied.contains("resources: []"), "an empty Project lists nothing: {emptied}");
     gitops.remove("tenants/acme/p", None, Duration::from_secs(20)).await.expect("the Project's folder removed");
     assert!(path.file("tenants/acme/p/kustomization.yaml").is_none(), "a removed Project leaves nothing");
+}
+
+#[tokio::test]
+async fn removing_what_was_never_written_makes_no_commit() {
+    let scratch = Scratch::new("never-written");
+    let (path, url) = remote(&scratch);
+    let gitops = GitOps::start(settings(&scratch, &url, "clone"));
+    let wait = Duration::from_secs(20);
+    // An empty branch stays empty (another operator's orphan cleaned up here, say).
+    let nothing = gitops.remove("tenants/acme/other/bot", Some(("ns/bot".into(), 1)), wait).await.expect("done");
+    assert_eq!(nothing, None);
+    gitops.remove("tenants/acme/other", None, wait).await.expect("done");
+    assert!(path.log().is_empty(), "no commit on an empty branch: {:?}", path.log());
+    // With content, neither a missing Instance nor a missing Project writes anything, not even an empty kustomization.
+    let a = tree("a", "v: 1\n");
+    gitops.submit("ns/a", 1, &a);
+    let head = delivered(&gitops, "ns/a", &a.digest()).await;
+    let kept = gitops.remove("tenants/acme/other/ghost", Some(("ns/ghost".into(), 1)), wait).await.expect("done");
+    assert_eq!(kept, Some(head.clone()), "the head, at which it is absent");
+    gitops.remove("tenants/acme/other", None, wait).await.expect("done");
+    assert_eq!(path.log().len(), 1, "{:?}", path.log());
+    assert!(path.file("tenants/acme/other/kustomization.yaml").is_none());
+    assert_eq!(gitops.counts().commits, 1);
 }
 
 #[tokio::test]

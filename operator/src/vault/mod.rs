@@ -1,8 +1,11 @@
-//! API-key plaintexts in Vault/OpenBao KV v2 (`--secret-store vault`),
-//! through `vaultrs`. A key is created with check-and-set 0, so it is never
+//! Vault/OpenBao through `vaultrs` (`--vault-addr`): connector access per
+//! Project ([`connectors`]), and API-key plaintexts in KV v2
+//! (`--secret-store vault`). A key is created with check-and-set 0, so it is never
 //! overwritten: a key found already there (written before a crash, before
 //! status recorded it) is adopted, not replaced. What this process issued is
 //! remembered until status records it.
+
+pub mod connectors;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -20,7 +23,9 @@ use crate::settings::VaultSettings;
 
 /// Why Vault could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("Vault at {addr}, {what}: {source}; check --vault-addr, --vault-token and the token's policy on {mount}/")]
+#[error(
+    "Vault at {addr}, {what}: {source}; check --vault-addr, --vault-token and the token's policy (on {mount}/, sys/policy and the Kubernetes auth roles)"
+)]
 pub struct VaultError {
     addr: String,
     mount: String,
@@ -29,11 +34,14 @@ pub struct VaultError {
     source: ClientError,
 }
 
-/// The key store in Vault, and the keys this process issued there.
+/// Vault, and what this process wrote and saw there: the keys it issued,
+/// the Project access it wrote, the connector secrets it looked at.
 pub struct VaultStore {
     client: VaultClient,
     settings: VaultSettings,
     issued: Mutex<HashMap<String, Vec<IssuedKey>>>,
+    access_written: Mutex<HashMap<String, connectors::ProjectAccess>>,
+    secret_checks: Mutex<HashMap<String, connectors::SecretCheck>>,
 }
 
 impl VaultStore {
@@ -45,7 +53,13 @@ impl VaultStore {
             .build()
             .map_err(|e| anyhow::anyhow!("--vault-addr {:?}: {e}", settings.addr))?;
         let client = VaultClient::new(client_settings)?;
-        Ok(Self { client, settings, issued: Mutex::default() })
+        Ok(Self {
+            client,
+            settings,
+            issued: Mutex::default(),
+            access_written: Mutex::default(),
+            secret_checks: Mutex::default(),
+        })
     }
 
     /// The path prefix of every key.

@@ -1,0 +1,168 @@
+//! Connector secrets confined by OpenBao policies, against a real
+//! `bao server -dev` whose Kubernetes auth method checks every login with the
+//! local API server (TokenReview): each Project's runtime ServiceAccount logs
+//! in to its own role and reads only its own `connectors/<org>/<project>/`;
+//! a binding outside it is refused before anything is committed; each
+//! binding's secret is reported found or missing.
+
+mod support;
+
+use cmp_crds::conditions::{self, READY, SYNCED};
+use cmp_crds::instance::ConnectorSecret;
+use cmp_crds::instance::InstancePhase;
+use cmp_crds::names::{connector_role, runtime_namespace};
+use cmp_crds::{Instance, Offering};
+use cmp_testenv::git::BareRemote;
+use cmp_testenv::openbao::OpenBao;
+use cmp_testenv::test::{eventually, service_account_token, test_kubeconfig};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::{CONVERGE, RUN_LABEL, World};
+
+fn condition(instance: &Instance, type_: &str) -> Option<(String, String, String)> {
+    let c = conditions::find(&instance.status.as_ref()?.conditions, type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Logs in to `role` with the token of the runtime ServiceAccount of `namespace`: the client token, or bao's refusal.
+async fn login(bao: &OpenBao, client: &kube::Client, namespace: &str, role: &str) -> Result<String, String> {
+    let jwt = service_account_token(client, namespace, "cmp-runtime", None).await.map_err(|e| e.to_string())?;
+    let out = bao
+        .run(&["write", "-format=json", "auth/kubernetes/login", &format!("role={role}"), &format!("jwt={jwt}")])
+        .map_err(|e| e.to_string())?;
+    let json: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    json["auth"]["client_token"].as_str().map(str::to_string).ok_or_else(|| out.clone())
+}
+
+#[tokio::test]
+async fn each_project_runtime_reads_only_its_own_connector_secrets() {
+    let w = World::new("connectors").await;
+    let scratch = std::env::temp_dir().join(format!("{}-connectors", w.run));
+    let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
+    bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
+    let remote = BareRemote::create(&scratch.join("tenants.git")).expect("bare remote");
+    let clone = scratch.join("clone").to_string_lossy().into_owned();
+    let url = remote.url();
+    let flags =
+        ["--vault-addr", bao.addr(), "--vault-token", bao.token(), "--gitops-repo", &url, "--gitops-clone-dir", &clone];
+    let _operator = w.operator("a", &flags);
+
+    let org = w.org_name("org");
+    w.apply_org(&org, json!({"displayName": "Connectors"})).await;
+    w.org_ready(&org).await;
+    for project in ["alpha", "beta"] {
+        w.apply_project(&org, project, json!({"displayName": project})).await;
+        w.project_ready(&org, project).await;
+        let path = format!("connectors/{org}/{project}/crm");
+        bao.run(&["kv", "put", "-mount=secret", &path, &format!("token={project}-credential")]).expect("secret");
+    }
+    let (alpha_ns, beta_ns) = (runtime_namespace(&org, "alpha"), runtime_namespace(&org, "beta"));
+    let (alpha_role, beta_role) = (connector_role(&org, "alpha"), connector_role(&org, "beta"));
+
+    // The operator wrote a policy per Project that reads only its prefix.
+    let policy = bao.run(&["policy", "read", &alpha_role]).expect("alpha's policy");
+    assert!(policy.contains(&format!("secret/data/connectors/{org}/alpha/*")), "{policy}");
+    assert!(!policy.contains("beta"), "{policy}");
+
+    // Alpha's runtime ServiceAccount logs in (the API server reviews its token) and reads alpha's secret...
+    let token = login(&bao, &w.client, &alpha_ns, &alpha_role).await.expect("alpha's runtime logs in");
+    let own = bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/alpha/crm")]);
+    assert!(own.expect("alpha reads its own secret").contains("alpha-credential"));
+    // ...and is refused beta's, in the same Organization.
+    let other = bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/beta/crm")]);
+    let refused = other.expect_err("alpha is refused beta's secret").to_string();
+    assert!(refused.contains("permission denied"), "{refused}");
+    // Nor can alpha's ServiceAccount log in to beta's role.
+    let refused = login(&bao, &w.client, &alpha_ns, &beta_role).await.expect_err("beta's role refuses alpha");
+    assert!(refused.contains("not authorized"), "{refused}");
+    // Beta's own runtime reads beta's.
+    let token = login(&bao, &w.client, &beta_ns, &beta_role).await.expect("beta's runtime logs in");
+    assert!(bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/beta/crm")]).is_ok());
+
+    // Instances: a binding to alpha's secret, one to a secret not written yet, one to beta's path.
+    let (artifact, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("flow");
+    let offering = format!("{}-ded", w.run);
+    let body = json!({"apiVersion": Offering::api_version(&()), "kind": "Offering",
+        "metadata": {"name": offering, "labels": {RUN_LABEL: w.run}},
+        "spec": {"displayName": "Dedicated", "runtime": {"mode": "Dedicated", "image": "img", "port": 7860},
+                 "versions": [{"name": "1", "artifact": {"url": artifact, "sha256": sha256}, "flowId": "echo"}],
+                 "plans": [{"id": "basic", "creditsPerRun": 1}]}});
+    Api::<Offering>::all(w.client.clone())
+        .patch(&offering, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body))
+        .await
+        .expect("Offering");
+    let instances = Api::<Instance>::namespaced(w.client.clone(), &format!("cmp-{org}"));
+    for (name, path) in [("bot", "alpha/crm"), ("waiting", "alpha/later"), ("thief", "beta/crm")] {
+        let body = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": name},
+            "spec": {"project": "alpha", "offering": offering, "version": "1", "plan": "basic",
+                     "connectors": [{"name": "crm", "type": "hubspot", "vaultPath": format!("connectors/{org}/{path}")}]}});
+        instances.patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body)).await.expect("Instance");
+    }
+    let connector = |i: &Instance| i.status.as_ref()?.connectors.first().cloned();
+
+    // The bound secret is found, and the runtime is committed with the agent annotations, never the value.
+    let bot = eventually("bot committed with its secret found", CONVERGE, || async {
+        let i = instances.get("bot").await.ok()?;
+        (connector(&i)?.secret == ConnectorSecret::Found && condition(&i, SYNCED)?.0 == "True").then_some(i)
+    })
+    .await;
+    let gitops = bot.status.as_ref().and_then(|s| s.gitops.clone()).expect("status.gitops");
+    let deployment = remote.file(&format!("{}/deployment.yaml", gitops.path)).expect("committed");
+    assert!(deployment.contains(&format!("vault.hashicorp.com/role: {alpha_role}")), "{deployment}");
+    assert!(deployment.contains(&format!("secret/data/connectors/{org}/alpha/crm")), "{deployment}");
+    let tree = cmp_testenv::git::git(Some(remote.path()), &["grep", "-r", "credential", "HEAD"]);
+    assert!(tree.is_err() || tree.as_deref() == Ok(""), "no secret value in git: {tree:?}");
+
+    // A binding outside the Project is refused, and nothing of that Instance is committed.
+    let thief = eventually("thief refused", CONVERGE, || async {
+        let i = instances.get("thief").await.ok()?;
+        (condition(&i, READY)?.1 == "ConnectorOutsideTenant").then_some(i)
+    })
+    .await;
+    let (_, synced_reason, message) = condition(&thief, SYNCED).expect("Synced");
+    assert_eq!(synced_reason, "ConnectorOutsideTenant");
+    assert!(
+        message.contains(&format!("connectors/{org}/beta/crm"))
+            && message.contains(&format!("connectors/{org}/alpha/"))
+    );
+    assert_eq!(thief.status.as_ref().map(|s| s.phase), Some(InstancePhase::Failed));
+    assert_eq!(connector(&thief).map(|c| c.secret), Some(ConnectorSecret::OutsideTenant));
+    assert!(remote.file(&format!("tenants/{org}/alpha/thief/deployment.yaml")).is_none(), "never committed");
+
+    // A secret not written yet: Missing, naming the path; written, it is found.
+    let later = format!("connectors/{org}/alpha/later");
+    let waiting = eventually("waiting reports the missing secret", CONVERGE, || async {
+        let i = instances.get("waiting").await.ok()?;
+        (connector(&i)?.secret == ConnectorSecret::Missing).then_some(i)
+    })
+    .await;
+    let (_, reason, message) = condition(&waiting, READY).expect("Ready");
+    assert_eq!(reason, "ConnectorSecretMissing");
+    assert!(message.contains(&later), "{message}");
+    bao.run(&["kv", "put", "-mount=secret", &later, "token=late"]).expect("secret");
+    eventually("waiting finds its secret", CONVERGE, || async {
+        let i = instances.get("waiting").await.ok()?;
+        (connector(&i)?.secret == ConnectorSecret::Found && condition(&i, READY)?.1 != "ConnectorSecretMissing")
+            .then_some(())
+    })
+    .await;
+
+    // Deleting a Project removes its role and policy.
+    w.projects(&org).delete("beta", &Default::default()).await.expect("delete beta");
+    eventually("beta's role and policy gone", CONVERGE, || async {
+        let role = bao.run(&["read", &format!("auth/kubernetes/role/{beta_role}")]);
+        let policy = bao.run(&["policy", "read", &beta_role]);
+        (role.is_err() && policy.is_err()).then_some(())
+    })
+    .await;
+    assert!(bao.run(&["policy", "read", &alpha_role]).is_ok(), "alpha's stays");
+    // The Instances go while this operator runs (their folders are removed from this test's repository only).
+    w.delete_org(&org).await;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(w.client.clone());
+    let control = format!("cmp-{org}");
+    eventually("the control namespace gone", CONVERGE, || async {
+        matches!(namespaces.get_opt(&control).await, Ok(None)).then_some(())
+    })
+    .await;
+}
