@@ -89,6 +89,10 @@ pub struct Args {
     #[arg(long, env = "CMP_GITOPS_REPO", default_value = "")]
     pub gitops_repo: String,
 
+    /// A Secret `<namespace>/<name>` holding `username` and `password` (an access token) for an HTTP(S) remote; read at start.
+    #[arg(long, env = "CMP_GITOPS_CREDENTIALS_SECRET", default_value = "")]
+    pub gitops_credentials_secret: String,
+
     /// The branch the operator commits to and Argo CD follows.
     #[arg(long, env = "CMP_GITOPS_BRANCH", default_value = "main")]
     pub gitops_branch: String,
@@ -142,10 +146,22 @@ impl Args {
                 self.gitops_root
             );
         }
+        if !self.gitops_credentials_secret.is_empty() && self.credentials_secret().is_none() {
+            anyhow::bail!(
+                "--gitops-credentials-secret {:?} must be <namespace>/<name>, such as \"cmp-system/gitops-credentials\"",
+                self.gitops_credentials_secret
+            );
+        }
         if self.gitops_branch.trim().is_empty() {
             anyhow::bail!("--gitops-branch must name a branch, such as \"main\"");
         }
         Ok(())
+    }
+
+    /// `--gitops-credentials-secret` as (namespace, name), when set and well formed.
+    pub fn credentials_secret(&self) -> Option<(&str, &str)> {
+        let (namespace, name) = self.gitops_credentials_secret.split_once('/')?;
+        (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
     }
 
     fn gitops(&self, vault: Option<&VaultSettings>) -> GitOpsSettings {
@@ -244,6 +260,8 @@ mod tests {
         assert!(error(&["--gitops-repo", "file:///r.git", "--gitops-root", "../up"]).contains("--gitops-root"));
         assert!(error(&["--gitops-repo", "file:///r.git", "--gitops-root", "/"]).contains("--gitops-root"));
         assert!(error(&["--gitops-repo", "file:///r.git", "--gitops-branch", " "]).contains("--gitops-branch"));
+        let secret = ["--gitops-repo", "http://git.example/r.git", "--gitops-credentials-secret", "no-slash"];
+        assert!(error(&secret).contains("must be <namespace>/<name>"));
         let settings = parse(&["--gitops-repo", "file:///r.git", "--gitops-root", "/tenants/"]).expect("valid");
         let gitops = settings.gitops.expect("GitOps configured");
         assert_eq!(gitops.render.root, "tenants");

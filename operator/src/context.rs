@@ -50,7 +50,7 @@ impl Context {
         identity: String,
     ) -> anyhow::Result<Self> {
         let vault = settings.vault.clone().map(VaultStore::new).transpose()?;
-        let gitops = settings.gitops.clone().map(GitOps::start);
+        let gitops = settings.gitops.clone().map(|g| GitOps::counted(g, metrics.gitops.clone()));
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
         let recorder = Recorder::new(client, Reporter { controller: manager.into(), instance: Some(identity) });

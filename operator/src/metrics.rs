@@ -43,6 +43,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
     writes: Family<WriteLabels, Counter>,
+    /// The GitOps writer's commits, push retries and clone rebuilds.
+    pub gitops: crate::gitops::writer::Counters,
 }
 
 fn duration_histogram() -> Histogram {
@@ -64,7 +66,8 @@ impl Metrics {
             "Writes the operator sent to the API server, per kind and verb",
             writes.clone(),
         );
-        Self { reconciles, errors, durations, writes }
+        let gitops = crate::gitops::writer::Counters::register(registry);
+        Self { reconciles, errors, durations, writes, gitops }
     }
 }
 

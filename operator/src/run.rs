@@ -49,7 +49,10 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
     let client = runtime.client().await?;
     runtime
         .run(|process| async move {
-            let settings = args.settings()?;
+            let mut settings = args.settings()?;
+            if let (Some(gitops), Some((namespace, name))) = (settings.gitops.as_mut(), args.credentials_secret()) {
+                gitops.credentials = Some(crate::gitops::Credentials::from_secret(&client, namespace, name).await?);
+            }
             check_crds(&client).await?;
             if let Some(selector) = &settings.organization_selector {
                 check_selector::<Organization>(&client, "--organization-selector", selector).await?;

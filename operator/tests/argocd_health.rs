@@ -80,3 +80,18 @@ fn every_health_check_gives_what_its_health_test_yaml_expects() {
     println!("{cases} health cases of {} kinds passed in the real argocd", kinds.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `examples/argocd/argocd-cm-health.yaml`, which people patch into their
+/// `argocd-cm`, holds exactly the chart's Lua scripts.
+#[test]
+fn the_example_argocd_cm_patch_holds_the_charts_health_checks() {
+    let path = cmp_testenv::workspace_root().join("examples/argocd/argocd-cm-health.yaml");
+    let example: k8s_openapi::api::core::v1::ConfigMap =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("the example exists")).expect("a ConfigMap");
+    let data = example.data.expect("data");
+    let expected = health_customizations().expect("the chart's health checks");
+    assert_eq!(data.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "one entry per kind");
+    for (key, script) in &expected {
+        assert_eq!(data[key].trim_end(), script.trim_end(), "{key} in {} differs from the chart's", path.display());
+    }
+}

@@ -13,6 +13,7 @@ pub mod argocd;
 pub mod certs;
 pub mod control_plane;
 pub mod git;
+pub mod git_http;
 pub mod keycloak;
 pub mod langflow_stand_in;
 pub mod lfx;

@@ -258,6 +258,107 @@ async fn create_projects_as_namespaces_appear(client: &kube::Client, orgs: usize
         .map(|_| ())
 }
 
+/// Server-side applies `object` as `name`.
+pub(crate) async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> anyhow::Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(object))
+        .await
+        .with_context(|| format!("applying {name}"))?;
+    Ok(())
+}
+
+/// Applies Instances `i0000`.. spread evenly over the Projects `tenants`
+/// made, `spec(project)` each, 16 at a time: each one's key and when it was sent.
+pub(crate) async fn apply_instances(
+    client: &kube::Client,
+    instances: usize,
+    per_org: usize,
+    per_project: usize,
+    spec: impl Fn(&str) -> serde_json::Value,
+) -> anyhow::Result<Vec<(String, Instant)>> {
+    futures::stream::iter(0..instances)
+        .map(|i| {
+            let project = i / per_project;
+            let namespace = format!("cmp-bench-{:02}", project / per_org);
+            let (project, name) = (format!("p{:02}", project % per_org), format!("i{i:04}"));
+            let api = Api::<cmp_crds::Instance>::namespaced(client.clone(), &namespace);
+            let instance = json!({"apiVersion": cmp_crds::Instance::api_version(&()), "kind": "Instance",
+                                  "metadata": {"name": name}, "spec": spec(&project)});
+            async move {
+                let at = Instant::now();
+                apply(&api, &name, instance).await.map(|()| (format!("{namespace}/{name}"), at))
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Waits until `check` holds (at most 30 minutes).
+pub(crate) async fn wait<F: Fn() -> bool>(what: &str, check: F) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("{what}: not done after 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Creates `organizations` Organizations `bench-NN`, each with `per_org`
+/// Projects `pNN` admitting `per_project` Instances, and waits until all are Ready.
+pub(crate) async fn tenants(
+    client: &kube::Client,
+    organizations: usize,
+    per_org: usize,
+    per_project: usize,
+) -> anyhow::Result<()> {
+    eprintln!("setting up {organizations} organizations and {} projects ...", organizations * per_org);
+    let (orgs, org_watch) = follow::<Organization>(client);
+    let (project_store, project_watch) = follow::<Project>(client);
+    let (namespaces, ns_watch) = follow::<Namespace>(client);
+    for o in 0..organizations {
+        let name = format!("bench-{o:02}");
+        let org = json!({"apiVersion": Organization::api_version(&()), "kind": "Organization", "metadata": {"name": name},
+                         "spec": {"displayName": name}});
+        apply(&Api::<Organization>::all(client.clone()), &name, org).await?;
+    }
+    wait("control namespaces", || {
+        namespaces
+            .state()
+            .iter()
+            .filter(|n| n.metadata.name.as_deref().is_some_and(|n| n.starts_with("cmp-bench-")))
+            .count()
+            >= organizations
+    })
+    .await?;
+    for o in 0..organizations {
+        let api = Api::<Project>::namespaced(client.clone(), &format!("cmp-bench-{o:02}"));
+        for p in 0..per_org {
+            let name = format!("p{p:02}");
+            let project = json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": {"name": name},
+                                 "spec": {"quota": {"maxInstances": per_project}}});
+            apply(&api, &name, project).await?;
+        }
+    }
+    wait("projects Ready", || {
+        project_store.state().iter().filter(|p| ready(p.status.as_ref().map(|s| &s.conditions))).count()
+            == organizations * per_org
+    })
+    .await?;
+    wait("organizations Ready", || {
+        orgs.state().iter().filter(|o| ready(o.status.as_ref().map(|s| &s.conditions))).count() == organizations
+    })
+    .await?;
+    for task in [org_watch, project_watch, ns_watch] {
+        task.abort();
+    }
+    Ok(())
+}
+
 /// A cache of every `K`, kept by a watch for as long as the returned task runs.
 pub(crate) fn follow<K>(client: &kube::Client) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
 where

@@ -8,19 +8,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use cmp_crds::{Instance, Offering, Organization, Project};
+use anyhow::bail;
+use cmp_crds::{Instance, Offering};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::MANAGER;
 use crate::bench::{
-    follow, minimum_writes, operator_binary, operator_writes, peak_rss_kib, percentile, plane_with_lfx, ready, scrape,
-    start_operator, sum,
+    apply, apply_instances, minimum_writes, operator_binary, operator_writes, peak_rss_kib, percentile, plane_with_lfx,
+    ready, scrape, start_operator, sum, tenants, wait,
 };
 
 const CLIENT_CONCURRENCY: usize = 16;
@@ -30,27 +28,6 @@ const RUNTIME_KEY: &str = "bench-runtime-key";
 
 /// Writes the operator makes at least per Instance: its finalizer, its key Secret, its status.
 const PER_INSTANCE: u64 = 3;
-
-async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> anyhow::Result<()>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(object))
-        .await
-        .with_context(|| format!("applying {name}"))?;
-    Ok(())
-}
-
-async fn wait<F: Fn() -> bool>(what: &str, check: F) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    while !check() {
-        if Instant::now() > deadline {
-            bail!("{what}: not done after 30 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
 
 /// The baseline, measured on the same runtime before the operator starts:
 /// `count` flow uploads straight to lfx, `CLIENT_CONCURRENCY` at a time (the
@@ -106,37 +83,7 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
                  "versions": [{"name": "1", "artifact": {"url": url, "sha256": sha256}, "flowId": "echo"}],
                  "plans": [{"id": "basic", "creditsPerRun": 1}]}});
     apply(&Api::<Offering>::all(client.clone()), "echo", offering).await?;
-    let (organizations, org_watch) = follow::<Organization>(&client);
-    let (project_store, project_watch) = follow::<Project>(&client);
-    let (namespaces, ns_watch) = follow::<Namespace>(&client);
-    for o in 0..ORGANIZATIONS {
-        let name = format!("bench-{o:02}");
-        let org = json!({"apiVersion": Organization::api_version(&()), "kind": "Organization", "metadata": {"name": name},
-                         "spec": {"displayName": name}});
-        apply(&Api::<Organization>::all(client.clone()), &name, org).await?;
-    }
-    wait("control namespaces", || {
-        namespaces.state().iter().filter(|n| n.name_any().starts_with("cmp-bench-")).count() >= ORGANIZATIONS
-    })
-    .await?;
-    for o in 0..ORGANIZATIONS {
-        let api = Api::<Project>::namespaced(client.clone(), &format!("cmp-bench-{o:02}"));
-        for p in 0..per_org {
-            let name = format!("p{p:02}");
-            let project = json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": {"name": name},
-                                 "spec": {"quota": {"maxInstances": per_project}}});
-            apply(&api, &name, project).await?;
-        }
-    }
-    wait("projects Ready", || {
-        project_store.state().iter().filter(|p| ready(p.status.as_ref().map(|s| &s.conditions))).count() == projects
-    })
-    .await?;
-    wait("organizations Ready", || {
-        organizations.state().iter().filter(|o| ready(o.status.as_ref().map(|s| &s.conditions))).count()
-            == ORGANIZATIONS
-    })
-    .await?;
+    tenants(&client, ORGANIZATIONS, per_org, per_project).await?;
 
     // Record when each Instance is first seen Ready.
     let ready_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -156,22 +103,8 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     let writes_before = operator_writes(port).await?;
     eprintln!("creating {instances} instances, {per_project} per project ...");
     let started = Instant::now();
-    let created: Vec<(String, Instant)> = futures::stream::iter(0..instances)
-        .map(|i| {
-            let project = i / per_project;
-            let namespace = format!("cmp-bench-{:02}", project / per_org);
-            let (project, name) = (format!("p{:02}", project % per_org), format!("i{i:04}"));
-            let api = Api::<Instance>::namespaced(client.clone(), &namespace);
-            async move {
-                let instance = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": name},
-                    "spec": {"project": project, "offering": "echo", "version": "1", "plan": "basic", "apiKeys": [{"name": "main"}]}});
-                let at = Instant::now();
-                apply(&api, &name, instance).await.map(|()| (format!("{namespace}/{name}"), at))
-            }
-        })
-        .buffer_unordered(CLIENT_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let spec = |project: &str| json!({"project": project, "offering": "echo", "version": "1", "plan": "basic", "apiKeys": [{"name": "main"}]});
+    let created = apply_instances(&client, instances, per_org, per_project, spec).await?;
     wait("instances Ready", || ready_at.lock().unwrap_or_else(PoisonError::into_inner).len() >= instances).await?;
     let elapsed = started.elapsed();
     let metrics = scrape(port).await?;
@@ -217,9 +150,6 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     }
 
     recorder.abort();
-    for task in [org_watch, project_watch, ns_watch] {
-        task.abort();
-    }
     let _ = operator.start_kill();
     let _ = operator.wait().await;
     drop(lfx);

@@ -9,8 +9,10 @@
 
 mod bench;
 mod bench_gateway;
+mod bench_gitops;
 mod bench_instances;
 mod bench_webhook;
+mod local_gitops;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -32,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build, start the local control plane, install the CRDs, apply examples/ and run the operator.
+    /// Build, start the local control plane, a bare GitOps repository, Argo CD and OpenBao, install the CRDs, apply examples/ and run the operator.
     Up,
     /// Start a fresh local control plane and run `cargo test --workspace` against it.
     Test {
@@ -59,6 +61,21 @@ enum Command {
         /// How many Projects (in ten Organizations).
         #[arg(long, default_value_t = 100)]
         projects: usize,
+        /// Measure this operator binary instead of the release build of this checkout.
+        #[arg(long)]
+        operator_binary: Option<PathBuf>,
+    },
+    /// Benchmark: Dedicated Instances created, then changed with a rival writer on the branch, through the GitOps writer; prints commits, time to Synced, push retries, p50/p95 and converged writes.
+    BenchGitops {
+        /// How many Instances.
+        #[arg(long, default_value_t = 1000)]
+        instances: usize,
+        /// Across how many Projects (a multiple of 10: ten Organizations).
+        #[arg(long, default_value_t = 100)]
+        projects: usize,
+        /// How often the rival writer pushes, in milliseconds (0: as fast as the git CLI goes).
+        #[arg(long, default_value_t = 200)]
+        rival_interval_ms: u64,
         /// Measure this operator binary instead of the release build of this checkout.
         #[arg(long)]
         operator_binary: Option<PathBuf>,
@@ -106,6 +123,10 @@ async fn main() -> ExitCode {
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchGateway { connections, seconds } => {
             bench_gateway::run(bench_gateway::Load { connections, seconds }).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::BenchGitops { instances, projects, rival_interval_ms, operator_binary } => {
+            let rival = std::time::Duration::from_millis(rival_interval_ms);
+            bench_gitops::run(instances, projects, rival, operator_binary).await.map(|()| ExitCode::SUCCESS)
         }
         Command::BenchWebhook { orders } => bench_webhook::run(orders).await.map(|()| ExitCode::SUCCESS),
         Command::BenchTenancy { orgs, operator_binary } => {
@@ -207,14 +228,17 @@ async fn up() -> anyhow::Result<ExitCode> {
     if !built.success() {
         bail!("cargo build failed");
     }
-    let (plane, client) = start(&cmp_testenv::default_state_dir()).await?;
+    let state = cmp_testenv::default_state_dir();
+    let (plane, client) = start(&state).await?;
     let lfx = local_runtime(&client).await?;
     let flows = serve_example_flows().await?;
+    let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
 
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
         .env("KUBECONFIG", plane.kubeconfig())
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .args(gitops.operator_flags())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -229,6 +253,7 @@ async fn up() -> anyhow::Result<ExitCode> {
         eprintln!("applied {name} ({} objects)", applied.len());
     }
     print_usage(&plane);
+    eprintln!("{}\n", gitops.usage());
     report_readiness(&client).await;
     eprintln!(
         "cmp-operator is running against it (metrics on http://127.0.0.1:8080/metrics). Ctrl-C stops everything."
@@ -240,6 +265,7 @@ async fn up() -> anyhow::Result<ExitCode> {
     let _ = operator.start_kill();
     let _ = operator.wait().await;
     flows.abort();
+    drop(gitops);
     drop(lfx);
     drop(plane);
     Ok(ExitCode::SUCCESS)

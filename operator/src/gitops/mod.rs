@@ -36,6 +36,26 @@ impl Credentials {
     fn git2(&self, _username_from_url: Option<&str>) -> Result<git2::Cred, git2::Error> {
         git2::Cred::userpass_plaintext(&self.username, &self.password)
     }
+
+    /// Reads `username` and `password` from the Secret `namespace/name` (`--gitops-credentials-secret`).
+    pub async fn from_secret(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Self> {
+        let flag = "--gitops-credentials-secret";
+        let secrets = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{flag}: reading the Secret {namespace}/{name}: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("{flag}: the Secret {namespace}/{name} does not exist; create it with the keys username and password (an access token)"))?;
+        let data = secret.data.unwrap_or_default();
+        let value = |key: &str| {
+            let bytes = data.get(key).ok_or_else(|| {
+                anyhow::anyhow!("{flag}: the Secret {namespace}/{name} has no key {key:?}; it needs username and password (an access token)")
+            })?;
+            String::from_utf8(bytes.0.clone())
+                .map_err(|_| anyhow::anyhow!("{flag}: the key {key:?} of the Secret {namespace}/{name} is not UTF-8"))
+        };
+        Ok(Self { username: value("username")?, password: value("password")? })
+    }
 }
 
 /// Where and how the writer commits.
@@ -97,7 +117,7 @@ pub struct Published {
     /// Position of each commit on the branch's first-parent history (0 = the first commit).
     positions: HashMap<Oid, u64>,
     /// What the writer counted.
-    counts: writer::Counts,
+    counters: writer::Counters,
 }
 
 impl Published {
@@ -132,9 +152,14 @@ pub enum GitOpsError {
 impl GitOps {
     /// Starts the writer task for the repository.
     pub fn start(settings: GitOpsSettings) -> Self {
+        Self::counted(settings, writer::Counters::default())
+    }
+
+    /// Starts the writer counting into `counters` (registered as metrics).
+    pub fn counted(settings: GitOpsSettings, counters: writer::Counters) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (wake, wakes) = mpsc::unbounded_channel();
-        let published = Arc::new(Mutex::new(Published::default()));
+        let published = Arc::new(Mutex::new(Published { counters, ..Published::default() }));
         tokio::spawn(writer::run(settings.clone(), receiver, published.clone(), wake));
         Self { settings, requests, published, wakes: Mutex::new(Some(wakes)) }
     }
@@ -220,6 +245,6 @@ impl GitOps {
 
     /// What the writer counted so far.
     pub fn counts(&self) -> writer::Counts {
-        self.lock().counts
+        self.lock().counters.read()
     }
 }

@@ -118,7 +118,7 @@ impl Mirror {
             // A fetch fails for the remote's sake, or for the clone's: tell them apart by checking the clone.
             return Err(match self.damage() {
                 Some(damage) => clone_error(&self.dir, format!("{damage} (fetching: {})", e.message())),
-                None => RepoError::Unreachable { url: self.url.clone(), message: e.message().to_string() },
+                None => self.unreachable(&e),
             });
         }
         let advertised =
@@ -292,8 +292,26 @@ impl Mirror {
                 None => Ok(()),
             },
             Err(e) if is_rejection(&e) => Err(rejected(e.message().to_string())),
-            Err(e) => Err(RepoError::Unreachable { url: self.url.clone(), message: e.message().to_string() }),
+            Err(e) => Err(self.unreachable(&e)),
         }
+    }
+
+    /// The remote failed us; when it wants credentials, or refused ours, say where they come from.
+    fn unreachable(&self, e: &git2::Error) -> RepoError {
+        let auth = e.code() == git2::ErrorCode::Auth || e.message().contains("authentication");
+        let message = match (auth, &self.credentials) {
+            (true, None) => format!(
+                "{}: the remote wants credentials; name a Secret with username and password in --gitops-credentials-secret",
+                e.message()
+            ),
+            (true, Some(c)) => format!(
+                "{}: the remote refused user {:?}; check the Secret named by --gitops-credentials-secret",
+                e.message(),
+                c.username
+            ),
+            (false, _) => e.message().to_string(),
+        };
+        RepoError::Unreachable { url: self.url.clone(), message }
     }
 
     /// The commit that last changed `dir`, walking back from `head` along first parents.

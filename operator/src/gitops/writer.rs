@@ -1,7 +1,8 @@
 //! The one task that owns a repository's clone. Reconcilers hand it edits
 //! through a channel and read back what became of them; they never touch git.
 //!
-//! A batch: gather every edit that arrived (the latest per folder wins), fetch
+//! A batch: gather the edits that arrive close together (until 250 ms pass
+//! without one, at most 2 s; the latest per folder wins), fetch
 //! the remote head, build the tree from that head plus the edits, and, only if
 //! the tree differs, commit once and push without force. A rejected push
 //! (another writer got there first) starts the batch again on the new head,
@@ -17,16 +18,20 @@ use git2::{Oid, Signature};
 use tokio::sync::{mpsc, oneshot};
 
 use super::repo::{Edit, Mirror, RepoError};
+use prometheus_client::metrics::counter::Counter;
+
 use super::{Delivery, GitOpsSettings, Published, Request};
 use cmp_crds::conditions::reasons;
 
-/// How long a batch waits for more edits after the first one arrives.
-const GATHER: Duration = Duration::from_millis(100);
+/// A batch gathers edits until none arrived for this long...
+const GATHER_QUIET: Duration = Duration::from_millis(250);
+/// ...but a batch is closed at most this long after its first edit, so a steady stream still gets written.
+const GATHER_MAX: Duration = Duration::from_secs(2);
 /// Backoff after a rejected push or an unreachable remote: from the first to the last, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_LAST: Duration = Duration::from_secs(10);
 
-/// What the writer counts.
+/// What the writer counts, read at once.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     /// Commits pushed.
@@ -35,6 +40,41 @@ pub struct Counts {
     pub push_retries: u64,
     /// Times the clone was rebuilt.
     pub rebuilds: u64,
+}
+
+/// The writer's counters, exported as `cmp_operator_gitops_*_total` when registered.
+#[derive(Default, Debug, Clone)]
+pub struct Counters {
+    /// Commits pushed.
+    pub commits: Counter,
+    /// Pushes the remote refused, each tried again on its new head.
+    pub push_retries: Counter,
+    /// Times the clone was rebuilt.
+    pub rebuilds: Counter,
+}
+
+impl Counters {
+    /// Registers them in `registry` (the operator's, prefix `cmp_operator`).
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let counters = Self::default();
+        registry.register("gitops_commits", "Commits the GitOps writer pushed", counters.commits.clone());
+        registry.register(
+            "gitops_push_retries",
+            "Pushes the remote refused because it moved, each built again on its new head",
+            counters.push_retries.clone(),
+        );
+        registry.register(
+            "gitops_clone_rebuilds",
+            "Times the writer's clone was deleted and fetched again",
+            counters.rebuilds.clone(),
+        );
+        counters
+    }
+
+    /// Their values now.
+    pub fn read(&self) -> Counts {
+        Counts { commits: self.commits.get(), push_retries: self.push_retries.get(), rebuilds: self.rebuilds.get() }
+    }
 }
 
 /// One edit with who is waiting for it.
@@ -62,7 +102,13 @@ pub async fn run(
                 Some(request) => absorb(&mut pending, request),
                 None => return,
             }
-            tokio::time::sleep(GATHER).await;
+            let first = tokio::time::Instant::now();
+            while let Some(left) = GATHER_MAX.checked_sub(first.elapsed()).filter(|l| !l.is_zero()) {
+                match tokio::time::timeout(GATHER_QUIET.min(left), requests.recv()).await {
+                    Ok(Some(request)) => absorb(&mut pending, request),
+                    Ok(None) | Err(_) => break,
+                }
+            }
         }
         while let Ok(request) = requests.try_recv() {
             absorb(&mut pending, request);
@@ -104,9 +150,9 @@ fn record(
 ) -> bool {
     match outcome {
         Ok(written) => {
-            state.counts.commits += u64::from(written.pushed.is_some());
-            state.counts.push_retries += written.rejected;
-            state.counts.rebuilds += written.rebuilds;
+            state.counters.commits.inc_by(u64::from(written.pushed.is_some()));
+            state.counters.push_retries.inc_by(written.rejected);
+            state.counters.rebuilds.inc_by(written.rebuilds);
             state.learn_history(&written.history, written.history_base);
             for (dir, p) in std::mem::take(pending) {
                 let commit = written.last_change.get(&dir).copied().unwrap_or(written.head);
@@ -115,8 +161,8 @@ fn record(
             false
         }
         Err((error, counts)) => {
-            state.counts.push_retries += counts.rejected;
-            state.counts.rebuilds += counts.rebuilds;
+            state.counters.push_retries.inc_by(counts.rejected);
+            state.counters.rebuilds.inc_by(counts.rebuilds);
             let reason = match &error {
                 RepoError::Unreachable { .. } | RepoError::Clone { .. } => reasons::GIT_UNREACHABLE,
                 RepoError::Rejected { .. } => reasons::GIT_PUSH_REJECTED,

@@ -9,7 +9,7 @@ use git2::Oid;
 
 use crate::gitops::render::{InstanceTree, RenderSettings};
 use crate::gitops::repo::{Edit, Mirror, RepoError};
-use crate::gitops::{Delivery, GitOps, GitOpsSettings};
+use crate::gitops::{Credentials, Delivery, GitOps, GitOpsSettings};
 
 /// A folder under the temp dir, removed when dropped.
 struct Scratch(PathBuf);
@@ -245,4 +245,45 @@ async fn a_damaged_clone_is_rebuilt_and_an_unreachable_remote_is_reported_then_r
     assert!(failure.1.contains("not-yet.git"), "the message names the remote: {}", failure.1);
     BareRemote::create(&missing).expect("the remote appears");
     delivered(&gone, "ns/c", &a.digest()).await;
+}
+
+#[tokio::test]
+async fn an_http_remote_takes_the_credentials_and_refuses_pushes_without_them() {
+    let scratch = Scratch::new("http");
+    let repos = scratch.0.join("repos");
+    let remote = BareRemote::create(&repos.join("tenants.git")).expect("bare remote");
+    let server =
+        cmp_testenv::git_http::GitHttpServer::start(&repos, "cmp-writer", "s3cret-token").await.expect("server");
+    let url = server.url("tenants.git");
+    let a = tree("a", "v: 1\n");
+    let refused = |credentials: Option<Credentials>, clone: &'static str| {
+        let mut settings = settings(&scratch, &url, clone);
+        settings.credentials = credentials;
+        let gitops = GitOps::start(settings);
+        gitops.submit("ns/a", 1, &a);
+        async move {
+            for _ in 0..600 {
+                if let Some(Delivery::Failed { reason, message, .. }) = gitops.delivery("ns/a") {
+                    return (reason, message);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no failure reported: {:?}", gitops.delivery("ns/a"));
+        }
+    };
+    let (reason, message) = refused(None, "clone-anonymous").await;
+    assert_eq!(reason, "GitUnreachable");
+    assert!(message.contains(&url) && message.contains("--gitops-credentials-secret"), "{message}");
+    let wrong = Credentials { username: "cmp-writer".into(), password: "wrong".into() };
+    let (_, message) = refused(Some(wrong), "clone-wrong").await;
+    assert!(message.contains("refused user \"cmp-writer\""), "{message}");
+    assert!(remote.log().is_empty(), "nothing pushed without the right credentials");
+
+    let mut authorized = settings(&scratch, &url, "clone-authorized");
+    authorized.credentials = Some(Credentials { username: "cmp-writer".into(), password: "s3cret-token".into() });
+    let gitops = GitOps::start(authorized);
+    gitops.submit("ns/a", 1, &a);
+    let commit = delivered(&gitops, "ns/a", &a.digest()).await;
+    assert_eq!(remote.head(), Some(commit), "pushed over HTTP with the Secret's credentials");
+    assert_eq!(remote.file("tenants/acme/p/a/cm.yaml").as_deref(), Some("v: 1\n"));
 }
