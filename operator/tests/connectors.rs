@@ -40,7 +40,6 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     let w = World::new("connectors").await;
     let scratch = std::env::temp_dir().join(format!("{}-connectors", w.run));
     let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
-    bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
     let remote = BareRemote::create(&scratch.join("tenants.git")).expect("bare remote");
     let clone = scratch.join("clone").to_string_lossy().into_owned();
     let url = remote.url();
@@ -51,6 +50,17 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     let org = w.org_name("org");
     w.apply_org(&org, json!({"displayName": "Connectors"})).await;
     w.org_ready(&org).await;
+
+    // Without the Kubernetes auth method, the Project says what is missing, and recovers once it is there.
+    w.apply_project(&org, "alpha", json!({"displayName": "alpha"})).await;
+    let message = eventually("alpha reports the missing auth method", CONVERGE, || async {
+        let project = w.projects(&org).get("alpha").await.ok()?;
+        let ready = conditions::find(&project.status?.conditions, READY)?.clone();
+        (ready.reason == "VaultUnavailable").then_some(ready.message)
+    })
+    .await;
+    assert!(message.contains("--vault-kubernetes-auth") && message.contains("auth/kubernetes/role"), "{message}");
+    bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
     for project in ["alpha", "beta"] {
         w.apply_project(&org, project, json!({"displayName": project})).await;
         w.project_ready(&org, project).await;

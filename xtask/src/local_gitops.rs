@@ -45,7 +45,7 @@ impl LocalGitOps {
         Ok(Self { remote, clone, _argocd: argocd, openbao })
     }
 
-    /// The operator's flags for this repository, Argo CD and OpenBao.
+    /// The operator's flags for this repository, Argo CD and OpenBao (the token goes in the environment: [`Self::vault_token`]).
     pub fn operator_flags(&self) -> Vec<String> {
         [
             "--gitops-repo",
@@ -56,12 +56,15 @@ impl LocalGitOps {
             ARGOCD_NAMESPACE,
             "--vault-addr",
             self.openbao.addr(),
-            "--vault-token",
-            self.openbao.token(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// OpenBao's token, for the operator's `VAULT_TOKEN`.
+    pub fn vault_token(&self) -> &str {
+        self.openbao.token()
     }
 
     /// What to tell people about it.

@@ -238,6 +238,7 @@ async fn up() -> anyhow::Result<ExitCode> {
     let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
         .env("KUBECONFIG", plane.kubeconfig())
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env("VAULT_TOKEN", gitops.vault_token())
         .args(gitops.operator_flags())
         .stdin(Stdio::null())
         .kill_on_drop(true)
