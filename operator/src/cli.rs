@@ -84,12 +84,11 @@ pub struct Args {
     #[arg(long = "tenancy-label-writer", env = "CMP_TENANCY_LABEL_WRITERS", value_delimiter = ',')]
     pub tenancy_label_writers: Vec<String>,
 
-    /// How many objects of each kind are reconciled at once.
-    /// The GitOps repository Dedicated runtimes are committed to (`file:///...` or `https://...`); empty: no GitOps.
+    /// The GitOps repository Dedicated runtimes are committed to (`file:///...`, `https://...`, `ssh://...` or `user@host:path`); empty: no GitOps.
     #[arg(long, env = "CMP_GITOPS_REPO", default_value = "")]
     pub gitops_repo: String,
 
-    /// A Secret `<namespace>/<name>` holding `username` and `password` (an access token) for an HTTP(S) remote; read at start.
+    /// A Secret `<namespace>/<name>` with the remote's credentials, read at start: `username` and `password` (an access token) for HTTP(S), optional `ca.crt`; `ssh-privatekey` and `known_hosts` (optional `passphrase`, `username`) for SSH.
     #[arg(long, env = "CMP_GITOPS_CREDENTIALS_SECRET", default_value = "")]
     pub gitops_credentials_secret: String,
 
@@ -125,6 +124,7 @@ pub struct Args {
     #[arg(long, env = "CMP_ARGOCD_REPO_URL", default_value = "")]
     pub argocd_repo_url: String,
 
+    /// How many objects of each kind are reconciled at once.
     #[arg(long, env = "CMP_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 }
@@ -151,6 +151,9 @@ impl Args {
                 "--gitops-credentials-secret {:?} must be <namespace>/<name>, such as \"cmp-system/gitops-credentials\"",
                 self.gitops_credentials_secret
             );
+        }
+        if self.gitops_credentials_secret.is_empty() {
+            crate::gitops::Credentials::check_for(None, &self.gitops_repo)?;
         }
         if self.gitops_branch.trim().is_empty() {
             anyhow::bail!("--gitops-branch must name a branch, such as \"main\"");

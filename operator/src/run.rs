@@ -53,6 +53,9 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
             if let (Some(gitops), Some((namespace, name))) = (settings.gitops.as_mut(), args.credentials_secret()) {
                 gitops.credentials = Some(crate::gitops::Credentials::from_secret(&client, namespace, name).await?);
             }
+            if let Some(gitops) = &settings.gitops {
+                crate::gitops::Credentials::check_for(gitops.credentials.as_ref(), &gitops.url)?;
+            }
             check_crds(&client).await?;
             if let Some(selector) = &settings.organization_selector {
                 check_selector::<Organization>(&client, "--organization-selector", selector).await?;

@@ -2,7 +2,8 @@
 //! remote (GitHub, GitLab, Gitea): git's own smart-HTTP server,
 //! `git http-backend`, run as CGI behind a small axum front on loopback.
 //! Anyone may clone; only the configured user may push. A request without
-//! the right credentials gets 401, as a host answers it.
+//! the right credentials gets 401, as a host answers it. [`GitHttpServer::start_tls`]
+//! serves the same over HTTPS with a certificate from a CA of its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,27 +28,52 @@ struct Server {
 pub struct GitHttpServer {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    scheme: &'static str,
 }
 
 impl GitHttpServer {
     /// Serves the bare repositories under `root` on 127.0.0.1, with pushes allowed to `username`:`password` only.
     pub async fn start(root: &Path, username: &str, password: &str) -> Result<Self, Error> {
+        let (listener, router) = Self::bind(root, username, password).await?;
+        let addr = listener.local_addr().map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { addr, task, scheme: "http" })
+    }
+
+    /// The same over HTTPS, with a serving certificate for 127.0.0.1 and
+    /// localhost signed by a CA written to `certs` (`certs/ca.crt`, which a
+    /// client must be told to trust).
+    pub async fn start_tls(root: &Path, username: &str, password: &str, certs: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(certs).map_err(|source| Error::Io { path: certs.to_path_buf(), source })?;
+        let files = crate::certs::generate(certs)?;
+        let config = cmp_core::tls::server_config(&files.serving_cert, &files.serving_key).map_err(|e| Error::Io {
+            path: files.serving_cert.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let (listener, router) = Self::bind(root, username, password).await?;
+        let addr = listener.local_addr().map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
+        let task = tokio::spawn(cmp_core::tls::serve("git", listener, config, router, std::future::pending()));
+        Ok(Self { addr, task, scheme: "https" })
+    }
+
+    async fn bind(
+        root: &Path,
+        username: &str,
+        password: &str,
+    ) -> Result<(tokio::net::TcpListener, axum::Router), Error> {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         let server = Arc::new(Server { root: root.to_path_buf(), authorization: format!("Basic {token}") });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
-        let router = axum::Router::new().fallback(cgi).with_state(server);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Ok(Self { addr, task })
+        Ok((listener, axum::Router::new().fallback(cgi).with_state(server)))
     }
 
-    /// The URL of the repository `name` (a folder under the root), `http://127.0.0.1:<port>/<name>`.
+    /// The URL of the repository `name` (a folder under the root), `http(s)://127.0.0.1:<port>/<name>`.
     pub fn url(&self, name: &str) -> String {
-        format!("http://{}/{name}", self.addr)
+        format!("{}://{}/{name}", self.scheme, self.addr)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod git;
 pub mod git_http;
+pub mod git_ssh;
 pub mod keycloak;
 pub mod langflow_stand_in;
 pub mod lfx;

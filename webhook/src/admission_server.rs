@@ -14,8 +14,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use cmp_crds::{Instance, Offering, Project, Wallet};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
@@ -117,65 +115,15 @@ pub fn router(admission: Arc<Admission>) -> Router {
     Router::new().route(VALIDATE_PATH, post(validate)).with_state(admission)
 }
 
-/// Loads a PEM certificate chain and key into a TLS server configuration.
+/// Loads the admission certificate and key (`--admission-cert`, `--admission-key`).
 pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    cmp_core::tls::install_crypto_provider();
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading the admission certificate {} (--admission-cert)", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the admission key {} (--admission-key)", key.display()))?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the admission certificate and key do not make a TLS identity")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    cmp_core::tls::server_config(cert, key)
+        .context("the admission endpoint's TLS identity (--admission-cert, --admission-key)")
 }
 
 /// Listens on `addr` for the admission endpoint.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr} (--admission-addr)"))
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown` completes.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    config: rustls::ServerConfig,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    tracing::info!(addr = ?listener.local_addr().ok(), "serving admission over TLS");
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting an admission connection");
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let (acceptor, service) = (acceptor.clone(), TowerToHyperService::new(router.clone()));
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::debug!(%error, %peer, "a TLS handshake failed");
-                    return;
-                }
-            };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%error, %peer, "an admission connection ended with an error");
-            }
-        });
-    }
 }
 
 /// How the API server reaches the admission endpoint.

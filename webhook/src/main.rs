@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
             });
             if let Some((tls, listener)) = admission_tls {
                 let router = admission_server::router(admission);
-                tokio::spawn(admission_server::serve_tls(listener, tls, router, process.shutdown.clone()));
+                tokio::spawn(cmp_core::tls::serve("admission", listener, tls, router, process.shutdown.clone()));
             }
             let shutdown = process.shutdown.clone();
             axum::serve(listener, server::router(app))

@@ -3,6 +3,7 @@
 //! hand it edits and read back what became of them.
 
 pub mod argocd;
+pub mod credentials;
 pub mod render;
 pub mod repo;
 pub mod writer;
@@ -17,46 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use render::{InstanceTree, RenderSettings};
 use repo::Edit;
 
-/// HTTPS credentials for the remote, read from a Secret (`username`, `password`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The user name.
-    pub username: String,
-    /// The password or access token.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
-    }
-}
-
-impl Credentials {
-    fn git2(&self, _username_from_url: Option<&str>) -> Result<git2::Cred, git2::Error> {
-        git2::Cred::userpass_plaintext(&self.username, &self.password)
-    }
-
-    /// Reads `username` and `password` from the Secret `namespace/name` (`--gitops-credentials-secret`).
-    pub async fn from_secret(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Self> {
-        let flag = "--gitops-credentials-secret";
-        let secrets = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
-        let secret = secrets
-            .get_opt(name)
-            .await
-            .map_err(|e| anyhow::anyhow!("{flag}: reading the Secret {namespace}/{name}: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("{flag}: the Secret {namespace}/{name} does not exist; create it with the keys username and password (an access token)"))?;
-        let data = secret.data.unwrap_or_default();
-        let value = |key: &str| {
-            let bytes = data.get(key).ok_or_else(|| {
-                anyhow::anyhow!("{flag}: the Secret {namespace}/{name} has no key {key:?}; it needs username and password (an access token)")
-            })?;
-            String::from_utf8(bytes.0.clone())
-                .map_err(|_| anyhow::anyhow!("{flag}: the key {key:?} of the Secret {namespace}/{name} is not UTF-8"))
-        };
-        Ok(Self { username: value("username")?, password: value("password")? })
-    }
-}
+pub use credentials::Credentials;
 
 /// Where and how the writer commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +33,7 @@ pub struct GitOpsSettings {
     pub author_name: String,
     /// Commit author's e-mail.
     pub author_email: String,
-    /// HTTPS credentials, when the remote needs them.
+    /// Credentials and trust for the remote, when it needs them.
     pub credentials: Option<Credentials>,
     /// What the renderer needs.
     pub render: RenderSettings,

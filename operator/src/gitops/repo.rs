@@ -99,7 +99,20 @@ impl Mirror {
     fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut callbacks = RemoteCallbacks::new();
         if let Some(credentials) = &self.credentials {
-            callbacks.credentials(move |_url, username, _allowed| credentials.git2(username));
+            // libgit2 asks again after a refusal; a few answers are enough to tell a wrong key from a missing user.
+            let mut asked = 0;
+            callbacks.credentials(move |_url, user_from_url, allowed| {
+                asked += 1;
+                if asked > 4 {
+                    return Err(git2::Error::new(
+                        git2::ErrorCode::Auth,
+                        git2::ErrorClass::Callback,
+                        "authentication failed: the remote refused the credentials",
+                    ));
+                }
+                credentials.git2(user_from_url, allowed)
+            });
+            callbacks.certificate_check(move |cert, _host| credentials.check_certificate(cert, &self.url));
         }
         callbacks
     }
@@ -296,20 +309,34 @@ impl Mirror {
         }
     }
 
-    /// The remote failed us; when it wants credentials, or refused ours, say where they come from.
+    /// The remote failed us; when it wants credentials, refused ours or was not trusted, say where they come from.
     fn unreachable(&self, e: &git2::Error) -> RepoError {
-        let auth = e.code() == git2::ErrorCode::Auth || e.message().contains("authentication");
-        let message = match (auth, &self.credentials) {
-            (true, None) => format!(
-                "{}: the remote wants credentials; name a Secret with username and password in --gitops-credentials-secret",
-                e.message()
+        use super::credentials::{FLAG, Transport};
+        let text = e.message();
+        let auth = e.code() == git2::ErrorCode::Auth || text.contains("authentication");
+        let certificate =
+            e.code() == git2::ErrorCode::Certificate || text.contains("certificate") || text.contains("hostkey");
+        let transport = Transport::of(&self.url);
+        let ssh = matches!(transport, Transport::Ssh { .. });
+        let message = match (auth, certificate, &self.credentials) {
+            (true, _, None) => format!(
+                "{text}: the remote wants credentials; name a Secret with username and password (or ssh-privatekey) in {FLAG}"
             ),
-            (true, Some(c)) => format!(
-                "{}: the remote refused user {:?}; check the Secret named by --gitops-credentials-secret",
-                e.message(),
-                c.username
+            (true, _, Some(_)) if ssh => format!(
+                "{text}: the remote refused the SSH key; check ssh-privatekey in the Secret named by {FLAG} and that the host accepts its public key"
             ),
-            (false, _) => e.message().to_string(),
+            (true, _, Some(c)) => format!(
+                "{text}: the remote refused user {:?}; check the Secret named by {FLAG}",
+                c.username.as_deref().unwrap_or_default()
+            ),
+            (false, true, _) if let Transport::Ssh { host, port, .. } = &transport => format!(
+                "{text}: the host key of {} is not listed in known_hosts of the Secret named by {FLAG}; add the host's key (ssh-keyscan -p {port} {host}) if this is the right host",
+                super::credentials::known_hosts_name(host, *port)
+            ),
+            (false, true, _) => format!(
+                "{text}: the server's certificate is not trusted; put the CA that signed it in the key ca.crt of the Secret named by {FLAG}"
+            ),
+            _ => text.to_string(),
         };
         RepoError::Unreachable { url: self.url.clone(), message }
     }

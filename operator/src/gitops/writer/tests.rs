@@ -70,6 +70,17 @@ async fn delivered(gitops: &GitOps, key: &str, digest: &str) -> String {
     panic!("{key} was not delivered: {:?}", gitops.delivery(key));
 }
 
+/// The reason and message of the first failure reported for `key`.
+async fn failure(gitops: &GitOps, key: &str) -> (&'static str, String) {
+    for _ in 0..600 {
+        if let Some(Delivery::Failed { reason, message, .. }) = gitops.delivery(key) {
+            return (reason, message);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no failure reported for {key}: {:?}", gitops.delivery(key));
+}
+
 #[tokio::test]
 async fn changes_arriving_together_make_one_commit_naming_each_instance_and_generation() {
     let scratch = Scratch::new("batch");
@@ -261,29 +272,96 @@ async fn an_http_remote_takes_the_credentials_and_refuses_pushes_without_them() 
         settings.credentials = credentials;
         let gitops = GitOps::start(settings);
         gitops.submit("ns/a", 1, &a);
-        async move {
-            for _ in 0..600 {
-                if let Some(Delivery::Failed { reason, message, .. }) = gitops.delivery("ns/a") {
-                    return (reason, message);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("no failure reported: {:?}", gitops.delivery("ns/a"));
-        }
+        async move { failure(&gitops, "ns/a").await }
     };
     let (reason, message) = refused(None, "clone-anonymous").await;
     assert_eq!(reason, "GitUnreachable");
     assert!(message.contains(&url) && message.contains("--gitops-credentials-secret"), "{message}");
-    let wrong = Credentials { username: "cmp-writer".into(), password: "wrong".into() };
+    let wrong = Credentials::password("cmp-writer", "wrong");
     let (_, message) = refused(Some(wrong), "clone-wrong").await;
     assert!(message.contains("refused user \"cmp-writer\""), "{message}");
     assert!(remote.log().is_empty(), "nothing pushed without the right credentials");
 
     let mut authorized = settings(&scratch, &url, "clone-authorized");
-    authorized.credentials = Some(Credentials { username: "cmp-writer".into(), password: "s3cret-token".into() });
+    authorized.credentials = Some(Credentials::password("cmp-writer", "s3cret-token"));
     let gitops = GitOps::start(authorized);
     gitops.submit("ns/a", 1, &a);
     let commit = delivered(&gitops, "ns/a", &a.digest()).await;
     assert_eq!(remote.head(), Some(commit), "pushed over HTTP with the Secret's credentials");
+    assert_eq!(remote.file("tenants/acme/p/a/cm.yaml").as_deref(), Some("v: 1\n"));
+}
+
+#[tokio::test]
+async fn an_https_remote_is_trusted_through_the_secrets_ca() {
+    cmp_core::tls::install_crypto_provider();
+    let scratch = Scratch::new("https");
+    let repos = scratch.0.join("repos");
+    let remote = BareRemote::create(&repos.join("tenants.git")).expect("bare remote");
+    let certs = scratch.0.join("certs");
+    let server = cmp_testenv::git_http::GitHttpServer::start_tls(&repos, "cmp-writer", "s3cret-token", &certs)
+        .await
+        .expect("server");
+    let url = server.url("tenants.git");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let a = tree("a", "v: 1\n");
+
+    let mut untrusted = settings(&scratch, &url, "clone-untrusted");
+    untrusted.credentials = Some(Credentials::password("cmp-writer", "s3cret-token"));
+    let gitops = GitOps::start(untrusted);
+    gitops.submit("ns/a", 1, &a);
+    let (reason, message) = failure(&gitops, "ns/a").await;
+    assert_eq!(reason, "GitUnreachable");
+    assert!(message.contains("ca.crt") && message.contains(&url), "names what to add: {message}");
+    assert!(remote.log().is_empty(), "nothing pushed to a server that is not trusted");
+
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).expect("ca");
+    let mut trusted = settings(&scratch, &url, "clone-trusted");
+    trusted.credentials = Some(Credentials { ca: Some(ca), ..Credentials::password("cmp-writer", "s3cret-token") });
+    let gitops = GitOps::start(trusted);
+    gitops.submit("ns/a", 1, &a);
+    let commit = delivered(&gitops, "ns/a", &a.digest()).await;
+    assert_eq!(remote.head(), Some(commit), "pushed over HTTPS, the server checked against ca.crt");
+    assert_eq!(remote.file("tenants/acme/p/a/cm.yaml").as_deref(), Some("v: 1\n"));
+}
+
+#[tokio::test]
+async fn an_ssh_remote_takes_the_deploy_key_and_checks_the_host_key() {
+    use cmp_testenv::git_ssh::{GitSshServer, KeyPair};
+    let scratch = Scratch::new("ssh");
+    let repos = scratch.0.join("repos");
+    let remote = BareRemote::create(&repos.join("tenants.git")).expect("bare remote");
+    let deploy_key = KeyPair::generate(&scratch.0.join("deploy_key")).expect("deploy key");
+    let other_key = KeyPair::generate(&scratch.0.join("other_key")).expect("other key");
+    let server = GitSshServer::start(&repos, &deploy_key.public, &scratch.0.join("sshd")).await.expect("server");
+    let url = server.url("tenants.git");
+    let a = tree("a", "v: 1\n");
+    let ssh = |key: &KeyPair, known_hosts: String| Credentials {
+        ssh_private_key: Some(key.private.clone()),
+        known_hosts: Some(known_hosts),
+        ..Credentials::default()
+    };
+    let attempt = |credentials: Credentials, clone: &'static str| {
+        let mut settings = settings(&scratch, &url, clone);
+        settings.credentials = Some(credentials);
+        let gitops = GitOps::start(settings);
+        gitops.submit("ns/a", 1, &a);
+        gitops
+    };
+
+    // A server whose host key is not the one in known_hosts is not trusted, whatever it answers.
+    let port = url.split(':').nth(2).and_then(|rest| rest.split('/').next()).expect("port");
+    let impostor = format!("[127.0.0.1]:{port} {}\n", other_key.public);
+    let (reason, message) = failure(&attempt(ssh(&deploy_key, impostor), "clone-impostor"), "ns/a").await;
+    assert_eq!(reason, "GitUnreachable");
+    assert!(message.contains("host key") && message.contains(&format!("[127.0.0.1]:{port}")), "{message}");
+
+    // A key the host does not accept is refused, naming the Secret's key.
+    let (_, message) = failure(&attempt(ssh(&other_key, server.known_hosts()), "clone-other-key"), "ns/a").await;
+    assert!(message.contains("ssh-privatekey"), "{message}");
+    assert!(remote.log().is_empty(), "nothing pushed without the deploy key and the right host");
+
+    let gitops = attempt(ssh(&deploy_key, server.known_hosts()), "clone-deploy-key");
+    let commit = delivered(&gitops, "ns/a", &a.digest()).await;
+    assert_eq!(remote.head(), Some(commit), "pushed over SSH with the deploy key");
     assert_eq!(remote.file("tenants/acme/p/a/cm.yaml").as_deref(), Some("v: 1\n"));
 }
