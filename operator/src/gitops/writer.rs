@@ -96,6 +96,10 @@ pub async fn run(
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
     let mut mirror: Option<Mirror> = None;
+    // How many edits the next batch may hold: halved each time a whole batch loses every push to another
+    // writer (a big push takes longer between fetch and push than a small one), unlimited again once the
+    // backlog has landed.
+    let mut limit = usize::MAX;
     loop {
         if pending.is_empty() {
             match requests.recv().await {
@@ -113,8 +117,10 @@ pub async fn run(
         while let Ok(request) = requests.try_recv() {
             absorb(&mut pending, request);
         }
-        let batch: Vec<Edit> = pending.values().map(|p| p.edit.clone()).collect();
-        let message = commit_message(pending.values());
+        let mut taken = take_batch(&mut pending, limit);
+        let batch: Vec<Edit> = taken.values().map(|p| p.edit.clone()).collect();
+        let batch_len = batch.len();
+        let message = commit_message(taken.values());
         let attempt = {
             let settings = settings.clone();
             let taken = mirror.take();
@@ -128,9 +134,27 @@ pub async fn run(
             Err(panic) => (None, Err((RepoError::Write(format!("the git task failed: {panic}")), Tries::default()))),
         };
         mirror = kept;
+        let lost_every_race = matches!(outcome, Err((RepoError::Rejected { .. }, _)));
         let failed = {
             let mut state = published.lock().unwrap_or_else(PoisonError::into_inner);
-            record(&mut state, &wake, &mut pending, outcome)
+            record(&mut state, &wake, &mut taken, outcome)
+        };
+        // What did not land goes back, to be tried with whatever arrived meanwhile.
+        pending.append(&mut taken);
+        limit = match (failed, lost_every_race) {
+            // The backlog of a split batch drains at the size that landed; then batches are whole again.
+            (false, _) if pending.is_empty() => usize::MAX,
+            (false, _) => limit,
+            (true, true) => {
+                let halved = (batch_len / 2).max(1);
+                tracing::warn!(
+                    edits = batch_len,
+                    next = halved,
+                    "every push of this batch lost to another writer; splitting it"
+                );
+                halved
+            }
+            (true, false) => limit,
         };
         if failed {
             tokio::time::sleep(retry).await;
@@ -181,6 +205,15 @@ fn record(
             true
         }
     }
+}
+
+/// The first `limit` pending edits (in folder order), taken out of `pending`.
+fn take_batch(pending: &mut BTreeMap<String, Pending>, limit: usize) -> BTreeMap<String, Pending> {
+    let rest = match pending.keys().nth(limit).cloned() {
+        Some(first_left) => pending.split_off(&first_left),
+        None => BTreeMap::new(),
+    };
+    std::mem::replace(pending, rest)
 }
 
 fn absorb(pending: &mut BTreeMap<String, Pending>, request: Request) {

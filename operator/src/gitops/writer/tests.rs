@@ -365,3 +365,41 @@ async fn an_ssh_remote_takes_the_deploy_key_and_checks_the_host_key() {
     assert_eq!(remote.head(), Some(commit), "pushed over SSH with the deploy key");
     assert_eq!(remote.file("tenants/acme/p/a/cm.yaml").as_deref(), Some("v: 1\n"));
 }
+
+/// Stands in for another writer fast enough to win every race against a big push: the remote's
+/// pre-receive hook refuses any push that changes more than `most` Instance folders.
+fn refuse_pushes_of_more_than(remote: &BareRemote, most: usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = remote.path().join("hooks/pre-receive");
+    let script = format!(
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$old\" = 0000000000000000000000000000000000000000 ]; then\n    files=$(git ls-tree -r --name-only \"$new\")\n  else\n    files=$(git diff --name-only \"$old\" \"$new\")\n  fi\n  n=$(echo \"$files\" | awk -F/ 'NF>=5 {{print $1\"/\"$2\"/\"$3\"/\"$4}}' | sort -u | wc -l)\n  if [ \"$n\" -gt {most} ]; then echo \"another writer got there first ($n folders)\" >&2; exit 1; fi\ndone\n"
+    );
+    std::fs::write(&hook, script).expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("hook mode");
+}
+
+#[tokio::test]
+async fn a_batch_that_loses_every_push_is_split_until_it_lands() {
+    let scratch = Scratch::new("split");
+    let repos = scratch.0.join("repos");
+    let remote = BareRemote::create(&repos.join("tenants.git")).expect("bare remote");
+    refuse_pushes_of_more_than(&remote, 3);
+    let server =
+        cmp_testenv::git_http::GitHttpServer::start(&repos, "cmp-writer", "s3cret-token").await.expect("server");
+    let mut settings = settings(&scratch, &server.url("tenants.git"), "clone");
+    settings.credentials = Some(Credentials::password("cmp-writer", "s3cret-token"));
+    let counters = crate::gitops::writer::Counters::default();
+    let gitops = GitOps::counted(settings, counters.clone());
+    let trees: Vec<InstanceTree> = (0..10).map(|i| tree(&format!("bot-{i}"), "z: 1\n")).collect();
+    for (i, t) in trees.iter().enumerate() {
+        gitops.submit(&format!("ns/bot-{i}"), 1, t);
+    }
+    let (reason, message) = failure(&gitops, "ns/bot-0").await;
+    assert_eq!(reason, "GitPushRejected", "the whole batch lost first: {message}");
+    for (i, t) in trees.iter().enumerate() {
+        delivered(&gitops, &format!("ns/bot-{i}"), &t.digest()).await;
+    }
+    let commits = remote.log().len();
+    assert!((4..=10).contains(&commits), "ten edits landed in batches of at most three: {commits} commits");
+    assert!(counters.read().push_retries > 0, "the lost pushes are counted");
+}
