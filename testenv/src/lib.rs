@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod git;
 pub mod git_http;
 pub mod git_ssh;
+pub mod helm;
 pub mod keycloak;
 pub mod langflow_stand_in;
 pub mod lfx;

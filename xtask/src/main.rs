@@ -183,6 +183,11 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     // Argo CD (the GitOps tests' peer) is built once into the cache before the tests start, not by two test binaries at once.
     let argocd = tokio::task::spawn_blocking(cmp_testenv::argocd::binaries).await?.context("building Argo CD")?;
     eprintln!("Argo CD, kustomize and Redis are in {}", argocd.display());
+    // So are Helm (the chart test) and the git-over-SSH server (the writer's SSH test).
+    let helm = tokio::task::spawn_blocking(cmp_testenv::helm::binaries).await?.context("building Helm")?;
+    eprintln!("Helm and the optional CRDs are in {}", helm.display());
+    let ssh = tokio::task::spawn_blocking(cmp_testenv::git_ssh::binary).await?.context("building git-ssh-server")?;
+    eprintln!("git-ssh-server is {}", ssh.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("running cargo test --workspace against {}", plane.server());
     let status = tokio::process::Command::new(cargo)
