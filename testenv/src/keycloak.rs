@@ -31,6 +31,8 @@ pub struct Keycloak {
     child: Child,
     url: String,
     log: PathBuf,
+    /// The per-run copy of the install, removed on drop (it is ~190 MB).
+    home: PathBuf,
 }
 
 impl Keycloak {
@@ -69,7 +71,7 @@ impl Keycloak {
             .stderr(err)
             .spawn()
             .map_err(|source| Error::Spawn { binary: "kc.sh".into(), source })?;
-        let keycloak = Self { child, url: format!("http://127.0.0.1:{port}"), log };
+        let keycloak = Self { child, url: format!("http://127.0.0.1:{port}"), log, home };
         keycloak.wait_ready().await?;
         Ok(keycloak)
     }
@@ -124,6 +126,7 @@ impl Drop for Keycloak {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 

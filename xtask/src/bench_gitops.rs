@@ -69,6 +69,10 @@ fn record_synced(client: &kube::Client) -> (SyncedAt, tokio::task::JoinHandle<()
 /// What one phase measured.
 struct Phase {
     elapsed: Duration,
+    /// How long the bench's own writes (one per Instance) took to be accepted.
+    sent_in: Duration,
+    /// The operator's API writes during the phase.
+    operator_writes: u64,
     commits: u64,
     retries: u64,
     p50: Duration,
@@ -89,6 +93,7 @@ async fn phase(
     let spec =
         |project: &str| json!({"project": project, "offering": "dedicated", "version": version, "plan": "basic"});
     let sent = apply_instances(client, instances, per_org, per_project, spec).await?;
+    let sent_in = started.elapsed();
     wait("instances Synced", || synced_count(synced_at, generation) >= instances).await?;
     let elapsed = started.elapsed();
     let after = scrape(port).await?;
@@ -102,6 +107,8 @@ async fn phase(
     latencies.sort();
     Ok(Phase {
         elapsed,
+        sent_in,
+        operator_writes: delta("cmp_operator_api_writes_total{"),
         commits: delta("cmp_operator_gitops_commits_total"),
         retries: delta("cmp_operator_gitops_push_retries_total"),
         p50: percentile(&latencies, 0.50),
@@ -168,6 +175,20 @@ fn print_phase(title: &str, instances: usize, p: &Phase) {
     println!("    pushes retried:               {}", p.retries);
     println!("    change -> Synced, p50:        {:.2} s", p.p50.as_secs_f64());
     println!("    change -> Synced, p95:        {:.2} s ({instances} Instances)", p.p95.as_secs_f64());
+    // The API server's own floor, measured in the same phase: the bench's writes went at this rate,
+    // and the operator's writes go through the same API server and etcd on the same cores.
+    let rate = instances as f64 / p.sent_in.as_secs_f64().max(f64::EPSILON);
+    println!(
+        "    API writes:                   the bench's {instances} took {:.2} s ({rate:.0}/s); the operator's {} ({:.1} per Instance)",
+        p.sent_in.as_secs_f64(),
+        p.operator_writes,
+        p.operator_writes as f64 / instances as f64
+    );
+    println!(
+        "    API floor at that rate:       {:.2} s for all {} writes, before any git work",
+        (instances as u64 + p.operator_writes) as f64 / rate,
+        instances as u64 + p.operator_writes
+    );
 }
 
 /// Runs the benchmark: `instances` Dedicated Instances across `projects` Projects in ten Organizations.

@@ -179,6 +179,7 @@ async fn cluster() -> anyhow::Result<ExitCode> {
 
 async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let dir = cmp_testenv::control_plane::cache_dir().join("test-runs").join(std::process::id().to_string());
+    warn_if_disk_is_short(&[cmp_testenv::control_plane::cache_dir(), std::env::temp_dir()]);
     let (plane, _client) = start(&dir).await?;
     // Argo CD (the GitOps tests' peer) is built once into the cache before the tests start, not by two test binaries at once.
     let argocd = tokio::task::spawn_blocking(cmp_testenv::argocd::binaries).await?.context("building Argo CD")?;
@@ -206,6 +207,33 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("tests failed; control plane logs are in {}", dir.display());
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Free space the suite wants: the cold cargo build, the tools in the cache
+/// and what the tests write (git remotes, Keycloak's copy, logs).
+const TEST_DISK_GIB: u64 = 12;
+
+/// Says so up front when a folder the tests write to has less than
+/// [`TEST_DISK_GIB`] free: a full disk otherwise shows up as git pushes whose
+/// packs "failed to unpack" or servers that never start, far from the cause.
+fn warn_if_disk_is_short(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let Ok(output) = std::process::Command::new("df").arg("-Pk").arg(dir).output() else { continue };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let free_kib =
+            text.lines().nth(1).and_then(|line| line.split_whitespace().nth(3)).and_then(|n| n.parse::<u64>().ok());
+        if let Some(free_kib) = free_kib
+            && free_kib < TEST_DISK_GIB * 1024 * 1024
+        {
+            eprintln!(
+                "warning: only {:.1} GiB free under {}; the suite wants about {TEST_DISK_GIB} GiB. \
+                 Free some (old runs are in {}) or tests will fail with write errors.",
+                free_kib as f64 / 1024.0 / 1024.0,
+                dir.display(),
+                cmp_testenv::control_plane::cache_dir().join("test-runs").display(),
+            );
+        }
     }
 }
 
