@@ -4,6 +4,7 @@
 //! leader election ([`lease`]).
 
 pub mod api_requests;
+pub mod events;
 pub mod health;
 pub mod jwks;
 pub mod lease;

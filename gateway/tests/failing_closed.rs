@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
+use cmp_testenv::chart_identity::Component;
 use cmp_testenv::free_port;
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::test::{http_get, kubeconfig_as, test_kubeconfig};
@@ -133,7 +134,10 @@ async fn usage_events_wait_out_a_sink_outage_and_overflow_is_counted() {
         "5".into(),
     ];
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-gateway"));
-    let process = TestProcess::spawn(binary, &format!("{}-gw", w.run), "info", &args).expect("cmp-gateway starts");
+    let log = format!("{}-gw", w.run);
+    let process =
+        TestProcess::spawn_as(Component::Gateway, &w.run, &w.runtime_key_values(), binary, &log, "info", &args)
+            .expect("cmp-gateway starts as the chart's gateway");
     process.ready(support::CONVERGE).await;
     let mut ids = BTreeSet::new();
     for _ in 0..10 {

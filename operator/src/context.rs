@@ -76,7 +76,7 @@ impl Context {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
-            note: Some(note),
+            note: Some(cmp_core::events::note(note)),
             action: "Reconcile".into(),
             secondary: None,
         };

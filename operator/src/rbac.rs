@@ -35,7 +35,9 @@ const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "patch", "d
 /// grants are appended only by the operator and the provisioner.
 fn control_rules(role: MemberRole) -> Vec<PolicyRule> {
     let mut rules = vec![
-        rule(&["cmp.gsv.dev"], &["wallets", "wallets/status"], READ),
+        rule(&["cmp.gsv.dev"], &["wallets"], READ),
+        // A subresource is only ever read by name (list and watch come with `wallets`).
+        rule(&["cmp.gsv.dev"], &["wallets/status"], &["get"]),
         rule(&[""], &["events"], READ),
         rule(&["events.k8s.io"], &["events"], READ),
     ];

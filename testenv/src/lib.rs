@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod argocd;
 pub mod certs;
+pub mod chart_identity;
 pub mod control_plane;
 pub mod git;
 pub mod git_http;

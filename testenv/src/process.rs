@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use crate::Error;
+use crate::chart_identity::{ChartIdentity, Component, OPERATOR_RELEASE};
 use crate::test::{eventually, http_get, test_kubeconfig};
 
 /// Starts `command` with no stdin and its stdout and stderr in the file `log`.
@@ -35,6 +36,22 @@ impl TestProcess {
     /// `--health-addr` and `args`, logging to `$TMPDIR/<log_name>.log`.
     pub fn spawn(binary: &Path, log_name: &str, rust_log: &str, args: &[String]) -> Result<Self, Error> {
         Self::spawn_with_kubeconfig(binary, log_name, rust_log, args, &test_kubeconfig())
+    }
+
+    /// Like [`TestProcess::spawn`], as the chart's `component` of release
+    /// `release` with `values` (see [`ChartIdentity::for_flags`]): the process
+    /// has only the rights the chart gives it.
+    pub fn spawn_as(
+        component: Component,
+        release: &str,
+        values: &[String],
+        binary: &Path,
+        log_name: &str,
+        rust_log: &str,
+        args: &[String],
+    ) -> Result<Self, Error> {
+        let identity = ChartIdentity::for_flags(component, release, args, values)?;
+        Self::spawn_with_kubeconfig(binary, log_name, rust_log, args, &identity.kubeconfig)
     }
 
     /// Like [`TestProcess::spawn`], with another kubeconfig (another identity, or another server).
@@ -118,5 +135,13 @@ pub fn operator_for_run(label: &str, run: &str) -> Result<TestProcess, Error> {
     let selector = format!("{label}={run}");
     let lease = format!("cmp-operator-{run}");
     let args = ["--organization-selector", &selector, "--offering-selector", &selector, "--lease-name", &lease];
-    TestProcess::spawn(&binary, &format!("{run}-operator"), "info", &args.map(String::from))
+    TestProcess::spawn_as(
+        Component::Operator,
+        OPERATOR_RELEASE,
+        &[],
+        &binary,
+        &format!("{run}-operator"),
+        "info",
+        &args.map(String::from),
+    )
 }

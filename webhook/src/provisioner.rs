@@ -289,12 +289,12 @@ impl Provisioner {
                 let event = Event {
                     type_: EventType::Warning,
                     reason: "OrderLineNotProvisioned".into(),
-                    note: Some(format!(
+                    note: Some(cmp_core::events::note(format!(
                         "order {} line {} (SKU {}): {problem}",
                         order.number.as_deref().unwrap_or(&order.id),
                         line.id,
                         line.sku.as_deref().unwrap_or("none")
-                    )),
+                    ))),
                     action: "Provision".into(),
                     secondary: None,
                 };

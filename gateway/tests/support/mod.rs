@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
+use cmp_testenv::chart_identity::Component;
 use cmp_testenv::free_port;
 use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use cmp_testenv::process::TestProcess;
@@ -96,15 +97,37 @@ impl World {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-gateway"));
-        let process = TestProcess::spawn(binary, &format!("{}-{replica}", self.run), "info,cmp_gateway=debug", &args)
-            .expect("cmp-gateway starts");
+        let log = format!("{}-{replica}", self.run);
+        let values = self.runtime_key_values();
+        let process = TestProcess::spawn_as(
+            Component::Gateway,
+            &self.run,
+            &values,
+            binary,
+            &log,
+            "info,cmp_gateway=debug",
+            &args,
+        )
+        .expect("cmp-gateway starts as the chart's gateway");
         process.ready(CONVERGE).await;
         Gateway { process, base: format!("http://127.0.0.1:{port}"), usage }
     }
 
+    /// The chart values that let the gateway read the run's runtime key, and no other Secret.
+    pub fn runtime_key_values(&self) -> Vec<String> {
+        vec![
+            "gateway.runtimeKeySecrets[0].namespace=default".into(),
+            format!("gateway.runtimeKeySecrets[0].name={}", self.runtime_key_name()),
+        ]
+    }
+
+    fn runtime_key_name(&self) -> String {
+        format!("{}-runtime", self.run)
+    }
+
     /// The Secret holding the runtime's key (in `default`), as an `apiKeySecretRef`.
     pub async fn runtime_key_secret(&self) -> Value {
-        let name = format!("{}-runtime", self.run);
+        let name = self.runtime_key_name();
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
                             "stringData": {"apiKey": RUNTIME_KEY}});
         Api::<Secret>::namespaced(self.client.clone(), "default")

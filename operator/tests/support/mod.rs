@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cmp_crds::{Organization, Project, Wallet};
 use cmp_testenv::apply::install_crds;
+use cmp_testenv::chart_identity::{Component, OPERATOR_RELEASE};
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::test::{eventually, test_client, unique_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -159,8 +160,17 @@ impl Operator {
         .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-operator"));
-        let process = TestProcess::spawn(binary, &format!("{run}-{identity}"), "info,cmp_operator=debug", &args)
-            .expect("cmp-operator starts");
+        let log = format!("{run}-{identity}");
+        let process = TestProcess::spawn_as(
+            Component::Operator,
+            OPERATOR_RELEASE,
+            &[],
+            binary,
+            &log,
+            "info,cmp_operator=debug",
+            &args,
+        )
+        .expect("cmp-operator starts as the chart's operator");
         Self { process }
     }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cmp_crds::Offering;
 use cmp_testenv::apply::install_crds;
+use cmp_testenv::chart_identity::Component;
 use cmp_testenv::free_port;
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::saleor::SaleorStandIn;
@@ -106,8 +107,9 @@ impl World {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cmp-webhook"));
-        let process =
-            TestProcess::spawn(binary, &format!("{}-webhook", self.run), "info", &args).expect("cmp-webhook starts");
+        let log = format!("{}-webhook", self.run);
+        let process = TestProcess::spawn_as(Component::Webhook, &self.run, &[], binary, &log, "info", &args)
+            .expect("cmp-webhook starts as the chart's webhook");
         process.ready(CONVERGE).await;
         Webhook { process, base: format!("http://127.0.0.1:{port}"), admission: None }
     }

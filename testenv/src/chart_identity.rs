@@ -1,0 +1,246 @@
+//! The chart's own identities for the binaries under test.
+//!
+//! [`ChartIdentity::apply`] renders `charts/cmp` with `helm template`, applies
+//! what gives one component its rights (its ServiceAccount, ClusterRole, Roles
+//! and bindings, the namespaces they live in, and the admission policies that
+//! narrow them) and writes a kubeconfig that
+//! impersonates that ServiceAccount. A binary started with it has exactly the
+//! rights the chart grants, so an integration test fails when a rule is
+//! missing. Each test run renders its own release (the run's name), so
+//! concurrent tests never share or overwrite each other's rules.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::Error;
+
+/// The namespace a component runs in unless a test says otherwise: the
+/// binaries' default for their Leases and Secrets, and the chart's release
+/// namespace in the README's install.
+pub const DEFAULT_NAMESPACE: &str = "cmp-system";
+
+/// The release every test's operator belongs to, so that all of them share
+/// one ServiceAccount (`cmp-system:cmp-operator`), as the replicas of one
+/// install do: each operator installs the cluster-wide tenancy-label policy
+/// naming its own user as the one writer, and operators of different users
+/// would keep replacing each other's. The gateway and the webhook take the
+/// run's own release.
+pub const OPERATOR_RELEASE: &str = "cmp";
+
+/// The field manager of the applied RBAC.
+const MANAGER: &str = "cmp-tests-chart-rbac";
+
+/// The kinds that make up a component's identity, its rights, and the
+/// admission policies that narrow them (the operator's meter guard).
+const IDENTITY_KINDS: [&str; 7] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
+/// One of the chart's three components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// `cmp-operator`.
+    Operator,
+    /// `cmp-gateway`.
+    Gateway,
+    /// `cmp-webhook`.
+    Webhook,
+}
+
+impl Component {
+    /// Its name in the chart (the `app.kubernetes.io/component` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Operator => "operator",
+            Component::Gateway => "gateway",
+            Component::Webhook => "webhook",
+        }
+    }
+}
+
+/// A component's ServiceAccount, as the chart creates it, ready to impersonate.
+#[derive(Clone, Debug)]
+pub struct ChartIdentity {
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub user: String,
+    /// A kubeconfig for the test control plane that acts as [`ChartIdentity::user`].
+    pub kubeconfig: PathBuf,
+}
+
+impl ChartIdentity {
+    /// The identity the chart gives `component` when it runs with `args`:
+    /// release `release` in the namespace the flags name (`--lease-namespace`
+    /// for the operator, `--namespace` for the others; else
+    /// [`DEFAULT_NAMESPACE`]), with the values those flags come from in the
+    /// chart, and `values` added.
+    pub fn for_flags(component: Component, release: &str, args: &[String], values: &[String]) -> Result<Self, Error> {
+        let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        let namespace_flag = if component == Component::Operator { "--lease-namespace" } else { "--namespace" };
+        let namespace = flag(namespace_flag).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let mut all: Vec<String> = Vec::new();
+        if component == Component::Operator {
+            if let Some(ns) = flag("--argocd-namespace") {
+                all.push(format!("operator.argocd.namespace={ns}"));
+            }
+            if let Some(on) = flag("--admission-policy") {
+                all.push(format!("operator.admissionPolicy={on}"));
+            }
+            if let Some(secret) = flag("--gitops-credentials-secret") {
+                all.push(format!("operator.gitops.credentialsSecret={secret}"));
+            }
+        }
+        all.extend(values.iter().cloned());
+        Self::apply(component, release, &namespace, &all)
+    }
+
+    /// Renders the chart as `release` in `namespace` with `values` (`--set`
+    /// expressions), applies `component`'s ServiceAccount and RBAC, and
+    /// returns its identity.
+    pub fn apply(component: Component, release: &str, namespace: &str, values: &[String]) -> Result<Self, Error> {
+        let mut args: Vec<&str> = Vec::new();
+        for value in values {
+            args.extend(["--set", value.as_str()]);
+        }
+        let rendered = crate::helm::template(release, namespace, &args)?;
+        if !rendered.success {
+            return Err(Error::Process(format!(
+                "helm template {release} (values {values:?}) failed: {}",
+                rendered.stderr.trim()
+            )));
+        }
+        let (objects, account) = rights_of(component, &rendered.stdout)?;
+        kubectl_apply(&objects)?;
+        let user = format!("system:serviceaccount:{namespace}:{account}");
+        let kubeconfig = std::env::temp_dir().join(format!("{release}-{}-kubeconfig", component.name()));
+        crate::test::kubeconfig_as(&user, &kubeconfig)?;
+        Ok(Self { user, kubeconfig })
+    }
+}
+
+/// The objects of `component` that make up its rights, preceded by the
+/// namespaces they live in, and its ServiceAccount's name.
+fn rights_of(component: Component, rendered: &str) -> Result<(Vec<Value>, String), Error> {
+    let mut namespaces: Vec<String> = Vec::new();
+    let mut objects = Vec::new();
+    let mut account = None;
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let object = Value::deserialize(document)
+            .map_err(|e| Error::Process(format!("the chart rendered YAML that does not parse: {e}")))?;
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let label = object["metadata"]["labels"]["app.kubernetes.io/component"].as_str();
+        if !IDENTITY_KINDS.contains(&kind) || label != Some(component.name()) {
+            continue;
+        }
+        if kind == "ServiceAccount" {
+            account = object["metadata"]["name"].as_str().map(String::from);
+        }
+        if let Some(namespace) = object["metadata"]["namespace"].as_str()
+            && !namespaces.iter().any(|n| n == namespace)
+        {
+            namespaces.push(namespace.to_string());
+        }
+        objects.push(object);
+    }
+    let account = account
+        .ok_or_else(|| Error::Process(format!("the chart renders no ServiceAccount for the {}", component.name())))?;
+    let mut all: Vec<Value> = namespaces
+        .into_iter()
+        .map(|name| {
+            serde_yaml::from_str(&format!("{{apiVersion: v1, kind: Namespace, metadata: {{name: {name}}}}}"))
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    all.extend(objects);
+    Ok((all, account))
+}
+
+/// `kubectl apply --server-side` of `objects` as the test control plane's admin.
+fn kubectl_apply(objects: &[Value]) -> Result<(), Error> {
+    let mut stream = String::new();
+    for object in objects {
+        let text = serde_yaml::to_string(object).map_err(|e| Error::Process(format!("writing YAML: {e}")))?;
+        stream.push_str("---\n");
+        stream.push_str(&text);
+    }
+    let kubectl = crate::binaries()?.join("kubectl");
+    let mut child = Command::new(&kubectl)
+        .args(["apply", "--server-side", "--force-conflicts", "--field-manager", MANAGER, "-f", "-"])
+        .env("KUBECONFIG", crate::test::test_kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { binary: kubectl.display().to_string(), source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(stream.as_bytes())
+            .map_err(|source| Error::Io { path: PathBuf::from("kubectl stdin"), source })?;
+    }
+    let output = child.wait_with_output().map_err(|source| Error::Spawn { binary: "kubectl".into(), source })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Process(format!(
+            "kubectl apply of the chart's RBAC failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RENDERED: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: r-cmp-gateway, namespace: ns, labels: {app.kubernetes.io/component: gateway}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: r-cmp-gateway-runtime-key-k, namespace: default, labels: {app.kubernetes.io/component: gateway}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: r-cmp-gateway, namespace: ns, labels: {app.kubernetes.io/component: gateway}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: r-cmp-operator, labels: {app.kubernetes.io/component: operator}}
+"#;
+
+    #[test]
+    fn a_components_rights_are_its_rbac_objects_after_their_namespaces() {
+        let (objects, account) = rights_of(Component::Gateway, RENDERED).expect("parses");
+        assert_eq!(account, "r-cmp-gateway");
+        let kinds: Vec<(&str, &str)> = objects
+            .iter()
+            .map(|o| (o["kind"].as_str().unwrap_or_default(), o["metadata"]["name"].as_str().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Namespace", "ns"),
+                ("Namespace", "default"),
+                ("ServiceAccount", "r-cmp-gateway"),
+                ("Role", "r-cmp-gateway-runtime-key-k")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_component_without_a_service_account_is_an_error() {
+        let error = rights_of(Component::Webhook, RENDERED).expect_err("no webhook account");
+        assert!(error.to_string().contains("no ServiceAccount for the webhook"), "{error}");
+    }
+}
