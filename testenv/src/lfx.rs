@@ -56,6 +56,7 @@ impl Lfx {
                 "port {port} is taken; stop what listens there (lfx would silently move)"
             )));
         }
+        wait_out_time_wait(port).await?;
         let venv = install()?;
         let flows = dir.join("flows");
         std::fs::create_dir_all(&flows).map_err(|source| Error::Io { path: flows.clone(), source })?;
@@ -79,9 +80,12 @@ impl Lfx {
     }
 
     async fn wait_healthy(&self, port: u16) -> Result<(), Error> {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        // A keep-alive client, dropped on return: this side closes first, so
+        // the runtime's port is not left in TIME_WAIT when it stops.
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/health");
         for _ in 0..240 {
-            if let Ok((200, _)) = crate::test::http_get(addr, "/health").await {
+            if http.get(&url).send().await.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -105,4 +109,31 @@ impl Drop for Lfx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// lfx checks its port with a bind that does not reuse addresses, so the
+/// connections a stopped runtime left in TIME_WAIT (up to a minute) make it
+/// move to another port. Waits until such a bind succeeds, saying why.
+async fn wait_out_time_wait(port: u16) -> Result<(), Error> {
+    let bindable = || {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+        socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None)
+            .and_then(|fd| bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(127, 0, 0, 1, port)))
+            .is_ok()
+    };
+    if bindable() {
+        return Ok(());
+    }
+    eprintln!(
+        "port {port} still holds connections of a runtime that just stopped (TIME_WAIT); waiting for them to expire ..."
+    );
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if bindable() {
+            return Ok(());
+        }
+    }
+    Err(Error::Build(format!(
+        "port {port} stayed unusable for 75 s (lfx would silently move); see `ss -tan sport = :{port}`"
+    )))
 }

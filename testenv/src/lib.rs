@@ -114,6 +114,35 @@ impl Error {
     }
 }
 
+/// `cargo` (the one running us, else the one on the PATH) in the workspace
+/// root, for a nested build. It drops the variables Cargo sets for the crate
+/// it runs (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): a build script that
+/// watches one (ring's watches `CARGO_MANIFEST_DIR`) would otherwise rebuild
+/// it, and everything above it, at every switch between `cargo xtask ...` and
+/// a nested or plain `cargo build`.
+pub fn cargo_command() -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let crate_variable = name.to_str().is_some_and(|n| {
+            n.starts_with("CARGO_PKG_")
+                || matches!(
+                    n,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+        });
+        if crate_variable {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(control_plane::workspace_root());
+    command
+}
+
 /// A binary of the workspace (for example `cmp-operator`), built in the same
 /// profile as the running test: `cargo test --workspace` has built it next to
 /// the test's own directory; otherwise it is built now with `cargo build`.
@@ -123,10 +152,9 @@ pub fn workspace_binary(package: &str, binary: &str) -> Result<PathBuf, Error> {
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
     let path = profile_dir.join(binary);
     if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
-        let mut command = std::process::Command::new(cargo);
-        command.current_dir(control_plane::workspace_root()).args(["build", "-p", package, "--bin", binary]);
+        let mut command = cargo_command();
+        command.args(["build", "-p", package, "--bin", binary]);
         if release {
             command.arg("--release");
         }

@@ -110,10 +110,8 @@ pub(crate) async fn operator_binary(binary: Option<std::path::PathBuf>) -> anyho
 
 /// Builds `binary` of `package` in release mode and returns its path.
 pub(crate) async fn release_binary(package: &str, binary: &str) -> anyhow::Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the release {binary} ...");
-    let built = tokio::process::Command::new(&cargo)
-        .current_dir(root())
+    let built = tokio::process::Command::from(cmp_testenv::cargo_command())
         .args(["build", "--release", "-p", package, "--bin", binary])
         .status()
         .await?;

@@ -13,14 +13,15 @@ mod bench_gitops;
 mod bench_instances;
 mod bench_webhook;
 mod local_gitops;
+mod up;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cmp_testenv::ControlPlane;
-use cmp_testenv::apply::{ApplyOptions, apply_yaml, install_crds};
+use cmp_testenv::apply::install_crds;
 
 /// The field manager xtask applies with.
 pub(crate) const MANAGER: &str = "cmp-xtask";
@@ -117,7 +118,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match Cli::parse().command {
-        Command::Up => up().await,
+        Command::Up => up::up().await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
@@ -159,7 +160,7 @@ pub(crate) async fn start(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Cli
     Ok((plane, client))
 }
 
-fn print_usage(plane: &ControlPlane) {
+pub(crate) fn print_usage(plane: &ControlPlane) {
     eprintln!(
         "\nUse it with:\n  export KUBECONFIG={}\n  export PATH={}:$PATH   # kubectl built with the control plane\n  kubectl get cmp -A\n",
         plane.kubeconfig().display(),
@@ -189,10 +190,8 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     eprintln!("Helm and the optional CRDs are in {}", helm.display());
     let ssh = tokio::task::spawn_blocking(cmp_testenv::git_ssh::binary).await?.context("building git-ssh-server")?;
     eprintln!("git-ssh-server is {}", ssh.display());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("running cargo test --workspace against {}", plane.server());
-    let status = tokio::process::Command::new(cargo)
-        .current_dir(root())
+    let status = tokio::process::Command::from(cmp_testenv::cargo_command())
         .args(["test", "--workspace"])
         .args(cargo_args)
         .env(cmp_testenv::test::KUBECONFIG_ENV, plane.kubeconfig())
@@ -234,182 +233,6 @@ fn warn_if_disk_is_short(dirs: &[PathBuf]) {
                 cmp_testenv::control_plane::cache_dir().join("test-runs").display(),
             );
         }
-    }
-}
-
-/// The example files to apply: `examples/*.yaml`, in name order.
-fn example_files() -> anyhow::Result<Vec<PathBuf>> {
-    let dir = root().join("examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-async fn up() -> anyhow::Result<ExitCode> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the CMP binaries ...");
-    let built = tokio::process::Command::new(&cargo)
-        .current_dir(root())
-        .args(["build", "--bins", "-p", "cmp-operator", "-p", "cmp-gateway", "-p", "cmp-webhook"])
-        .status()
-        .await?;
-    if !built.success() {
-        bail!("cargo build failed");
-    }
-    let state = cmp_testenv::default_state_dir();
-    let (plane, client) = start(&state).await?;
-    let lfx = local_runtime(&client).await?;
-    let flows = serve_example_flows().await?;
-    let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
-
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    let mut operator = tokio::process::Command::new(target.join("debug/cmp-operator"))
-        .env("KUBECONFIG", plane.kubeconfig())
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .env("VAULT_TOKEN", gitops.vault_token())
-        .args(gitops.operator_flags())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting cmp-operator")?;
-
-    for file in example_files()? {
-        let yaml = std::fs::read_to_string(&file)?;
-        let name = file.display().to_string();
-        ensure_namespaces(&client, &name, &yaml).await?;
-        let options = ApplyOptions { field_manager: MANAGER.into(), ..Default::default() };
-        let applied = apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
-        eprintln!("applied {name} ({} objects)", applied.len());
-    }
-    print_usage(&plane);
-    eprintln!("{}\n", gitops.usage());
-    report_readiness(&client).await;
-    eprintln!(
-        "cmp-operator is running against it (metrics on http://127.0.0.1:8080/metrics). Ctrl-C stops everything."
-    );
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping ..."),
-        status = operator.wait() => eprintln!("cmp-operator exited: {status:?}"),
-    }
-    let _ = operator.start_kill();
-    let _ = operator.wait().await;
-    flows.abort();
-    drop(gitops);
-    drop(lfx);
-    drop(plane);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Where `examples/25-offering-local-echo.yaml` expects the local lfx runtime and its flows.
-const LOCAL_LFX_PORT: u16 = 7861;
-const LOCAL_FLOWS_PORT: u16 = 7862;
-const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
-
-/// Starts the local shared runtime (lfx) and writes its API key to the Secret `cmp-system/lfx-local`.
-async fn local_runtime(client: &kube::Client) -> anyhow::Result<cmp_testenv::lfx::Lfx> {
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
-    eprintln!("starting the local lfx runtime on 127.0.0.1:{LOCAL_LFX_PORT} ...");
-    let dir = cmp_testenv::default_state_dir().join("lfx");
-    let lfx = cmp_testenv::lfx::Lfx::start_on(&dir, LOCAL_LFX_KEY, LOCAL_LFX_PORT).await.context("starting lfx")?;
-    let params = kube::api::PatchParams::apply(MANAGER).force();
-    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cmp-system"}});
-    kube::Api::<Namespace>::all(client.clone())
-        .patch("cmp-system", &params, &kube::api::Patch::Apply(namespace))
-        .await
-        .context("creating namespace cmp-system")?;
-    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lfx-local", "namespace": "cmp-system"},
-                                    "stringData": {"apiKey": LOCAL_LFX_KEY}});
-    kube::Api::<Secret>::namespaced(client.clone(), "cmp-system")
-        .patch("lfx-local", &params, &kube::api::Patch::Apply(secret))
-        .await
-        .context("writing the Secret cmp-system/lfx-local")?;
-    Ok(lfx)
-}
-
-/// Serves `examples/flows/` at `http://127.0.0.1:7862/flows/<file>`, where the example Offering fetches its artifacts.
-async fn serve_example_flows() -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use axum::extract::Path as UrlPath;
-    use axum::http::StatusCode;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", LOCAL_FLOWS_PORT))
-        .await
-        .with_context(|| format!("serving the example flows on 127.0.0.1:{LOCAL_FLOWS_PORT}"))?;
-    let router = axum::Router::new().route(
-        "/flows/{file}",
-        axum::routing::get(|UrlPath(file): UrlPath<String>| async move {
-            if file.contains('/') || file.starts_with('.') {
-                return Err(StatusCode::NOT_FOUND);
-            }
-            std::fs::read(root().join("examples/flows").join(file)).map_err(|_| StatusCode::NOT_FOUND)
-        }),
-    );
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            eprintln!("serving the example flows stopped: {error}");
-        }
-    }))
-}
-
-/// Waits for the namespaces that namespaced examples live in: the operator
-/// creates each organization's control namespace from its Organization.
-async fn ensure_namespaces(client: &kube::Client, name: &str, yaml: &str) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Namespace;
-    use kube::api::Api;
-    let api: Api<Namespace> = Api::all(client.clone());
-    for object in cmp_testenv::apply::parse_documents(name, yaml)? {
-        let Some(ns) = object.metadata.namespace else {
-            continue;
-        };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        while api.get_opt(&ns).await?.is_none() {
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "namespace {ns} (for {name}) did not appear within 60s: is its Organization in examples/, and is cmp-operator running? see its log above"
-                );
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
-}
-
-/// Waits (a while) for the example Organizations and Projects to be Ready and says so.
-async fn report_readiness(client: &kube::Client) {
-    use cmp_crds::{Organization, Project};
-    use kube::api::{Api, ListParams};
-    let ready = |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
-        conditions.is_some_and(|c| cmp_crds::conditions::is_true(c, "Ready"))
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let orgs = Api::<Organization>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        let projects =
-            Api::<Project>::all(client.clone()).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
-        let pending = orgs.iter().filter(|o| !ready(o.status.as_ref().map(|s| &s.conditions))).count()
-            + projects.iter().filter(|p| !ready(p.status.as_ref().map(|s| &s.conditions))).count();
-        if pending == 0 {
-            eprintln!(
-                "{} organization(s) and {} project(s) are Ready (kubectl get cmp -A)",
-                orgs.len(),
-                projects.len()
-            );
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            eprintln!(
-                "{pending} organization(s)/project(s) are not Ready yet; see `kubectl get cmp -A` and the operator log"
-            );
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

@@ -1,0 +1,304 @@
+//! `cargo xtask up`: the whole platform on this machine. The control plane,
+//! OpenBao (dev), a bare GitOps repository, Argo CD, an lfx runtime with the
+//! example flows, and the operator, the gateway and the webhook; then
+//! `examples/`, a wait until the example Instance is Ready, one run through
+//! the gateway with its real key, and the `curl` that does the same.
+//! Ctrl-C stops every process it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cmp_crds::Instance;
+use cmp_testenv::apply::{ApplyOptions, apply_yaml};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use tokio::process::{Child, Command};
+
+use crate::{MANAGER, local_gitops, print_usage, root, start};
+
+/// Where the gateway serves runs, and its health port (the operator's is 8080).
+const GATEWAY_ADDR: &str = "127.0.0.1:8000";
+const GATEWAY_HEALTH: &str = "127.0.0.1:8081";
+/// Where the webhook takes Saleor's deliveries, and its health port.
+const WEBHOOK_ADDR: &str = "127.0.0.1:8090";
+const WEBHOOK_HEALTH: &str = "127.0.0.1:8082";
+/// The example Instance that `up` waits for and runs (`examples/55-instance-local-echo.yaml`).
+const EXAMPLE_NAMESPACE: &str = "cmp-acme";
+const EXAMPLE_INSTANCE: &str = "echo-bot";
+const EXAMPLE_KEY: &str = "main";
+
+/// Where `examples/25-offering-local-echo.yaml` expects the local lfx runtime and its flows.
+const LOCAL_LFX_PORT: u16 = 7861;
+const LOCAL_FLOWS_PORT: u16 = 7862;
+const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
+
+/// The CMP processes `up` started, each logging to a file; all killed when dropped.
+struct Processes {
+    running: Vec<(&'static str, Child, PathBuf)>,
+}
+
+impl Processes {
+    fn start(&mut self, name: &'static str, command: &mut Command, logs: &Path) -> anyhow::Result<()> {
+        let log = logs.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.running.push((name, child, log));
+        Ok(())
+    }
+
+    /// Waits until one of them exits, and says which, with where its log is.
+    async fn first_exit(&mut self) -> String {
+        loop {
+            for (name, child, log) in &mut self.running {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return format!("{name} exited ({status}); its log is {}", log.display());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Kills each and waits until it is gone, so that the runtimes stopped
+    /// after them are not the first to close their connections (which would
+    /// hold their ports in TIME_WAIT, and the next `up` would wait it out).
+    async fn stop(mut self) {
+        for (_, child, _) in &mut self.running {
+            let _ = child.kill().await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.running.iter().map(|(name, _, log)| format!("  {name}: {}", log.display())).collect::<Vec<_>>().join("\n")
+    }
+}
+
+pub(crate) async fn up() -> anyhow::Result<ExitCode> {
+    eprintln!("building the CMP binaries ...");
+    let built = Command::from(cmp_testenv::cargo_command())
+        .args(["build", "--bins", "-p", "cmp-operator", "-p", "cmp-gateway", "-p", "cmp-webhook"])
+        .status()
+        .await?;
+    if !built.success() {
+        bail!("cargo build failed");
+    }
+    let state = cmp_testenv::default_state_dir();
+    let (plane, client) = start(&state).await?;
+    let lfx = local_runtime(&client).await?;
+    let flows = serve_example_flows().await?;
+    let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
+    eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
+    let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
+
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let bin = |name: &str| target.join("debug").join(name);
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut processes = Processes { running: Vec::new() };
+    processes.start(
+        "cmp-operator",
+        Command::new(bin("cmp-operator"))
+            .env("KUBECONFIG", plane.kubeconfig())
+            .env("RUST_LOG", &rust_log)
+            .env("VAULT_TOKEN", gitops.vault_token())
+            .args(gitops.operator_flags()),
+        &logs,
+    )?;
+    let usage = state.join("usage.jsonl");
+    processes.start(
+        "cmp-gateway",
+        Command::new(bin("cmp-gateway"))
+            .env("KUBECONFIG", plane.kubeconfig())
+            .env("RUST_LOG", &rust_log)
+            .args(["--addr", GATEWAY_ADDR, "--health-addr", GATEWAY_HEALTH, "--replica-name", "local"])
+            .arg("--usage-file")
+            .arg(&usage),
+        &logs,
+    )?;
+    processes.start(
+        "cmp-webhook",
+        Command::new(bin("cmp-webhook"))
+            .env("KUBECONFIG", plane.kubeconfig())
+            .env("RUST_LOG", &rust_log)
+            .args(["--saleor-addr", WEBHOOK_ADDR, "--health-addr", WEBHOOK_HEALTH])
+            .args(["--saleor-api-url", store.api_url()])
+            .arg("--credit-packs")
+            .arg(root().join("examples/saleor/credit-packs.yaml")),
+        &logs,
+    )?;
+
+    for file in example_files()? {
+        let yaml = std::fs::read_to_string(&file)?;
+        let name = file.display().to_string();
+        ensure_namespaces(&client, &name, &yaml).await?;
+        let options = ApplyOptions { field_manager: MANAGER.into(), ..Default::default() };
+        let applied = apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
+        eprintln!("applied {name} ({} objects)", applied.len());
+    }
+    print_usage(&plane);
+    eprintln!("{}\n", gitops.usage());
+    eprintln!("logs:\n{}\n", processes.logs());
+    let key = example_key(&client).await?;
+    let answer = run_once(&key).await?;
+    eprintln!(
+        "the example Instance {EXAMPLE_NAMESPACE}/{EXAMPLE_INSTANCE} is Ready; a run through the gateway answered:\n  {answer}\n"
+    );
+    eprintln!("run it yourself (usage events go to {}):\n", usage.display());
+    println!(
+        "curl -s http://{GATEWAY_ADDR}/v1/runs -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{{\"input_value\":\"hello\"}}'"
+    );
+    eprintln!(
+        "\nthe webhook takes Saleor deliveries on http://{WEBHOOK_ADDR}/ (store {}). Ctrl-C stops everything.",
+        store.api_url()
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping ..."),
+        exited = processes.first_exit() => eprintln!("{exited}; stopping the rest ..."),
+    }
+    processes.stop().await;
+    flows.abort();
+    drop(store);
+    drop(gitops);
+    drop(lfx);
+    drop(plane);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits (up to two minutes) until the example Instance is Ready and returns
+/// its key's plaintext, from the Secret its status names.
+async fn example_key(client: &kube::Client) -> anyhow::Result<String> {
+    let instances = Api::<Instance>::namespaced(client.clone(), EXAMPLE_NAMESPACE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let location = loop {
+        let instance = instances.get_opt(EXAMPLE_INSTANCE).await?;
+        let status = instance.as_ref().and_then(|i| i.status.as_ref());
+        let ready = status.is_some_and(|s| cmp_crds::conditions::is_true(&s.conditions, "Ready"));
+        let key = status.and_then(|s| s.api_keys.iter().find(|k| k.name == EXAMPLE_KEY));
+        if ready && let Some(key) = key {
+            break key.secret.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the example Instance {EXAMPLE_NAMESPACE}/{EXAMPLE_INSTANCE} is not Ready with its key `{EXAMPLE_KEY}` \
+                 after 2 minutes: see `kubectl describe instance {EXAMPLE_INSTANCE} -n {EXAMPLE_NAMESPACE}` and the operator's log"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), EXAMPLE_NAMESPACE)
+        .get(&location.name)
+        .await
+        .with_context(|| format!("reading the key's Secret {EXAMPLE_NAMESPACE}/{}", location.name))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&location.key))
+        .with_context(|| format!("the Secret {EXAMPLE_NAMESPACE}/{} has no `{}`", location.name, location.key))?;
+    String::from_utf8(bytes.0.clone()).context("the key is not text")
+}
+
+/// One run through the gateway with `key` (retried while the gateway warms up); the answer's body.
+async fn run_once(key: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let url = format!("http://{GATEWAY_ADDR}/v1/runs");
+    let mut last = String::new();
+    for _ in 0..60 {
+        let answer = http.post(&url).bearer_auth(key).json(&serde_json::json!({"input_value": "hello"})).send().await;
+        match answer {
+            Ok(response) if response.status().is_success() => return Ok(response.text().await?),
+            Ok(response) => last = format!("{}: {}", response.status(), response.text().await.unwrap_or_default()),
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("a run through the gateway did not succeed within 30 s; last answer: {last}")
+}
+
+/// The example files to apply: `examples/*.yaml`, in name order.
+fn example_files() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = root().join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Starts the local shared runtime (lfx) and writes its API key to the Secret `cmp-system/lfx-local`.
+async fn local_runtime(client: &kube::Client) -> anyhow::Result<cmp_testenv::lfx::Lfx> {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    eprintln!("starting the local lfx runtime on 127.0.0.1:{LOCAL_LFX_PORT} ...");
+    let dir = cmp_testenv::default_state_dir().join("lfx");
+    let lfx = cmp_testenv::lfx::Lfx::start_on(&dir, LOCAL_LFX_KEY, LOCAL_LFX_PORT).await.context("starting lfx")?;
+    let params = kube::api::PatchParams::apply(MANAGER).force();
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cmp-system"}});
+    kube::Api::<Namespace>::all(client.clone())
+        .patch("cmp-system", &params, &kube::api::Patch::Apply(namespace))
+        .await
+        .context("creating namespace cmp-system")?;
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lfx-local", "namespace": "cmp-system"},
+                                    "stringData": {"apiKey": LOCAL_LFX_KEY}});
+    kube::Api::<Secret>::namespaced(client.clone(), "cmp-system")
+        .patch("lfx-local", &params, &kube::api::Patch::Apply(secret))
+        .await
+        .context("writing the Secret cmp-system/lfx-local")?;
+    Ok(lfx)
+}
+
+/// Serves `examples/flows/` at `http://127.0.0.1:7862/flows/<file>`, where the example Offering fetches its artifacts.
+async fn serve_example_flows() -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use axum::extract::Path as UrlPath;
+    use axum::http::StatusCode;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", LOCAL_FLOWS_PORT))
+        .await
+        .with_context(|| format!("serving the example flows on 127.0.0.1:{LOCAL_FLOWS_PORT}"))?;
+    let router = axum::Router::new().route(
+        "/flows/{file}",
+        axum::routing::get(|UrlPath(file): UrlPath<String>| async move {
+            if file.contains('/') || file.starts_with('.') {
+                return Err(StatusCode::NOT_FOUND);
+            }
+            std::fs::read(root().join("examples/flows").join(file)).map_err(|_| StatusCode::NOT_FOUND)
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            eprintln!("serving the example flows stopped: {error}");
+        }
+    }))
+}
+
+/// Waits for the namespaces that namespaced examples live in: the operator
+/// creates each organization's control namespace from its Organization.
+async fn ensure_namespaces(client: &kube::Client, name: &str, yaml: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::Api;
+    let api: Api<Namespace> = Api::all(client.clone());
+    for object in cmp_testenv::apply::parse_documents(name, yaml)? {
+        let Some(ns) = object.metadata.namespace else {
+            continue;
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while api.get_opt(&ns).await?.is_none() {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "namespace {ns} (for {name}) did not appear within 60s: is its Organization in examples/, and is cmp-operator running? see its log above"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
