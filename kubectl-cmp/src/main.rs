@@ -98,6 +98,9 @@ async fn connect(context: Option<String>, namespace: Option<String>) -> Result<T
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for the process: with more than one compiled in (a workspace build unifies features),
+    // rustls cannot choose by itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match connect(cli.context, cli.namespace).await {
         Ok(target) => match cli.command {
             Command::Trace { target: what, argocd_namespace, output } => {
