@@ -13,6 +13,7 @@ pub mod argocd;
 pub mod certs;
 pub mod chart_identity;
 pub mod control_plane;
+pub mod docs;
 pub mod git;
 pub mod git_http;
 pub mod git_ssh;

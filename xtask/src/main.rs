@@ -96,6 +96,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Write docs/configuration.md: the chart's values and every binary's flags, from the schema and clap.
+    Docs,
     /// Fuzz the webhook's signature and payload parsers (release build, every core); fails on a panic or an oversized allocation.
     FuzzWebhook {
         /// How many inputs.
@@ -121,6 +123,7 @@ async fn main() -> ExitCode {
         Command::Up => up::up().await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
+        Command::Docs => docs().await,
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchGateway { connections, seconds } => {
             bench_gateway::run(bench_gateway::Load { connections, seconds }).await.map(|()| ExitCode::SUCCESS)
@@ -207,6 +210,30 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         eprintln!("tests failed; control plane logs are in {}", dir.display());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Builds the binaries and writes the configuration reference.
+async fn docs() -> anyhow::Result<ExitCode> {
+    use cmp_testenv::docs::{BINARIES, REFERENCE, configuration_reference};
+    let mut build = tokio::process::Command::from(cmp_testenv::cargo_command());
+    build.args(["build", "--bins"]);
+    for (package, _) in BINARIES {
+        build.args(["-p", package]);
+    }
+    if !build.status().await?.success() {
+        anyhow::bail!("cargo build failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let binaries: Vec<(&str, PathBuf)> =
+        BINARIES.iter().map(|(_, binary)| (*binary, target.join("debug").join(binary))).collect();
+    let reference = configuration_reference(&cmp_testenv::helm::chart(), &binaries)?;
+    let path = root().join(REFERENCE);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, reference).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Free space the suite wants: the cold cargo build, the tools in the cache
