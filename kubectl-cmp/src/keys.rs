@@ -117,7 +117,8 @@ pub async fn run(target: &Target, action: Action) -> Result<Outcome, Error> {
         }
         Action::Create(_) => {
             apply(false).await?;
-            let key = wait_for_new_key(target, &api, args, None).await?;
+            // A key of this name that was just removed may still be in the status: wait for a new one.
+            let key = wait_for_new_key(target, &api, args, issued_before.as_deref()).await?;
             print(args.output, &key, |k| k.key.clone())?;
             Ok(Outcome::Done)
         }
@@ -126,11 +127,20 @@ pub async fn run(target: &Target, action: Action) -> Result<Outcome, Error> {
             let patch: json_patch::Patch = serde_json::from_value(removal_patch(index, &args.name))
                 .map_err(|e| Error::Output(format!("building the removal: {e}")))?;
             api.patch(&args.instance, &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
-            wait(args.wait_seconds, "the operator to withdraw the old key", || async {
+            let withdrawn = wait(args.wait_seconds, "the operator to withdraw the old key", || async {
                 let instance = api.get(&args.instance).await?;
                 Ok(issued(&instance, &args.name).is_none().then_some(()))
             })
-            .await?;
+            .await;
+            if let Err(error) = withdrawn {
+                // The old key is out of the spec (so it no longer counts as issued once the operator runs);
+                // say where things stand rather than leave the user guessing.
+                return Err(Error::Timeout(format!(
+                    "{error}. Key {} is removed from Instance {}'s spec but not yet withdrawn; \
+                     once the operator has caught up, `kubectl cmp keys create {} {}` issues the new key",
+                    args.name, args.instance, args.instance, args.name
+                )));
+            }
             apply(false).await?;
             let key = wait_for_new_key(target, &api, args, issued_before.as_deref()).await?;
             print(args.output, &key, |k| k.key.clone())?;

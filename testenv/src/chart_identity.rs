@@ -156,8 +156,13 @@ fn rights_of(component: Component, rendered: &str) -> Result<(Vec<Value>, String
     let mut all: Vec<Value> = namespaces
         .into_iter()
         .map(|name| {
-            serde_yaml::from_str(&format!("{{apiVersion: v1, kind: Namespace, metadata: {{name: {name}}}}}"))
-                .unwrap_or(Value::Null)
+            let mut metadata = serde_yaml::Mapping::new();
+            metadata.insert("name".into(), name.into());
+            let mut namespace = serde_yaml::Mapping::new();
+            namespace.insert("apiVersion".into(), "v1".into());
+            namespace.insert("kind".into(), "Namespace".into());
+            namespace.insert("metadata".into(), metadata.into());
+            Value::Mapping(namespace)
         })
         .collect();
     all.extend(objects);

@@ -52,7 +52,7 @@ impl Lfx {
     /// when `port` is taken, so a taken port fails the health check).
     pub async fn start_on(dir: &Path, api_key: &str, port: u16) -> Result<Self, Error> {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            return Err(Error::Build(format!(
+            return Err(Error::Process(format!(
                 "port {port} is taken; stop what listens there (lfx would silently move)"
             )));
         }
@@ -133,7 +133,7 @@ async fn wait_out_time_wait(port: u16) -> Result<(), Error> {
             return Ok(());
         }
     }
-    Err(Error::Build(format!(
+    Err(Error::Process(format!(
         "port {port} stayed unusable for 75 s (lfx would silently move); see `ss -tan sport = :{port}`"
     )))
 }

@@ -175,19 +175,14 @@ fn print_phase(title: &str, instances: usize, p: &Phase) {
     println!("    pushes retried:               {}", p.retries);
     println!("    change -> Synced, p50:        {:.2} s", p.p50.as_secs_f64());
     println!("    change -> Synced, p95:        {:.2} s ({instances} Instances)", p.p95.as_secs_f64());
-    // The API server's own floor, measured in the same phase: the bench's writes went at this rate,
-    // and the operator's writes go through the same API server and etcd on the same cores.
+    // The writes behind the figures: the bench's creates or changes (and how fast it sent them), and the
+    // operator's, which go through the same API server and etcd on the same cores.
     let rate = instances as f64 / p.sent_in.as_secs_f64().max(f64::EPSILON);
     println!(
         "    API writes:                   the bench's {instances} took {:.2} s ({rate:.0}/s); the operator's {} ({:.1} per Instance)",
         p.sent_in.as_secs_f64(),
         p.operator_writes,
         p.operator_writes as f64 / instances as f64
-    );
-    println!(
-        "    API floor at that rate:       {:.2} s for all {} writes, before any git work",
-        (instances as u64 + p.operator_writes) as f64 / rate,
-        instances as u64 + p.operator_writes
     );
 }
 
