@@ -62,6 +62,11 @@ impl LocalGitOps {
         .collect()
     }
 
+    /// The OpenBao server (the journey writes and reads connector secrets with it).
+    pub fn openbao(&self) -> &OpenBao {
+        &self.openbao
+    }
+
     /// OpenBao's token, for the operator's `VAULT_TOKEN`.
     pub fn vault_token(&self) -> &str {
         self.openbao.token()

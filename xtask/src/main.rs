@@ -2,6 +2,7 @@
 //!
 //! - `up`: build, start the local control plane, install the CRDs, apply the
 //!   examples and run the operator against it (Ctrl-C stops everything);
+//! - `demo`: the same platform, then the buyer's journey (T1-T9) and time to first value;
 //! - `test`: start a fresh control plane and run the whole test suite against it;
 //! - `cluster`: only start the local control plane and keep it running;
 //! - `fuzz-webhook`: fuzz the webhook's parsers;
@@ -37,6 +38,12 @@ struct Cli {
 enum Command {
     /// Build, start the local control plane, a bare GitOps repository, Argo CD and OpenBao, install the CRDs, apply examples/ and run the operator.
     Up,
+    /// Start the platform as `up` does, run the buyer's journey (T1-T9) with signed Saleor orders, print time to first value, and stop.
+    Demo {
+        /// How many paid orders are timed (the journey's own included).
+        #[arg(long, default_value_t = 20)]
+        orders: usize,
+    },
     /// Start a fresh local control plane and run `cargo test --workspace` against it.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -121,6 +128,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Up => up::up().await,
+        Command::Demo { orders } => up::demo(orders).await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
         Command::Docs => docs().await,

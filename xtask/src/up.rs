@@ -33,6 +33,17 @@ const EXAMPLE_KEY: &str = "main";
 const LOCAL_LFX_PORT: u16 = 7861;
 const LOCAL_FLOWS_PORT: u16 = 7862;
 const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
+/// The gateway's widget-session signing secret (local only).
+const LOCAL_WIDGET_SECRET: &str = "cmp-local-widget-secret-not-for-production";
+/// The webhook's credit packs.
+const CREDIT_PACKS: &str = "examples/saleor/credit-packs.yaml";
+/// What the demo's buyers buy: the echo Offering's Pro plan and a credit pack
+/// (`examples/25-offering-local-echo.yaml`, `examples/saleor/credit-packs.yaml`).
+const DEMO_PLAN_SKU: &str = "ECHO-PRO";
+const DEMO_CREDIT_PACK: &str = "CREDITS-1000";
+const DEMO_CREDIT_PACK_CREDITS: i64 = 1000;
+/// The Offering with the demo allowance the widget tries.
+const DEMO_OFFERING: &str = "echo";
 
 /// The CMP processes `up` started, each logging to a file; all killed when dropped.
 struct Processes {
@@ -81,96 +92,167 @@ impl Processes {
     }
 }
 
+/// The whole platform on this machine, as `up` starts it; dropping it stops everything.
+pub(crate) struct LocalPlatform {
+    pub plane: cmp_testenv::ControlPlane,
+    pub client: kube::Client,
+    pub gitops: local_gitops::LocalGitOps,
+    pub store: cmp_testenv::saleor::SaleorStandIn,
+    /// The gateway's usage events.
+    pub usage: PathBuf,
+    processes: Processes,
+    flows: tokio::task::JoinHandle<()>,
+    lfx: cmp_testenv::lfx::Lfx,
+}
+
+impl LocalPlatform {
+    /// Builds the binaries, starts everything and applies `examples/`.
+    pub async fn start() -> anyhow::Result<Self> {
+        eprintln!("building the CMP binaries ...");
+        let built = Command::from(cmp_testenv::cargo_command())
+            .args(["build", "--bins", "-p", "cmp-operator", "-p", "cmp-gateway", "-p", "cmp-webhook"])
+            .status()
+            .await?;
+        if !built.success() {
+            bail!("cargo build failed");
+        }
+        let state = cmp_testenv::default_state_dir();
+        let (plane, client) = start(&state).await?;
+        let lfx = local_runtime(&client).await?;
+        let flows = serve_example_flows().await?;
+        let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
+        eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
+        let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
+
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+        let bin = |name: &str| target.join("debug").join(name);
+        let logs = state.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        let mut processes = Processes { running: Vec::new() };
+        processes.start(
+            "cmp-operator",
+            Command::new(bin("cmp-operator"))
+                .env("KUBECONFIG", plane.kubeconfig())
+                .env("RUST_LOG", &rust_log)
+                .env("VAULT_TOKEN", gitops.vault_token())
+                .args(gitops.operator_flags()),
+            &logs,
+        )?;
+        let usage = state.join("usage.jsonl");
+        processes.start(
+            "cmp-gateway",
+            Command::new(bin("cmp-gateway"))
+                .env("KUBECONFIG", plane.kubeconfig())
+                .env("RUST_LOG", &rust_log)
+                .args(["--addr", GATEWAY_ADDR, "--health-addr", GATEWAY_HEALTH, "--replica-name", "local"])
+                .args(["--widget-secret", LOCAL_WIDGET_SECRET])
+                .arg("--usage-file")
+                .arg(&usage),
+            &logs,
+        )?;
+        processes.start(
+            "cmp-webhook",
+            Command::new(bin("cmp-webhook"))
+                .env("KUBECONFIG", plane.kubeconfig())
+                .env("RUST_LOG", &rust_log)
+                .args(["--saleor-addr", WEBHOOK_ADDR, "--health-addr", WEBHOOK_HEALTH])
+                .args(["--saleor-api-url", store.api_url()])
+                .arg("--credit-packs")
+                .arg(root().join(CREDIT_PACKS)),
+            &logs,
+        )?;
+
+        for file in example_files()? {
+            let yaml = std::fs::read_to_string(&file)?;
+            let name = file.display().to_string();
+            ensure_namespaces(&client, &name, &yaml).await?;
+            let options = ApplyOptions { field_manager: MANAGER.into(), ..Default::default() };
+            let applied =
+                apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
+            eprintln!("applied {name} ({} objects)", applied.len());
+        }
+        Ok(Self { plane, client, gitops, store, usage, processes, flows, lfx })
+    }
+
+    /// Stops the CMP processes first (see [`Processes::stop`]), then the rest.
+    pub async fn stop(self) {
+        let Self { plane, gitops, store, processes, flows, lfx, .. } = self;
+        processes.stop().await;
+        flows.abort();
+        drop(store);
+        drop(gitops);
+        drop(lfx);
+        drop(plane);
+    }
+}
+
 pub(crate) async fn up() -> anyhow::Result<ExitCode> {
-    eprintln!("building the CMP binaries ...");
-    let built = Command::from(cmp_testenv::cargo_command())
-        .args(["build", "--bins", "-p", "cmp-operator", "-p", "cmp-gateway", "-p", "cmp-webhook"])
-        .status()
-        .await?;
-    if !built.success() {
-        bail!("cargo build failed");
-    }
-    let state = cmp_testenv::default_state_dir();
-    let (plane, client) = start(&state).await?;
-    let lfx = local_runtime(&client).await?;
-    let flows = serve_example_flows().await?;
-    let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
-    eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
-    let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
-
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    let bin = |name: &str| target.join("debug").join(name);
-    let logs = state.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let mut processes = Processes { running: Vec::new() };
-    processes.start(
-        "cmp-operator",
-        Command::new(bin("cmp-operator"))
-            .env("KUBECONFIG", plane.kubeconfig())
-            .env("RUST_LOG", &rust_log)
-            .env("VAULT_TOKEN", gitops.vault_token())
-            .args(gitops.operator_flags()),
-        &logs,
-    )?;
-    let usage = state.join("usage.jsonl");
-    processes.start(
-        "cmp-gateway",
-        Command::new(bin("cmp-gateway"))
-            .env("KUBECONFIG", plane.kubeconfig())
-            .env("RUST_LOG", &rust_log)
-            .args(["--addr", GATEWAY_ADDR, "--health-addr", GATEWAY_HEALTH, "--replica-name", "local"])
-            .arg("--usage-file")
-            .arg(&usage),
-        &logs,
-    )?;
-    processes.start(
-        "cmp-webhook",
-        Command::new(bin("cmp-webhook"))
-            .env("KUBECONFIG", plane.kubeconfig())
-            .env("RUST_LOG", &rust_log)
-            .args(["--saleor-addr", WEBHOOK_ADDR, "--health-addr", WEBHOOK_HEALTH])
-            .args(["--saleor-api-url", store.api_url()])
-            .arg("--credit-packs")
-            .arg(root().join("examples/saleor/credit-packs.yaml")),
-        &logs,
-    )?;
-
-    for file in example_files()? {
-        let yaml = std::fs::read_to_string(&file)?;
-        let name = file.display().to_string();
-        ensure_namespaces(&client, &name, &yaml).await?;
-        let options = ApplyOptions { field_manager: MANAGER.into(), ..Default::default() };
-        let applied = apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
-        eprintln!("applied {name} ({} objects)", applied.len());
-    }
-    print_usage(&plane);
-    eprintln!("{}\n", gitops.usage());
-    eprintln!("logs:\n{}\n", processes.logs());
-    let key = example_key(&client).await?;
+    let mut platform = LocalPlatform::start().await?;
+    print_usage(&platform.plane);
+    eprintln!("{}\n", platform.gitops.usage());
+    eprintln!("logs:\n{}\n", platform.processes.logs());
+    let key = example_key(&platform.client).await?;
     let answer = run_once(&key).await?;
     eprintln!(
         "the example Instance {EXAMPLE_NAMESPACE}/{EXAMPLE_INSTANCE} is Ready; a run through the gateway answered:\n  {answer}\n"
     );
-    eprintln!("run it yourself (usage events go to {}):\n", usage.display());
+    eprintln!("run it yourself (usage events go to {}):\n", platform.usage.display());
     println!(
         "curl -s http://{GATEWAY_ADDR}/v1/runs -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{{\"input_value\":\"hello\"}}'"
     );
     eprintln!(
-        "\nthe webhook takes Saleor deliveries on http://{WEBHOOK_ADDR}/ (store {}). Ctrl-C stops everything.",
-        store.api_url()
+        "\nthe webhook takes Saleor deliveries on http://{WEBHOOK_ADDR}/ (store {}); `cargo xtask demo` sends it orders. Ctrl-C stops everything.",
+        platform.store.api_url()
     );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => eprintln!("stopping ..."),
-        exited = processes.first_exit() => eprintln!("{exited}; stopping the rest ..."),
+        exited = platform.processes.first_exit() => eprintln!("{exited}; stopping the rest ..."),
     }
-    processes.stop().await;
-    flows.abort();
-    drop(store);
-    drop(gitops);
-    drop(lfx);
-    drop(plane);
+    platform.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask demo`: the platform as `up` starts it, then the buyer's
+/// journey (T1-T9) with signed Saleor orders, and time to first value over
+/// `orders` paid orders; prints the report and stops everything.
+pub(crate) async fn demo(orders: usize) -> anyhow::Result<ExitCode> {
+    let mut platform = LocalPlatform::start().await?;
+    example_key(&platform.client).await?;
+    let run = format!("demo{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    eprintln!("running the buyer's journey ({run}) with {orders} paid orders ...\n");
+    let journey = xtask::journey::Platform {
+        client: platform.client.clone(),
+        kubeconfig: platform.plane.kubeconfig().to_path_buf(),
+        gateway: format!("http://{GATEWAY_ADDR}"),
+        webhook: format!("http://{WEBHOOK_ADDR}"),
+        store: &platform.store,
+        openbao: platform.gitops.openbao(),
+        usage_file: platform.usage.clone(),
+        plan_sku: DEMO_PLAN_SKU.into(),
+        credit_pack: (DEMO_CREDIT_PACK.into(), DEMO_CREDIT_PACK_CREDITS),
+        demo_offering: DEMO_OFFERING.into(),
+        run,
+    };
+    let report = tokio::select! {
+        report = xtask::journey::run(&journey, orders) => Some(report),
+        _ = tokio::signal::ctrl_c() => None,
+        exited = platform.processes.first_exit() => {
+            eprintln!("{exited}");
+            None
+        }
+    };
+    drop(journey);
+    let Some(report) = report else {
+        platform.stop().await;
+        return Ok(ExitCode::FAILURE);
+    };
+    println!("{}", report.text());
+    if !report.passed() {
+        eprintln!("logs:\n{}", platform.processes.logs());
+    }
+    platform.stop().await;
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Waits (up to two minutes) until the example Instance is Ready and returns
