@@ -15,7 +15,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    manifest_dir().join("../examples")
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -231,4 +231,11 @@ async fn kubectl_explain_documents_the_fields() {
     let out = kubectl_output(&["explain", "wallet.spec.reversals"]);
     assert!(out.contains("Withdrawals of credits granted earlier, append-only"), "{out}");
     assert!(out.contains("grant") && out.contains("credits") && out.contains("orderRef"), "{out}");
+}
+
+/// This package's directory, as cargo gives it to the running program (a
+/// path compiled in may name another checkout: cargo reuses artefacts across
+/// checkouts that share a target directory).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

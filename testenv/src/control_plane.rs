@@ -10,9 +10,26 @@ use crate::{Error, certs};
 /// How long a component may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The workspace root (where `Cargo.toml` and `xtask/` are).
+/// The workspace root (where `Cargo.toml` and `xtask/` are): the checkout
+/// cargo runs in now (its `CARGO_MANIFEST_DIR`, else the current directory),
+/// else the one this crate was compiled in. Not the compiled-in path first:
+/// cargo reuses artefacts of a shared target directory across checkouts at
+/// other paths (its fingerprints are relative to the workspace), so that path
+/// may name a checkout that is gone.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let running = [std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from), std::env::current_dir().ok()];
+    running
+        .into_iter()
+        .flatten()
+        .find_map(|start| start.ancestors().find(|dir| is_workspace_root(dir)).map(Path::to_path_buf))
+        .unwrap_or(compiled)
+}
+
+/// Whether `dir` is a checkout of this workspace.
+fn is_workspace_root(dir: &Path) -> bool {
+    dir.join("xtask/go/build.sh").is_file()
+        && std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|toml| toml.contains("[workspace]"))
 }
 
 /// The cache directory: `$CMP_CACHE`, else `$XDG_CACHE_HOME/cmp`, else `~/.cache/cmp`.

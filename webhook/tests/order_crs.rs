@@ -15,7 +15,7 @@ use kube::ResourceExt;
 const API_URL: &str = "https://store.example.com/graphql/";
 
 fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    cmp_testenv::workspace_root().join("examples")
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -20,7 +20,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = manifest_dir().join("../..");
     let files = cmp_crds::crd_files().context("rendering the CRDs as YAML")?;
     let mut stale = Vec::new();
     for dir in &args.dirs {
@@ -44,4 +44,11 @@ fn main() -> anyhow::Result<()> {
         bail!("out of date: {}; run `cargo run -p cmp-crdgen`", stale.join(", "));
     }
     Ok(())
+}
+
+/// This package's directory, as cargo gives it to the running program (a
+/// path compiled in may name another checkout: cargo reuses artefacts across
+/// checkouts that share a target directory).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

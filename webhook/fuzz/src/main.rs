@@ -13,7 +13,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -133,7 +132,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &mut Vec<u8>) {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/saleor");
+    let dir = manifest_dir().join("../../examples/saleor");
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
@@ -259,4 +258,11 @@ fn main() -> std::process::ExitCode {
         worst_ratio.load(Ordering::Relaxed) as f64 / 100.0
     );
     if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
+/// This package's directory, as cargo gives it to the running program (a
+/// path compiled in may name another checkout: cargo reuses artefacts across
+/// checkouts that share a target directory).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }
