@@ -210,6 +210,26 @@ pub fn set_condition(
     }
 }
 
+/// Reasons that only say an object is on its way: they clear on their own.
+/// The status shows them; no Event is published for them (an Event per
+/// step of every Instance's progress would be noise, and API writes).
+pub const WAITING_REASONS: [&str; 9] = [
+    reasons::PROVISIONING,
+    reasons::PROJECT_NOT_READY,
+    reasons::ARTIFACT_PENDING,
+    reasons::COMMITTING,
+    reasons::AWAITING_SYNC,
+    reasons::DEPLOYMENT_UNAVAILABLE,
+    reasons::NAMESPACE_TERMINATING,
+    reasons::TERMINATING,
+    reasons::PAUSED_BY_ANNOTATION,
+];
+
+/// Whether `reason` is one of [`WAITING_REASONS`].
+pub fn is_waiting(reason: &str) -> bool {
+    WAITING_REASONS.contains(&reason)
+}
+
 /// The condition of the given type, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

@@ -99,6 +99,8 @@ impl ArgoCd {
                 .env("ARGOCD_SSH_DATA_PATH", scratch.join("ssh"))
                 .env("ARGOCD_GNUPGHOME", scratch.join("gnupg"))
                 .env("ARGOCD_GPG_ENABLED", "false")
+                // The "in-cluster" destination is read from KUBECONFIG: name the control plane's, not whatever the caller had.
+                .env("KUBECONFIG", kubeconfig)
                 .env("ARGOCD_FAKE_IN_CLUSTER", "true");
         };
         let repo_port = free_port()?;

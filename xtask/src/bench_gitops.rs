@@ -71,8 +71,12 @@ struct Phase {
     elapsed: Duration,
     /// How long the bench's own writes (one per Instance) took to be accepted.
     sent_in: Duration,
-    /// The operator's API writes during the phase.
+    /// The operator's API writes during the phase (as it counts them: applies, status writes, patches, deletes).
     operator_writes: u64,
+    /// The same by kind and verb.
+    writes_by_kind: Vec<(String, u64)>,
+    /// Events the operator published on the bench's objects (not in its write count).
+    events: usize,
     commits: u64,
     retries: u64,
     p50: Duration,
@@ -89,6 +93,7 @@ async fn phase(
     generation: i64,
 ) -> anyhow::Result<Phase> {
     let before = scrape(port).await?;
+    let events_before = bench_events(client).await?;
     let started = Instant::now();
     let spec =
         |project: &str| json!({"project": project, "offering": "dedicated", "version": version, "plan": "basic"});
@@ -109,11 +114,47 @@ async fn phase(
         elapsed,
         sent_in,
         operator_writes: delta("cmp_operator_api_writes_total{"),
+        writes_by_kind: series_deltas(&before, &after, "cmp_operator_api_writes_total{"),
+        events: bench_events(client).await?.saturating_sub(events_before),
         commits: delta("cmp_operator_gitops_commits_total"),
         retries: delta("cmp_operator_gitops_push_retries_total"),
         p50: percentile(&latencies, 0.50),
         p95: percentile(&latencies, 0.95),
     })
+}
+
+/// Each series of `after` that starts with `prefix`, with how much it grew since `before`; the ones that grew.
+fn series_deltas(before: &str, after: &str, prefix: &str) -> Vec<(String, u64)> {
+    let series = |metrics: &str| -> std::collections::BTreeMap<String, u64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.trim_start_matches(prefix).trim_end_matches('}').to_string(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    let earlier = series(before);
+    series(after)
+        .into_iter()
+        .map(|(name, value)| (value.saturating_sub(earlier.get(&name).copied().unwrap_or(0)), name))
+        .filter(|(grew, _)| *grew > 0)
+        .map(|(grew, name)| (name, grew))
+        .collect()
+}
+
+/// Events regarding objects in the bench's namespaces.
+async fn bench_events(client: &kube::Client) -> anyhow::Result<usize> {
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::all(client.clone()).list(&kube::api::ListParams::default()).await?;
+    Ok(events
+        .items
+        .iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.namespace.as_deref()).is_some_and(|ns| ns.starts_with("cmp-bench-"))
+        })
+        .count())
 }
 
 /// The `git` CLI pushing a commit to `remote`'s branch every `interval` until
@@ -183,6 +224,13 @@ fn print_phase(title: &str, instances: usize, p: &Phase) {
         p.sent_in.as_secs_f64(),
         p.operator_writes,
         p.operator_writes as f64 / instances as f64
+    );
+    let by_kind: Vec<String> = p.writes_by_kind.iter().map(|(series, n)| format!("{series}: {n}")).collect();
+    println!("      by kind and verb:           {}", by_kind.join("; "));
+    println!(
+        "      Events published:           {} ({:.1} per Instance; not in the count above)",
+        p.events,
+        p.events as f64 / instances as f64
     );
 }
 

@@ -27,3 +27,19 @@ fn every_condition_reason_has_a_row_in_the_guide() {
     let missing: Vec<_> = reasons.iter().filter(|r| !guide.contains(&format!("| `{r}` |"))).collect();
     assert!(missing.is_empty(), "docs/conditions.md has no row for {missing:?}: say what each means and what to do");
 }
+
+#[test]
+fn the_guides_waiting_reasons_are_the_ones_that_publish_no_event() {
+    let guide = std::fs::read_to_string(workspace_root().join("docs/conditions.md")).expect("docs/conditions.md");
+    let section = guide.split("## Waiting reasons").nth(1).expect("a Waiting reasons section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let mut listed: Vec<&str> =
+        section.lines().filter_map(|line| line.strip_prefix("| `")?.split('`').next()).collect();
+    listed.sort_unstable();
+    let mut waiting = cmp_crds::conditions::WAITING_REASONS.to_vec();
+    waiting.sort_unstable();
+    assert_eq!(
+        listed, waiting,
+        "docs/conditions.md's waiting reasons and cmp_crds::conditions::WAITING_REASONS differ"
+    );
+}

@@ -96,6 +96,14 @@ pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Sen
     /// checks, runtime probes, issued keys) rather than only writing.
     const OBSERVE_AFTER_APPLY: bool = false;
 
+    /// Whether writing `status` after `apply` can wait: the apply step
+    /// handed work to a task that wakes the object when it is done (or has
+    /// failed), and the status would only say that the work is on its way.
+    /// The next reconcile then writes once where it landed.
+    fn status_can_wait(&self, _status: &Self::Status) -> bool {
+        false
+    }
+
     /// Step 1: what the object's pipeline needs, from memory only: the
     /// caches, and what earlier apply steps of this process found out.
     fn observe(&self, ctx: &Context) -> Result<Self::Observed>;
@@ -201,17 +209,23 @@ async fn run<K: Reconcile>(object: &K, ctx: &Context) -> Result<Action> {
         }
         return Ok(Action::await_change());
     }
-    if K::FINALIZER && !finalized {
-        // The write's own watch event brings the object back with the finalizer.
-        finalizer::add(object, ctx).await?;
-        return Ok(Action::await_change());
-    }
+    let with_finalizer;
+    let object = if K::FINALIZER && !finalized {
+        // Go on with the object as written, rather than wait for its watch event.
+        with_finalizer = finalizer::add(object, ctx).await?;
+        &with_finalizer
+    } else {
+        object
+    };
     let observed = object.observe(ctx)?;
     let mut desired = object.desired(&observed, &ctx.settings, Timestamp::now());
     if let Some(children) = &desired.children {
         object.apply(children, ctx).await?;
         if K::OBSERVE_AFTER_APPLY {
             desired = object.desired(&object.observe(ctx)?, &ctx.settings, Timestamp::now());
+        }
+        if object.status_can_wait(&desired.status) {
+            return Ok(desired.requeue.map_or_else(Action::await_change, Action::requeue));
         }
     }
     status::write(object, desired.status, ctx).await?;

@@ -26,7 +26,8 @@ pub fn on_error<K: Reconcile>(object: &K, error: &Error, now: Timestamp) -> K::S
 
 /// Writes `next` when it differs from the object's status, waits until the
 /// cache holds it, and publishes an Event for each watched condition whose
-/// status or reason changed.
+/// status or reason changed, unless it changed to a waiting reason
+/// ([`conditions::is_waiting`]): True is a Normal Event, anything else a Warning.
 pub async fn write<K: Reconcile>(object: &K, mut next: K::Status, ctx: &Context) -> Result<()> {
     let mut current = object.operator_status();
     if current == next {
@@ -42,6 +43,7 @@ pub async fn write<K: Reconcile>(object: &K, mut next: K::Status, ctx: &Context)
         let before = conditions::state(K::conditions(&mut current), type_);
         if let Some(after) = conditions::find(K::conditions(&mut next), type_)
             && before != Some((after.status.clone(), after.reason.clone()))
+            && !conditions::is_waiting(&after.reason)
         {
             ctx.publish(object, after.status != conditions::TRUE, &after.reason, after.message.clone()).await;
         }
