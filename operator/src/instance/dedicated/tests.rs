@@ -112,3 +112,22 @@ fn a_deployment_is_available_only_at_its_current_generation() {
     });
     assert!(DeploymentState::of(&d).available);
 }
+
+#[test]
+fn only_a_change_on_its_way_to_the_writer_leaves_the_status_unwritten() {
+    use crate::shell::Reconcile;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let status_with = |synced: NewCondition<'static>| {
+        let mut status = cmp_crds::InstanceStatus::default();
+        let epoch = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        cmp_crds::conditions::set_condition(&mut status.conditions, synced, Some(1), epoch);
+        status
+    };
+    let pending = state(&gitops(None, None, false, None)).synced;
+    assert!(instance().status_can_wait(&status_with(pending)), "Committing: the writer's wake brings the write");
+    let pushed = state(&gitops(delivered(), None, false, Some(false))).synced;
+    assert!(!instance().status_can_wait(&status_with(pushed)), "Committed is written");
+    let failed = Some(Delivery::Failed { digest: digest(), reason: "GitUnreachable", message: "no route".into() });
+    let failed = state(&gitops(failed, None, false, None)).synced;
+    assert!(!instance().status_can_wait(&status_with(failed)), "a failure is written");
+}
