@@ -55,6 +55,11 @@ impl Reconcile for Instance {
         &caches.instances
     }
 
+    /// `KeysIssued` of an Instance that asks for no keys says nothing worth an Event.
+    fn announces(&self, condition: &Condition) -> bool {
+        condition.type_ != cmp_crds::conditions::KEYS_ISSUED || !self.spec.api_keys.is_empty()
+    }
+
     /// A change just handed to the GitOps writer (`Synced` would say
     /// `Committing`): the writer wakes the Instance once the commit is
     /// pushed or has failed, and one status write then says which. Writing

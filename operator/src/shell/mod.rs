@@ -104,6 +104,12 @@ pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Sen
         false
     }
 
+    /// Whether a change of `condition` is worth an Event on this object
+    /// (beyond the waiting reasons, which never are).
+    fn announces(&self, _condition: &Condition) -> bool {
+        true
+    }
+
     /// Step 1: what the object's pipeline needs, from memory only: the
     /// caches, and what earlier apply steps of this process found out.
     fn observe(&self, ctx: &Context) -> Result<Self::Observed>;

@@ -44,6 +44,7 @@ pub async fn write<K: Reconcile>(object: &K, mut next: K::Status, ctx: &Context)
         if let Some(after) = conditions::find(K::conditions(&mut next), type_)
             && before != Some((after.status.clone(), after.reason.clone()))
             && !conditions::is_waiting(&after.reason)
+            && object.announces(after)
         {
             ctx.publish(object, after.status != conditions::TRUE, &after.reason, after.message.clone()).await;
         }

@@ -131,3 +131,24 @@ fn only_a_change_on_its_way_to_the_writer_leaves_the_status_unwritten() {
     let failed = state(&gitops(failed, None, false, None)).synced;
     assert!(!instance().status_can_wait(&status_with(failed)), "a failure is written");
 }
+
+#[test]
+fn keys_issued_is_announced_only_for_an_instance_that_asks_for_keys() {
+    use crate::shell::Reconcile;
+    let condition = |type_: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: type_.into(),
+        status: TRUE.into(),
+        reason: "KeysIssued".into(),
+        message: "0 key(s) issued".into(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ),
+        observed_generation: None,
+    };
+    let keyless = instance();
+    assert!(!keyless.announces(&condition("KeysIssued")));
+    assert!(keyless.announces(&condition("Synced")), "other conditions are announced");
+    let mut with_key = instance();
+    with_key.spec.api_keys = vec![serde_json::from_value(serde_json::json!({"name": "main"})).expect("a key")];
+    assert!(with_key.announces(&condition("KeysIssued")));
+}
