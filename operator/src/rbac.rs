@@ -62,11 +62,8 @@ fn control_rules(role: MemberRole) -> Vec<PolicyRule> {
 /// (quota, limits, network policies) are read-only for everyone.
 fn runtime_rules(role: MemberRole) -> Vec<PolicyRule> {
     let mut rules = vec![
-        rule(
-            &["", "apps"],
-            &["pods", "pods/log", "services", "endpoints", "configmaps", "deployments", "replicasets"],
-            READ,
-        ),
+        rule(&[""], &["pods", "pods/log", "services", "endpoints", "configmaps"], READ),
+        rule(&["apps"], &["deployments", "replicasets"], READ),
         rule(&[""], &["events", "resourcequotas", "limitranges"], READ),
         rule(&["networking.k8s.io"], &["networkpolicies"], READ),
     ];

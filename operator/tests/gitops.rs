@@ -2,7 +2,8 @@
 //! real bare repository, a real Argo CD (repo server + application
 //! controller, built from Go modules) syncs the Project's tree into its
 //! runtime namespace, a version change is one new commit, deletion prunes,
-//! and the AppProject refuses anything outside the runtime namespace.
+//! the AppProject refuses anything outside the runtime namespace, and
+//! deleting the Project takes its tree, Application and AppProject away.
 
 mod support;
 
@@ -63,7 +64,7 @@ async fn synced_at(apps: &Api<DynamicObject>, name: &str, commit: &str) -> Value
 }
 
 #[tokio::test]
-async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_commit_and_pruned() {
+async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_commit_pruned_and_its_project_removed() {
     let w = World::new("gitops").await;
     let scratch = std::env::temp_dir().join(format!("{}-gitops", w.run));
     let remote = BareRemote::create(&scratch.join("tenants.git")).expect("bare remote");
@@ -237,6 +238,24 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
         let gone =
             deployments.get_opt("bot").await.ok()?.is_none() && config_maps.get_opt("bot-flow").await.ok()?.is_none();
         gone.then_some(())
+    })
+    .await;
+
+    // Deleting the Project removes its tree in a commit, and its Application and AppProject.
+    w.projects(&org).delete("support", &DeleteParams::default()).await.expect("delete the Project");
+    let app_projects = Api::<DynamicObject>::namespaced_with(
+        w.client.clone(),
+        &argocd_ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AppProject")),
+    );
+    eventually("the Project's Application and AppProject deleted", CONVERGE, || async {
+        let gone =
+            apps.get_opt(&runtime_ns).await.ok()?.is_none() && app_projects.get_opt(&runtime_ns).await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    eventually("the Project's tree removed from the remote", CONVERGE, || async {
+        remote.file(&format!("{project_dir}/kustomization.yaml")).is_none().then_some(())
     })
     .await;
     drop(argo);

@@ -4,9 +4,11 @@
 //! what gives one component its rights (its ServiceAccount, ClusterRole, Roles
 //! and bindings, the namespaces they live in, and the admission policies that
 //! narrow them) and writes a kubeconfig that
-//! impersonates that ServiceAccount. A binary started with it has exactly the
+//! authenticates with a token of that ServiceAccount (the TokenRequest API, as
+//! a pod's projected token). A binary started with it has exactly the
 //! rights the chart grants, so an integration test fails when a rule is
-//! missing. Each test run renders its own release (the run's name), so
+//! missing, and the audit log of `cargo xtask test` names it, so that the run
+//! shows each rule in use ([`crate::rbac_usage`]). Each test run renders its own release (the run's name), so
 //! concurrent tests never share or overwrite each other's rules.
 
 use std::io::Write;
@@ -68,7 +70,7 @@ impl Component {
     }
 }
 
-/// A component's ServiceAccount, as the chart creates it, ready to impersonate.
+/// A component's ServiceAccount, as the chart creates it, with a token.
 #[derive(Clone, Debug)]
 pub struct ChartIdentity {
     /// `system:serviceaccount:<namespace>:<name>`.
@@ -121,8 +123,17 @@ impl ChartIdentity {
         let (objects, account) = rights_of(component, &rendered.stdout)?;
         kubectl_apply(&objects)?;
         let user = format!("system:serviceaccount:{namespace}:{account}");
-        let kubeconfig = std::env::temp_dir().join(format!("{release}-{}-kubeconfig", component.name()));
-        crate::test::kubeconfig_as(&user, &kubeconfig)?;
+        // One file per identity made: the operators of concurrent tests share a release, and a
+        // binary reading a kubeconfig that another test is rewriting sees no current context.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nth = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "{release}-{}-{}-{nth}-kubeconfig",
+            component.name(),
+            std::process::id()
+        ));
+        let token = service_account_token(namespace, &account)?;
+        crate::test::kubeconfig_with_token(&token, &kubeconfig)?;
         Ok(Self { user, kubeconfig })
     }
 }
@@ -167,6 +178,29 @@ fn rights_of(component: Component, rendered: &str) -> Result<(Vec<Value>, String
         .collect();
     all.extend(objects);
     Ok((all, account))
+}
+
+/// How long a test identity's token lasts: longer than any test run.
+const TOKEN_DURATION: &str = "24h";
+
+/// A token of ServiceAccount `namespace/account` (`kubectl create token`, the
+/// TokenRequest API), as the test control plane's admin.
+fn service_account_token(namespace: &str, account: &str) -> Result<String, Error> {
+    let kubectl = crate::binaries()?.join("kubectl");
+    let output = Command::new(&kubectl)
+        .args(["create", "token", account, "--namespace", namespace, "--duration", TOKEN_DURATION])
+        .env("KUBECONFIG", crate::test::test_kubeconfig())
+        .output()
+        .map_err(|source| Error::Spawn { binary: kubectl.display().to_string(), source })?;
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if output.status.success() && !token.is_empty() {
+        Ok(token)
+    } else {
+        Err(Error::Process(format!(
+            "kubectl create token {account} -n {namespace} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
 }
 
 /// `kubectl apply --server-side` of `objects` as the test control plane's admin.

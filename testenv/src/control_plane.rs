@@ -95,9 +95,23 @@ struct Component {
     log: PathBuf,
 }
 
+/// The audit policy of [`ControlPlane::start_audited`]: the requests of
+/// ServiceAccounts (the binaries run as their chart identities with a token
+/// of their ServiceAccount), at Metadata level, which holds the verb, the
+/// object and RBAC's decision; nothing of anybody else.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    userGroups: [\"system:serviceaccounts\"]
+  - level: None
+";
+
 /// A running local control plane. Dropping it stops every process.
 pub struct ControlPlane {
     dir: PathBuf,
+    audit_dir: Option<PathBuf>,
     kubeconfig: PathBuf,
     server: String,
     bin_dir: PathBuf,
@@ -108,6 +122,18 @@ impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager with state in
     /// `dir` (wiped first), waits for `/readyz` and writes `dir/kubeconfig`.
     pub async fn start(dir: &Path) -> Result<Self, Error> {
+        Self::launch(dir, false).await
+    }
+
+    /// [`ControlPlane::start`], with the API server writing an audit log of
+    /// every ServiceAccount's requests (JSON lines) into
+    /// [`ControlPlane::audit_dir`]: what the test command reads to show that
+    /// each of the chart's RBAC rules is used.
+    pub async fn start_audited(dir: &Path) -> Result<Self, Error> {
+        Self::launch(dir, true).await
+    }
+
+    async fn launch(dir: &Path, audited: bool) -> Result<Self, Error> {
         let bin_dir = binaries()?;
         let previous = dir.join("kubeconfig");
         if previous.exists()
@@ -129,8 +155,10 @@ impl ControlPlane {
         let kcm_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
+        let audit_dir = audited.then(|| dir.join("audit"));
         let mut plane = ControlPlane {
             dir: dir.to_path_buf(),
+            audit_dir: audit_dir.clone(),
             kubeconfig: kubeconfig.clone(),
             server: server.clone(),
             bin_dir,
@@ -155,6 +183,19 @@ impl ControlPlane {
         )?;
         plane.wait_for_port("etcd", etcd_port).await?;
 
+        let mut audit_args = Vec::new();
+        if let Some(audit_dir) = &audit_dir {
+            std::fs::create_dir_all(audit_dir).map_err(|source| Error::Io { path: audit_dir.clone(), source })?;
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY).map_err(|source| Error::Io { path: policy.clone(), source })?;
+            audit_args = vec![
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", audit_dir.join("audit.log").display()),
+                "--audit-log-format=json".into(),
+                // Rotated files are all kept (no backup limit); the reader takes every one.
+                "--audit-log-maxsize=500".into(),
+            ];
+        }
         plane.spawn(
             "kube-apiserver",
             &[
@@ -174,7 +215,10 @@ impl ControlPlane {
                 format!("--service-account-key-file={}", certs.service_account_public_key.display()),
                 format!("--service-account-signing-key-file={}", certs.service_account_key.display()),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_args)
+            .collect::<Vec<_>>(),
         )?;
         write_kubeconfig(&kubeconfig, &server, &certs)?;
         plane.wait_for_readyz().await?;
@@ -209,6 +253,11 @@ impl ControlPlane {
     /// The directory holding the binaries (kubectl among them).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// Where the audit log's files are, when started with [`ControlPlane::start_audited`].
+    pub fn audit_dir(&self) -> Option<&Path> {
+        self.audit_dir.as_deref()
     }
 
     /// The state directory (logs, certificates, etcd data).

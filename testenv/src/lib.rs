@@ -23,6 +23,7 @@ pub mod langflow_stand_in;
 pub mod lfx;
 pub mod openbao;
 pub mod process;
+pub mod rbac_usage;
 pub mod saleor;
 pub mod test;
 

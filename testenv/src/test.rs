@@ -72,6 +72,24 @@ pub fn test_kubeconfig() -> PathBuf {
 /// (the admin identity of the test control plane may impersonate anyone), so
 /// a binary runs with only the rights RBAC gives `user`.
 pub fn kubeconfig_as(user: &str, path: &Path) -> Result<PathBuf, Error> {
+    rewrite_users(path, |auth| {
+        auth.insert("as".into(), user.into());
+    })
+}
+
+/// Writes a copy of the test kubeconfig to `path` that authenticates with
+/// `token` (a ServiceAccount's, from the TokenRequest API) instead of the
+/// admin's certificate: requests are then the ServiceAccount's own, as in a
+/// pod, and the audit log names it as the user.
+pub fn kubeconfig_with_token(token: &str, path: &Path) -> Result<PathBuf, Error> {
+    rewrite_users(path, |auth| {
+        auth.clear();
+        auth.insert("token".into(), token.into());
+    })
+}
+
+/// Writes the test kubeconfig to `path` with each user's auth changed by `change`.
+fn rewrite_users(path: &Path, change: impl Fn(&mut serde_yaml::Mapping)) -> Result<PathBuf, Error> {
     let source = test_kubeconfig();
     let text = std::fs::read_to_string(&source).map_err(|e| Error::Io { path: source.clone(), source: e })?;
     let mut config: serde_yaml::Value =
@@ -79,12 +97,15 @@ pub fn kubeconfig_as(user: &str, path: &Path) -> Result<PathBuf, Error> {
     if let Some(users) = config.get_mut("users").and_then(|u| u.as_sequence_mut()) {
         for entry in users {
             if let Some(auth) = entry.get_mut("user").and_then(|u| u.as_mapping_mut()) {
-                auth.insert("as".into(), user.into());
+                change(auth);
             }
         }
     }
     let text = serde_yaml::to_string(&config).map_err(|e| Error::Process(format!("writing a kubeconfig: {e}")))?;
-    std::fs::write(path, text).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    // Written beside and renamed over, so that nobody reads it half written.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, text).map_err(|e| Error::Io { path: partial.clone(), source: e })?;
+    std::fs::rename(&partial, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     Ok(path.to_path_buf())
 }
 

@@ -14,6 +14,7 @@ mod bench_gitops;
 mod bench_instances;
 mod bench_webhook;
 mod local_gitops;
+mod rbac_usage;
 mod up;
 
 use std::path::{Path, PathBuf};
@@ -163,8 +164,16 @@ pub(crate) fn root() -> PathBuf {
 
 /// Starts a control plane in `dir` and installs the CRDs.
 pub(crate) async fn start(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Client)> {
+    start_with(dir, ControlPlane::start(dir)).await
+}
+
+/// Waits for `starting` (a control plane in `dir`) and installs the CRDs.
+async fn start_with(
+    dir: &Path,
+    starting: impl Future<Output = Result<ControlPlane, cmp_testenv::Error>>,
+) -> anyhow::Result<(ControlPlane, kube::Client)> {
     eprintln!("starting the local control plane in {} ...", dir.display());
-    let plane = ControlPlane::start(dir).await.context("starting the local control plane")?;
+    let plane = starting.await.context("starting the local control plane")?;
     let client = plane.client().await?;
     install_crds(&client, &cmp_crds::all_crds(), MANAGER).await.context("installing the CRDs")?;
     eprintln!("control plane ready at {}; CRDs installed", plane.server());
@@ -192,7 +201,7 @@ async fn cluster() -> anyhow::Result<ExitCode> {
 async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let dir = cmp_testenv::control_plane::cache_dir().join("test-runs").join(std::process::id().to_string());
     warn_if_disk_is_short(&[cmp_testenv::control_plane::cache_dir(), std::env::temp_dir()]);
-    let (plane, _client) = start(&dir).await?;
+    let (plane, _client) = start_with(&dir, ControlPlane::start_audited(&dir)).await?;
     // Argo CD (the GitOps tests' peer) is built once into the cache before the tests start, not by two test binaries at once.
     let argocd = tokio::task::spawn_blocking(cmp_testenv::argocd::binaries).await?.context("building Argo CD")?;
     eprintln!("Argo CD, kustomize and Redis are in {}", argocd.display());
@@ -201,6 +210,7 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     eprintln!("Helm and the optional CRDs are in {}", helm.display());
     let ssh = tokio::task::spawn_blocking(cmp_testenv::git_ssh::binary).await?.context("building git-ssh-server")?;
     eprintln!("git-ssh-server is {}", ssh.display());
+    let plane_audit = plane.audit_dir().map(Path::to_path_buf);
     eprintln!("running cargo test --workspace against {}", plane.server());
     let status = tokio::process::Command::from(cmp_testenv::cargo_command())
         .args(["test", "--workspace"])
@@ -211,7 +221,12 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         .await
         .context("running cargo test")?;
     drop(plane);
-    if status.success() {
+    // Whether every rule of the chart was used, when the whole suite ran (a filtered run makes fewer calls).
+    let rbac_used = match plane_audit {
+        Some(audit) if status.success() && cargo_args.is_empty() => rbac_usage::check(&audit)?,
+        _ => true,
+    };
+    if status.success() && rbac_used {
         let _ = std::fs::remove_dir_all(&dir);
         Ok(ExitCode::SUCCESS)
     } else {

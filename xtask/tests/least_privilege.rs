@@ -99,10 +99,12 @@ fn the_webhook_may_not_delete_namespaces_or_write_wallet_status() {
             (&["delete", "instances.cmp.gsv.dev", "--all-namespaces"], false),
             (&["patch", "wallets.cmp.gsv.dev", "--subresource", "status"], false),
             (&["get", "secrets", "-n", "default"], false),
+            // It writes the stores' app tokens and never reads them back.
+            (&["get", "secrets", "-n", NAMESPACE], false),
             // Controls: orders create Organizations, and app tokens live in its namespace.
             (&["create", "organizations.cmp.gsv.dev"], true),
             (&["patch", "wallets.cmp.gsv.dev", "-n", "default"], true),
-            (&["get", "secrets", "-n", NAMESPACE], true),
+            (&["patch", "secrets", "-n", NAMESPACE], true),
         ],
     );
 }
