@@ -8,7 +8,12 @@
 //! (another writer got there first) starts the batch again on the new head,
 //! with backoff; a clone that cannot be brought to the remote head is rebuilt.
 //! No step waits without a bound and every failure lands on the Instances it
-//! holds up.
+//! holds up, except lost races: while other writers keep winning the branch
+//! (every refused push found the remote moved on), the batch is tried again
+//! and split, and its Instances are told (`GitPushRejected`) only once that
+//! has gone on for [`CONTENTION_GRACE`]. A refusal with the remote where it
+//! was (a hook, a protected branch) is the remote's answer: it is reported at
+//! once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +35,9 @@ const GATHER_MAX: Duration = Duration::from_secs(2);
 /// Backoff after a rejected push or an unreachable remote: from the first to the last, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_LAST: Duration = Duration::from_secs(10);
+/// How long batches may keep losing races to other writers before their Instances say `GitPushRejected`:
+/// a race lost and won again a moment later is not worth a status write and a Warning Event on every one.
+pub const CONTENTION_GRACE: Duration = Duration::from_secs(30);
 
 /// What the writer counts, read at once.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +108,8 @@ pub async fn run(
     // writer (a big push takes longer between fetch and push than a small one), unlimited again once the
     // backlog has landed.
     let mut limit = usize::MAX;
+    // Since when batches have been losing races to other writers (none: the last one did not).
+    let mut contended_since: Option<tokio::time::Instant> = None;
     loop {
         if pending.is_empty() {
             match requests.recv().await {
@@ -135,9 +145,16 @@ pub async fn run(
         };
         mirror = kept;
         let lost_every_race = matches!(outcome, Err((RepoError::Rejected { .. }, _)));
+        let outraced = matches!(&outcome, Err((_, tries)) if tries.outraced);
+        let contended_for = if outraced {
+            contended_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+        } else {
+            contended_since = None;
+            Duration::ZERO
+        };
         let failed = {
             let mut state = published.lock().unwrap_or_else(PoisonError::into_inner);
-            record(&mut state, &wake, &mut taken, outcome)
+            record(&mut state, &wake, &mut taken, outcome, tells_instances(outraced, contended_for))
         };
         // What did not land goes back, to be tried with whatever arrived meanwhile.
         pending.append(&mut taken);
@@ -165,12 +182,20 @@ pub async fn run(
     }
 }
 
-/// Publishes a batch's outcome: every waiting edit delivered, or each Instance's failure. True when it failed.
+/// Whether a failed batch's Instances are told: always, unless it lost races to other writers for less
+/// than [`CONTENTION_GRACE`].
+fn tells_instances(outraced: bool, contended_for: Duration) -> bool {
+    !outraced || contended_for >= CONTENTION_GRACE
+}
+
+/// Publishes a batch's outcome: every waiting edit delivered, or, when `tell`, each Instance's failure.
+/// True when it failed.
 fn record(
     state: &mut Published,
     wake: &mpsc::UnboundedSender<String>,
     pending: &mut BTreeMap<String, Pending>,
     outcome: Result<Written, (RepoError, Tries)>,
+    tell: bool,
 ) -> bool {
     match outcome {
         Ok(written) => {
@@ -192,6 +217,10 @@ fn record(
                 RepoError::Rejected { .. } => reasons::GIT_PUSH_REJECTED,
                 RepoError::Write(_) => reasons::RENDER_FAILED,
             };
+            if !tell {
+                tracing::info!(%error, edits = pending.len(), "other writers keep winning the branch; trying again");
+                return true;
+            }
             tracing::warn!(%error, reason, edits = pending.len(), "GitOps write failed; trying again");
             for p in pending.values() {
                 if let Some((key, _)) = &p.instance {
@@ -280,6 +309,8 @@ struct Written {
 struct Tries {
     rejected: u64,
     rebuilds: u64,
+    /// Every push was refused and every refusal found the remote moved on: other writers won each race.
+    outraced: bool,
 }
 
 type BatchResult = (Option<Mirror>, Result<Written, (RepoError, Tries)>);
@@ -303,6 +334,8 @@ fn write_batch(
         Err(e) => return (None, Err((e, tries))),
     };
     let mut pause = RETRY_FIRST;
+    // The head the last refused push was built on, and what the remote said.
+    let mut refused_on: Option<(Option<Oid>, String)> = None;
     for attempt in 0..ATTEMPTS {
         let head = match mirror.fetch() {
             Ok(head) => head,
@@ -317,6 +350,14 @@ fn write_batch(
             }
             Err(e) => return (Some(mirror), Err((e, tries))),
         };
+        if let Some((before, said)) = refused_on.take()
+            && before == head
+        {
+            // Refused with the remote where it was: a hook or a protection said no; asking again will not help.
+            let message = format!("{said} (the branch did not move: the remote itself refuses this push)");
+            let (url, branch) = (settings.url.clone(), settings.branch.clone());
+            return (Some(mirror), Err((RepoError::Rejected { url, branch, message }, tries)));
+        }
         let step = || -> Result<Written, RepoError> {
             let (tree, _changed) = mirror.build(head, edits)?;
             let author = Signature::new(&settings.author_name, &settings.author_email, &git2::Time::new(0, 0))
@@ -365,11 +406,16 @@ fn write_batch(
                 written.rebuilds = tries.rebuilds;
                 return (Some(mirror), Ok(written));
             }
-            Err(RepoError::Rejected { .. }) if attempt + 1 < ATTEMPTS => {
+            Err(RepoError::Rejected { message, .. }) if attempt + 1 < ATTEMPTS => {
                 tries.rejected += 1;
+                refused_on = Some((head, message));
                 tracing::info!(attempt, "the remote moved on; building the batch again on its new head");
                 std::thread::sleep(pause + jitter(pause));
                 pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e @ RepoError::Rejected { .. }) => {
+                tries.outraced = true;
+                return (Some(mirror), Err((e, tries)));
             }
             Err(e) => return (Some(mirror), Err((e, tries))),
         }

@@ -396,10 +396,26 @@ async fn a_batch_that_loses_every_push_is_split_until_it_lands() {
     }
     let (reason, message) = failure(&gitops, "ns/bot-0").await;
     assert_eq!(reason, "GitPushRejected", "the whole batch lost first: {message}");
+    assert!(
+        message.contains("pre-receive hook declined") && message.contains("the remote itself refuses"),
+        "the remote's own refusal is told at once, in its words: {message}"
+    );
     for (i, t) in trees.iter().enumerate() {
         delivered(&gitops, &format!("ns/bot-{i}"), &t.digest()).await;
     }
     let commits = remote.log().len();
     assert!((4..=10).contains(&commits), "ten edits landed in batches of at most three: {commits} commits");
     assert!(counters.read().push_retries > 0, "the lost pushes are counted");
+}
+
+#[test]
+fn lost_races_are_told_only_after_the_grace_and_any_other_failure_at_once() {
+    use crate::gitops::writer::{CONTENTION_GRACE, tells_instances};
+    assert!(!tells_instances(true, Duration::ZERO), "a race just lost is tried again, quietly");
+    assert!(!tells_instances(true, CONTENTION_GRACE - Duration::from_millis(1)));
+    assert!(tells_instances(true, CONTENTION_GRACE), "races lost for the whole grace are told");
+    assert!(
+        tells_instances(false, Duration::ZERO),
+        "a refusal, an unreachable remote or a render failure is told at once"
+    );
 }
