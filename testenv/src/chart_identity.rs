@@ -48,6 +48,9 @@ const IDENTITY_KINDS: [&str; 7] = [
     "ValidatingAdmissionPolicyBinding",
 ];
 
+/// The chart's three components.
+pub const COMPONENTS: [Component; 3] = [Component::Operator, Component::Gateway, Component::Webhook];
+
 /// One of the chart's three components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
@@ -138,18 +141,32 @@ impl ChartIdentity {
     }
 }
 
+/// The objects of a `helm template` output, in order.
+pub fn documents(rendered: &str) -> Result<Vec<Value>, Error> {
+    serde_yaml::Deserializer::from_str(rendered)
+        .map(|document| {
+            Value::deserialize(document)
+                .map_err(|e| Error::Process(format!("the chart rendered YAML that does not parse: {e}")))
+        })
+        .filter(|object| !matches!(object, Ok(Value::Null)))
+        .collect()
+}
+
+/// The component an object of the chart belongs to (its `app.kubernetes.io/component` label).
+pub fn component_of(object: &Value) -> Option<Component> {
+    let label = object["metadata"]["labels"]["app.kubernetes.io/component"].as_str()?;
+    COMPONENTS.into_iter().find(|c| c.name() == label)
+}
+
 /// The objects of `component` that make up its rights, preceded by the
 /// namespaces they live in, and its ServiceAccount's name.
 fn rights_of(component: Component, rendered: &str) -> Result<(Vec<Value>, String), Error> {
     let mut namespaces: Vec<String> = Vec::new();
     let mut objects = Vec::new();
     let mut account = None;
-    for document in serde_yaml::Deserializer::from_str(rendered) {
-        let object = Value::deserialize(document)
-            .map_err(|e| Error::Process(format!("the chart rendered YAML that does not parse: {e}")))?;
+    for object in documents(rendered)? {
         let kind = object["kind"].as_str().unwrap_or_default();
-        let label = object["metadata"]["labels"]["app.kubernetes.io/component"].as_str();
-        if !IDENTITY_KINDS.contains(&kind) || label != Some(component.name()) {
+        if !IDENTITY_KINDS.contains(&kind) || component_of(&object) != Some(component) {
             continue;
         }
         if kind == "ServiceAccount" {

@@ -16,14 +16,11 @@ use std::fmt;
 use std::io::BufRead;
 use std::path::Path;
 
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Deserialize;
-use serde_yaml::Value;
 
 use crate::Error;
-use crate::chart_identity::Component;
-
-/// The components, in report order.
-const COMPONENTS: [Component; 3] = [Component::Operator, Component::Gateway, Component::Webhook];
+use crate::chart_identity::{COMPONENTS, Component};
 
 /// One verb on one resource that one of a component's roles grants.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,38 +69,42 @@ pub struct UseKey {
     pub verb: String,
 }
 
+/// Each `(group, resource, verb)` that `rule` grants.
+pub fn verbs_of(rule: &PolicyRule) -> Vec<(String, String, String)> {
+    let mut all = Vec::new();
+    for group in rule.api_groups.iter().flatten() {
+        for resource in rule.resources.iter().flatten() {
+            for verb in &rule.verbs {
+                all.push((group.clone(), resource.clone(), verb.clone()));
+            }
+        }
+    }
+    all
+}
+
 /// Every verb every role of the three components grants, from a rendering of the chart.
 pub fn grants(rendered: &str) -> Result<Vec<Grant>, Error> {
     let mut all = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(rendered) {
-        let object = Value::deserialize(document)
-            .map_err(|e| Error::Process(format!("the chart rendered YAML that does not parse: {e}")))?;
+    for object in crate::chart_identity::documents(rendered)? {
         let kind = object["kind"].as_str().unwrap_or_default();
         if kind != "ClusterRole" && kind != "Role" {
             continue;
         }
-        let label = object["metadata"]["labels"]["app.kubernetes.io/component"].as_str();
-        let Some(component) = COMPONENTS.iter().map(|c| c.name()).find(|c| Some(*c) == label) else { continue };
+        let Some(component) = crate::chart_identity::component_of(&object) else { continue };
         let role = object["metadata"]["name"].as_str().unwrap_or_default();
-        for rule in object["rules"].as_sequence().into_iter().flatten() {
-            let list = |field: &str| -> Vec<String> {
-                rule[field].as_sequence().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
-            };
-            let resource_names = list("resourceNames");
-            for api_group in list("apiGroups") {
-                for resource in list("resources") {
-                    for verb in list("verbs") {
-                        all.push(Grant {
-                            component,
-                            role_kind: kind.to_string(),
-                            role: role.to_string(),
-                            api_group: api_group.clone(),
-                            resource: resource.clone(),
-                            verb,
-                            resource_names: resource_names.clone(),
-                        });
-                    }
-                }
+        let rules: Vec<PolicyRule> = serde_yaml::from_value(object["rules"].clone())
+            .map_err(|e| Error::Process(format!("the rules of {kind} {role} do not parse: {e}")))?;
+        for rule in &rules {
+            for (api_group, resource, verb) in verbs_of(rule) {
+                all.push(Grant {
+                    component: component.name(),
+                    role_kind: kind.to_string(),
+                    role: role.to_string(),
+                    api_group,
+                    resource,
+                    verb,
+                    resource_names: rule.resource_names.clone().unwrap_or_default(),
+                });
             }
         }
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use cmp_operator::rbac::{ROLES, role};
-use cmp_testenv::rbac_usage::{grants, read_uses, report};
+use cmp_testenv::rbac_usage::{grants, read_uses, report, verbs_of};
 
 /// Reads the suite's audit log, prints each granted verb with its use, and
 /// says whether every one was used.
@@ -36,19 +36,10 @@ pub(crate) fn check(audit_dir: &Path) -> anyhow::Result<bool> {
 /// `(group, resource, verb)` that the operator's Roles give an Organization's
 /// people in its control and runtime namespaces.
 fn granted_to_people() -> BTreeSet<(String, String, String)> {
-    let mut all = BTreeSet::new();
-    for member in ROLES {
-        for project in [None, Some("p")] {
-            for rule in role(member, "n", "o", project).rules.unwrap_or_default() {
-                for group in rule.api_groups.unwrap_or_default() {
-                    for resource in rule.resources.clone().unwrap_or_default() {
-                        for verb in &rule.verbs {
-                            all.insert((group.clone(), resource.clone(), verb.clone()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    all
+    ROLES
+        .into_iter()
+        .flat_map(|member| [None, Some("p")].map(|project| role(member, "n", "o", project)))
+        .flat_map(|role| role.rules.unwrap_or_default())
+        .flat_map(|rule| verbs_of(&rule))
+        .collect()
 }

@@ -104,9 +104,9 @@ pub async fn run(
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
     let mut retry = RETRY_FIRST;
     let mut mirror: Option<Mirror> = None;
-    // How many edits the next batch may hold: halved each time a whole batch loses every push to another
-    // writer (a big push takes longer between fetch and push than a small one), unlimited again once the
-    // backlog has landed.
+    // How many edits the next batch may hold: halved each time the remote refuses a whole batch, whether
+    // other writers won every race (a big push takes longer between fetch and push than a small one) or a
+    // hook refuses big pushes; unlimited again once the backlog has landed.
     let mut limit = usize::MAX;
     // Since when batches have been losing races to other writers (none: the last one did not).
     let mut contended_since: Option<tokio::time::Instant> = None;
@@ -144,7 +144,7 @@ pub async fn run(
             Err(panic) => (None, Err((RepoError::Write(format!("the git task failed: {panic}")), Tries::default()))),
         };
         mirror = kept;
-        let lost_every_race = matches!(outcome, Err((RepoError::Rejected { .. }, _)));
+        let refused = matches!(outcome, Err((RepoError::Rejected { .. }, _)));
         let outraced = matches!(&outcome, Err((_, tries)) if tries.outraced);
         let contended_for = if outraced {
             contended_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
@@ -158,7 +158,7 @@ pub async fn run(
         };
         // What did not land goes back, to be tried with whatever arrived meanwhile.
         pending.append(&mut taken);
-        limit = match (failed, lost_every_race) {
+        limit = match (failed, refused) {
             // The backlog of a split batch drains at the size that landed; then batches are whole again.
             (false, _) if pending.is_empty() => usize::MAX,
             (false, _) => limit,
@@ -167,7 +167,7 @@ pub async fn run(
                 tracing::warn!(
                     edits = batch_len,
                     next = halved,
-                    "every push of this batch lost to another writer; splitting it"
+                    "the remote refused every push of this batch; splitting it"
                 );
                 halved
             }
@@ -409,7 +409,7 @@ fn write_batch(
             Err(RepoError::Rejected { message, .. }) if attempt + 1 < ATTEMPTS => {
                 tries.rejected += 1;
                 refused_on = Some((head, message));
-                tracing::info!(attempt, "the remote moved on; building the batch again on its new head");
+                tracing::info!(attempt, "the remote refused the push; fetching to see whether another writer moved on");
                 std::thread::sleep(pause + jitter(pause));
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
