@@ -75,6 +75,8 @@ struct Phase {
     operator_writes: u64,
     /// The same by kind and verb.
     writes_by_kind: Vec<(String, u64)>,
+    /// Reconciles run by kind, with the seconds they took together.
+    reconciles_by_kind: Vec<(String, f64, f64)>,
     /// Events the operator published on the bench's objects (not in its write count).
     events: usize,
     commits: u64,
@@ -114,7 +116,11 @@ async fn phase(
         elapsed,
         sent_in,
         operator_writes: delta("cmp_operator_api_writes_total{"),
-        writes_by_kind: series_deltas(&before, &after, "cmp_operator_api_writes_total{"),
+        writes_by_kind: series_deltas(&before, &after, "cmp_operator_api_writes_total{")
+            .into_iter()
+            .map(|(series, grew)| (series, grew as u64))
+            .collect(),
+        reconciles_by_kind: reconciles_by_kind(&before, &after),
         events: bench_events(client).await?.saturating_sub(events_before),
         commits: delta("cmp_operator_gitops_commits_total"),
         retries: delta("cmp_operator_gitops_push_retries_total"),
@@ -124,8 +130,8 @@ async fn phase(
 }
 
 /// Each series of `after` that starts with `prefix`, with how much it grew since `before`; the ones that grew.
-fn series_deltas(before: &str, after: &str, prefix: &str) -> Vec<(String, u64)> {
-    let series = |metrics: &str| -> std::collections::BTreeMap<String, u64> {
+fn series_deltas(before: &str, after: &str, prefix: &str) -> Vec<(String, f64)> {
+    let series = |metrics: &str| -> std::collections::BTreeMap<String, f64> {
         metrics
             .lines()
             .filter(|l| l.starts_with(prefix))
@@ -138,9 +144,22 @@ fn series_deltas(before: &str, after: &str, prefix: &str) -> Vec<(String, u64)> 
     let earlier = series(before);
     series(after)
         .into_iter()
-        .map(|(name, value)| (value.saturating_sub(earlier.get(&name).copied().unwrap_or(0)), name))
-        .filter(|(grew, _)| *grew > 0)
+        .map(|(name, value)| (value - earlier.get(&name).copied().unwrap_or(0.0), name))
+        .filter(|(grew, _)| *grew > 0.0)
         .map(|(grew, name)| (name, grew))
+        .collect()
+}
+
+/// Reconciles run per kind during a phase, and the seconds they took together.
+fn reconciles_by_kind(before: &str, after: &str) -> Vec<(String, f64, f64)> {
+    let seconds: HashMap<String, f64> =
+        series_deltas(before, after, "cmp_operator_reconcile_duration_seconds_sum{").into_iter().collect();
+    series_deltas(before, after, "cmp_operator_reconciles_total{")
+        .into_iter()
+        .map(|(kind, count)| {
+            let took = seconds.get(&kind).copied().unwrap_or(0.0);
+            (kind.trim_start_matches("kind=\"").trim_end_matches('"').to_string(), count, took)
+        })
         .collect()
 }
 
@@ -227,6 +246,9 @@ fn print_phase(title: &str, instances: usize, p: &Phase) {
     );
     let by_kind: Vec<String> = p.writes_by_kind.iter().map(|(series, n)| format!("{series}: {n}")).collect();
     println!("      by kind and verb:           {}", by_kind.join("; "));
+    let reconciles: Vec<String> =
+        p.reconciles_by_kind.iter().map(|(kind, count, took)| format!("{kind}: {count:.0} ({took:.1} s)")).collect();
+    println!("    reconciles (their time summed): {}", reconciles.join("; "));
     println!(
         "      Events published:           {} ({:.1} per Instance; not in the count above)",
         p.events,
