@@ -2,6 +2,9 @@
 //! caches' watches (one per kind, shared by all controllers). Children carry
 //! labels, not owner references (a reinstalled CRD must never cascade into
 //! deleting tenants), so a child maps back to its parent by its labels.
+//! Between our own kinds, a trigger passes only when the part of the object
+//! that the woken controller reads changed ([`crate::relevant`]): an
+//! Offering's or a Project's Instance counts wake no Instance.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::cache::{Caches, Guarded, valid};
 use crate::context::Context;
+use crate::relevant::{self, Change, Relevant};
 use crate::shell::{self, Reconcile};
 
 /// Gateways flush their meters about once a second: a burst of meter writes
@@ -56,6 +60,41 @@ fn in_control_namespace<K: Reconcile>(caches: &Caches, org: &impl Resource) -> V
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
         .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
+}
+
+/// The Instances ranked with `instance` for its Project's `maxInstances`
+/// whose admission it may have changed: all of its Project's, when it left
+/// the ranking (deleted, or moved to another Project), or when the Project
+/// has more Instances than it admits (one created in the same second may
+/// rank ahead of an admitted one).
+fn ranked_with(
+    caches: &Caches,
+    ranking: &Relevant<Guarded<Instance>, Option<(String, bool)>>,
+    instance: &Guarded<Instance>,
+) -> Vec<ObjectRef<Guarded<Instance>>> {
+    let Some(change) = ranking.change(instance) else { return Vec::new() };
+    let ns = instance.namespace().unwrap_or_default();
+    let left = match (&change.before, &change.now) {
+        (Some(Some((project, true))), now) if *now != Some(Some((project.clone(), true))) => Some(project.clone()),
+        _ => None,
+    };
+    let siblings = caches.instances_in(&ns);
+    let counted_in = |project: &str| -> Vec<ObjectRef<Guarded<Instance>>> {
+        let counts = |i: &Instance| i.spec.project == project && i.meta().deletion_timestamp.is_none();
+        siblings.iter().filter(|i| valid(i).is_some_and(counts)).map(|i| ObjectRef::from_obj(&**i)).collect()
+    };
+    let over_quota = |project: &str| {
+        let admits =
+            caches.projects.get(project, Some(&ns)).as_deref().and_then(valid).map(|p| p.spec.quota.max_instances);
+        admits.is_some_and(|max| counted_in(project).len() > usize::try_from(max).unwrap_or(0))
+    };
+    let mut projects: Vec<String> = change.both().flatten().map(|(project, _)| project).collect();
+    projects.dedup();
+    projects
+        .into_iter()
+        .filter(|project| left.as_deref() == Some(project.as_str()) || over_quota(project))
+        .flat_map(|project| counted_in(&project))
         .collect()
 }
 
@@ -108,6 +147,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         .run(shell::reconcile::<Organization>, shell::error_policy::<Organization>, ctx.clone());
 
     let (projects_of_org, cached_projects) = (c.clone(), c.clone());
+    let counted_by_project = Relevant::new(c.instances.store(), relevant::instance_for_project);
     let projects = controller::<Project>(&c, config.clone())
         .watches_stream(c.namespaces.subscribe(), |ns| project_of(&ns))
         .watches_stream(c.quotas.subscribe(), |q| project_of(&q))
@@ -117,25 +157,40 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         .watches_stream(c.roles.subscribe(), |r| project_of(&r))
         .watches_stream(c.role_bindings.subscribe(), |b| project_of(&b))
         .watches_stream(c.instances.subscribe(), move |i| {
-            // Only a Project that exists: an Instance naming a missing one is its own problem.
-            let ns = i.namespace()?;
-            let project = valid(&i)?.spec.project.clone();
-            cached_projects.projects.get(&project, Some(&ns)).map(|p| ObjectRef::from_obj(&*p))
+            // The Projects an Instance named and names, when that changed (the Project counts them);
+            // only those that exist: an Instance naming a missing one is its own problem.
+            let ns = i.namespace().unwrap_or_default();
+            let named = counted_by_project.change(&i).into_iter().flat_map(Change::both).flatten();
+            named
+                .filter_map(|project| cached_projects.projects.get(&project, Some(&ns)))
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
         })
         .watches_stream(c.organizations.subscribe(), move |org| in_control_namespace::<Project>(&projects_of_org, &org))
         .graceful_shutdown_on(shutdown.clone())
         .run(shell::reconcile::<Project>, shell::error_policy::<Project>, ctx.clone());
 
+    let counted_by_offering = Relevant::new(c.instances.store(), relevant::instance_for_offering);
     let offerings = controller::<Offering>(&c, config.clone())
-        .watches_stream(c.instances.subscribe(), |i| {
-            valid(&i).map(|i| ObjectRef::<Guarded<Offering>>::new(&i.spec.offering))
+        .watches_stream(c.instances.subscribe(), move |i| {
+            // The Offerings an Instance named and names, when that or its version or plan changed (the Offering counts them).
+            let named = counted_by_offering.change(&i).into_iter().flat_map(Change::both).flatten();
+            named.map(|(offering, _, _)| ObjectRef::<Guarded<Offering>>::new(&offering)).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(shell::reconcile::<Offering>, shell::error_policy::<Offering>, ctx.clone());
 
     let (instances_of_org, instances_of_project, instances_of_offering) = (c.clone(), c.clone(), c.clone());
+    let (offering_read, project_read) = (
+        Relevant::new(c.offerings.store(), relevant::offering_for_instances),
+        Relevant::new(c.projects.store(), relevant::project_for_instances),
+    );
+    let (ranking, ranked) = (Relevant::new(c.instances.store(), relevant::instance_in_ranking), c.clone());
     let mut instances = controller::<Instance>(&c, config.clone())
         .watches_stream(c.offerings.subscribe(), move |offering| {
+            if offering_read.change(&offering).is_none() {
+                return Vec::new();
+            }
             let name = offering.name_any();
             instances_of_offering
                 .instances
@@ -153,7 +208,9 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
             in_control_namespace::<Instance>(&instances_of_org, &org)
         })
         .watches_stream(c.projects.subscribe(), move |project| {
-            // Every Instance of the namespace: the Project's own, and those ranked behind it for maxInstances.
+            if project_read.change(&project).is_none() {
+                return Vec::new();
+            }
             let (ns, name) = (project.namespace().unwrap_or_default(), project.name_any());
             instances_of_project
                 .instances_in(&ns)
@@ -162,6 +219,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
                 .map(|i| ObjectRef::from_obj(&**i))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(c.instances.subscribe(), move |instance| ranked_with(&ranked, &ranking, &instance))
         // A runtime Deployment (synced by Argo CD with the operator's labels) wakes its Instance.
         .watches_stream(c.deployments.subscribe(), |deployment| {
             let labels = deployment.labels();

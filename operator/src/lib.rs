@@ -26,6 +26,7 @@ pub mod offering;
 pub mod organization;
 pub mod project;
 pub mod rbac;
+pub mod relevant;
 pub mod run;
 pub mod settings;
 pub mod shell;

@@ -200,7 +200,8 @@ async fn a_shared_instance_serves_its_own_flow_rolls_out_versions_without_a_gap_
 }
 
 #[tokio::test]
-async fn every_unresolved_reference_quota_and_artifact_mismatch_is_a_condition_naming_the_field() {
+async fn every_unresolved_reference_quota_and_artifact_mismatch_is_a_condition_naming_the_field_and_a_freed_place_admits_the_next()
+ {
     let w = World::new("refs").await;
     let _operator = w.operator("a", &[]);
     let dedicated = json!({"mode": "Dedicated", "image": "langflowai/langflow:1.5.0"});
@@ -241,8 +242,10 @@ async fn every_unresolved_reference_quota_and_artifact_mismatch_is_a_condition_n
     apply_instance(&w, &org, "second", spec(&good, "1", "basic")).await;
     let over = condition_reason(&api, "second", "Ready", "QuotaExceeded").await;
     assert_eq!(over.status.map(|s| s.phase), Some(cmp_crds::instance::InstancePhase::Failed));
-    api.delete("second", &DeleteParams::default()).await.expect("delete");
+    // The older Instance leaving admits the one ranked behind it, with nothing else changed.
     api.delete("first", &DeleteParams::default()).await.expect("delete");
+    condition_reason(&api, "second", "Ready", "AwaitingGitOps").await;
+    api.delete("second", &DeleteParams::default()).await.expect("delete");
     w.apply_project(&org, "main", json!({"quota": {"maxInstances": 10}})).await;
 
     let cases = [
