@@ -145,6 +145,18 @@ pub(crate) async fn start_operator(
     Ok((operator, port))
 }
 
+/// Removes a bench's run folder, keeping its operator's log as `<bench>-operator.log` beside it (the
+/// last run's, for reading after the figures: the GitOps writer logs each batch it writes, for one).
+pub(crate) fn clean_up_keeping_log(dir: &std::path::Path, bench: &str) {
+    if let Some(parent) = dir.parent() {
+        let kept = parent.join(format!("{bench}-operator.log"));
+        if std::fs::rename(dir.join("operator.log"), &kept).is_ok() {
+            eprintln!("the operator's log of this run: {}", kept.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Runs the benchmark with `orgs` organizations, against `binary` or else the release build of this checkout.
 pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let binary = operator_binary(binary).await?;
@@ -214,7 +226,7 @@ pub async fn run(orgs: usize, binary: Option<std::path::PathBuf>) -> anyhow::Res
     let _ = operator.start_kill();
     let _ = operator.wait().await;
     drop(plane);
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up_keeping_log(&dir, "bench");
     Ok(())
 }
 

@@ -332,6 +332,6 @@ pub async fn run(
     let _ = operator.start_kill();
     let _ = operator.wait().await;
     drop(plane);
-    let _ = std::fs::remove_dir_all(&dir);
+    crate::bench::clean_up_keeping_log(&dir, "bench-gitops");
     Ok(())
 }

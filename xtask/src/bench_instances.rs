@@ -154,6 +154,6 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     let _ = operator.wait().await;
     drop(lfx);
     drop(plane);
-    let _ = std::fs::remove_dir_all(&dir);
+    crate::bench::clean_up_keeping_log(&dir, "bench-instances");
     Ok(())
 }

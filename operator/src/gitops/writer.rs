@@ -127,6 +127,7 @@ pub async fn run(
         while let Ok(request) = requests.try_recv() {
             absorb(&mut pending, request);
         }
+        let writing = tokio::time::Instant::now();
         let mut taken = take_batch(&mut pending, limit);
         let batch: Vec<Edit> = taken.values().map(|p| p.edit.clone()).collect();
         let batch_len = batch.len();
@@ -144,6 +145,11 @@ pub async fn run(
             Err(panic) => (None, Err((RepoError::Write(format!("the git task failed: {panic}")), Tries::default()))),
         };
         mirror = kept;
+        if let Ok(written) = &outcome {
+            let commit = written.pushed.map_or_else(|| "none (no change)".to_string(), |c| c.to_string());
+            let took_ms = u64::try_from(writing.elapsed().as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(edits = batch_len, %commit, retries = written.rejected, took_ms, "batch written");
+        }
         let refused = matches!(outcome, Err((RepoError::Rejected { .. }, _)));
         let outraced = matches!(&outcome, Err((_, tries)) if tries.outraced);
         let contended_for = if outraced {
