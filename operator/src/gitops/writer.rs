@@ -343,6 +343,7 @@ fn write_batch(
     // The head the last refused push was built on, and what the remote said.
     let mut refused_on: Option<(Option<Oid>, String)> = None;
     for attempt in 0..ATTEMPTS {
+        let fetching = std::time::Instant::now();
         let head = match mirror.fetch() {
             Ok(head) => head,
             Err(RepoError::Clone { .. }) if tries.rebuilds == 0 => {
@@ -356,6 +357,7 @@ fn write_batch(
             }
             Err(e) => return (Some(mirror), Err((e, tries))),
         };
+        tracing::debug!(fetch_ms = fetching.elapsed().as_millis(), "fetched");
         if let Some((before, said)) = refused_on.take()
             && before == head
         {
@@ -364,8 +366,10 @@ fn write_batch(
             let (url, branch) = (settings.url.clone(), settings.branch.clone());
             return (Some(mirror), Err((RepoError::Rejected { url, branch, message }, tries)));
         }
+        let fetched = std::time::Instant::now();
         let step = || -> Result<Written, RepoError> {
             let (tree, _changed) = mirror.build(head, edits)?;
+            let built = fetched.elapsed();
             let author = Signature::new(&settings.author_name, &settings.author_email, &git2::Time::new(0, 0))
                 .map_err(|e| RepoError::Write(e.message().to_string()))?;
             // An empty remote stays empty when the batch only removes what was never there.
@@ -374,7 +378,15 @@ fn write_batch(
                 None
             } else {
                 let commit = mirror.commit(head, tree, message, &author)?;
+                let committed = fetched.elapsed();
                 mirror.push(commit)?;
+                tracing::debug!(
+                    edits = edits.len(),
+                    build_ms = built.as_millis(),
+                    commit_ms = (committed - built).as_millis(),
+                    push_ms = (fetched.elapsed() - committed).as_millis(),
+                    "built, committed and pushed"
+                );
                 Some(commit)
             };
             let new_head = match pushed.or(head) {
