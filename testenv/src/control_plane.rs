@@ -63,6 +63,8 @@ pub fn binaries() -> Result<PathBuf, Error> {
 pub(crate) fn run_install_script(script: &str, args: &[&str]) -> Result<PathBuf, Error> {
     let script = workspace_root().join(script);
     let shown = || format!("{} {}", script.display(), args.join(" "));
+    // Two test binaries that find a tool missing build it one after the other, not into the same files at once.
+    let _building = install_lock(&script)?;
     let output = Command::new("bash")
         .arg(&script)
         .args(args)
@@ -78,6 +80,19 @@ pub(crate) fn run_install_script(script: &str, args: &[&str]) -> Result<PathBuf,
         return Err(Error::Build(format!("{} printed no directory", shown())));
     }
     Ok(PathBuf::from(dir))
+}
+
+/// An exclusive lock, held until dropped, on the cache's lock file for
+/// `script` (shared by every process on the machine).
+fn install_lock(script: &Path) -> Result<std::fs::File, Error> {
+    let dir = cache_dir().join("locks");
+    let name = script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let path = dir.join(format!("{name}.lock"));
+    let io = |source| Error::Io { path: path.clone(), source };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
