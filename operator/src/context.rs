@@ -14,6 +14,7 @@ use crate::flows::SharedRuntimes;
 use crate::gitops::GitOps;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::shell::own_writes::OwnWrites;
 use crate::vault::VaultStore;
 
 /// Shared state of the reconcilers.
@@ -36,6 +37,8 @@ pub struct Context {
     pub vault: Option<VaultStore>,
     /// The GitOps writer of Dedicated runtimes, when a repository is configured.
     pub gitops: Option<GitOps>,
+    /// The versions reconciles wrote themselves, whose watch events wake nothing.
+    pub own_writes: OwnWrites,
     /// Publishes Events.
     recorder: Recorder,
 }
@@ -64,6 +67,7 @@ impl Context {
             runtimes: SharedRuntimes::default(),
             vault,
             gitops,
+            own_writes: OwnWrites::default(),
             recorder,
         })
     }

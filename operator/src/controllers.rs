@@ -4,7 +4,8 @@
 //! deleting tenants), so a child maps back to its parent by its labels.
 //! Between our own kinds, a trigger passes only when the part of the object
 //! that the woken controller reads changed ([`crate::relevant`]): an
-//! Offering's or a Project's Instance counts wake no Instance.
+//! Offering's or a Project's Instance counts wake no Instance. Nor does a
+//! reconcile's own write wake the object again ([`crate::shell::own_writes`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,9 +122,15 @@ async fn log_results<K: Reconcile>(
         .await;
 }
 
-fn controller<K: Reconcile>(caches: &Caches, config: ControllerConfig) -> Controller<Guarded<K>> {
-    let watched = K::watched(caches);
-    Controller::for_stream(watched.subscribe(), watched.store()).with_config(config)
+/// The controller of kind `K`, woken by every change of an object of the
+/// kind except the echoes of its own reconciles' writes.
+fn controller<K: Reconcile>(ctx: &Arc<Context>, config: ControllerConfig) -> Controller<Guarded<K>> {
+    let watched = K::watched(&ctx.caches);
+    let own = ctx.clone();
+    let changed = watched.subscribe().filter(move |object| {
+        std::future::ready(object.as_ref().map_or(true, |object| !own.own_writes.echoes(object)))
+    });
+    Controller::for_stream(changed, watched.store()).with_config(config)
 }
 
 /// A stream of what a tokio channel receives.
@@ -138,7 +145,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
     let config = ControllerConfig::default().concurrency(concurrency);
     let c = ctx.caches.clone();
 
-    let orgs = controller::<Organization>(&c, config.clone())
+    let orgs = controller::<Organization>(&ctx, config.clone())
         .watches_stream(c.namespaces.subscribe(), |ns| org_of(&ns))
         .watches_stream(c.roles.subscribe(), |r| org_of(&r))
         .watches_stream(c.role_bindings.subscribe(), |b| org_of(&b))
@@ -148,7 +155,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
 
     let (projects_of_org, cached_projects) = (c.clone(), c.clone());
     let counted_by_project = Relevant::new(c.instances.store(), relevant::instance_for_project);
-    let projects = controller::<Project>(&c, config.clone())
+    let projects = controller::<Project>(&ctx, config.clone())
         .watches_stream(c.namespaces.subscribe(), |ns| project_of(&ns))
         .watches_stream(c.quotas.subscribe(), |q| project_of(&q))
         .watches_stream(c.limit_ranges.subscribe(), |l| project_of(&l))
@@ -171,7 +178,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         .run(shell::reconcile::<Project>, shell::error_policy::<Project>, ctx.clone());
 
     let counted_by_offering = Relevant::new(c.instances.store(), relevant::instance_for_offering);
-    let offerings = controller::<Offering>(&c, config.clone())
+    let offerings = controller::<Offering>(&ctx, config.clone())
         .watches_stream(c.instances.subscribe(), move |i| {
             // The Offerings an Instance named and names, when that or its version or plan changed (the Offering counts them).
             let named = counted_by_offering.change(&i).into_iter().flat_map(Change::both).flatten();
@@ -186,7 +193,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         Relevant::new(c.projects.store(), relevant::project_for_instances),
     );
     let (ranking, ranked) = (Relevant::new(c.instances.store(), relevant::instance_in_ranking), c.clone());
-    let mut instances = controller::<Instance>(&c, config.clone())
+    let mut instances = controller::<Instance>(&ctx, config.clone())
         .watches_stream(c.offerings.subscribe(), move |offering| {
             if offering_read.change(&offering).is_none() {
                 return Vec::new();
@@ -256,7 +263,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         ctx.clone(),
     );
 
-    let wallets = controller::<Wallet>(&c, config.debounce(WALLET_DEBOUNCE)).graceful_shutdown_on(shutdown).run(
+    let wallets = controller::<Wallet>(&ctx, config.debounce(WALLET_DEBOUNCE)).graceful_shutdown_on(shutdown).run(
         shell::reconcile::<Wallet>,
         shell::error_policy::<Wallet>,
         ctx.clone(),

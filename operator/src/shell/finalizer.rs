@@ -38,6 +38,7 @@ pub async fn add<K: Reconcile>(object: &K, ctx: &Context) -> Result<K> {
     };
     let action = format!("adding the finalizer {FINALIZER} to {}", super::key(object));
     let written = patch(object, json!([guard(object), add]), action, ctx).await?;
+    ctx.own_writes.record(object, written.resource_version());
     let mut key = ObjectRef::new(&written.name_any());
     if let Some(ns) = written.namespace() {
         key = key.within(&ns);

@@ -8,11 +8,15 @@
 //! 3. **apply**: write the children;
 //! 4. the shell writes the status, when it changed, as the object's only writer.
 //!
+//! The watch events of what a reconcile wrote itself (its finalizer, its
+//! status) wake nothing ([`own_writes`]).
+//!
 //! An error anywhere (finalizer included) is written to the object's `Ready`
 //! condition with its reason, counted under that reason, and retried with
 //! per-object exponential backoff.
 
 mod finalizer;
+pub mod own_writes;
 pub mod status;
 
 use std::fmt::Debug;

@@ -34,6 +34,7 @@ pub async fn write<K: Reconcile>(object: &K, mut next: K::Status, ctx: &Context)
         return Ok(());
     }
     let written = ctx.applier.apply_status(object, &next).await?;
+    ctx.own_writes.record(object, written.clone());
     let mut key = ObjectRef::new(&object.meta().name.clone().unwrap_or_default());
     if let Some(ns) = object.meta().namespace.as_deref() {
         key = key.within(ns);
