@@ -3,7 +3,7 @@
 //! fetched; the new tree is built in memory from that head's tree plus the
 //! changed folders, committed on top of that head, and pushed without force.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use git2::{FetchOptions, IndexEntry, IndexTime, Oid, PushOptions, RemoteCallbacks, Repository, Signature};
@@ -172,8 +172,30 @@ impl Mirror {
         None
     }
 
+    /// Writes the files `edits` put into the clone. They do not depend on the
+    /// head, so a batch writes them once, before it fetches and tries: what
+    /// lies between a fetch and its push is then only the trees.
+    pub fn write_blobs(&self, edits: &[Edit]) -> Result<Blobs, RepoError> {
+        let write = |e: git2::Error| RepoError::Write(e.message().to_string());
+        let mut ids = HashMap::new();
+        for edit in edits {
+            if let Edit::Put(tree) = edit {
+                for (name, body) in &tree.files {
+                    ids.insert(format!("{}/{name}", tree.dir), self.repo.blob(body.as_bytes()).map_err(write)?);
+                }
+            }
+        }
+        Ok(Blobs(ids))
+    }
+
     /// The tree `edits` make of `head`'s tree (or of an empty tree): its id, and the folders whose contents changed.
-    pub fn build(&self, head: Option<Oid>, edits: &[Edit]) -> Result<(Oid, BTreeSet<String>), RepoError> {
+    /// `blobs` holds the files already written ([`Mirror::write_blobs`]); any other is written here.
+    pub fn build(
+        &self,
+        head: Option<Oid>,
+        edits: &[Edit],
+        blobs: &Blobs,
+    ) -> Result<(Oid, BTreeSet<String>), RepoError> {
         let write = |e: git2::Error| RepoError::Write(e.message().to_string());
         let mut index = git2::Index::new().map_err(write)?;
         let base = match head {
@@ -195,7 +217,12 @@ impl Mirror {
             index.remove_dir(Path::new(edit.dir()), 0).map_err(write)?;
             if let Edit::Put(tree) = edit {
                 for (name, body) in &tree.files {
-                    self.add(&mut index, &format!("{}/{name}", tree.dir), body.as_bytes()).map_err(write)?;
+                    let path = format!("{}/{name}", tree.dir);
+                    let id = match blobs.0.get(&path) {
+                        Some(id) => *id,
+                        None => self.repo.blob(body.as_bytes()).map_err(write)?,
+                    };
+                    add_entry(&mut index, &path, id, body.len()).map_err(write)?;
                 }
             }
             if let (Edit::Put(_) | Edit::Remove(_), Some((project, _))) = (edit, edit.dir().rsplit_once('/')) {
@@ -235,21 +262,7 @@ impl Mirror {
 
     fn add(&self, index: &mut git2::Index, path: &str, body: &[u8]) -> Result<(), git2::Error> {
         let id = self.repo.blob(body)?;
-        let length = path.len().min(0xfff) as u16;
-        index.add(&IndexEntry {
-            ctime: IndexTime::new(0, 0),
-            mtime: IndexTime::new(0, 0),
-            dev: 0,
-            ino: 0,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            file_size: body.len() as u32,
-            id,
-            flags: length,
-            flags_extended: 0,
-            path: path.as_bytes().to_vec(),
-        })
+        add_entry(index, path, id, body.len())
     }
 
     /// Whether the tree `tree` holds nothing.
@@ -372,6 +385,28 @@ impl Mirror {
             }
         }
     }
+}
+
+/// The ids of files written ahead of a build, by path.
+#[derive(Debug, Default)]
+pub struct Blobs(HashMap<String, Oid>);
+
+/// Puts the file `path`, the blob `id` of `len` bytes, into `index`.
+fn add_entry(index: &mut git2::Index, path: &str, id: Oid, len: usize) -> Result<(), git2::Error> {
+    index.add(&IndexEntry {
+        ctime: IndexTime::new(0, 0),
+        mtime: IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        file_size: u32::try_from(len).unwrap_or(u32::MAX),
+        id,
+        flags: path.len().min(0xfff) as u16,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    })
 }
 
 /// The id of the tree entry at `path` (a folder), if it exists.

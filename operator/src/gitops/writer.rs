@@ -31,7 +31,7 @@ use cmp_crds::conditions::reasons;
 /// A batch gathers edits until none arrived for this long...
 const GATHER_QUIET: Duration = Duration::from_millis(250);
 /// ...but a batch is closed at most this long after its first edit, so a steady stream still gets written.
-const GATHER_MAX: Duration = Duration::from_secs(2);
+const GATHER_MAX: Duration = Duration::from_secs(1);
 /// Backoff after a rejected push or an unreachable remote: from the first to the last, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_LAST: Duration = Duration::from_secs(10);
@@ -339,6 +339,10 @@ fn write_batch(
         Ok(m) => m,
         Err(e) => return (None, Err((e, tries))),
     };
+    // The files are the same on every head: written once, outside the window between fetch and push.
+    // A clone that cannot take them (damaged) is for the fetch to find and rebuild; the build then writes them.
+    let ahead = |mirror: &Mirror| mirror.write_blobs(edits).unwrap_or_default();
+    let mut blobs = ahead(&mirror);
     let mut pause = RETRY_FIRST;
     // The head the last refused push was built on, and what the remote said.
     let mut refused_on: Option<(Option<Oid>, String)> = None;
@@ -353,6 +357,7 @@ fn write_batch(
                     Ok(m) => m,
                     Err(e) => return (None, Err((e, tries))),
                 };
+                blobs = ahead(&mirror);
                 continue;
             }
             Err(e) => return (Some(mirror), Err((e, tries))),
@@ -368,7 +373,7 @@ fn write_batch(
         }
         let fetched = std::time::Instant::now();
         let step = || -> Result<Written, RepoError> {
-            let (tree, _changed) = mirror.build(head, edits)?;
+            let (tree, _changed) = mirror.build(head, edits, &blobs)?;
             let built = fetched.elapsed();
             let author = Signature::new(&settings.author_name, &settings.author_email, &git2::Time::new(0, 0))
                 .map_err(|e| RepoError::Write(e.message().to_string()))?;

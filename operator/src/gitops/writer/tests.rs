@@ -8,7 +8,7 @@ use cmp_testenv::git::{AnotherWriter, BareRemote};
 use git2::Oid;
 
 use crate::gitops::render::{InstanceTree, RenderSettings};
-use crate::gitops::repo::{Edit, Mirror, RepoError};
+use crate::gitops::repo::{Blobs, Edit, Mirror, RepoError};
 use crate::gitops::{Credentials, Delivery, GitOps, GitOpsSettings};
 
 /// A folder under the temp dir, removed when dropped.
@@ -178,6 +178,26 @@ async fn removing_what_was_never_written_makes_no_commit() {
     assert_eq!(gitops.counts().commits, 1);
 }
 
+#[test]
+fn files_written_ahead_build_on_any_head_the_tree_a_build_writing_them_itself_makes() {
+    let scratch = Scratch::new("blobs");
+    let (path, url) = remote(&scratch);
+    let ours = Mirror::open(&scratch.0.join("ours"), &url, "main", None).expect("mirror");
+    let theirs = AnotherWriter::clone(&path, &scratch.0.join("theirs")).expect("their clone");
+    let edits = [Edit::Put(tree("a", "x: 1\n")), Edit::Put(tree("b", "x: 2\n"))];
+    let blobs = ours.write_blobs(&edits).expect("blobs");
+    let first = ours.fetch().expect("fetch");
+    theirs.commit(&[("tenants/acme/p/theirs/kustomization.yaml", Some("resources: []\n"))], "theirs").expect("push");
+    let moved = ours.fetch().expect("fetch");
+    assert_ne!(first, moved, "the remote moved");
+    for head in [first, moved] {
+        let (ahead, changed) = ours.build(head, &edits, &blobs).expect("with the files written ahead");
+        let (itself, _) = ours.build(head, &edits, &Blobs::default()).expect("writing them itself");
+        assert_eq!(ahead, itself, "the same tree on {head:?}");
+        assert_eq!(changed.len(), 2, "both folders changed: {changed:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_push_onto_a_moved_remote_is_refused_and_nothing_is_lost() {
     let scratch = Scratch::new("contention");
@@ -189,7 +209,7 @@ async fn a_push_onto_a_moved_remote_is_refused_and_nothing_is_lost() {
         .commit(&[("tenants/acme/p/theirs/kustomization.yaml", Some("resources: []\n"))], "theirs")
         .expect("their push");
     let author = git2::Signature::now("t", "t@example.com").expect("sig");
-    let (built, _) = ours.build(start, &[Edit::Put(tree("ours", "x: 1\n"))]).expect("tree");
+    let (built, _) = ours.build(start, &[Edit::Put(tree("ours", "x: 1\n"))], &Blobs::default()).expect("tree");
     let stale: Oid = ours.commit(start, built, "ours", &author).expect("commit");
     assert!(matches!(ours.push(stale), Err(RepoError::Rejected { .. })), "a non-fast-forward push is refused");
 
