@@ -123,12 +123,14 @@ async fn log_results<K: Reconcile>(
 }
 
 /// The controller of kind `K`, woken by every change of an object of the
-/// kind except the echoes of its own reconciles' writes.
+/// kind except the echoes of its own reconciles' writes (for kinds whose
+/// status it writes alone).
 fn controller<K: Reconcile>(ctx: &Arc<Context>, config: ControllerConfig) -> Controller<Guarded<K>> {
     let watched = K::watched(&ctx.caches);
     let own = ctx.clone();
     let changed = watched.subscribe().filter(move |object| {
-        std::future::ready(object.as_ref().map_or(true, |object| !own.own_writes.echoes(object)))
+        let echo = object.as_ref().is_ok_and(|object| own.own_writes.echoes(object));
+        std::future::ready(!echo)
     });
     Controller::for_stream(changed, watched.store()).with_config(config)
 }

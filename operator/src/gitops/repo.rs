@@ -218,11 +218,11 @@ impl Mirror {
             if let Edit::Put(tree) = edit {
                 for (name, body) in &tree.files {
                     let path = format!("{}/{name}", tree.dir);
-                    let id = match blobs.0.get(&path) {
-                        Some(id) => *id,
-                        None => self.repo.blob(body.as_bytes()).map_err(write)?,
-                    };
-                    add_entry(&mut index, &path, id, body.len()).map_err(write)?;
+                    match blobs.0.get(&path) {
+                        Some(id) => add_entry(&mut index, &path, *id, body.len()),
+                        None => self.add(&mut index, &path, body.as_bytes()),
+                    }
+                    .map_err(write)?;
                 }
             }
             if let (Edit::Put(_) | Edit::Remove(_), Some((project, _))) = (edit, edit.dir().rsplit_once('/')) {

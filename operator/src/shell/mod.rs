@@ -86,6 +86,11 @@ pub trait Reconcile: Scoped + Clone + Serialize + DeserializeOwned + Debug + Sen
     const FINALIZER: bool;
     /// The conditions whose transitions are published as Events.
     const EVENT_CONDITIONS: &'static [&'static str] = &[cmp_crds::conditions::READY];
+    /// Whether the operator is the only writer of the status. Only then is
+    /// the watch event of its own write skipped ([`own_writes`]): another
+    /// writer's change merged into that version (a relist after a watch gap
+    /// shows only the last) would otherwise go unseen.
+    const SOLE_STATUS_WRITER: bool = true;
 
     /// The cache of this kind.
     fn watched(caches: &Caches) -> &Watched<Guarded<Self>>;

@@ -9,13 +9,18 @@
 //! of its own object besides spec and status: the generation (the spec),
 //! labels, annotations and the deletion timestamp. A change by someone else
 //! merged into the same version (a relist can show only the last one) makes
-//! it wake as usual.
+//! it wake as usual. Status is not compared, so this holds only for kinds
+//! whose status the operator writes alone
+//! ([`super::Reconcile::SOLE_STATUS_WRITER`]; not Wallets, whose meters the
+//! gateway writes).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use kube::Resource;
+
+use super::Reconcile;
 
 /// What a reconcile reads of its own object besides spec and status, as a hash.
 fn read_of<K: Resource>(object: &K) -> u64 {
@@ -44,9 +49,10 @@ pub struct OwnWrites(Mutex<HashMap<String, Vec<Written>>>);
 
 impl OwnWrites {
     /// Remembers that a reconcile of `read` (the object as it was read)
-    /// wrote it as `resource_version`.
-    pub fn record<K: Resource<DynamicType = ()>>(&self, read: &K, resource_version: Option<String>) {
-        let Some(version) = resource_version else { return };
+    /// wrote it as `resource_version`; nothing for kinds whose status has
+    /// other writers (their events are never skipped).
+    pub fn record<K: Reconcile>(&self, read: &K, resource_version: Option<String>) {
+        let Some(version) = resource_version.filter(|_| K::SOLE_STATUS_WRITER) else { return };
         if let Ok(mut all) = self.0.lock() {
             let written = all.entry(super::key(read)).or_default();
             if written.len() == REMEMBERED {
@@ -108,6 +114,18 @@ mod tests {
         assert!(own.echoes(&with_finalizer), "the finalizer a reconcile added is its own");
         assert!(own.echoes(&instance("12")), "and so is the status it then wrote");
         assert!(!own.echoes(&instance("12")), "an echo is skipped once");
+    }
+
+    #[test]
+    fn a_wallets_own_writes_are_not_remembered_as_the_gateway_writes_its_status_too() {
+        let own = OwnWrites::default();
+        let spec: cmp_crds::WalletSpec = serde_json::from_value(serde_json::json!({})).expect("spec");
+        let mut wallet = cmp_crds::Wallet::new("acme", spec);
+        wallet.metadata.namespace = Some("cmp-acme".into());
+        own.record(&wallet, Some("11".into()));
+        wallet.metadata.resource_version = Some("11".into());
+        assert!(!own.echoes(&wallet), "its status write wakes it");
+        assert!(own.0.lock().expect("lock").is_empty(), "and nothing is kept for it");
     }
 
     #[test]

@@ -33,6 +33,8 @@ impl Reconcile for Wallet {
     type Status = OperatorStatus;
     const FINALIZER: bool = false;
     const EVENT_CONDITIONS: &'static [&'static str] = &[FUNDED, READY];
+    /// The gateway replicas write their meters into the same status.
+    const SOLE_STATUS_WRITER: bool = false;
 
     fn watched(caches: &Caches) -> &Watched<Guarded<Self>> {
         &caches.wallets
