@@ -67,6 +67,8 @@ pub struct Request {
     instance: Option<(String, i64)>,
     digest: String,
     done: Vec<oneshot::Sender<Result<Oid, String>>>,
+    /// When it was sent: the writer's batches are timed from their edits' arrival, not from when it read them.
+    sent: tokio::time::Instant,
 }
 
 /// What the writer publishes for reconcilers to read.
@@ -157,6 +159,7 @@ impl GitOps {
             instance: Some((key.to_string(), generation)),
             digest,
             done: Vec::new(),
+            sent: tokio::time::Instant::now(),
         };
         let _ = self.requests.send(request);
     }
@@ -178,7 +181,8 @@ impl GitOps {
         }
         let (done, confirmed) = oneshot::channel();
         let edit = if instance.is_some() { Edit::Remove(dir.into()) } else { Edit::RemoveProject(dir.into()) };
-        let request = Request { edit, instance, digest: String::new(), done: vec![done] };
+        let request =
+            Request { edit, instance, digest: String::new(), done: vec![done], sent: tokio::time::Instant::now() };
         self.requests.send(request).map_err(|_| GitOpsError::Stopped)?;
         match tokio::time::timeout(wait, confirmed).await {
             Ok(Ok(Ok(commit))) => Ok((!commit.is_zero()).then(|| commit.to_string())),

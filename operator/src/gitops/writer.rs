@@ -2,7 +2,7 @@
 //! through a channel and read back what became of them; they never touch git.
 //!
 //! A batch: gather the edits that arrive close together (until 250 ms pass
-//! without one, at most 2 s; the latest per folder wins), fetch
+//! without one, at most 1 s after the first was sent; the latest per folder wins), fetch
 //! the remote head, build the tree from that head plus the edits, and, only if
 //! the tree differs, commit once and push without force. A rejected push
 //! (another writer got there first) starts the batch again on the new head,
@@ -29,9 +29,9 @@ use super::{Delivery, GitOpsSettings, Published, Request};
 use cmp_crds::conditions::reasons;
 
 /// A batch gathers edits until none arrived for this long...
-const GATHER_QUIET: Duration = Duration::from_millis(250);
+pub(super) const GATHER_QUIET: Duration = Duration::from_millis(250);
 /// ...but a batch is closed at most this long after its first edit, so a steady stream still gets written.
-const GATHER_MAX: Duration = Duration::from_secs(1);
+pub(super) const GATHER_MAX: Duration = Duration::from_secs(1);
 /// Backoff after a rejected push or an unreachable remote: from the first to the last, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_LAST: Duration = Duration::from_secs(10);
@@ -112,14 +112,20 @@ pub async fn run(
     let mut contended_since: Option<tokio::time::Instant> = None;
     loop {
         if pending.is_empty() {
-            match requests.recv().await {
-                Some(request) => absorb(&mut pending, request),
-                None => return,
-            }
-            let first = tokio::time::Instant::now();
-            while let Some(left) = GATHER_MAX.checked_sub(first.elapsed()).filter(|l| !l.is_zero()) {
-                match tokio::time::timeout(GATHER_QUIET.min(left), requests.recv()).await {
-                    Ok(Some(request)) => absorb(&mut pending, request),
+            let Some(request) = requests.recv().await else { return };
+            let mut window = GatherWindow::opened_at(request.sent);
+            absorb(&mut pending, request);
+            loop {
+                while let Ok(request) = requests.try_recv() {
+                    window.arrived(request.sent);
+                    absorb(&mut pending, request);
+                }
+                let Some(left) = window.left(tokio::time::Instant::now()) else { break };
+                match tokio::time::timeout(left, requests.recv()).await {
+                    Ok(Some(request)) => {
+                        window.arrived(request.sent);
+                        absorb(&mut pending, request);
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
@@ -188,6 +194,32 @@ pub async fn run(
     }
 }
 
+/// When a batch being gathered closes, from when its edits were sent (an
+/// edit that waited in the channel while the previous batch was written has
+/// used up that much of its window already).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GatherWindow {
+    first: tokio::time::Instant,
+    last: tokio::time::Instant,
+}
+
+impl GatherWindow {
+    pub(super) fn opened_at(sent: tokio::time::Instant) -> Self {
+        Self { first: sent, last: sent }
+    }
+
+    pub(super) fn arrived(&mut self, sent: tokio::time::Instant) {
+        self.last = self.last.max(sent);
+    }
+
+    /// How long the batch may still wait for edits at `now`: [`GATHER_QUIET`]
+    /// after the last edit, at most [`GATHER_MAX`] after the first; None once closed.
+    pub(super) fn left(&self, now: tokio::time::Instant) -> Option<Duration> {
+        let closes = (self.first + GATHER_MAX).min(self.last + GATHER_QUIET);
+        Some(closes.saturating_duration_since(now)).filter(|left| !left.is_zero())
+    }
+}
+
 /// Whether a failed batch's Instances are told: always, unless it lost races to other writers for less
 /// than [`CONTENTION_GRACE`].
 fn tells_instances(outraced: bool, contended_for: Duration) -> bool {
@@ -252,7 +284,7 @@ fn take_batch(pending: &mut BTreeMap<String, Pending>, limit: usize) -> BTreeMap
 }
 
 fn absorb(pending: &mut BTreeMap<String, Pending>, request: Request) {
-    let Request { edit, instance, digest, done } = request;
+    let Request { edit, instance, digest, done, .. } = request;
     let dir = edit.dir().to_string();
     let mut waiting = pending.remove(&dir).map(|p| p.done).unwrap_or_default();
     waiting.extend(done);

@@ -439,3 +439,29 @@ fn lost_races_are_told_only_after_the_grace_and_any_other_failure_at_once() {
         "a refusal, an unreachable remote or a render failure is told at once"
     );
 }
+
+#[test]
+fn a_batch_closes_a_quiet_pause_after_its_last_edit_and_at_most_a_second_after_its_first_was_sent() {
+    use crate::gitops::writer::{GATHER_MAX, GATHER_QUIET, GatherWindow};
+    let ms = Duration::from_millis;
+    let start = tokio::time::Instant::now();
+    let mut window = GatherWindow::opened_at(start);
+    assert_eq!(window.left(start), Some(GATHER_QUIET), "a lone edit waits a quiet pause for company");
+    assert_eq!(window.left(start + GATHER_QUIET), None, "and then closes");
+
+    // A steady stream: each edit extends the pause, but not past a second after the first.
+    for at in (100..=900).step_by(100) {
+        window.arrived(start + ms(at));
+    }
+    assert_eq!(window.left(start + ms(900)), Some(GATHER_MAX - ms(900)), "capped by the first edit");
+    assert_eq!(window.left(start + GATHER_MAX), None);
+
+    // Edits that waited in the channel while the previous batch was written have used up their window.
+    let written_until = start + ms(1_500);
+    let mut waited = GatherWindow::opened_at(start + ms(200));
+    waited.arrived(start + ms(1_400));
+    assert_eq!(waited.left(written_until), None, "closed at once: the first was sent over a second ago");
+    let mut recent = GatherWindow::opened_at(start + ms(1_300));
+    recent.arrived(start + ms(1_450));
+    assert_eq!(recent.left(written_until), Some(ms(200)), "a quiet pause after the last, as sent");
+}
