@@ -6,6 +6,8 @@
 //! that the woken controller reads changed ([`crate::relevant`]): an
 //! Offering's or a Project's Instance counts wake no Instance. Nor does a
 //! reconcile's own write wake the object again ([`crate::shell::own_writes`]).
+//! An Instance wakes the Project and the Offering that count it once its
+//! burst has settled ([`crate::settle`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use kube::{Resource, ResourceExt};
 use crate::cache::{Caches, Guarded, valid};
 use crate::context::Context;
 use crate::relevant::{self, Change, Relevant};
+use crate::settle;
 use crate::shell::{self, Reconcile};
 
 /// Gateways flush their meters about once a second: a burst of meter writes
@@ -135,6 +138,18 @@ fn controller<K: Reconcile>(ctx: &Arc<Context>, config: ControllerConfig) -> Con
     Controller::for_stream(changed, watched.store()).with_config(config)
 }
 
+/// The objects whose counts `counted` says an Instance's change touched,
+/// each woken once its burst settled ([`settle`]).
+fn settled_counts<K: Reconcile>(
+    instances: impl futures::Stream<Item = Result<Guarded<Instance>, watcher::Error>> + Send + 'static,
+    counted: impl Fn(Guarded<Instance>) -> Vec<ObjectRef<Guarded<K>>> + Send + 'static,
+) -> impl futures::Stream<Item = ObjectRef<Guarded<K>>> + Send {
+    let touched = instances
+        .filter_map(|event| std::future::ready(event.ok()))
+        .flat_map(move |instance| futures::stream::iter(counted(instance)));
+    settle::settled(touched, settle::COUNTS_SETTLE)
+}
+
 /// A stream of what a tokio channel receives.
 fn tokio_stream_of<T: Send + 'static>(
     mut receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
@@ -165,7 +180,7 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
         .watches_stream(c.service_accounts.subscribe(), |s| project_of(&s))
         .watches_stream(c.roles.subscribe(), |r| project_of(&r))
         .watches_stream(c.role_bindings.subscribe(), |b| project_of(&b))
-        .watches_stream(c.instances.subscribe(), move |i| {
+        .reconcile_on(settled_counts(c.instances.subscribe(), move |i| {
             // The Projects an Instance named and names, when that changed (the Project counts them);
             // only those that exist: an Instance naming a missing one is its own problem.
             let ns = i.namespace().unwrap_or_default();
@@ -174,18 +189,18 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: Shutdown) {
                 .filter_map(|project| cached_projects.projects.get(&project, Some(&ns)))
                 .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
-        })
+        }))
         .watches_stream(c.organizations.subscribe(), move |org| in_control_namespace::<Project>(&projects_of_org, &org))
         .graceful_shutdown_on(shutdown.clone())
         .run(shell::reconcile::<Project>, shell::error_policy::<Project>, ctx.clone());
 
     let counted_by_offering = Relevant::new(c.instances.store(), relevant::instance_for_offering);
     let offerings = controller::<Offering>(&ctx, config.clone())
-        .watches_stream(c.instances.subscribe(), move |i| {
+        .reconcile_on(settled_counts(c.instances.subscribe(), move |i| {
             // The Offerings an Instance named and names, when that or its version or plan changed (the Offering counts them).
             let named = counted_by_offering.change(&i).into_iter().flat_map(Change::both).flatten();
             named.map(|(offering, _, _)| ObjectRef::<Guarded<Offering>>::new(&offering)).collect::<Vec<_>>()
-        })
+        }))
         .graceful_shutdown_on(shutdown.clone())
         .run(shell::reconcile::<Offering>, shell::error_policy::<Offering>, ctx.clone());
 

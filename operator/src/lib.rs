@@ -29,6 +29,7 @@ pub mod rbac;
 pub mod relevant;
 pub mod run;
 pub mod settings;
+pub mod settle;
 pub mod shell;
 pub mod vault;
 pub mod wallet;

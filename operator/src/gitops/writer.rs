@@ -373,7 +373,12 @@ fn write_batch(
     };
     // The files are the same on every head: written once, outside the window between fetch and push.
     // A clone that cannot take them (damaged) is for the fetch to find and rebuild; the build then writes them.
-    let ahead = |mirror: &Mirror| mirror.write_blobs(edits).unwrap_or_default();
+    let ahead = |mirror: &Mirror| {
+        let writing = std::time::Instant::now();
+        let blobs = mirror.write_blobs(edits).unwrap_or_default();
+        tracing::debug!(edits = edits.len(), blobs_ms = writing.elapsed().as_millis(), "files written");
+        blobs
+    };
     let mut blobs = ahead(&mirror);
     let mut pause = RETRY_FIRST;
     // The head the last refused push was built on, and what the remote said.
@@ -444,6 +449,7 @@ fn write_batch(
                 }
                 None => return Err(RepoError::Write("the remote branch is empty and nothing was rendered".into())),
             };
+            let pushed_at = std::time::Instant::now();
             let mut last_change = HashMap::new();
             for edit in edits {
                 if let Edit::Put(_) = edit {
@@ -453,6 +459,7 @@ fn write_batch(
                 }
             }
             let (history, history_base) = mirror.history_since(new_head, &known)?;
+            tracing::debug!(history_ms = pushed_at.elapsed().as_millis(), "read what each folder's last change is");
             Ok(Written { head: new_head, pushed, last_change, history, history_base, rejected: 0, rebuilds: 0 })
         };
         match step() {
