@@ -394,3 +394,63 @@ async fn an_instance_whose_runtime_is_down_stays_terminating_with_the_reason_unt
         .await;
     w.delete_org(&org).await;
 }
+
+/// What an Offering counts: its Instances, per version and per plan (only the non-zero ones).
+type OfferingCounts = (i64, Vec<(String, i64)>, Vec<(String, i64)>);
+
+fn offering_counts(offering: &Offering) -> Option<OfferingCounts> {
+    let status = offering.status.as_ref()?;
+    let versions = status.versions.iter().filter(|v| v.instances > 0).map(|v| (v.name.clone(), v.instances));
+    let plans = status.plans.iter().filter(|p| p.instances > 0).map(|p| (p.id.clone(), p.instances));
+    Some((status.instance_count, versions.collect(), plans.collect()))
+}
+
+#[tokio::test]
+async fn offerings_and_projects_count_a_burst_of_instances_once_it_settles_and_follow_changes_and_deletions() {
+    let w = World::new("counts").await;
+    let _operator = w.operator("a", &[]);
+    let offering = format!("{}-counted", w.run);
+    let dedicated = json!({"mode": "Dedicated", "image": "langflowai/langflow:1.5.0"});
+    apply_offering(&w, &offering, dedicated, vec![version("1", "echo.json"), version("2", "echo.json")]).await;
+    let org = w.org_name("org");
+    w.apply_org(&org, json!({"displayName": "Counts"})).await;
+    for project in ["main", "side"] {
+        w.apply_project(&org, project, json!({"quota": {"maxInstances": 10}})).await;
+        w.project_ready(&org, project).await;
+    }
+    let spec = |project: &str, version: &str, plan: &str| json!({"project": project, "offering": offering, "version": version, "plan": plan});
+    // A burst, all at once: every Instance's change wakes the same Offering and the two Projects.
+    let burst = [
+        ("a", spec("main", "1", "basic")),
+        ("b", spec("main", "1", "basic")),
+        ("c", spec("main", "1", "basic")),
+        ("d", spec("main", "2", "pro")),
+        ("e", spec("side", "2", "basic")),
+        ("f", spec("side", "2", "basic")),
+    ];
+    futures::future::join_all(burst.iter().map(|(name, spec)| apply_instance(&w, &org, name, spec.clone()))).await;
+
+    let offerings = Api::<Offering>::all(w.client.clone());
+    let counted = |want: OfferingCounts, project_counts: [(&'static str, i64); 2]| {
+        let (offerings, projects) = (offerings.clone(), w.projects(&org));
+        let offering = offering.clone();
+        async move {
+            eventually(&format!("the counts {want:?} and {project_counts:?}"), CONVERGE, || async {
+                let got = offering_counts(&offerings.get(&offering).await.ok()?)?;
+                for (project, count) in project_counts {
+                    (projects.get(project).await.ok()?.status?.instance_count == count).then_some(())?;
+                }
+                (got == want).then_some(())
+            })
+            .await
+        }
+    };
+    let owned = |pairs: &[(&str, i64)]| pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect::<Vec<_>>();
+    counted((6, owned(&[("1", 3), ("2", 3)]), owned(&[("basic", 5), ("pro", 1)])), [("main", 4), ("side", 2)]).await;
+
+    // A version change moves one Instance between versions; a deletion leaves every count it was in.
+    apply_instance(&w, &org, "a", spec("main", "2", "basic")).await;
+    instances(&w, &org).delete("e", &DeleteParams::default()).await.expect("delete");
+    counted((5, owned(&[("1", 2), ("2", 3)]), owned(&[("basic", 4), ("pro", 1)])), [("main", 4), ("side", 1)]).await;
+    w.delete_org(&org).await;
+}

@@ -22,7 +22,7 @@ use std::time::Duration;
 use git2::{Oid, Signature};
 use tokio::sync::{mpsc, oneshot};
 
-use super::repo::{Edit, Mirror, RepoError};
+use super::repo::{Blobs, Edit, Mirror, RepoError};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{Delivery, GitOpsSettings, Published, Request};
@@ -375,9 +375,16 @@ fn write_batch(
     // A clone that cannot take them (damaged) is for the fetch to find and rebuild; the build then writes them.
     let ahead = |mirror: &Mirror| {
         let writing = std::time::Instant::now();
-        let blobs = mirror.write_blobs(edits).unwrap_or_default();
-        tracing::debug!(edits = edits.len(), blobs_ms = writing.elapsed().as_millis(), "files written");
-        blobs
+        match mirror.write_blobs(edits) {
+            Ok(blobs) => {
+                tracing::debug!(edits = edits.len(), blobs_ms = writing.elapsed().as_millis(), "files written");
+                blobs
+            }
+            Err(error) => {
+                tracing::debug!(%error, "the clone did not take the files ahead; the build writes them");
+                Blobs::default()
+            }
+        }
     };
     let mut blobs = ahead(&mirror);
     let mut pause = RETRY_FIRST;
