@@ -94,7 +94,7 @@ struct Pending {
     done: Vec<oneshot::Sender<Result<Oid, String>>>,
 }
 
-/// Runs the writer until every sender is dropped.
+/// Runs the writer until every sender is dropped: once what it holds is written, or at once when that fails.
 pub async fn run(
     settings: GitOpsSettings,
     mut requests: mpsc::UnboundedReceiver<Request>,
@@ -185,6 +185,12 @@ pub async fn run(
             }
             (true, false) => limit,
         };
+        if failed && requests.is_closed() {
+            // Nobody can ask for or read these edits any more (the operator is stopping): the next
+            // process renders them again from the CRs. Trying on would only keep calling the remote.
+            tracing::info!(edits = pending.len(), "the writer stops with edits unwritten: its handle is gone");
+            return;
+        }
         if failed {
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(RETRY_LAST);

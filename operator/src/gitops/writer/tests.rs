@@ -465,3 +465,17 @@ fn a_batch_closes_a_quiet_pause_after_its_last_edit_and_at_most_a_second_after_i
     recent.arrived(start + ms(1_450));
     assert_eq!(recent.left(written_until), Some(ms(200)), "a quiet pause after the last, as sent");
 }
+
+#[tokio::test]
+async fn a_writer_whose_handle_is_dropped_stops_instead_of_calling_the_remote_forever() {
+    let scratch = Scratch::new("dropped");
+    let missing = scratch.0.join("never.git");
+    let gitops = GitOps::start(settings(&scratch, &format!("file://{}", missing.display()), "clone"));
+    let mut wakes = gitops.take_wakes().expect("wakes");
+    gitops.submit("ns/a", 1, &tree("a", "v: 1\n"));
+    assert_eq!(failure(&gitops, "ns/a").await.0, "GitUnreachable");
+    drop(gitops);
+    // The writer holds the only sender of wakes: they end when it stops (it would keep failing, and waking, otherwise).
+    let stopped = tokio::time::timeout(Duration::from_secs(30), async { while wakes.recv().await.is_some() {} }).await;
+    assert!(stopped.is_ok(), "the writer still runs after its handle was dropped");
+}
