@@ -10,8 +10,8 @@ use crate::common::conditions_schema;
 /// The most grants a Wallet holds. The append-only rule compares every old
 /// grant with the new list, and the API server bounds the cost of a rule.
 pub const MAX_GRANTS: usize = 400;
-/// The most reversals a Wallet holds: the rule that checks each against its
-/// grant costs reversals × grants, and 200 × 400 fits the API server's budget.
+/// The most reversals a Wallet holds: the rules that check them against their
+/// grants cost reversals × grants, and 200 × 400 fits the API server's budget.
 pub const MAX_REVERSALS: usize = 200;
 
 /// The desired state of a Wallet: its grants, append-only.
@@ -44,7 +44,8 @@ pub const MAX_REVERSALS: usize = 200;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.grants) || has(self.grants)").message("spec.grants is append-only: the grants cannot be removed once added"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.reversals) || has(self.reversals)").message("spec.reversals is append-only: the reversals cannot be removed once added"))]
-#[x_kube(validation = Rule::new("!has(self.reversals) || self.reversals.all(r, has(self.grants) && self.grants.exists(g, g.id == r.grant && r.credits <= g.credits))").message("spec.reversals[].grant must name a grant in spec.grants, and spec.reversals[].credits may not exceed that grant's credits"))]
+#[x_kube(validation = Rule::new("!has(self.reversals) || self.reversals.all(r, has(self.grants) && self.grants.exists(g, g.id == r.grant))").message("spec.reversals[].grant must name a grant in spec.grants"))]
+#[x_kube(validation = Rule::new("!has(self.reversals) || !has(self.grants) || self.grants.all(g, self.reversals.filter(r, r.grant == g.id).map(r, r.credits).sum() <= g.credits)").message("spec.reversals[].credits may not exceed that grant's credits: the reversals of one grant together withdraw at most its credits"))]
 pub struct WalletSpec {
     /// Credit grants, append-only: an entry cannot be edited or removed once added (a correction is a new grant, for example a Refund). Ids are unique, which makes appending idempotent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -53,11 +54,10 @@ pub struct WalletSpec {
     #[schemars(length(max = 400), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub grants: Vec<Grant>,
 
-    /// Withdrawals of credits granted earlier, append-only: a cancelled order's unspent credits, for example. A reversal names the grant it withdraws from; each grant is reversed at most once, by at most its credits. The grant itself is never edited.
+    /// Withdrawals of credits granted earlier, append-only: a cancelled order's unspent credits, for example. A reversal names the grant it withdraws from; the reversals of one grant together withdraw at most its credits (a cancellation once, each refund of a line once more). The grant itself is never edited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("oldSelf.all(old, self.exists(r, r.id == old.id))").message("spec.reversals is append-only: a reversal cannot be removed once added"))]
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.id == r.id))").message("spec.reversals: reversal ids must be unique; two reversals share an id"))]
-    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.grant == r.grant))").message("spec.reversals: a grant can be reversed once; two reversals name the same grant"))]
     #[schemars(length(max = 200), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub reversals: Vec<Reversal>,
 

@@ -92,28 +92,66 @@ impl Drop for Signer {
 
 /// A store's JWKS served over real HTTP at `/.well-known/jwks.json` on
 /// 127.0.0.1, counting fetches; the JWKS can be swapped (a key rotation).
+/// Its `/graphql/` answers the one query an app asks on registration,
+/// `query { app { id } }`, as Saleor does: the app's id for a token the
+/// store issued ([`JwksServer::issue_token`]), else `app: null` with
+/// Saleor's permission error.
 pub struct JwksServer {
     api_url: String,
     jwks: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
+    tokens: Arc<Mutex<Vec<String>>>,
     server: tokio::task::JoinHandle<()>,
+}
+
+/// The app's id the stand-in answers for a token it issued.
+pub const APP_ID: &str = "QXBwOjE=";
+
+/// Saleor's answer to `query { app { id } }` for the bearer token `token`.
+fn app_query_answer(tokens: &[String], authorization: Option<&str>, body: &Value) -> Value {
+    let query = body["query"].as_str().unwrap_or_default();
+    let asks_app_id = query.split_whitespace().collect::<String>().contains("app{id}");
+    if !asks_app_id {
+        return json!({"errors": [{"message": "this stand-in answers only query { app { id } }"}]});
+    }
+    let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
+    if !token.is_empty() && tokens.iter().any(|t| t == token) {
+        json!({"data": {"app": {"id": APP_ID}}})
+    } else {
+        json!({"data": {"app": null}, "errors": [{
+            "message": "You need one of the following permissions: AUTHENTICATED_STAFF_USER, AUTHENTICATED_APP",
+            "extensions": {"exception": {"code": "PermissionDenied"}}}]})
+    }
 }
 
 impl JwksServer {
     /// Serves `jwks`; the store's API URL is `http://127.0.0.1:<port>/graphql/`.
     pub async fn start(jwks: Value) -> Result<Self, Error> {
         let (jwks, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
-        let (served, counted) = (jwks.clone(), fetches.clone());
-        let router = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            axum::routing::get(move || {
-                let (served, counted) = (served.clone(), counted.clone());
-                async move {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    axum::Json(served.lock().map(|j| j.clone()).unwrap_or(Value::Null))
-                }
-            }),
-        );
+        let tokens: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (served, counted, issued) = (jwks.clone(), fetches.clone(), tokens.clone());
+        let router = axum::Router::new()
+            .route(
+                "/.well-known/jwks.json",
+                axum::routing::get(move || {
+                    let (served, counted) = (served.clone(), counted.clone());
+                    async move {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        axum::Json(served.lock().map(|j| j.clone()).unwrap_or(Value::Null))
+                    }
+                }),
+            )
+            .route(
+                "/graphql/",
+                axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                    let issued = issued.clone();
+                    async move {
+                        let tokens = issued.lock().map(|t| t.clone()).unwrap_or_default();
+                        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+                        axum::Json(app_query_answer(&tokens, authorization, &body))
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::Process(format!("binding the JWKS server: {e}")))?;
@@ -121,7 +159,14 @@ impl JwksServer {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(Self { api_url: format!("http://127.0.0.1:{port}/graphql/"), jwks, fetches, server })
+        Ok(Self { api_url: format!("http://127.0.0.1:{port}/graphql/"), jwks, fetches, tokens, server })
+    }
+
+    /// Makes `token` one the store issued to the app (its `/graphql/` answers the app's id for it).
+    pub fn issue_token(&self, token: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.push(token.to_string());
+        }
     }
 
     /// The store's API URL, as Saleor sends it in `Saleor-Api-Url`.
@@ -152,6 +197,14 @@ impl Drop for JwksServer {
 pub struct SaleorStandIn {
     signer: Mutex<Signer>,
     jwks: JwksServer,
+}
+
+impl std::ops::Deref for SaleorStandIn {
+    type Target = JwksServer;
+
+    fn deref(&self) -> &JwksServer {
+        &self.jwks
+    }
 }
 
 impl SaleorStandIn {
@@ -201,10 +254,18 @@ impl SaleorStandIn {
 
     /// Rotates the key: the JWKS now lists a new key too, and deliveries are signed with it.
     pub fn rotate(&self) -> Result<(), Error> {
+        let jwks = self.rotate_unpublished()?;
+        self.jwks.set(jwks);
+        Ok(())
+    }
+
+    /// Rotates the key as a rolling rotation does: deliveries are signed with
+    /// the new key at once, while the JWKS served still lists only the old
+    /// ones. Answers the JWKS to serve once the rotation is published ([`JwksServer::set`]).
+    pub fn rotate_unpublished(&self) -> Result<Value, Error> {
         let mut signer = self.signer.lock().map_err(|_| Error::Process("the signer lock is poisoned".into()))?;
         let answer = signer.ask(&json!({"rotate": true}))?;
-        self.jwks.set(answer["jwks"].clone());
-        Ok(())
+        Ok(answer["jwks"].clone())
     }
 
     /// Delivers `body` as Saleor does: signed, with the Saleor headers, to `url`.

@@ -14,6 +14,7 @@ use cmp_webhook::admission_server::{self, Admission};
 use cmp_webhook::catalog::CreditPackFile;
 use cmp_webhook::jwks::JwksCache;
 use cmp_webhook::metrics::Metrics;
+use cmp_webhook::order_record::OrderRecords;
 use cmp_webhook::provisioner::{Provisioner, ProvisionerSettings};
 use cmp_webhook::server::{self, SaleorApp, SaleorSettings};
 
@@ -83,9 +84,13 @@ struct Args {
     )]
     provisioner_usernames: Vec<String>,
 
-    /// The namespace of the Secrets that keep the stores' app tokens.
+    /// The namespace of the Secrets that keep the stores' app tokens, and of the records of withdrawn orders.
     #[arg(long, env = "CMP_NAMESPACE", default_value = "cmp-system")]
     namespace: String,
+
+    /// How long the record of a cancelled or fully refunded order is kept (a payment of it delivered within this time is never provisioned).
+    #[arg(long, env = "CMP_ORDER_RECORD_RETENTION_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
+    order_record_retention_days: u64,
 }
 
 #[tokio::main]
@@ -120,6 +125,8 @@ async fn main() -> anyhow::Result<()> {
         projects: projects.clone(),
         provisioners: args.provisioner_usernames.clone(),
     });
+    let records = OrderRecords::new(client.clone(), &args.namespace);
+    let retention = Duration::from_secs(args.order_record_retention_days.saturating_mul(86_400));
     let app = Arc::new(SaleorApp {
         settings: SaleorSettings {
             allowed_api_urls: args.saleor_api_urls.clone(),
@@ -128,10 +135,11 @@ async fn main() -> anyhow::Result<()> {
             public_url: args.public_url.clone(),
             token_namespace: args.namespace.clone(),
         },
-        jwks: JwksCache::new(http, Duration::from_secs(args.jwks_min_refetch_seconds)),
+        jwks: JwksCache::new(http.clone(), Duration::from_secs(args.jwks_min_refetch_seconds)),
         provisioner: Provisioner::new(
             client.clone(),
             offerings.clone(),
+            records.clone(),
             ProvisionerSettings {
                 credit_packs,
                 wallet_wait: Duration::from_secs(args.wallet_wait_seconds),
@@ -141,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         metrics,
         client,
+        http,
     });
     let listener = tokio::net::TcpListener::bind(args.saleor_addr)
         .await
@@ -150,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         .run(|process| async move {
             tokio::spawn(offering_events);
             tokio::spawn(project_events);
+            tokio::spawn(records.sweep_forever(retention, Duration::from_secs(6 * 3600)));
             let ready = process.readiness.clone();
             let (offerings_synced, projects_synced) = (offerings.clone(), projects.clone());
             tokio::spawn(async move {

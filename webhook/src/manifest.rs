@@ -25,15 +25,30 @@ pub const REGISTER_PATH: &str = "/saleor/register";
 /// Where the webhooks are delivered: `/saleor/webhooks/<event>`.
 pub const WEBHOOKS_PATH: &str = "/saleor/webhooks";
 
-/// The order fields every subscription selects: what [`crate::payload`] reads.
-pub const ORDER_FRAGMENT: &str = "fragment CmpOrder on Order { id number userEmail user { id email } channel { slug } chargeStatus lines { id quantity productSku variant { id sku } } }";
+/// Where the app's page (the manifest's `appUrl`) is served.
+pub const APP_PAGE_PATH: &str = "/saleor/app";
+/// The permissions the app asks for: orders to read and act on them, products
+/// so that the catalog can be kept in step with the Offerings.
+pub const PERMISSIONS: [&str; 2] = ["MANAGE_ORDERS", "MANAGE_PRODUCTS"];
 
-/// The subscription query of `event`: the order's fields at the top level.
+/// The order fields every subscription selects: what [`crate::payload`] reads.
+/// `status` and `chargeStatus` say what the order is; the refunded
+/// fulfillments and granted refunds say which lines a refund covered.
+pub const ORDER_FRAGMENT: &str = "fragment CmpOrder on Order { id number status chargeStatus userEmail user { id email } channel { slug } lines { id quantity productSku variant { id sku } } fulfillments { id status lines { id quantity orderLine { id } } } grantedRefunds { id status lines { id quantity orderLine { id } } } }";
+
+/// The subscription query of `event`: the event's `__typename` (signed with
+/// the body, so that a body says which event it is) and the order's fields,
+/// at the top level.
 pub fn subscription_query(event: OrderEvent) -> String {
     format!(
-        "subscription {{ event {{ ... on {} {{ order {{ ...CmpOrder }} }} }} }} {ORDER_FRAGMENT}",
+        "subscription {{ event {{ __typename ... on {} {{ order {{ ...CmpOrder }} }} }} }} {ORDER_FRAGMENT}",
         event.graphql_type()
     )
+}
+
+/// The name of `event`'s webhook in the store.
+pub fn webhook_name(event: OrderEvent) -> String {
+    format!("CMP {}", event.header_value().replace('_', " "))
 }
 
 /// The URL of `event`'s webhook under `public_url`.
@@ -48,7 +63,7 @@ pub fn manifest(public_url: &str) -> Value {
         .iter()
         .map(|event| {
             json!({
-                "name": format!("CMP {}", event.header_value().replace('_', " ")),
+                "name": webhook_name(*event),
                 "asyncEvents": [event.manifest_name()],
                 "query": subscription_query(*event),
                 "targetUrl": webhook_url(base, *event),
@@ -62,8 +77,8 @@ pub fn manifest(public_url: &str) -> Value {
         "name": "CMP",
         "about": "Turns paid orders of AI agents into running, isolated agent instances with API keys and prepaid credits.",
         "author": "CMP",
-        "permissions": ["MANAGE_ORDERS"],
-        "appUrl": base,
+        "permissions": PERMISSIONS,
+        "appUrl": format!("{base}{APP_PAGE_PATH}"),
         "tokenTargetUrl": format!("{base}{REGISTER_PATH}"),
         "webhooks": webhooks,
     })
@@ -98,17 +113,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_manifest_names_the_permission_and_three_webhooks() {
+    fn the_manifest_names_the_permissions_the_page_and_a_webhook_per_event() {
         let m = manifest("https://cmp.example.com/");
-        assert_eq!(m["permissions"], json!(["MANAGE_ORDERS"]));
+        assert_eq!(m["permissions"], json!(["MANAGE_ORDERS", "MANAGE_PRODUCTS"]));
         assert_eq!(m["tokenTargetUrl"], "https://cmp.example.com/saleor/register");
+        assert_eq!(m["appUrl"], "https://cmp.example.com/saleor/app");
         let hooks = m["webhooks"].as_array().expect("a list");
-        assert_eq!(hooks.len(), 3);
-        assert_eq!(hooks[1]["asyncEvents"], json!(["ORDER_FULLY_PAID"]));
-        assert_eq!(hooks[1]["targetUrl"], "https://cmp.example.com/saleor/webhooks/order-fully-paid");
-        let query = hooks[1]["query"].as_str().expect("a query");
-        assert!(query.starts_with("subscription { event { ... on OrderFullyPaid { order { ...CmpOrder } } } }"));
-        for field in ["id", "number", "userEmail", "user { id email }", "productSku", "variant { id sku }"] {
+        let events: Vec<_> = hooks.iter().map(|h| h["asyncEvents"][0].as_str().unwrap_or_default()).collect();
+        assert_eq!(
+            events,
+            [
+                "ORDER_CREATED",
+                "ORDER_CONFIRMED",
+                "ORDER_FULLY_PAID",
+                "ORDER_CANCELLED",
+                "ORDER_REFUNDED",
+                "ORDER_FULLY_REFUNDED"
+            ]
+        );
+        assert_eq!(hooks[2]["targetUrl"], "https://cmp.example.com/saleor/webhooks/order-fully-paid");
+        let query = hooks[2]["query"].as_str().expect("a query");
+        assert!(
+            query.starts_with("subscription { event { __typename ... on OrderFullyPaid { order { ...CmpOrder } } } }")
+        );
+        for field in [
+            "id",
+            "number",
+            "status",
+            "chargeStatus",
+            "userEmail",
+            "user { id email }",
+            "productSku",
+            "variant { id sku }",
+            "fulfillments { id status lines { id quantity orderLine { id } } }",
+            "grantedRefunds { id status lines { id quantity orderLine { id } } }",
+        ] {
             assert!(query.contains(field), "{field} is selected: {query}");
         }
     }

@@ -21,6 +21,12 @@ struct ProblemLabels {
 pub struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     unprovisioned_lines: Family<ProblemLabels, Counter>,
+    state_unknown: Family<EventLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
 }
 
 impl Metrics {
@@ -37,7 +43,17 @@ impl Metrics {
             "Paid or placed order lines that could not be provisioned, by problem (unknown_sku, no_sku, ...)",
             metrics.unprovisioned_lines.clone(),
         );
+        registry.register(
+            "saleor_deliveries_state_unknown",
+            "Deliveries answered 503 because their body does not say the event and the order's state (the store still sends an older install's queries), by event",
+            metrics.state_unknown.clone(),
+        );
         metrics
+    }
+
+    /// Counts a delivery of `event` whose body does not say what the rules read.
+    pub fn state_unknown(&self, event: &str) {
+        self.state_unknown.get_or_create(&EventLabels { event: event.into() }).inc();
     }
 
     /// Counts a delivery of `event` answered with `code` (`ok` or an error code).

@@ -14,13 +14,15 @@
 //!   key `default`, labelled with the order key.
 //! - A grant per line: `saleor.<order key>.<line key>` (a plan's included
 //!   credits × quantity, or a credit pack's credits × quantity).
-//! - A reversal per grant on cancellation: `<grant id>.reversed`, withdrawing
-//!   what the grant has unspent.
+//! - A reversal per grant on cancellation or full refund: `<grant id>.reversed`,
+//!   withdrawing what the grant has unspent.
+//! - A reversal per refund of a line: `<grant id>.refund-<10 hex of the
+//!   refund id>`, withdrawing the refunded units' share, at most what is unspent.
 //!
 //! A plan line with a quantity above 1 still creates one Instance; its
 //! included credits are multiplied by the quantity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cmp_crds::credits;
 use cmp_crds::instance::ApiKeySpec;
@@ -36,7 +38,8 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, LineProblem, Product};
-use crate::payload::{Order, OrderLine};
+use crate::order_state::Withdrawal;
+use crate::payload::{Order, OrderLine, Refund};
 
 /// The Project every buyer's Instances go to.
 pub const DEFAULT_PROJECT: &str = "default";
@@ -250,26 +253,124 @@ fn plan_spec(offering: String, plan: String, version: String) -> InstanceSpec {
     }
 }
 
-/// The reversals a cancellation of the order `order_key` appends to `wallet`:
-/// one for each of the order's grants not reversed yet that has credits
-/// unspent at `now`. Empty when there is nothing (left) to withdraw.
-pub fn cancellation_reversals(order_key: &str, order: &Order, wallet: &Wallet, now: Timestamp) -> Vec<Reversal> {
+/// The reversals a withdrawal (cancellation or full refund) of the order
+/// `order_key` appends to `wallet`: one for each of the order's grants not
+/// withdrawn yet that has credits unspent at `now` (what earlier refunds of
+/// its lines left). Empty when there is nothing (left) to withdraw.
+pub fn withdrawal_reversals(
+    order_key: &str,
+    order: &Order,
+    why: Withdrawal,
+    wallet: &Wallet,
+    now: Timestamp,
+) -> Vec<Reversal> {
     let prefix = format!("{}.", grant_prefix(order_key));
     let status = wallet.status.as_ref();
     let consumed = credits::consumed(
         status.map(|s| s.meters.as_slice()).unwrap_or_default(),
         status.and_then(|s| s.compacted.as_ref()),
     );
-    let reversed: Vec<&str> = wallet.spec.reversals.iter().map(|r| r.grant.as_str()).collect();
+    let existing: Vec<&str> = wallet.spec.reversals.iter().map(|r| r.id.as_str()).collect();
     credits::unspent(&wallet.spec.grants, &wallet.spec.reversals, consumed, now)
         .into_iter()
-        .filter(|(id, unspent)| id.starts_with(&prefix) && *unspent > 0 && !reversed.contains(id))
+        .filter(|(id, unspent)| {
+            id.starts_with(&prefix) && *unspent > 0 && !existing.contains(&reversal_id(id).as_str())
+        })
         .map(|(id, unspent)| Reversal {
             id: reversal_id(id),
             grant: id.to_string(),
             credits: unspent,
-            reason: format!("order {} cancelled: its unspent credits are withdrawn", order_label(order)),
+            reason: format!("order {} {}: its unspent credits are withdrawn", order_label(order), why.as_str()),
             order_ref: Some(order.id.chars().take(255).collect()),
         })
         .collect()
+}
+
+/// The reversal that withdraws a line's credits for one refund.
+pub fn refund_reversal_id(grant_id: &str, refund_id: &str) -> String {
+    format!("{grant_id}.refund-{}", &key(&["refund", refund_id])[..10])
+}
+
+/// Units refunded per line id, summed over the lines of one refund.
+fn refunded_units(refund: &Refund) -> BTreeMap<&str, i64> {
+    let mut units = BTreeMap::new();
+    for line in &refund.lines {
+        let sum: &mut i64 = units.entry(line.line_id.as_str()).or_default();
+        *sum = sum.saturating_add(line.quantity);
+    }
+    units
+}
+
+/// The order's line ids whose every unit `refunds` refunded, summed over them.
+pub fn lines_refunded_in_full(order: &Order, refunds: &[Refund]) -> BTreeSet<String> {
+    let mut units: BTreeMap<&str, i64> = BTreeMap::new();
+    for refund in refunds {
+        for (line, quantity) in refunded_units(refund) {
+            let sum = units.entry(line).or_default();
+            *sum = sum.saturating_add(quantity);
+        }
+    }
+    order
+        .lines
+        .iter()
+        .filter(|line| units.get(line.id.as_str()).is_some_and(|refunded| *refunded >= line.quantity))
+        .map(|line| line.id.clone())
+        .collect()
+}
+
+/// The reversals `refunds` of lines of the order `order_key` append to
+/// `wallet`: for each refund and line not withdrawn yet, the refunded units'
+/// share of the line's grant, at most what the grant has unspent at `now`
+/// (never below what was already spent). Keyed by the refund, so two
+/// refunds of one line are two withdrawals, and a redelivery none.
+pub fn refund_reversals(
+    order_key: &str,
+    order: &Order,
+    refunds: &[Refund],
+    wallet: &Wallet,
+    now: Timestamp,
+) -> Vec<Reversal> {
+    let status = wallet.status.as_ref();
+    let consumed = credits::consumed(
+        status.map(|s| s.meters.as_slice()).unwrap_or_default(),
+        status.and_then(|s| s.compacted.as_ref()),
+    );
+    let mut reversals = wallet.spec.reversals.clone();
+    let mut new = Vec::new();
+    for refund in refunds {
+        for (line_id, refunded) in refunded_units(refund) {
+            let Some(line) = order.lines.iter().find(|l| l.id == line_id) else { continue };
+            let grant_id = grant_id(order_key, line_id);
+            let Some(grant) = wallet.spec.grants.iter().find(|g| g.id == grant_id) else { continue };
+            let id = refund_reversal_id(&grant_id, &refund.id);
+            if reversals.iter().any(|r| r.id == id) {
+                continue;
+            }
+            let share = i128::from(grant.credits.max(0)) * i128::from(refunded.min(line.quantity))
+                / i128::from(line.quantity.max(1));
+            let unspent = credits::unspent(&wallet.spec.grants, &reversals, consumed, now)
+                .into_iter()
+                .find(|(g, _)| *g == grant_id)
+                .map_or(0, |(_, unspent)| unspent);
+            let credits = i64::try_from(share).unwrap_or(i64::MAX).min(unspent);
+            if credits <= 0 {
+                continue;
+            }
+            let reversal = Reversal {
+                id,
+                grant: grant_id,
+                credits,
+                reason: format!(
+                    "order {} line {line_id}: {} of {} unit(s) refunded; their unspent credits are withdrawn",
+                    order_label(order),
+                    refunded.min(line.quantity),
+                    line.quantity
+                ),
+                order_ref: Some(order_ref(order, line)),
+            };
+            reversals.push(reversal.clone());
+            new.push(reversal);
+        }
+    }
+    new
 }

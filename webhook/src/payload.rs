@@ -19,40 +19,55 @@ pub const MAX_FIELD_LEN: usize = 255;
 pub enum OrderEvent {
     /// An order was placed: its SKUs are checked, nothing is created.
     Created,
+    /// Staff confirmed an order (stores that do not confirm orders automatically): provisioned when paid.
+    Confirmed,
     /// An order was paid in full: it becomes CRs.
     FullyPaid,
     /// An order was cancelled: its Instances are suspended and its unspent credits withdrawn.
     Cancelled,
+    /// Part of an order was refunded: the refunded lines' unspent credits are withdrawn.
+    Refunded,
+    /// An order was refunded in full: as a cancellation.
+    FullyRefunded,
 }
 
 impl OrderEvent {
     /// Every event, in the manifest's order.
-    pub const ALL: [OrderEvent; 3] = [OrderEvent::Created, OrderEvent::FullyPaid, OrderEvent::Cancelled];
+    pub const ALL: [OrderEvent; 6] = [
+        OrderEvent::Created,
+        OrderEvent::Confirmed,
+        OrderEvent::FullyPaid,
+        OrderEvent::Cancelled,
+        OrderEvent::Refunded,
+        OrderEvent::FullyRefunded,
+    ];
 
     /// The event as Saleor names it in the `Saleor-Event` header (lower case).
     pub fn header_value(self) -> &'static str {
         match self {
             OrderEvent::Created => "order_created",
+            OrderEvent::Confirmed => "order_confirmed",
             OrderEvent::FullyPaid => "order_fully_paid",
             OrderEvent::Cancelled => "order_cancelled",
+            OrderEvent::Refunded => "order_refunded",
+            OrderEvent::FullyRefunded => "order_fully_refunded",
         }
     }
 
     /// The event as the manifest's `asyncEvents` names it (upper case).
-    pub fn manifest_name(self) -> &'static str {
-        match self {
-            OrderEvent::Created => "ORDER_CREATED",
-            OrderEvent::FullyPaid => "ORDER_FULLY_PAID",
-            OrderEvent::Cancelled => "ORDER_CANCELLED",
-        }
+    pub fn manifest_name(self) -> String {
+        self.header_value().to_ascii_uppercase()
     }
 
-    /// The GraphQL type of the event, for the subscription query.
+    /// The GraphQL type of the event: what the signed body's `__typename` says.
     pub fn graphql_type(self) -> &'static str {
         match self {
             OrderEvent::Created => "OrderCreated",
+            OrderEvent::Confirmed => "OrderConfirmed",
             OrderEvent::FullyPaid => "OrderFullyPaid",
             OrderEvent::Cancelled => "OrderCancelled",
+            OrderEvent::Refunded => "OrderRefunded",
+            OrderEvent::FullyRefunded => "OrderFullyRefunded",
         }
     }
 
@@ -60,8 +75,11 @@ impl OrderEvent {
     pub fn wrapper_key(self) -> &'static str {
         match self {
             OrderEvent::Created => "orderCreated",
+            OrderEvent::Confirmed => "orderConfirmed",
             OrderEvent::FullyPaid => "orderFullyPaid",
             OrderEvent::Cancelled => "orderCancelled",
+            OrderEvent::Refunded => "orderRefunded",
+            OrderEvent::FullyRefunded => "orderFullyRefunded",
         }
     }
 
@@ -69,8 +87,11 @@ impl OrderEvent {
     pub fn route_segment(self) -> &'static str {
         match self {
             OrderEvent::Created => "order-created",
+            OrderEvent::Confirmed => "order-confirmed",
             OrderEvent::FullyPaid => "order-fully-paid",
             OrderEvent::Cancelled => "order-cancelled",
+            OrderEvent::Refunded => "order-refunded",
+            OrderEvent::FullyRefunded => "order-fully-refunded",
         }
     }
 
@@ -78,6 +99,136 @@ impl OrderEvent {
     pub fn from_header(value: &str) -> Option<OrderEvent> {
         Self::ALL.into_iter().find(|e| e.header_value().eq_ignore_ascii_case(value.trim()))
     }
+
+    /// The event a signed body's `__typename` names, if it is one of ours.
+    pub fn from_typename(value: &str) -> Option<OrderEvent> {
+        Self::ALL.into_iter().find(|e| e.graphql_type() == value)
+    }
+}
+
+/// An order's `status`, as Saleor 3.21 names it (`OrderStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderStatus {
+    /// Being put together by staff; not placed.
+    Draft,
+    /// Placed, awaiting the store's confirmation.
+    Unconfirmed,
+    /// Placed and confirmed, nothing shipped.
+    Unfulfilled,
+    /// Some lines fulfilled.
+    PartiallyFulfilled,
+    /// Some lines returned.
+    PartiallyReturned,
+    /// Every line returned.
+    Returned,
+    /// Every line fulfilled.
+    Fulfilled,
+    /// Cancelled.
+    Canceled,
+    /// Expired unpaid.
+    Expired,
+    /// A value this version does not know: never acted on.
+    Other(String),
+}
+
+impl OrderStatus {
+    fn parse(value: &str) -> Self {
+        match value {
+            "DRAFT" => Self::Draft,
+            "UNCONFIRMED" => Self::Unconfirmed,
+            "UNFULFILLED" => Self::Unfulfilled,
+            "PARTIALLY_FULFILLED" => Self::PartiallyFulfilled,
+            "PARTIALLY_RETURNED" => Self::PartiallyReturned,
+            "RETURNED" => Self::Returned,
+            "FULFILLED" => Self::Fulfilled,
+            "CANCELED" => Self::Canceled,
+            "EXPIRED" => Self::Expired,
+            other => Self::Other(other.chars().take(MAX_FIELD_LEN).collect()),
+        }
+    }
+
+    /// The value as Saleor sends it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Draft => "DRAFT",
+            Self::Unconfirmed => "UNCONFIRMED",
+            Self::Unfulfilled => "UNFULFILLED",
+            Self::PartiallyFulfilled => "PARTIALLY_FULFILLED",
+            Self::PartiallyReturned => "PARTIALLY_RETURNED",
+            Self::Returned => "RETURNED",
+            Self::Fulfilled => "FULFILLED",
+            Self::Canceled => "CANCELED",
+            Self::Expired => "EXPIRED",
+            Self::Other(value) => value,
+        }
+    }
+}
+
+/// An order's `chargeStatus` (`OrderChargeStatusEnum`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeStatus {
+    /// Nothing charged.
+    None,
+    /// Part of the total charged.
+    Partial,
+    /// The total charged.
+    Full,
+    /// More than the total charged.
+    Overcharged,
+    /// A value this version does not know: never acted on.
+    Other(String),
+}
+
+impl ChargeStatus {
+    fn parse(value: &str) -> Self {
+        match value {
+            "NONE" => Self::None,
+            "PARTIAL" => Self::Partial,
+            "FULL" => Self::Full,
+            "OVERCHARGED" => Self::Overcharged,
+            other => Self::Other(other.chars().take(MAX_FIELD_LEN).collect()),
+        }
+    }
+
+    /// The value as Saleor sends it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::None => "NONE",
+            Self::Partial => "PARTIAL",
+            Self::Full => "FULL",
+            Self::Overcharged => "OVERCHARGED",
+            Self::Other(value) => value,
+        }
+    }
+}
+
+/// One completed refund that names lines: a fulfillment with status
+/// `REFUNDED` or `REFUNDED_AND_RETURNED` (Saleor's `orderFulfillmentRefundProducts`),
+/// or a granted refund with status `SUCCESS` (the transactions API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// The fulfillment's or granted refund's global id: the refund's idempotency key.
+    pub id: String,
+    /// The order lines it refunded, with how many units.
+    pub lines: Vec<RefundedLine>,
+}
+
+/// An order line a refund names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundedLine {
+    /// The order line's global id.
+    pub line_id: String,
+    /// How many of its units were refunded.
+    pub quantity: i64,
+}
+
+/// A delivery's body: the event its signed `__typename` names, and the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The signed `__typename` of the event, when the subscription query selects it.
+    pub typename: Option<String>,
+    /// The order.
+    pub order: Order,
 }
 
 /// An order, as far as the provisioner reads it.
@@ -93,6 +244,12 @@ pub struct Order {
     pub email: Option<String>,
     /// The order's lines.
     pub lines: Vec<OrderLine>,
+    /// The order's `status`, when selected.
+    pub status: Option<OrderStatus>,
+    /// The order's `chargeStatus`, when selected.
+    pub charge_status: Option<ChargeStatus>,
+    /// The completed refunds that name lines, when the query selects `fulfillments` and `grantedRefunds`.
+    pub refunds: Option<Vec<Refund>>,
 }
 
 /// One line of an order.
@@ -138,6 +295,14 @@ struct RawOrder {
     user: Option<RawUser>,
     #[serde(default)]
     lines: Vec<RawLine>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    charge_status: Option<String>,
+    #[serde(default)]
+    fulfillments: Option<Value>,
+    #[serde(default)]
+    granted_refunds: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -167,20 +332,35 @@ struct RawVariant {
     sku: Option<String>,
 }
 
-/// Reads the order of an `event` delivery from its raw body.
-pub fn parse_order(event: OrderEvent, body: &[u8]) -> Result<Order, PayloadError> {
+/// Reads a delivery to the `route` of an event from its raw body: the
+/// signed `__typename` and the order.
+pub fn parse_delivery(route: OrderEvent, body: &[u8]) -> Result<Delivery, PayloadError> {
     let mut envelope: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-    let missing = || PayloadError::MissingOrder(event.wrapper_key());
+    let missing = || PayloadError::MissingOrder(route.wrapper_key());
     let envelope = object(&mut envelope, "the body")?;
-    let order = match envelope.remove("order") {
-        Some(order) => order,
+    let (typename, order) = match envelope.remove("order") {
+        Some(order) => (envelope.remove("__typename"), order),
         None => {
             let mut data = envelope.remove("data").ok_or_else(missing)?;
-            let mut wrapped = object(&mut data, "data")?.remove(event.wrapper_key()).ok_or_else(missing)?;
-            object(&mut wrapped, event.wrapper_key())?.remove("order").ok_or_else(missing)?
+            let mut wrapped = object(&mut data, "data")?.remove(route.wrapper_key()).ok_or_else(missing)?;
+            let wrapped = object(&mut wrapped, route.wrapper_key())?;
+            (wrapped.remove("__typename"), wrapped.remove("order").ok_or_else(missing)?)
         }
     };
-    order_of(shaped(order)?)
+    let typename = match typename {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => {
+            bounded("__typename", &name)?;
+            Some(name)
+        }
+        Some(_) => return Err(PayloadError::Malformed("__typename must be a string".into())),
+    };
+    Ok(Delivery { typename, order: order_of(shaped(order)?)? })
+}
+
+/// Reads the order of a delivery to `route` from its raw body.
+pub fn parse_order(route: OrderEvent, body: &[u8]) -> Result<Order, PayloadError> {
+    parse_delivery(route, body).map(|d| d.order)
 }
 
 /// The JSON object in `value`; serde would also read a struct from an array, which Saleor never sends.
@@ -228,7 +408,65 @@ fn order_of(raw: RawOrder) -> Result<Order, PayloadError> {
         }
     }
     let lines = raw.lines.into_iter().enumerate().map(|(i, l)| line_of(i, l)).collect::<Result<_, _>>()?;
-    Ok(Order { id, number, user_id, email, lines })
+    let status = raw.status.as_deref().map(OrderStatus::parse);
+    let charge_status = raw.charge_status.as_deref().map(ChargeStatus::parse);
+    let refunds = match (raw.fulfillments, raw.granted_refunds) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => None,
+        (fulfillments, granted) => {
+            let mut refunds = refunds_of(fulfillments, "fulfillments", &["REFUNDED", "REFUNDED_AND_RETURNED"])?;
+            refunds.extend(refunds_of(granted, "grantedRefunds", &["SUCCESS"])?);
+            Some(refunds)
+        }
+    };
+    Ok(Order { id, number, user_id, email, lines, status, charge_status, refunds })
+}
+
+/// The refunds of `field` (a list of fulfillments or granted refunds) whose
+/// status is one of `done`, with the lines each names.
+fn refunds_of(list: Option<Value>, field: &str, done: &[&str]) -> Result<Vec<Refund>, PayloadError> {
+    let malformed = |what: String| PayloadError::Malformed(format!("order.{field}{what}"));
+    let items = match list {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(malformed(" must be a list".into())),
+    };
+    if items.len() > MAX_LINES {
+        return Err(PayloadError::Invalid(format!("order.{field} has {} entries; at most {MAX_LINES}", items.len())));
+    }
+    let mut refunds = Vec::new();
+    for item in &items {
+        let item = item.as_object().ok_or_else(|| malformed("[] must be objects".into()))?;
+        let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+        if !text("status").is_some_and(|status| done.contains(&status)) {
+            continue;
+        }
+        let id = text("id").ok_or_else(|| malformed("[] has a refund without an id".into()))?;
+        bounded("refund id", id)?;
+        let lines = match item.get("lines") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(lines)) => lines
+                .iter()
+                .map(|line| {
+                    let line_id = line
+                        .get("orderLine")
+                        .and_then(|l| l.get("id"))
+                        .and_then(Value::as_str)
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| malformed("[].lines[] must select orderLine { id }".into()))?;
+                    bounded("refunded line id", line_id)?;
+                    let quantity = line.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+                    if quantity < 1 {
+                        return Err(malformed(format!("[].lines[] of line {line_id} has quantity {quantity}")));
+                    }
+                    Ok(RefundedLine { line_id: line_id.to_string(), quantity })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(malformed("[].lines must be a list".into())),
+        };
+        refunds.push(Refund { id: id.to_string(), lines });
+    }
+    Ok(refunds)
 }
 
 fn line_of(index: usize, raw: RawLine) -> Result<OrderLine, PayloadError> {

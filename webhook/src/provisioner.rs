@@ -18,20 +18,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cmp_crds::names::{PROVISIONER_MANAGER, SALEOR_ORDER_LABEL, control_namespace};
+use cmp_crds::wallet::Reversal;
 use cmp_crds::{Instance, Offering, Organization, Project, Wallet};
 use futures::future::try_join_all;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::catalog::{Catalog, CreditPack, LineProblem};
+use crate::line_events;
 use crate::metrics::Metrics;
 use crate::order_crs::{self, NoBuyer, OrderCrs};
-use crate::payload::{Order, OrderLine};
+use crate::order_record::OrderRecords;
+use crate::order_state::Withdrawal;
+use crate::payload::{Order, OrderLine, Refund};
 
 /// How often a Wallet append is retried after a conflicting write.
 const APPEND_ATTEMPTS: usize = 10;
@@ -97,6 +100,12 @@ pub struct Outcome {
     /// True when a cancellation found nothing of the order.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unknown_order: bool,
+    /// True when this delivery recorded that the store withdrew the order.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remembered: bool,
+    /// Why nothing was done, when the order's state did not allow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nothing_done: Option<String>,
 }
 
 /// How the provisioner behaves.
@@ -118,23 +127,23 @@ pub struct Provisioner {
     offerings: Store<Offering>,
     credit_packs: Vec<CreditPack>,
     wallet_wait: Duration,
-    recorder: Recorder,
+    records: OrderRecords,
     metrics: Arc<Metrics>,
 }
 
 impl Provisioner {
     /// A provisioner reading Offerings from `offerings` (a watch cache),
-    /// putting `organization_labels` on the Organizations it creates.
+    /// putting `organization_labels` on the Organizations it creates, and
+    /// keeping its order records in `records`.
     pub fn new(
         client: kube::Client,
         offerings: Store<Offering>,
+        records: OrderRecords,
         settings: ProvisionerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter { controller: PROVISIONER_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
         let ProvisionerSettings { credit_packs, wallet_wait, organization_labels } = settings;
-        Self { client, organization_labels, offerings, credit_packs, wallet_wait, recorder, metrics }
+        Self { client, organization_labels, offerings, credit_packs, wallet_wait, records, metrics }
     }
 
     fn catalog(&self) -> Catalog {
@@ -142,7 +151,7 @@ impl Provisioner {
     }
 
     /// `ORDER_CREATED`: reports the lines that could not be provisioned. Creates nothing.
-    pub async fn created(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
+    pub async fn check(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
         let crs = order_crs::order_crs(api_url, order, &self.catalog())?;
         let org = Api::<Organization>::all(self.client.clone())
             .get_opt(&crs.organization.name_any())
@@ -156,9 +165,21 @@ impl Provisioner {
         })
     }
 
-    /// `ORDER_FULLY_PAID`: the buyer's Organization, its default Project,
-    /// an Instance per plan line and a grant per line, each exactly once.
-    pub async fn fully_paid(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
+    /// An order paid in full: the buyer's Organization, its default Project,
+    /// an Instance per plan line and a grant per line, each exactly once;
+    /// nothing when the store withdrew the order, whenever that arrived.
+    pub async fn provision(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
+        let order_key = order_crs::order_key(api_url, &order.id);
+        if let Some(withdrawn) = self.recall(&order_key).await? {
+            return Ok(Outcome {
+                nothing_done: Some(format!(
+                    "the store {} this order (recorded at {}): it is never provisioned",
+                    withdrawn.why.as_str(),
+                    withdrawn.at
+                )),
+                ..Outcome::default()
+            });
+        }
         let crs = order_crs::order_crs(api_url, order, &self.catalog())?;
         let org = self.organization(&crs).await?;
         let (ns, wallet_name) = (control_namespace(&org.name_any()), cmp_crds::names::wallet_name(&org.name_any()));
@@ -177,43 +198,41 @@ impl Provisioner {
         })
         .await?;
         self.report(order, &crs.problems, Some(&org)).await;
-        Ok(Outcome {
+        let provisioned = Outcome {
             organization: Some(org.name_any()),
             instances: crs.instances.iter().map(|i| i.name_any()).collect(),
             grants_appended,
             problems: crs.problems.iter().map(|(l, p)| format!("line {}: {p}", l.id)).collect(),
             ..Outcome::default()
-        })
+        };
+        // A withdrawal that arrived while this one provisioned listed the Instances before they existed: undo
+        // what it could not see.
+        match self.recall(&order_key).await? {
+            None => Ok(provisioned),
+            Some(withdrawn) => {
+                let undone = self.withdraw(api_url, order, withdrawn.why).await?;
+                Ok(Outcome { reversals_appended: undone.reversals_appended, ..provisioned })
+            }
+        }
     }
 
-    /// `ORDER_CANCELLED`: suspends the order's Instances and withdraws its
-    /// unspent credits with reversals. An order never seen changes nothing.
-    pub async fn cancelled(&self, api_url: &str, order: &Order) -> Result<Outcome, ProvisionError> {
-        let org_name = order_crs::organization_name(api_url, order)?;
-        let org = Api::<Organization>::all(self.client.clone())
-            .get_opt(&org_name)
-            .await
-            .map_err(kube("reading the buyer's Organization"))?;
-        if org.is_none() {
-            return Ok(Outcome { unknown_order: true, ..Outcome::default() });
-        }
-        let ns = control_namespace(&org_name);
+    async fn recall(&self, order_key: &str) -> Result<Option<crate::order_record::Withdrawn>, ProvisionError> {
+        self.records.recall(order_key).await.map_err(kube("reading the order's record"))
+    }
+
+    /// An order the store cancelled or refunded in full: remembers it, so
+    /// that no later payment provisions it, then suspends the order's
+    /// Instances and withdraws its unspent credits with reversals. An order
+    /// never provisioned is only remembered.
+    pub async fn withdraw(&self, api_url: &str, order: &Order, why: Withdrawal) -> Result<Outcome, ProvisionError> {
         let order_key = order_crs::order_key(api_url, &order.id);
-        let instances = Api::<Instance>::namespaced(self.client.clone(), &ns);
-        let found = instances
-            .list(&ListParams::default().labels(&format!("{SALEOR_ORDER_LABEL}={order_key}")))
-            .await
-            .map_err(kube("listing the order's Instances"))?;
-        let suspend = Patch::Merge(json!({"spec": {"suspended": true}}));
-        let params = PatchParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PatchParams::default() };
-        try_join_all(found.items.iter().filter(|i| !i.spec.suspended).map(|i| {
-            let name = i.name_any();
-            let (instances, suspend, params, ns) = (&instances, &suspend, &params, &ns);
-            async move {
-                instances.patch(&name, params, suspend).await.map_err(kube(format!("suspending Instance {ns}/{name}")))
-            }
-        }))
-        .await?;
+        self.records.remember(api_url, &order_key, order, why).await.map_err(kube("recording the withdrawal"))?;
+        let org_name = order_crs::organization_name(api_url, order)?;
+        let Some(found) = self.order_instances(&org_name, &order_key).await? else {
+            return Ok(Outcome { unknown_order: true, remembered: true, ..Outcome::default() });
+        };
+        let ns = control_namespace(&org_name);
+        self.suspend(&ns, found.iter().filter(|i| !i.spec.suspended)).await?;
         let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
         let prefix = format!("{}.", order_crs::grant_prefix(&order_key));
         let mut had_grants = false;
@@ -222,22 +241,97 @@ impl Provisioner {
             Some(wallet) => {
                 had_grants = wallet.spec.grants.iter().any(|g| g.id.starts_with(&prefix));
                 append(&wallets, &org_name, "reversals", |wallet| {
-                    let new = order_crs::cancellation_reversals(&order_key, order, wallet, Timestamp::now());
-                    (!new.is_empty()).then(|| {
-                        let all: Vec<_> = wallet.spec.reversals.iter().cloned().chain(new.iter().cloned()).collect();
-                        (json!({"spec": {"reversals": all}}), new.len())
-                    })
+                    let new = order_crs::withdrawal_reversals(&order_key, order, why, wallet, Timestamp::now());
+                    with_reversals(wallet, new)
                 })
                 .await?
             }
         };
         Ok(Outcome {
             organization: Some(org_name),
-            instances: found.items.iter().map(|i| i.name_any()).collect(),
+            instances: found.iter().map(|i| i.name_any()).collect(),
             reversals_appended,
-            unknown_order: found.items.is_empty() && !had_grants,
+            unknown_order: found.is_empty() && !had_grants,
+            remembered: true,
             ..Outcome::default()
         })
+    }
+
+    /// Refunds that name lines: withdraws what each refunded line's grant has
+    /// unspent, up to the refunded units' credits, once per refund and line;
+    /// suspends the Instance of a plan line refunded in full.
+    pub async fn refund_lines(
+        &self,
+        api_url: &str,
+        order: &Order,
+        refunds: &[Refund],
+    ) -> Result<Outcome, ProvisionError> {
+        let order_key = order_crs::order_key(api_url, &order.id);
+        let org_name = order_crs::organization_name(api_url, order)?;
+        let Some(found) = self.order_instances(&org_name, &order_key).await? else {
+            return Ok(Outcome { unknown_order: true, ..Outcome::default() });
+        };
+        let ns = control_namespace(&org_name);
+        let refunded_in_full = order_crs::lines_refunded_in_full(order, refunds);
+        let to_suspend: Vec<&Instance> = found
+            .iter()
+            .filter(|i| !i.spec.suspended)
+            .filter(|i| {
+                let line = i.annotations().get(cmp_crds::names::SALEOR_LINE_ID_ANNOTATION);
+                line.is_some_and(|l| refunded_in_full.contains(l))
+            })
+            .collect();
+        let suspended: Vec<String> = to_suspend.iter().map(|i| i.name_any()).collect();
+        self.suspend(&ns, to_suspend.into_iter()).await?;
+        let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
+        let reversals_appended = match wallets.get_opt(&org_name).await.map_err(kube("reading the Wallet"))? {
+            None => 0,
+            Some(_) => {
+                append(&wallets, &org_name, "reversals", |wallet| {
+                    with_reversals(
+                        wallet,
+                        order_crs::refund_reversals(&order_key, order, refunds, wallet, Timestamp::now()),
+                    )
+                })
+                .await?
+            }
+        };
+        Ok(Outcome { organization: Some(org_name), instances: suspended, reversals_appended, ..Outcome::default() })
+    }
+
+    /// The order's Instances in the buyer's control namespace; `None` when the buyer has no Organization.
+    async fn order_instances(&self, org_name: &str, order_key: &str) -> Result<Option<Vec<Instance>>, ProvisionError> {
+        let org = Api::<Organization>::all(self.client.clone())
+            .get_opt(org_name)
+            .await
+            .map_err(kube("reading the buyer's Organization"))?;
+        if org.is_none() {
+            return Ok(None);
+        }
+        let instances = Api::<Instance>::namespaced(self.client.clone(), &control_namespace(org_name));
+        let found = instances
+            .list(&ListParams::default().labels(&format!("{SALEOR_ORDER_LABEL}={order_key}")))
+            .await
+            .map_err(kube("listing the order's Instances"))?;
+        Ok(Some(found.items))
+    }
+
+    /// Suspends `instances` in `ns`.
+    async fn suspend(&self, ns: &str, instances: impl Iterator<Item = &Instance>) -> Result<(), ProvisionError> {
+        let api = Api::<Instance>::namespaced(self.client.clone(), ns);
+        let suspend = Patch::Merge(json!({"spec": {"suspended": true}}));
+        let params = PatchParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PatchParams::default() };
+        try_join_all(
+            instances.map(|i| {
+                let name = i.name_any();
+                let (api, suspend, params) = (&api, &suspend, &params);
+                async move {
+                    api.patch(&name, params, suspend).await.map_err(kube(format!("suspending Instance {ns}/{name}")))
+                }
+            }),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Finds or creates the buyer's Organization (never overwriting one that exists).
@@ -279,31 +373,30 @@ impl Provisioner {
         }
     }
 
-    /// Logs, counts and (on the Organization, when it exists) records each line that cannot be provisioned.
+    /// Logs, counts and (on the Organization, when it exists) records each
+    /// line that cannot be provisioned: one Event per line, named from the
+    /// order and the line, so redeliveries, replicas and restarts add none.
     async fn report(&self, order: &Order, problems: &[(OrderLine, LineProblem)], org: Option<&Organization>) {
         for (line, problem) in problems {
             tracing::warn!(order = %order.id, number = order.number.as_deref().unwrap_or(""), line = %line.id,
                 sku = line.sku.as_deref().unwrap_or(""), problem = %problem, "an order line cannot be provisioned");
             self.metrics.unprovisioned_line(problem.kind());
             if let Some(org) = org {
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: "OrderLineNotProvisioned".into(),
-                    note: Some(cmp_core::events::note(format!(
-                        "order {} line {} (SKU {}): {problem}",
-                        order.number.as_deref().unwrap_or(&order.id),
-                        line.id,
-                        line.sku.as_deref().unwrap_or("none")
-                    ))),
-                    action: "Provision".into(),
-                    secondary: None,
-                };
-                if let Err(error) = self.recorder.publish(&event, &org.object_ref(&())).await {
+                let event = line_events::line_event(order, line, problem, org, Timestamp::now());
+                if let Err(error) = line_events::publish(&self.client, &event).await {
                     tracing::warn!(%error, "publishing an event failed");
                 }
             }
         }
     }
+}
+
+/// The patch that appends `new` to the Wallet's reversals, and how many, or `None` when there are none.
+fn with_reversals(wallet: &Wallet, new: Vec<Reversal>) -> Option<(serde_json::Value, usize)> {
+    (!new.is_empty()).then(|| {
+        let all: Vec<_> = wallet.spec.reversals.iter().cloned().chain(new.iter().cloned()).collect();
+        (json!({"spec": {"reversals": all}}), new.len())
+    })
 }
 
 fn post_params() -> PostParams {

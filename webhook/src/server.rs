@@ -1,14 +1,19 @@
-//! The Saleor-facing HTTP routes: the manifest, the registration and the
-//! three order webhooks.
+//! The Saleor-facing HTTP routes: the manifest, the app's page, the
+//! registration and the order webhooks.
 //!
 //! A delivery is checked before anything in it is acted on, in this order:
 //! its size (413), its `Saleor-Api-Url` against the allow-list (401), its
 //! `Saleor-Signature` over the raw bytes (401; 503 when the store's keys
-//! cannot be fetched), its `Saleor-Event` against the route (400), and its
-//! body (400). Every refusal is a JSON `{"error": {"code", "message"}}` and
-//! a log line, and touches no object. Then the [`Provisioner`] acts: 200 when
-//! done, 503 when Kubernetes cannot be reached or the operator is late, so
-//! that Saleor delivers again.
+//! cannot be fetched or do not list the signing key yet, as during a key
+//! rotation), its `Saleor-Event` against the route (400), its body (400),
+//! and the event its signed body names against the route (400). Every
+//! refusal is a JSON `{"error": {"code", "message"}}` and a log line, and
+//! touches no object. A body that does not say what [`order_state`] needs
+//! gets 503 (Saleor keeps it). Then the [`Provisioner`] acts as the order's
+//! state allows: 200 when done (or when the state allows nothing, with why),
+//! 503 when Kubernetes cannot be reached or the operator is late, so that
+//! Saleor delivers again. Saleor treats any 30x or 40x as final, so nothing
+//! that may succeed later is answered with one.
 
 use std::sync::Arc;
 
@@ -24,11 +29,13 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::jwks::{JwksCache, VerifyError};
-use crate::manifest::{self, MANIFEST_PATH, REGISTER_PATH, WEBHOOKS_PATH};
+use crate::manifest::{self, APP_PAGE_PATH, MANIFEST_PATH, REGISTER_PATH, WEBHOOKS_PATH};
 use crate::metrics::Metrics;
-use crate::payload::{OrderEvent, PayloadError, parse_order};
-use crate::provisioner::Provisioner;
-use crate::signature::{self, Signature};
+use crate::order_state::{self, Decision, Undecidable};
+use crate::payload::{OrderEvent, PayloadError, parse_delivery};
+use crate::provisioner::{Outcome, Provisioner};
+use crate::signature::{self, Signature, SignatureError};
+use crate::store_api::{self, StoreApiError};
 
 /// How the Saleor routes behave.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ pub struct SaleorApp {
     pub metrics: Arc<Metrics>,
     /// For the app-token Secrets.
     pub client: kube::Client,
+    /// For the stores' GraphQL APIs.
+    pub http: reqwest::Client,
 }
 
 /// A refusal: its status, stable code and message.
@@ -83,6 +92,7 @@ impl IntoResponse for Refusal {
 pub fn router(app: Arc<SaleorApp>) -> Router {
     Router::new()
         .route(MANIFEST_PATH, get(manifest_route))
+        .route(APP_PAGE_PATH, get(app_page))
         .route(REGISTER_PATH, post(register))
         .route(&format!("{WEBHOOKS_PATH}/{{event}}"), post(delivery))
         .with_state(app)
@@ -90,6 +100,11 @@ pub fn router(app: Arc<SaleorApp>) -> Router {
 
 async fn manifest_route(State(app): State<Arc<SaleorApp>>) -> Response {
     axum::Json(manifest::manifest(&app.settings.public_url)).into_response()
+}
+
+/// The page Saleor's dashboard shows for the app (the manifest's `appUrl`).
+async fn app_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("app_page.html"))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -130,6 +145,13 @@ async fn verify(app: &SaleorApp, api_url: &str, headers: &HeaderMap, body: &[u8]
     match signature::parse(header(headers, "saleor-signature")).map_err(invalid)? {
         Signature::Jws { header, encoded_header, signature } => {
             app.jwks.verify(api_url, &header, &encoded_header, &signature, body).await.map_err(|e| match e {
+                VerifyError::Signature(SignatureError::UnknownKid(kid)) => Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "signing_key_unknown",
+                    format!(
+                        "the store's JWKS does not list the signing key {kid:?} yet (a key rotation under way); it is fetched again at most every --jwks-min-refetch-seconds, and Saleor delivers again"
+                    ),
+                ),
                 VerifyError::Signature(e) => invalid(e),
                 VerifyError::Jwks(e) => Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -205,17 +227,28 @@ async fn handle(
             return Err(Refusal::new(StatusCode::BAD_REQUEST, "unknown_event", "the Saleor-Event header is missing"));
         }
     }
-    let order = parse_order(event, &body).map_err(|e| {
+    let delivery = parse_delivery(event, &body).map_err(|e| {
         let code = match e {
             PayloadError::MissingOrderId => "missing_order_id",
             _ => "malformed_payload",
         };
         Refusal::new(StatusCode::BAD_REQUEST, code, e.to_string())
     })?;
-    let outcome = match event {
-        OrderEvent::Created => app.provisioner.created(api_url, &order).await,
-        OrderEvent::FullyPaid => app.provisioner.fully_paid(api_url, &order).await,
-        OrderEvent::Cancelled => app.provisioner.cancelled(api_url, &order).await,
+    let decision = order_state::decide(event, &delivery).map_err(|e| match e {
+        Undecidable::EventMismatch { .. } => Refusal::new(StatusCode::BAD_REQUEST, "event_mismatch", e.to_string()),
+        Undecidable::StateUnknown(_) => {
+            app.metrics.state_unknown(event.header_value());
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "order_state_unknown", e.to_string())
+        }
+    })?;
+    let order = &delivery.order;
+    let provisioner = &app.provisioner;
+    let outcome = match decision {
+        Decision::Check => provisioner.check(api_url, order).await,
+        Decision::Provision => provisioner.provision(api_url, order).await,
+        Decision::Withdraw(why) => provisioner.withdraw(api_url, order, why).await,
+        Decision::RefundLines(refunds) => provisioner.refund_lines(api_url, order, &refunds).await,
+        Decision::Nothing(why) => Ok(Outcome { nothing_done: Some(why), ..Outcome::default() }),
     }
     .map_err(|e| {
         if e.is_permanent() {
@@ -225,9 +258,12 @@ async fn handle(
         }
     })?;
     tracing::info!(event = event.header_value(), order = %order.id, number = order.number.as_deref().unwrap_or(""),
+        status = order.status.as_ref().map_or("", |s| s.as_str()),
+        charge_status = order.charge_status.as_ref().map_or("", |s| s.as_str()),
         organization = outcome.organization.as_deref().unwrap_or(""), instances = outcome.instances.len(),
         grants_appended = outcome.grants_appended, reversals_appended = outcome.reversals_appended,
-        problems = outcome.problems.len(), unknown_order = outcome.unknown_order, "delivery done");
+        problems = outcome.problems.len(), unknown_order = outcome.unknown_order, remembered = outcome.remembered,
+        nothing_done = outcome.nothing_done.as_deref().unwrap_or(""), "delivery done");
     Ok(axum::Json(outcome).into_response())
 }
 
@@ -254,6 +290,20 @@ async fn register_token(app: &SaleorApp, headers: &HeaderMap, body: Body) -> Res
         .ok_or_else(|| {
             Refusal::new(StatusCode::BAD_REQUEST, "malformed_payload", "the body must be {\"auth_token\": \"...\"}")
         })?;
+    // Only a token the store issued to this app is kept; on any failure the token kept before stays.
+    let app_id = store_api::app_id(&app.http, api_url, &token).await.map_err(|e| match e {
+        StoreApiError::Rejected { .. } => Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "token_rejected",
+            format!("{e}; the token kept before (if any) stays"),
+        ),
+        StoreApiError::Unreachable { .. } => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unreachable",
+            format!("{e}; the token cannot be checked, so it is not kept: install the app again"),
+        ),
+    })?;
+    tracing::info!(api_url, app_id, "the store confirmed the app token");
     let secret = manifest::token_secret(&app.settings.token_namespace, api_url, &token);
     let name = manifest::token_secret_name(api_url);
     let secrets = Api::<Secret>::namespaced(app.client.clone(), &app.settings.token_namespace);

@@ -8,7 +8,8 @@ use cmp_crds::Offering;
 use cmp_crds::wallet::{GrantSource, Meter, Wallet, WalletSpec, WalletStatus};
 use cmp_webhook::catalog::{Catalog, CreditPackFile, LineProblem};
 use cmp_webhook::order_crs::{self, API_KEY_NAME, DEFAULT_PROJECT};
-use cmp_webhook::payload::{OrderEvent, parse_order};
+use cmp_webhook::order_state::Withdrawal;
+use cmp_webhook::payload::{OrderEvent, Refund, RefundedLine, parse_order};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -109,6 +110,83 @@ fn a_sku_claimed_twice_is_reported_not_guessed() {
     assert!(matches!(&crs.problems[0].1, LineProblem::AmbiguousSku { sku, .. } if sku == "ECHO-FREE"));
 }
 
+/// The paid fixture's grants in a Wallet whose meters consumed `consumed` (after a 1,000-credit starter grant).
+fn wallet_of(crs: &order_crs::OrderCrs, consumed: i64) -> Wallet {
+    let mut grants = vec![cmp_crds::wallet::Grant {
+        id: "starter".into(),
+        credits: 1000,
+        reason: String::new(),
+        source: GrantSource::Starter,
+        order_ref: None,
+        expires_at: None,
+    }];
+    grants.extend(crs.grants.clone());
+    let mut wallet = Wallet::new("w", WalletSpec { grants, ..WalletSpec::default() });
+    wallet.status = Some(WalletStatus {
+        meters: vec![Meter {
+            name: "gw".into(),
+            consumed,
+            runs: consumed,
+            lease: 0,
+            lease_expires_at: None,
+            updated_at: None,
+        }],
+        ..WalletStatus::default()
+    });
+    wallet
+}
+
+fn refund(id: &str, line: &str, quantity: i64) -> Refund {
+    Refund { id: id.into(), lines: vec![RefundedLine { line_id: line.into(), quantity }] }
+}
+
+#[test]
+fn a_refund_of_lines_withdraws_their_share_once_per_refund_never_below_what_was_spent() {
+    let order = parse_order(OrderEvent::Refunded, &fixture("order-fully-paid.json")).expect("parses");
+    let crs = order_crs::order_crs(API_URL, &order, &catalog()).expect("maps");
+    let (plan_line, pack_line) = (order.lines[0].id.clone(), order.lines[1].id.clone());
+    assert_eq!((order.lines[1].quantity, crs.grants[1].credits), (2, 2000), "the pack line: 2 units of 1,000");
+    // 6,500 consumed: the starter's 1,000, the plan's 5,000, then 500 of the pack's 2,000.
+    let mut wallet = wallet_of(&crs, 6500);
+    let now = Timestamp::now();
+
+    let first = vec![refund("RnVsZmlsbG1lbnQ6MQ==", &pack_line, 1)];
+    let reversals = order_crs::refund_reversals(&crs.order_key, &order, &first, &wallet, now);
+    assert_eq!(
+        reversals.iter().map(|r| (r.grant.as_str(), r.credits)).collect::<Vec<_>>(),
+        [(crs.grants[1].id.as_str(), 1000)]
+    );
+    assert_eq!(reversals[0].id, order_crs::refund_reversal_id(&crs.grants[1].id, "RnVsZmlsbG1lbnQ6MQ=="));
+    wallet.spec.reversals.extend(reversals);
+    assert!(
+        order_crs::refund_reversals(&crs.order_key, &order, &first, &wallet, now).is_empty(),
+        "a redelivered refund withdraws nothing more"
+    );
+
+    // The store lists every refund of the order: the first again, and a second of the other unit.
+    let both = vec![first[0].clone(), refund("RnVsZmlsbG1lbnQ6Mg==", &pack_line, 1)];
+    let second = order_crs::refund_reversals(&crs.order_key, &order, &both, &wallet, now);
+    assert_eq!(second.iter().map(|r| r.credits).collect::<Vec<_>>(), [500], "only what is unspent: 500 were spent");
+    wallet.spec.reversals.extend(second);
+    assert!(order_crs::lines_refunded_in_full(&order, &both).contains(&pack_line));
+    assert!(!order_crs::lines_refunded_in_full(&order, &first).contains(&pack_line), "one unit of two");
+
+    // A full refund afterwards withdraws what is left of the plan's grant only (the pack's is spent or withdrawn).
+    let rest = order_crs::withdrawal_reversals(&crs.order_key, &order, Withdrawal::FullyRefunded, &wallet, now);
+    assert!(rest.is_empty(), "the plan's 5,000 were spent: {rest:?}");
+    let wallet = wallet_of(&crs, 1000);
+    let plan = vec![refund("R3JhbnRlZFJlZnVuZDox", &plan_line, 1)];
+    let reversals = order_crs::refund_reversals(&crs.order_key, &order, &plan, &wallet, now);
+    assert_eq!(
+        reversals.iter().map(|r| r.credits).collect::<Vec<_>>(),
+        [5000],
+        "a refunded plan line: its included credits"
+    );
+    assert!(order_crs::lines_refunded_in_full(&order, &plan).contains(&plan_line));
+    let unknown = vec![refund("R", "not-a-line-of-the-order", 1)];
+    assert!(order_crs::refund_reversals(&crs.order_key, &order, &unknown, &wallet, now).is_empty());
+}
+
 #[test]
 fn a_cancellation_withdraws_only_the_orders_unspent_credits_once() {
     let order = parse_order(OrderEvent::Cancelled, &fixture("order-cancelled.json")).expect("parses");
@@ -136,17 +214,20 @@ fn a_cancellation_withdraws_only_the_orders_unspent_credits_once() {
         ..WalletStatus::default()
     });
     let now = Timestamp::now();
-    let reversals = order_crs::cancellation_reversals(&crs.order_key, &order, &wallet, now);
+    let reversals = order_crs::withdrawal_reversals(&crs.order_key, &order, Withdrawal::Cancelled, &wallet, now);
     let withdrawn: Vec<(String, i64)> = reversals.iter().map(|r| (r.grant.clone(), r.credits)).collect();
     assert_eq!(withdrawn, vec![(crs.grants[0].id.clone(), 4500), (crs.grants[1].id.clone(), 2000)]);
     assert!(reversals.iter().all(|r| r.id == order_crs::reversal_id(&r.grant)));
 
     wallet.spec.reversals = reversals;
     assert!(
-        order_crs::cancellation_reversals(&crs.order_key, &order, &wallet, now).is_empty(),
+        order_crs::withdrawal_reversals(&crs.order_key, &order, Withdrawal::Cancelled, &wallet, now).is_empty(),
         "a redelivered cancellation withdraws nothing more"
     );
     let other = order_crs::order_key(API_URL, "another-order");
     wallet.spec.reversals.clear();
-    assert!(order_crs::cancellation_reversals(&other, &order, &wallet, now).is_empty(), "only the order's own grants");
+    assert!(
+        order_crs::withdrawal_reversals(&other, &order, Withdrawal::FullyRefunded, &wallet, now).is_empty(),
+        "only the order's own grants"
+    );
 }

@@ -70,11 +70,13 @@ async fn forged_or_broken_deliveries_are_refused_and_change_nothing() {
         "{}..{rest}",
         base64_url(br#"{"alg":"RS256","b64":false,"crit":["b64"],"kid":"not-a-key-of-this-store","typ":"JWT"}"#)
     );
+    // A kid the store's JWKS does not list may be a key rotation under way: never a final 401, which
+    // Saleor would not retry, but 503 while it is unknown (the JWKS is refetched, rate-limited).
     cases.push((
-        "a wrong kid",
+        "a kid the store does not list (yet)",
         post(&w, &url, &api_url, EVENT, Some(&wrong_kid), &body).await,
-        401,
-        "invalid_signature",
+        503,
+        "signing_key_unknown",
     ));
     let mut changed = body.clone();
     changed.extend_from_slice(b" ");
@@ -96,6 +98,12 @@ async fn forged_or_broken_deliveries_are_refused_and_change_nothing() {
         post(&w, &url, "https://evil.example.com/graphql/", EVENT, Some(&good), &body).await,
         401,
         "api_url_not_allowed",
+    ));
+    cases.push((
+        "a paid body with a cancellation's headers, on the cancellation route",
+        post(&w, &webhook.url("order-cancelled"), &api_url, "order_cancelled", Some(&good), &body).await,
+        400,
+        "event_mismatch",
     ));
     cases.push((
         "an unknown event",
@@ -132,7 +140,8 @@ async fn forged_or_broken_deliveries_are_refused_and_change_nothing() {
     }
     assert!(w.organizations().await.is_empty(), "no refused delivery created anything");
     let log = webhook.process.log();
-    assert!(log.matches("delivery refused").count() >= cases.len(), "each refusal is logged:\n{log}");
+    let logged = log.matches("delivery refused").count() + log.matches("delivery not done; Saleor will retry").count();
+    assert!(logged >= cases.len(), "each refusal is logged:\n{log}");
 }
 
 #[tokio::test]
@@ -184,22 +193,37 @@ async fn the_manifest_is_served_and_registration_keeps_the_app_token_in_a_secret
         .await
         .expect("JSON");
     assert_eq!(manifest["tokenTargetUrl"], "https://cmp.example.com/saleor/register");
-    assert_eq!(manifest["permissions"][0], "MANAGE_ORDERS");
-    assert_eq!(manifest["webhooks"].as_array().map(Vec::len), Some(3));
+    assert_eq!(manifest["permissions"], serde_json::json!(["MANAGE_ORDERS", "MANAGE_PRODUCTS"]));
+    assert_eq!(manifest["webhooks"].as_array().map(Vec::len), Some(6));
+    // The app's page answers (Saleor's dashboard shows it).
+    let page = w.http.get(format!("{}/saleor/app", webhook.base)).send().await.expect("the app page");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap_or_default().contains("CMP is installed"));
 
     let register = format!("{}/saleor/register", webhook.base);
     let headers = [("saleor-api-url", "https://evil.example.com/graphql/")];
     let (status, _) = send(&w.http, &register, &headers, br#"{"auth_token": "stolen"}"#).await.expect("answered");
     assert_eq!(status, 401, "only an allow-listed store registers");
     let headers = [("saleor-api-url", w.store.api_url())];
+    let secrets = Api::<Secret>::namespaced(w.client.clone(), &ns.name);
+    let secret_name = cmp_webhook::manifest::token_secret_name(w.store.api_url());
+    // A token the store did not issue to the app (anyone may send the allow-listed header) is not kept.
+    let (status, answer) = send(&w.http, &register, &headers, br#"{"auth_token": "made-up"}"#).await.expect("answered");
+    assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("token_rejected")), "{answer}");
+    assert!(secrets.get_opt(&secret_name).await.expect("the API server answers").is_none());
+    w.store.issue_token("app-token-1");
     let (status, answer) =
         send(&w.http, &register, &headers, br#"{"auth_token": "app-token-1"}"#).await.expect("answered");
     assert_eq!(status, 200, "{answer}");
-    let secrets = Api::<Secret>::namespaced(w.client.clone(), &ns.name);
-    let secret =
-        secrets.get(&cmp_webhook::manifest::token_secret_name(w.store.api_url())).await.expect("the token Secret");
-    let token = secret.data.and_then(|d| d.get("authToken").cloned()).expect("authToken");
-    assert_eq!(token.0, b"app-token-1");
+    let stored = || async {
+        let secret = secrets.get(&secret_name).await.expect("the token Secret");
+        secret.data.and_then(|d| d.get("authToken").cloned()).expect("authToken").0
+    };
+    assert_eq!(stored().await, b"app-token-1");
+    // A later registration with a token the store refuses leaves the kept one.
+    let (status, _) = send(&w.http, &register, &headers, br#"{"auth_token": "stolen"}"#).await.expect("answered");
+    assert_eq!(status, 401);
+    assert_eq!(stored().await, b"app-token-1", "the old token stays");
     let (status, _) = send(&w.http, &register, &headers, b"{}").await.expect("answered");
     assert_eq!(status, 400, "a registration without a token is refused");
     ns.delete().await.expect("cleanup");

@@ -118,3 +118,74 @@ async fn the_jwks_is_cached_refetched_once_on_rotation_and_forgeries_cannot_forc
     let unreachable = verify(&down, &format!("http://127.0.0.1:{port}/graphql/"), &text("signature"), &body).await;
     assert!(matches!(unreachable, Err(VerifyError::Jwks(_))), "{unreachable:?}");
 }
+
+/// The genuine deliveries of a real Saleor 3.21.69 store (`tests/vectors/saleor-3.21-deliveries/`).
+fn genuine() -> Vec<(String, Vec<u8>, String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/saleor-3.21-deliveries");
+    let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("the index");
+    index
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let file = line.split('\t').next().expect("a file name").to_string();
+            let body = std::fs::read(dir.join(format!("{file}.body"))).expect("the body");
+            let headers: Value =
+                serde_json::from_slice(&std::fs::read(dir.join(format!("{file}.json"))).expect("the headers"))
+                    .expect("JSON");
+            let header = |name: &str| headers["headers"][name].as_str().expect(name).to_string();
+            (file, body, header("Saleor-Signature"), header("Saleor-Api-Url"))
+        })
+        .collect()
+}
+
+fn genuine_jwks(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/saleor-3.21-deliveries").join(name);
+    serde_json::from_slice(&std::fs::read(path).expect("the JWKS")).expect("JSON")
+}
+
+#[test]
+fn every_genuine_saleor_delivery_verifies_over_its_bytes_and_none_after_a_change() {
+    let deliveries = genuine();
+    assert_eq!(deliveries.len(), 61);
+    let (key1, key2) = (genuine_jwks("jwks-key1.json"), genuine_jwks("jwks-key2.json"));
+    let mut by_key = [0, 0];
+    for (file, body, signature, api_url) in &deliveries {
+        assert_eq!(api_url, "http://127.0.0.1:9000/graphql/");
+        let first = check(signature, body, &key1);
+        let second = check(signature, body, &key2);
+        match (&first, &second) {
+            (Ok(()), _) => by_key[0] += 1,
+            (Err(SignatureError::UnknownKid(_)), Ok(())) => by_key[1] += 1,
+            other => panic!("{file}: {other:?}"),
+        }
+        let jwks = if first.is_ok() { &key1 } else { &key2 };
+        let mut changed = body.clone();
+        let at = changed.len() / 2;
+        changed[at] ^= 0x01;
+        assert_eq!(check(signature, &changed, jwks), Err(SignatureError::Mismatch), "{file}: a changed byte");
+        let mut appended = body.clone();
+        appended.push(b'\n');
+        assert_eq!(check(signature, &appended, jwks), Err(SignatureError::Mismatch), "{file}: a trailing newline");
+    }
+    assert_eq!(by_key, [53, 8], "53 signed before the rotation, 8 after");
+}
+
+#[tokio::test]
+async fn a_genuine_delivery_by_a_rotated_key_is_unknown_until_the_store_serves_the_key_then_verifies() {
+    let deliveries = genuine();
+    let (_, body, signature, _) = deliveries.iter().find(|(f, ..)| f == "0055-order_fully_paid").expect("0055");
+    let store = JwksServer::start(genuine_jwks("jwks-key1.json")).await.expect("the JWKS is served");
+    let cache = JwksCache::new(reqwest::Client::new(), Duration::from_millis(300));
+    let Ok(Signature::Jws { header, encoded_header, signature }) = parse(Some(signature)) else { panic!("a JWS") };
+    let verify = || cache.verify(store.api_url(), &header, &encoded_header, &signature, body);
+
+    // Signed by the new key while the store still serves the old JWKS: unknown (the webhook answers 503), fetched once.
+    assert!(matches!(verify().await, Err(VerifyError::Signature(SignatureError::UnknownKid(_)))));
+    assert!(matches!(verify().await, Err(VerifyError::Signature(SignatureError::UnknownKid(_)))));
+    assert_eq!(store.fetches(), 1, "a second try within the refetch interval fetches nothing");
+    // The store serves the new key: the next try past the interval fetches it and verifies.
+    store.set(genuine_jwks("jwks-key2.json"));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    verify().await.expect("verifies with the rotated key");
+    assert_eq!(store.fetches(), 2);
+}

@@ -38,7 +38,7 @@ fn ms(d: Duration) -> f64 {
 /// A paid order of one Echo plan by its own guest buyer.
 fn order(i: usize) -> Vec<u8> {
     format!(
-        "{{\"order\": {{\"id\": \"T3JkZXI6YmVuY2gt{i}\", \"number\": \"{i}\", \"userEmail\": \"buyer{i}@example.com\", \"user\": null, \"lines\": [{{\"id\": \"T3JkZXJMaW5lOmJlbmNoLXtpfQ{i}\", \"quantity\": 1, \"productSku\": \"{SKU}\", \"variant\": {{\"sku\": \"{SKU}\"}}}}]}}}}"
+        "{{\"__typename\": \"OrderFullyPaid\", \"order\": {{\"id\": \"T3JkZXI6YmVuY2gt{i}\", \"number\": \"{i}\", \"status\": \"UNFULFILLED\", \"chargeStatus\": \"FULL\", \"userEmail\": \"buyer{i}@example.com\", \"user\": null, \"lines\": [{{\"id\": \"T3JkZXJMaW5lOmJlbmNoLXtpfQ{i}\", \"quantity\": 1, \"productSku\": \"{SKU}\", \"variant\": {{\"sku\": \"{SKU}\"}}}}]}}}}"
     )
     .into_bytes()
 }

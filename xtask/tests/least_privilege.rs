@@ -101,10 +101,18 @@ fn the_webhook_may_not_delete_namespaces_or_write_wallet_status() {
             (&["get", "secrets", "-n", "default"], false),
             // It writes the stores' app tokens and never reads them back.
             (&["get", "secrets", "-n", NAMESPACE], false),
+            // Its order records live in its own namespace only, and are never rewritten.
+            (&["create", "configmaps", "-n", "default"], false),
+            (&["update", "configmaps", "-n", NAMESPACE], false),
+            (&["patch", "configmaps", "-n", NAMESPACE], false),
+            // Its Events are created once, never rewritten.
+            (&["patch", "events.events.k8s.io", "-n", "default"], false),
             // Controls: orders create Organizations, and app tokens live in its namespace.
             (&["create", "organizations.cmp.gsv.dev"], true),
             (&["patch", "wallets.cmp.gsv.dev", "-n", "default"], true),
             (&["patch", "secrets", "-n", NAMESPACE], true),
+            (&["create", "configmaps", "-n", NAMESPACE], true),
+            (&["create", "events.events.k8s.io", "-n", "default"], true),
         ],
     );
 }

@@ -224,7 +224,7 @@ fn main() -> std::process::ExitCode {
                         input = seeds[rng.below(seeds.len())].clone();
                     }
                     mutate(&mut rng, &seeds, &mut input);
-                    let event = OrderEvent::ALL[rng.below(3)];
+                    let event = OrderEvent::ALL[rng.below(OrderEvent::ALL.len())];
                     let outcome = std::panic::catch_unwind(|| run_one(&input, event, &catalog, &jwks, &reached));
                     let limit = 64 * input.len() + (1 << 20);
                     let failed = match outcome {

@@ -121,6 +121,25 @@ impl World {
         text.replace("SUPPORT-ASSISTANT-PRO", &self.plan_sku).replace("ECHO-FREE", &self.plan_sku).into_bytes()
     }
 
+    /// The order of fixture `name` as the body of a `typename` event (for
+    /// example "OrderFullyPaid") with the order's `status` and `chargeStatus`;
+    /// `edit` changes the order further.
+    pub fn body(
+        &self,
+        name: &str,
+        typename: &str,
+        status: &str,
+        charge: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Vec<u8> {
+        let mut body: Value = serde_json::from_slice(&self.fixture(name)).expect("the fixture is JSON");
+        let mut order = body["order"].take();
+        order["status"] = json!(status);
+        order["chargeStatus"] = json!(charge);
+        edit(&mut order);
+        serde_json::to_vec(&json!({"__typename": typename, "order": order})).expect("JSON")
+    }
+
     /// Delivers `body` as `event` (for example "order_fully_paid"), signed by the store.
     pub async fn deliver(&self, webhook: &Webhook, route: &str, event: &str, body: &[u8]) -> (u16, Value) {
         self.store.deliver(&self.http, &webhook.url(route), event, body).await.expect("the delivery is answered")

@@ -46,7 +46,9 @@ impl Order {
         }
     }
 
-    /// The payload Saleor sends: `cancelled` adds `"status": "CANCELED"`.
+    /// The payload Saleor sends, as the app's queries select it: the event's
+    /// `__typename`, and the order paid in full (status UNFULFILLED) or, with
+    /// `cancelled`, cancelled (status CANCELED).
     pub fn payload(&self, cancelled: bool) -> Vec<u8> {
         let lines: Vec<Value> = self
             .lines
@@ -61,13 +63,17 @@ impl Order {
         let mut order = json!({
             "id": self.id, "number": self.number, "userEmail": self.buyer.email,
             "user": {"id": self.buyer.user_id, "email": self.buyer.email},
-            "channel": {"slug": "default-channel"}, "chargeStatus": "FULL",
+            "channel": {"slug": "default-channel"}, "chargeStatus": "FULL", "status": "UNFULFILLED",
             "total": {"gross": {"amount": 0.0, "currency": "USD"}}, "metadata": [], "lines": lines,
+            "fulfillments": [], "grantedRefunds": [],
         });
-        if cancelled {
+        let typename = if cancelled {
             order["status"] = json!("CANCELED");
-        }
-        json!({"order": order}).to_string().into_bytes()
+            "OrderCancelled"
+        } else {
+            "OrderFullyPaid"
+        };
+        json!({"__typename": typename, "order": order}).to_string().into_bytes()
     }
 }
 
@@ -128,9 +134,15 @@ mod tests {
         assert_eq!(paid["order"]["user"]["email"], "ada.run1@example.com");
         assert_eq!(paid["order"]["lines"][1]["variant"]["sku"], "CREDITS-1000");
         assert_eq!(paid["order"]["lines"][1]["quantity"], 2);
-        assert!(paid["order"].get("status").is_none());
+        assert_eq!(
+            (paid["__typename"].as_str(), paid["order"]["status"].as_str()),
+            (Some("OrderFullyPaid"), Some("UNFULFILLED"))
+        );
         let cancelled: Value = serde_json::from_slice(&order.payload(true)).expect("JSON");
-        assert_eq!(cancelled["order"]["status"], "CANCELED");
+        assert_eq!(
+            (cancelled["__typename"].as_str(), cancelled["order"]["status"].as_str()),
+            (Some("OrderCancelled"), Some("CANCELED"))
+        );
         assert_eq!(cancelled["order"]["id"], paid["order"]["id"], "a cancellation names the same order");
         let other = Order::new("run2", 7, &Buyer::new("run2", "ada"), &[("ECHO-PRO", 1)]);
         assert_ne!(other.id, order.id);

@@ -1,0 +1,254 @@
+//! The webhook acts only on an order's true state, as its signed body says
+//! it: the real webhook binary (as the chart's identity), the real operator
+//! and API server, with bodies of the new query shape signed by PyJWT.
+//! Each test is a regression of a finding against a real Saleor 3.21 store.
+
+mod support;
+
+use cmp_crds::{Instance, Wallet};
+use cmp_testenv::chart_identity::DEFAULT_NAMESPACE;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+use support::{World, converge};
+
+const ROUTES: [(&str, &str); 6] = [
+    ("order-created", "order_created"),
+    ("order-confirmed", "order_confirmed"),
+    ("order-fully-paid", "order_fully_paid"),
+    ("order-cancelled", "order_cancelled"),
+    ("order-refunded", "order_refunded"),
+    ("order-fully-refunded", "order_fully_refunded"),
+];
+const PAID: (&str, &str) = ROUTES[2];
+const CANCELLED: (&str, &str) = ROUTES[3];
+const REFUNDED: (&str, &str) = ROUTES[4];
+const FULLY_REFUNDED: (&str, &str) = ROUTES[5];
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// The record of a withdrawn order, if the webhook kept one.
+async fn record(w: &World, body: &[u8]) -> Option<ConfigMap> {
+    let order = cmp_webhook::payload::parse_order(cmp_webhook::payload::OrderEvent::Cancelled, body).expect("parses");
+    let key = cmp_webhook::order_crs::order_key(w.store.api_url(), &order.id);
+    Api::<ConfigMap>::namespaced(w.client.clone(), DEFAULT_NAMESPACE)
+        .get_opt(&cmp_webhook::order_record::record_name(&key))
+        .await
+        .expect("the API server answers")
+}
+
+async fn instances(w: &World, org: &str) -> Vec<Instance> {
+    let ns = cmp_crds::names::control_namespace(org);
+    Api::<Instance>::namespaced(w.client.clone(), &ns).list(&ListParams::default()).await.expect("list").items
+}
+
+#[tokio::test]
+async fn a_signed_body_acts_only_on_its_own_route_and_only_as_far_as_the_order_is_paid() {
+    let w = World::new("replay").await;
+    let _operator = w.operator();
+    let webhook = w.webhook(&[]).await;
+
+    // The genuine ORDER_CREATED body of an unpaid order, posted to every route with matching headers.
+    let unpaid = w.body("order-created.json", "OrderCreated", "UNFULFILLED", "NONE", |_| {});
+    for (route, event) in ROUTES {
+        let (status, answer) = w.deliver(&webhook, route, event, &unpaid).await;
+        if route == "order-created" {
+            assert_eq!(status, 200, "{answer}");
+        } else {
+            assert_eq!((status, code(&answer)), (400, "event_mismatch"), "{route}: {answer}");
+            assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("OrderCreated"), "{answer}");
+        }
+    }
+    // Its ORDER_FULLY_PAID body while nothing is charged (as no genuine store sends it): nothing is done.
+    let not_charged = w.body("order-fully-paid.json", "OrderFullyPaid", "UNFULFILLED", "NONE", |_| {});
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &not_charged).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["nothingDone"].as_str().unwrap_or_default().contains("chargeStatus is NONE"), "{answer}");
+    assert!(w.organizations().await.is_empty(), "no refused or unpaid delivery created anything");
+
+    // The order paid: provisioned. Its paid body posted to the withdrawing routes changes nothing.
+    let paid = w.fixture("order-fully-paid.json");
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
+    assert_eq!(status, 200, "{answer}");
+    let org = answer["organization"].as_str().expect("an Organization").to_string();
+    for (route, event) in [CANCELLED, REFUNDED, FULLY_REFUNDED] {
+        let (status, answer) = w.deliver(&webhook, route, event, &paid).await;
+        assert_eq!((status, code(&answer)), (400, "event_mismatch"), "{route}: {answer}");
+    }
+    // A cancellation the store does not show (status still UNFULFILLED) withdraws nothing either.
+    let not_cancelled = w.body("order-cancelled.json", "OrderCancelled", "UNFULFILLED", "FULL", |_| {});
+    let (status, answer) = w.deliver(&webhook, CANCELLED.0, CANCELLED.1, &not_cancelled).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["nothingDone"].as_str().unwrap_or_default().contains("not CANCELED"), "{answer}");
+    assert!(record(&w, &paid).await.is_none(), "nothing is remembered");
+    let found = instances(&w, &org).await;
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].spec.suspended, "the paid order's Instance still runs");
+    let wallet = Api::<Wallet>::namespaced(w.client.clone(), &cmp_crds::names::control_namespace(&org))
+        .get(&org)
+        .await
+        .expect("the Wallet");
+    assert!(wallet.spec.reversals.is_empty(), "no credit was withdrawn");
+}
+
+#[tokio::test]
+async fn a_cancellation_that_arrives_first_wins_and_a_body_of_an_older_install_is_kept_by_saleor() {
+    let w = World::new("first").await;
+    // A record past its retention (400 days by default) is swept when the webhook starts.
+    let expired_order = w.body("order-cancelled.json", "OrderCancelled", "CANCELED", "NONE", |order| {
+        order["id"] = json!(format!("{}-expired", w.run));
+    });
+    let parsed =
+        cmp_webhook::payload::parse_order(cmp_webhook::payload::OrderEvent::Cancelled, &expired_order).expect("parses");
+    let key = cmp_webhook::order_crs::order_key(w.store.api_url(), &parsed.id);
+    let long_ago = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24 * 401);
+    let old_record = cmp_webhook::order_record::record(
+        DEFAULT_NAMESPACE,
+        w.store.api_url(),
+        &key,
+        &parsed,
+        cmp_webhook::order_state::Withdrawal::Cancelled,
+        long_ago,
+    );
+    let records = Api::<ConfigMap>::namespaced(w.client.clone(), DEFAULT_NAMESPACE);
+    records.create(&Default::default(), &old_record).await.expect("an expired record");
+    let webhook = w.webhook(&[]).await;
+    converge("the expired record swept", || async { record(&w, &expired_order).await.is_none().then_some(()) }).await;
+
+    // A body of the queries an older install sends: no event, no status. Never acted on; Saleor keeps it (503).
+    let mut old: Value = serde_json::from_slice(&w.fixture("order-fully-paid.json")).expect("JSON");
+    old.as_object_mut().expect("an object").remove("__typename");
+    old["order"].as_object_mut().expect("an object").remove("status");
+    let old = serde_json::to_vec(&old).expect("JSON");
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &old).await;
+    assert_eq!((status, code(&answer)), (503, "order_state_unknown"), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("__typename") && message.contains("order.status"), "names what is missing: {message}");
+    let metrics = webhook.process.metrics().await.unwrap_or_default();
+    assert!(
+        metrics.lines().any(|l| l == "cmp_webhook_saleor_deliveries_state_unknown_total{event=\"order_fully_paid\"} 1"),
+        "{metrics}"
+    );
+    let (status, answer) = w.deliver(&webhook, "order-created", "order_created", &old).await;
+    assert_eq!(status, 200, "a check creates nothing, so an older body is still checked: {answer}");
+
+    // CMP was down: the store cancelled the unpaid order, then (wrongly) took a payment. The cancellation
+    // arrives first, is answered 2xx and remembered; the payment then provisions nothing.
+    let cancelled = w.body("order-cancelled.json", "OrderCancelled", "CANCELED", "NONE", |_| {});
+    let (status, answer) = w.deliver(&webhook, CANCELLED.0, CANCELLED.1, &cancelled).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["unknownOrder"].as_bool(), answer["remembered"].as_bool()), (Some(true), Some(true)));
+    let kept = record(&w, &cancelled).await.expect("the cancellation is recorded");
+    assert_eq!(kept.data.as_ref().and_then(|d| d.get("state")).map(String::as_str), Some("Cancelled"));
+    let paid = w.fixture("order-fully-paid.json");
+    for _ in 0..2 {
+        let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["nothingDone"].as_str().unwrap_or_default().contains("cancelled"), "{answer}");
+    }
+    assert!(w.organizations().await.is_empty(), "a cancelled order is never provisioned");
+    // A second cancellation keeps the first record.
+    let (status, _) = w.deliver(&webhook, CANCELLED.0, CANCELLED.1, &cancelled).await;
+    assert_eq!(status, 200);
+    let again = record(&w, &cancelled).await.expect("still recorded");
+    assert_eq!(again.resource_version(), kept.resource_version(), "the first record is kept, not rewritten");
+}
+
+#[tokio::test]
+async fn no_paid_order_is_lost_in_a_rolling_key_rotation() {
+    let w = World::new("rolling").await;
+    let _operator = w.operator();
+    let webhook = w.webhook(&[]).await;
+    let order = |n: usize| {
+        w.body("order-fully-paid-guest.json", "OrderFullyPaid", "UNFULFILLED", "FULL", |order| {
+            order["id"] = json!(format!("T3JkZXI6cm9sbGluZy0{n}"));
+        })
+    };
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &order(1)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The store signs with a new key before its JWKS lists it: 503 (Saleor retries), never a final 401.
+    let rotated = w.store.rotate_unpublished().expect("rotated");
+    let mut held = Vec::new();
+    for n in [2, 3] {
+        let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &order(n)).await;
+        assert_eq!((status, code(&answer)), (503, "signing_key_unknown"), "order {n}: {answer}");
+        held.push(n);
+    }
+    // The store serves the new key; Saleor's retries (past the refetch interval) go through.
+    w.store.set(rotated);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for n in held {
+        let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &order(n)).await;
+        assert_eq!(status, 200, "order {n}: {answer}");
+    }
+    // A known key whose signature does not match stays 401.
+    let signature = w.store.sign(&order(4)).expect("signed");
+    let (status, answer) = cmp_testenv::saleor::send(
+        &w.http,
+        &webhook.url(PAID.0),
+        &[("saleor-event", PAID.1), ("saleor-api-url", w.store.api_url()), ("saleor-signature", &signature)],
+        &order(5),
+    )
+    .await
+    .expect("answered");
+    assert_eq!((status, code(&answer)), (401, "invalid_signature"), "{answer}");
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &order(4)).await;
+    assert_eq!(status, 200, "{answer}");
+    let orgs = w.organizations().await;
+    assert_eq!(orgs.len(), 1, "one guest buyer");
+    assert_eq!(instances(&w, &orgs[0].name_any()).await.len(), 4, "every paid order has its Instance");
+}
+
+#[tokio::test]
+async fn refunds_withdraw_the_refunded_lines_and_a_full_refund_acts_as_a_cancellation() {
+    let w = World::new("refund").await;
+    let _operator = w.operator();
+    let webhook = w.webhook(&[]).await;
+    let paid = w.fixture("order-fully-paid.json");
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
+    assert_eq!(status, 200, "{answer}");
+    let org = answer["organization"].as_str().expect("an Organization").to_string();
+    let order: Value = serde_json::from_slice(&paid).expect("JSON");
+    let pack_line = order["order"]["lines"][1]["id"].as_str().expect("the pack line").to_string();
+
+    // "Refund products": one of the two credit packs. Withdrawn once, however often it is delivered.
+    let fulfillment = |id: &str, quantity: i64| json!({"id": id, "status": "REFUNDED", "lines": [{"id": format!("{id}-1"), "quantity": quantity, "orderLine": {"id": pack_line}}]});
+    let one = w.body("order-fully-paid.json", "OrderRefunded", "UNFULFILLED", "OVERCHARGED", |order| {
+        order["fulfillments"] = json!([fulfillment("RnVsZmlsbG1lbnQ6MQ==", 1)]);
+    });
+    let (status, answer) = w.deliver(&webhook, REFUNDED.0, REFUNDED.1, &one).await;
+    assert_eq!((status, answer["reversalsAppended"].as_u64()), (200, Some(1)), "{answer}");
+    let (status, answer) = w.deliver(&webhook, REFUNDED.0, REFUNDED.1, &one).await;
+    assert_eq!((status, answer["reversalsAppended"].as_u64()), (200, Some(0)), "a redelivery: {answer}");
+    // An amount-only refund names no line: nothing is withdrawn, and the answer says why.
+    let amount_only = w.body("order-fully-paid.json", "OrderRefunded", "UNFULFILLED", "PARTIAL", |_| {});
+    let (status, answer) = w.deliver(&webhook, REFUNDED.0, REFUNDED.1, &amount_only).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["nothingDone"].as_str().unwrap_or_default().contains("amount-only"), "{answer}");
+
+    // Refunded in full (a fulfilled order cannot be cancelled): as a cancellation, and remembered.
+    let full = w.body("order-fully-paid.json", "OrderFullyRefunded", "FULFILLED", "NONE", |order| {
+        order["fulfillments"] = json!([fulfillment("RnVsZmlsbG1lbnQ6MQ==", 1)]);
+    });
+    let (status, answer) = w.deliver(&webhook, FULLY_REFUNDED.0, FULLY_REFUNDED.1, &full).await;
+    assert_eq!((status, answer["reversalsAppended"].as_u64()), (200, Some(2)), "{answer}");
+    assert!(instances(&w, &org).await.iter().all(|i| i.spec.suspended), "the order's Instance is suspended");
+    let wallets = Api::<Wallet>::namespaced(w.client.clone(), &cmp_crds::names::control_namespace(&org));
+    let wallet = wallets.get(&org).await.expect("the Wallet");
+    let withdrawn: Vec<i64> = wallet.spec.reversals.iter().map(|r| r.credits).collect();
+    assert_eq!(withdrawn, [1000, 5000, 1000], "the refunded pack, then what the order had left");
+    converge("the balance without the order's credits", || async {
+        let status = wallets.get(&org).await.ok()?.status?;
+        (status.granted == 8000 - 7000).then_some(())
+    })
+    .await;
+    let kept = record(&w, &full).await.expect("the full refund is recorded");
+    assert_eq!(kept.data.as_ref().and_then(|d| d.get("state")).map(String::as_str), Some("FullyRefunded"));
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["nothingDone"].as_str().unwrap_or_default().contains("refunded in full"), "{answer}");
+}
