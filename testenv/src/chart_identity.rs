@@ -104,6 +104,12 @@ impl ChartIdentity {
                 all.push(format!("operator.gitops.credentialsSecret={secret}"));
             }
         }
+        if component == Component::Webhook {
+            let urls = args.iter().zip(args.iter().skip(1)).filter(|(flag, _)| *flag == "--saleor-api-url");
+            for (i, (_, url)) in urls.enumerate() {
+                all.push(format!("webhook.saleorApiUrls[{i}]={}", url.replace(',', "\\,")));
+            }
+        }
         all.extend(values.iter().cloned());
         Self::apply(component, release, &namespace, &all)
     }

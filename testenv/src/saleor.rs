@@ -92,35 +92,77 @@ impl Drop for Signer {
 
 /// A store's JWKS served over real HTTP at `/.well-known/jwks.json` on
 /// 127.0.0.1, counting fetches; the JWKS can be swapped (a key rotation).
-/// Its `/graphql/` answers the one query an app asks on registration,
-/// `query { app { id } }`, as Saleor does: the app's id for a token the
-/// store issued ([`JwksServer::issue_token`]), else `app: null` with
-/// Saleor's permission error.
+/// Its `/graphql/` answers, for a token the store issued
+/// ([`JwksServer::issue_token`]), what the webhook asks of a store as Saleor
+/// 3.21 answers it (the documents are checked against Saleor's schema where
+/// they are written): `query { app { id } }` on registration, and the app's
+/// webhooks with `webhookUpdate` and `webhookCreate` to bring them up to
+/// date; any other token gets `app: null` with Saleor's permission error.
 pub struct JwksServer {
     api_url: String,
     jwks: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
     tokens: Arc<Mutex<Vec<String>>>,
+    webhooks: Arc<Mutex<Vec<Value>>>,
+    mutations: Arc<AtomicUsize>,
     server: tokio::task::JoinHandle<()>,
 }
 
 /// The app's id the stand-in answers for a token it issued.
 pub const APP_ID: &str = "QXBwOjE=";
 
-/// Saleor's answer to `query { app { id } }` for the bearer token `token`.
-fn app_query_answer(tokens: &[String], authorization: Option<&str>, body: &Value) -> Value {
-    let query = body["query"].as_str().unwrap_or_default();
-    let asks_app_id = query.split_whitespace().collect::<String>().contains("app{id}");
-    if !asks_app_id {
-        return json!({"errors": [{"message": "this stand-in answers only query { app { id } }"}]});
-    }
+/// What the stand-in store keeps of the app: its tokens and webhooks.
+#[derive(Clone, Default)]
+struct AppState {
+    tokens: Arc<Mutex<Vec<String>>>,
+    webhooks: Arc<Mutex<Vec<Value>>>,
+    mutations: Arc<AtomicUsize>,
+}
+
+/// Saleor's answer to a GraphQL request from the bearer of `authorization`.
+fn graphql_answer(app: &AppState, authorization: Option<&str>, body: &Value) -> Value {
+    let query: String = body["query"].as_str().unwrap_or_default().split_whitespace().collect();
     let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
-    if !token.is_empty() && tokens.iter().any(|t| t == token) {
+    let tokens = app.tokens.lock().map(|t| t.clone()).unwrap_or_default();
+    if token.is_empty() || !tokens.iter().any(|t| t == token) {
+        return json!({"data": {"app": null}, "errors": [{
+            "message": "You need one of the following permissions: AUTHENTICATED_STAFF_USER, AUTHENTICATED_APP",
+            "extensions": {"exception": {"code": "PermissionDenied"}}}]});
+    }
+    let Ok(mut webhooks) = app.webhooks.lock() else { return json!({"errors": [{"message": "poisoned"}]}) };
+    let input = &body["variables"]["input"];
+    let events = |input: &Value| -> Value {
+        json!(
+            input["asyncEvents"].as_array().into_iter().flatten().map(|e| json!({"eventType": e})).collect::<Vec<_>>()
+        )
+    };
+    if query.contains("webhookUpdate(") {
+        app.mutations.fetch_add(1, Ordering::SeqCst);
+        let id = body["variables"]["id"].as_str().unwrap_or_default();
+        let Some(webhook) = webhooks.iter_mut().find(|w| w["id"] == id) else {
+            return json!({"data": {"webhookUpdate": {"errors": [{"field": "id", "message": "Couldn't resolve to a node", "code": "NOT_FOUND"}], "webhook": null}}});
+        };
+        if let Some(query) = input["query"].as_str() {
+            webhook["subscriptionQuery"] = json!(query);
+        }
+        if input.get("asyncEvents").is_some() {
+            webhook["asyncEvents"] = events(input);
+        }
+        json!({"data": {"webhookUpdate": {"errors": [], "webhook": {"id": id}}}})
+    } else if query.contains("webhookCreate(") {
+        app.mutations.fetch_add(1, Ordering::SeqCst);
+        let id = format!("V2ViaG9vazo{}", webhooks.len() + 100);
+        webhooks.push(
+            json!({"id": id, "name": input["name"], "isActive": input["isActive"], "targetUrl": input["targetUrl"],
+            "asyncEvents": events(input), "subscriptionQuery": input["query"]}),
+        );
+        json!({"data": {"webhookCreate": {"errors": [], "webhook": {"id": id}}}})
+    } else if query.contains("app{idwebhooks{") {
+        json!({"data": {"app": {"id": APP_ID, "webhooks": webhooks.clone()}}})
+    } else if query.contains("app{id}") {
         json!({"data": {"app": {"id": APP_ID}}})
     } else {
-        json!({"data": {"app": null}, "errors": [{
-            "message": "You need one of the following permissions: AUTHENTICATED_STAFF_USER, AUTHENTICATED_APP",
-            "extensions": {"exception": {"code": "PermissionDenied"}}}]})
+        json!({"errors": [{"message": "this stand-in answers only what the webhook asks of a store"}]})
     }
 }
 
@@ -128,8 +170,8 @@ impl JwksServer {
     /// Serves `jwks`; the store's API URL is `http://127.0.0.1:<port>/graphql/`.
     pub async fn start(jwks: Value) -> Result<Self, Error> {
         let (jwks, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
-        let tokens: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (served, counted, issued) = (jwks.clone(), fetches.clone(), tokens.clone());
+        let state = AppState::default();
+        let (served, counted, app) = (jwks.clone(), fetches.clone(), state.clone());
         let router = axum::Router::new()
             .route(
                 "/.well-known/jwks.json",
@@ -144,11 +186,10 @@ impl JwksServer {
             .route(
                 "/graphql/",
                 axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
-                    let issued = issued.clone();
+                    let app = app.clone();
                     async move {
-                        let tokens = issued.lock().map(|t| t.clone()).unwrap_or_default();
                         let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-                        axum::Json(app_query_answer(&tokens, authorization, &body))
+                        axum::Json(graphql_answer(&app, authorization, &body))
                     }
                 }),
             );
@@ -159,7 +200,33 @@ impl JwksServer {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(Self { api_url: format!("http://127.0.0.1:{port}/graphql/"), jwks, fetches, tokens, server })
+        let AppState { tokens, webhooks, mutations } = state;
+        Ok(Self {
+            api_url: format!("http://127.0.0.1:{port}/graphql/"),
+            jwks,
+            fetches,
+            tokens,
+            webhooks,
+            mutations,
+            server,
+        })
+    }
+
+    /// The app's webhooks in the store (as `app { webhooks }` lists them).
+    pub fn webhooks(&self) -> Vec<Value> {
+        self.webhooks.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Sets the app's webhooks, as an install made them.
+    pub fn set_webhooks(&self, webhooks: Vec<Value>) {
+        if let Ok(mut current) = self.webhooks.lock() {
+            *current = webhooks;
+        }
+    }
+
+    /// How many webhook mutations the store received.
+    pub fn mutations(&self) -> usize {
+        self.mutations.load(Ordering::SeqCst)
     }
 
     /// Makes `token` one the store issued to the app (its `/graphql/` answers the app's id for it).

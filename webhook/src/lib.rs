@@ -24,3 +24,4 @@ pub mod provisioner;
 pub mod server;
 pub mod signature;
 pub mod store_api;
+pub mod webhook_sync;

@@ -17,6 +17,7 @@ use cmp_webhook::metrics::Metrics;
 use cmp_webhook::order_record::OrderRecords;
 use cmp_webhook::provisioner::{Provisioner, ProvisionerSettings};
 use cmp_webhook::server::{self, SaleorApp, SaleorSettings};
+use cmp_webhook::webhook_sync::SyncGate;
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +92,10 @@ struct Args {
     /// How long the record of a cancelled or fully refunded order is kept (a payment of it delivered within this time is never provisioned).
     #[arg(long, env = "CMP_ORDER_RECORD_RETENTION_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
     order_record_retention_days: u64,
+
+    /// The least time between two updates of one store's webhooks (made when the store sends an older install's queries).
+    #[arg(long, env = "CMP_WEBHOOK_SYNC_INTERVAL_SECONDS", default_value_t = 600)]
+    webhook_sync_interval_seconds: u64,
 }
 
 #[tokio::main]
@@ -150,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         client,
         http,
+        webhook_sync: SyncGate::new(Duration::from_secs(args.webhook_sync_interval_seconds)),
     });
     let listener = tokio::net::TcpListener::bind(args.saleor_addr)
         .await

@@ -108,6 +108,21 @@ pub fn token_secret(namespace: &str, api_url: &str, token: &str) -> Secret {
     }
 }
 
+/// The app token kept for the store at `api_url`, if the store registered one.
+pub async fn stored_token(
+    client: &kube::Client,
+    namespace: &str,
+    api_url: &str,
+) -> Result<Option<String>, kube::Error> {
+    let secrets = kube::Api::<Secret>::namespaced(client.clone(), namespace);
+    let secret = secrets.get_opt(&token_secret_name(api_url)).await?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|mut data| data.remove("authToken"))
+        .and_then(|token| String::from_utf8(token.0).ok())
+        .filter(|token| !token.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,12 @@ pub struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     unprovisioned_lines: Family<ProblemLabels, Counter>,
     state_unknown: Family<EventLabels, Counter>,
+    webhook_syncs: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,7 +54,17 @@ impl Metrics {
             "Deliveries answered 503 because their body does not say the event and the order's state (the store still sends an older install's queries), by event",
             metrics.state_unknown.clone(),
         );
+        registry.register(
+            "store_webhook_syncs",
+            "Attempts to bring a store's webhooks of this app up to date with the manifest, by result (updated, no_token, failed)",
+            metrics.webhook_syncs.clone(),
+        );
         metrics
+    }
+
+    /// Counts an attempt to update a store's webhooks, by `result`.
+    pub fn webhook_sync(&self, result: &str) {
+        self.webhook_syncs.get_or_create(&ResultLabels { result: result.into() }).inc();
     }
 
     /// Counts a delivery of `event` whose body does not say what the rules read.

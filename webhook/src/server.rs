@@ -36,6 +36,7 @@ use crate::payload::{OrderEvent, PayloadError, parse_delivery};
 use crate::provisioner::{Outcome, Provisioner};
 use crate::signature::{self, Signature, SignatureError};
 use crate::store_api::{self, StoreApiError};
+use crate::webhook_sync::{self, SyncGate};
 
 /// How the Saleor routes behave.
 #[derive(Debug, Clone)]
@@ -66,6 +67,8 @@ pub struct SaleorApp {
     pub client: kube::Client,
     /// For the stores' GraphQL APIs.
     pub http: reqwest::Client,
+    /// When each store's webhooks were last brought up to date.
+    pub webhook_sync: SyncGate,
 }
 
 /// A refusal: its status, stable code and message.
@@ -195,7 +198,7 @@ async fn delivery(
 }
 
 async fn handle(
-    app: &SaleorApp,
+    app: &Arc<SaleorApp>,
     event: Option<OrderEvent>,
     headers: &HeaderMap,
     body: Body,
@@ -238,6 +241,9 @@ async fn handle(
         Undecidable::EventMismatch { .. } => Refusal::new(StatusCode::BAD_REQUEST, "event_mismatch", e.to_string()),
         Undecidable::StateUnknown(_) => {
             app.metrics.state_unknown(event.header_value());
+            if app.webhook_sync.try_start(api_url) {
+                tokio::spawn(sync_store_webhooks(app.clone(), api_url.to_string()));
+            }
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "order_state_unknown", e.to_string())
         }
     })?;
@@ -265,6 +271,42 @@ async fn handle(
         problems = outcome.problems.len(), unknown_order = outcome.unknown_order, remembered = outcome.remembered,
         nothing_done = outcome.nothing_done.as_deref().unwrap_or(""), "delivery done");
     Ok(axum::Json(outcome).into_response())
+}
+
+/// Brings the app's webhooks in the store at `api_url` up to date with the
+/// manifest, with the app token the store registered; logs and counts how it went.
+async fn sync_store_webhooks(app: Arc<SaleorApp>, api_url: String) {
+    let token = match manifest::stored_token(&app.client, &app.settings.token_namespace, &api_url).await {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            app.metrics.webhook_sync("no_token");
+            tracing::warn!(
+                api_url,
+                "the store sends an older install's queries, and registered no app token to update them with: install the app again, or update its webhooks as the README says"
+            );
+            return;
+        }
+        Err(error) => {
+            app.metrics.webhook_sync("failed");
+            tracing::warn!(api_url, %error, "reading the app token failed; the webhooks are updated on a later delivery");
+            return;
+        }
+    };
+    match webhook_sync::sync(&app.http, &api_url, &token, &app.settings.public_url).await {
+        Ok(changes) => {
+            app.metrics.webhook_sync("updated");
+            tracing::info!(
+                api_url,
+                changes = changes.len(),
+                ?changes,
+                "brought the app's webhooks in the store up to date; later events carry the order's state"
+            );
+        }
+        Err(error) => {
+            app.metrics.webhook_sync("failed");
+            tracing::warn!(api_url, %error, "updating the app's webhooks in the store failed; tried again on a later delivery");
+        }
+    }
 }
 
 async fn register(State(app): State<Arc<SaleorApp>>, headers: HeaderMap, body: Body) -> Response {

@@ -134,6 +134,12 @@ async fn a_cancellation_that_arrives_first_wins_and_a_body_of_an_older_install_i
     );
     let (status, answer) = w.deliver(&webhook, "order-created", "order_created", &old).await;
     assert_eq!(status, 200, "a check creates nothing, so an older body is still checked: {answer}");
+    // No app token was registered for this store, so its webhooks cannot be updated: counted and logged.
+    converge("the sync counted without a token", || async {
+        let metrics = webhook.process.metrics().await?;
+        metrics.contains("cmp_webhook_store_webhook_syncs_total{result=\"no_token\"} 1").then_some(())
+    })
+    .await;
 
     // CMP was down: the store cancelled the unpaid order, then (wrongly) took a payment. The cancellation
     // arrives first, is answered 2xx and remembered; the payment then provisions nothing.
@@ -251,4 +257,67 @@ async fn refunds_withdraw_the_refunded_lines_and_a_full_refund_acts_as_a_cancell
     let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["nothingDone"].as_str().unwrap_or_default().contains("refunded in full"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_store_installed_before_gets_its_webhooks_brought_up_to_date_with_the_app_token() {
+    use cmp_webhook::manifest::subscription_query;
+    use cmp_webhook::payload::OrderEvent;
+    let w = World::new("resync").await;
+    let webhook = w.webhook(&[]).await;
+    w.store.issue_token("app-token-resync");
+    let (status, answer) = cmp_testenv::saleor::send(
+        &w.http,
+        &format!("{}/saleor/register", webhook.base),
+        &[("saleor-api-url", w.store.api_url())],
+        br#"{"auth_token": "app-token-resync"}"#,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(status, 200, "{answer}");
+    // What an install of the earlier manifest made: three webhooks without the event's type or the order's state.
+    let old = |id: &str, event: OrderEvent| {
+        json!({"id": id, "name": "CMP", "isActive": true,
+            "targetUrl": format!("http://cmp.old.example.com/saleor/webhooks/{}", event.route_segment()),
+            "asyncEvents": [{"eventType": event.manifest_name()}],
+            "subscriptionQuery": format!("subscription {{ event {{ ... on {} {{ order {{ id }} }} }} }}", event.graphql_type())})
+    };
+    w.store.set_webhooks(vec![
+        old("W1", OrderEvent::Created),
+        old("W2", OrderEvent::FullyPaid),
+        old("W3", OrderEvent::Cancelled),
+    ]);
+
+    let mut body: Value = serde_json::from_slice(&w.fixture("order-fully-paid.json")).expect("JSON");
+    body.as_object_mut().expect("an object").remove("__typename");
+    let body = serde_json::to_vec(&body).expect("JSON");
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &body).await;
+    assert_eq!((status, code(&answer)), (503, "order_state_unknown"), "{answer}");
+    let hooks = converge("the store's webhooks up to date", || async {
+        let hooks = w.store.webhooks();
+        let current = OrderEvent::ALL.into_iter().all(|event| {
+            hooks.iter().any(|h| {
+                h["subscriptionQuery"].as_str() == Some(subscription_query(event).as_str())
+                    && h["asyncEvents"] == json!([{"eventType": event.manifest_name()}])
+                    && h["targetUrl"].as_str().is_some_and(|url| url.ends_with(event.route_segment()))
+            })
+        });
+        (current && hooks.len() == 6).then_some(hooks)
+    })
+    .await;
+    let ids: Vec<&str> = hooks.iter().filter_map(|h| h["id"].as_str()).collect();
+    assert_eq!(&ids[..3], ["W1", "W2", "W3"], "the installed webhooks are updated in place, keeping their deliveries");
+    assert_eq!(w.store.mutations(), 6, "three updated, three created");
+    let created = &hooks[3];
+    assert_eq!(
+        created["targetUrl"].as_str(),
+        Some("http://127.0.0.1:8090/saleor/webhooks/order-confirmed"),
+        "a new webhook delivers to --public-url (its default here): {created}"
+    );
+    // Another older body at once: answered 503 again, no second sync within the interval.
+    let (status, _) = w.deliver(&webhook, PAID.0, PAID.1, &body).await;
+    assert_eq!(status, 503);
+    let metrics = webhook.process.metrics().await.unwrap_or_default();
+    assert!(metrics.contains("cmp_webhook_store_webhook_syncs_total{result=\"updated\"} 1"), "{metrics}");
+    assert_eq!(w.store.mutations(), 6);
 }

@@ -99,7 +99,7 @@ fn the_webhook_may_not_delete_namespaces_or_write_wallet_status() {
             (&["delete", "instances.cmp.gsv.dev", "--all-namespaces"], false),
             (&["patch", "wallets.cmp.gsv.dev", "--subresource", "status"], false),
             (&["get", "secrets", "-n", "default"], false),
-            // It writes the stores' app tokens and never reads them back.
+            // It writes the stores' app tokens, and reads back only those of the allow-listed stores, by name.
             (&["get", "secrets", "-n", NAMESPACE], false),
             // Its order records live in its own namespace only, and are never rewritten.
             (&["create", "configmaps", "-n", "default"], false),
@@ -113,6 +113,23 @@ fn the_webhook_may_not_delete_namespaces_or_write_wallet_status() {
             (&["patch", "secrets", "-n", NAMESPACE], true),
             (&["create", "configmaps", "-n", NAMESPACE], true),
             (&["create", "events.events.k8s.io", "-n", "default"], true),
+        ],
+    );
+}
+
+#[test]
+fn the_webhook_reads_back_only_the_app_tokens_of_its_allow_listed_stores() {
+    let store = "https://shop.example.com/graphql/";
+    let values = [format!("webhook.saleorApiUrls[0]={store}")];
+    let webhook = ChartIdentity::apply(Component::Webhook, "least-tokens", NAMESPACE, &values).expect("applies");
+    let own = format!("secrets/{}", cmp_webhook::manifest::token_secret_name(store));
+    let other = format!("secrets/{}", cmp_webhook::manifest::token_secret_name("https://other.example.com/graphql/"));
+    assert_answers(
+        &webhook,
+        &[
+            (&["get", &own, "-n", NAMESPACE], true),
+            (&["get", &other, "-n", NAMESPACE], false),
+            (&["list", "secrets", "-n", NAMESPACE], false),
         ],
     );
 }
