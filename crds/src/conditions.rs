@@ -48,6 +48,8 @@ pub mod reasons {
     pub const ISOLATION_APPLIED: &str = "IsolationApplied";
     /// `Suspended=True` on an Organization or Instance: its own `spec.suspended` is true.
     pub const SUSPENDED_BY_SPEC: &str = "SuspendedBySpec";
+    /// `Suspended=True` (and `Ready=False`) on an Instance: the store withdrew its order.
+    pub const SUSPENDED_BY_STORE: &str = "SuspendedByStore";
     /// `Suspended=False` on an Organization or Instance: it is active.
     pub const ACTIVE: &str = "Active";
     /// `Suspended=True` on a Project or Instance: its Organization is suspended.

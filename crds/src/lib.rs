@@ -19,6 +19,7 @@ pub mod offering;
 pub mod organization;
 pub mod project;
 pub mod references;
+pub mod suspension;
 pub mod wallet;
 
 pub use common::{DeletionPolicy, GROUP, VERSION};

@@ -40,6 +40,11 @@ pub const SALEOR_LINE_ID_ANNOTATION: &str = "cmp.gsv.dev/saleor-line-id";
 pub const SALEOR_API_URL_ANNOTATION: &str = "cmp.gsv.dev/saleor-api-url";
 /// Annotation on an Organization the provisioner created: the buyer's Saleor user id, or e-mail for a guest.
 pub const SALEOR_BUYER_ANNOTATION: &str = "cmp.gsv.dev/saleor-buyer";
+/// Annotation on an Instance whose order the store withdrew (cancelled or
+/// refunded): why, for example "order #1042 cancelled". Set only by the
+/// provisioner; the chart's ValidatingAdmissionPolicy refuses anyone else
+/// adding, changing or removing it, so a buyer cannot undo it.
+pub const STORE_SUSPENSION_ANNOTATION: &str = "cmp.gsv.dev/suspended-by-store";
 /// The provisioner's server-side apply field manager and managed-by value.
 pub const PROVISIONER_MANAGER: &str = "cmp-webhook";
 /// The standard managed-by label.

@@ -127,17 +127,8 @@ pub fn run_target(
     let name = instance.name_any();
     let not_ready = |why: String| Refusal::new(Code::RuntimeNotReady, why);
     let organization = organization.ok_or_else(|| not_ready(format!("Organization {org_name} was not found")))?;
-    if organization.spec.suspended {
-        return Err(Refusal::new(
-            Code::Suspended,
-            format!("Organization {org_name} is suspended: its owner must lift the suspension"),
-        ));
-    }
-    if instance.spec.suspended {
-        return Err(Refusal::new(
-            Code::Suspended,
-            format!("Instance {name} is suspended: its owner must lift the suspension"),
-        ));
+    if let Some(suspension) = cmp_crds::suspension::of_instance(instance, Some(organization)) {
+        return Err(Refusal::new(Code::Suspended, suspension.message(&format!("Instance {name}"))));
     }
     if instance.metadata.deletion_timestamp.is_some() {
         return Err(not_ready(format!("Instance {name} is being deleted")));

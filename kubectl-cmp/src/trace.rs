@@ -68,7 +68,14 @@ pub fn chain(
     if let Some(order) = order {
         let number =
             annotations.get(SALEOR_ORDER_NUMBER_ANNOTATION).map(|n| format!(" (number {n})")).unwrap_or_default();
-        links.push(link(format!("Saleor order {order}"), State::Ok, format!("provisioned{number}")));
+        links.push(match cmp_crds::suspension::by_store(instance) {
+            Some(why) => link(
+                format!("Saleor order {order}"),
+                State::Failed,
+                format!("withdrawn by the store ({why}){number}: the Instance is suspended, and only the store's provisioner lifts that"),
+            ),
+            None => link(format!("Saleor order {order}"), State::Ok, format!("provisioned{number}")),
+        });
     }
     links.push(match organization {
         Some(o) => from_condition(
@@ -261,6 +268,21 @@ mod tests {
         let shown = text(&links);
         assert!(shown.lines().nth(1).is_some_and(|l| l.ends_with("<- the first thing to look at")), "{shown}");
         assert_eq!(shown.matches("first thing").count(), 1, "{shown}");
+    }
+
+    #[test]
+    fn an_order_the_store_withdrew_is_the_first_thing_to_look_at() {
+        let mut i = instance(json!({
+            "phase": "Suspended",
+            "conditions": [condition("Synced", "True", "Pushed", 2), condition("Ready", "False", "SuspendedByStore", 2)]
+        }));
+        i.annotations_mut().insert(cmp_crds::names::STORE_SUSPENSION_ANNOTATION.into(), "order #17 cancelled".into());
+        let links = chain(&i, None, None, None);
+        assert_eq!(links[0].state, State::Failed, "{links:#?}");
+        assert!(links[0].detail.contains("withdrawn by the store (order #17 cancelled)"), "{}", links[0].detail);
+        let runtime = links.last().expect("the runtime link");
+        assert_eq!(runtime.state, State::Failed, "a suspended Instance does not serve: {runtime:?}");
+        assert!(runtime.detail.contains("SuspendedByStore"), "{}", runtime.detail);
     }
 
     #[test]

@@ -147,6 +147,27 @@ impl ChartIdentity {
     }
 }
 
+/// Applies the chart's cluster-wide admission policies of `component_label`
+/// (an `app.kubernetes.io/component` that is not a binary's, such as
+/// `store-suspension`) as release `cmp` in [`DEFAULT_NAMESPACE`], the release
+/// whose namespace the tests' webhooks run in. A policy is cluster-wide, so
+/// it is applied once under one name, never per test release.
+pub fn apply_policies(component_label: &str) -> Result<(), Error> {
+    let rendered = crate::helm::template(OPERATOR_RELEASE, DEFAULT_NAMESPACE, &[])?;
+    if !rendered.success {
+        return Err(Error::Process(format!("helm template failed: {}", rendered.stderr.trim())));
+    }
+    let policies: Vec<Value> = documents(&rendered.stdout)?
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/component"].as_str() == Some(component_label))
+        .filter(|o| o["kind"].as_str().is_some_and(|k| k.starts_with("ValidatingAdmissionPolicy")))
+        .collect();
+    if policies.is_empty() {
+        return Err(Error::Process(format!("the chart renders no admission policy of component {component_label}")));
+    }
+    kubectl_apply(&policies)
+}
+
 /// The objects of a `helm template` output, in order.
 pub fn documents(rendered: &str) -> Result<Vec<Value>, Error> {
     serde_yaml::Deserializer::from_str(rendered)

@@ -167,9 +167,14 @@ fn graphql_answer(app: &AppState, authorization: Option<&str>, body: &Value) -> 
 }
 
 impl JwksServer {
-    /// Serves `jwks`; the store's API URL is `http://127.0.0.1:<port>/graphql/`.
+    /// Serves `jwks`; the store's API URL is `http://127.0.0.1:<port>/<a name unique to this store>/graphql/`.
     pub async fn start(jwks: Value) -> Result<Self, Error> {
         let (jwks, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
+        // Each store's API URL is unique, though ports are reused: orders are keyed by the API URL, and
+        // what one test's store did (a cancellation remembered) must never meet another's.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let store = format!("store-{}-{}-{nanos}", std::process::id(), STARTED.fetch_add(1, Ordering::SeqCst));
         let state = AppState::default();
         let (served, counted, app) = (jwks.clone(), fetches.clone(), state.clone());
         let router = axum::Router::new()
@@ -184,7 +189,7 @@ impl JwksServer {
                 }),
             )
             .route(
-                "/graphql/",
+                &format!("/{store}/graphql/"),
                 axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
                     let app = app.clone();
                     async move {
@@ -202,7 +207,7 @@ impl JwksServer {
         });
         let AppState { tokens, webhooks, mutations } = state;
         Ok(Self {
-            api_url: format!("http://127.0.0.1:{port}/graphql/"),
+            api_url: format!("http://127.0.0.1:{port}/{store}/graphql/"),
             jwks,
             fetches,
             tokens,
@@ -276,7 +281,7 @@ impl std::ops::Deref for SaleorStandIn {
 
 impl SaleorStandIn {
     /// Starts the signer (installing PyJWT into the cache on first use) and
-    /// serves its JWKS on 127.0.0.1; the API URL is `http://127.0.0.1:<port>/graphql/`.
+    /// serves its JWKS on 127.0.0.1; the API URL is unique to the store ([`JwksServer::start`]).
     pub async fn start() -> Result<Self, Error> {
         let venv = crate::lfx::python_venv("pyjwt", PYJWT)?;
         let mut child = Command::new(venv.join("bin/python"))

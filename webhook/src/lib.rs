@@ -24,4 +24,5 @@ pub mod provisioner;
 pub mod server;
 pub mod signature;
 pub mod store_api;
+pub mod store_suspension;
 pub mod webhook_sync;

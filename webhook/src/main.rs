@@ -166,6 +166,21 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(offering_events);
             tokio::spawn(project_events);
             tokio::spawn(records.sweep_forever(retention, Duration::from_secs(6 * 3600)));
+            let moving = app.clone();
+            tokio::spawn(async move {
+                loop {
+                    match moving.provisioner.move_store_suspensions().await {
+                        Ok(moved) => {
+                            tracing::info!(moved, "store suspensions held in spec.suspended moved to their annotation");
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "moving store suspensions out of spec.suspended failed; trying again in a minute");
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                    }
+                }
+            });
             let ready = process.readiness.clone();
             let (offerings_synced, projects_synced) = (offerings.clone(), projects.clone());
             tokio::spawn(async move {

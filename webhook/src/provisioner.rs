@@ -35,6 +35,7 @@ use crate::order_crs::{self, NoBuyer, OrderCrs};
 use crate::order_record::OrderRecords;
 use crate::order_state::Withdrawal;
 use crate::payload::{Order, OrderLine, Refund};
+use crate::store_suspension;
 
 /// How often a Wallet append is retried after a conflicting write.
 const APPEND_ATTEMPTS: usize = 10;
@@ -232,7 +233,8 @@ impl Provisioner {
             return Ok(Outcome { unknown_order: true, remembered: true, ..Outcome::default() });
         };
         let ns = control_namespace(&org_name);
-        self.suspend(&ns, found.iter().filter(|i| !i.spec.suspended)).await?;
+        let not_yet = found.iter().filter(|i| cmp_crds::suspension::by_store(i).is_none());
+        self.suspend(&ns, not_yet, &store_suspension::why(order, why)).await?;
         let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
         let prefix = format!("{}.", order_crs::grant_prefix(&order_key));
         let mut had_grants = false;
@@ -275,14 +277,14 @@ impl Provisioner {
         let refunded_in_full = order_crs::lines_refunded_in_full(order, refunds);
         let to_suspend: Vec<&Instance> = found
             .iter()
-            .filter(|i| !i.spec.suspended)
+            .filter(|i| cmp_crds::suspension::by_store(i).is_none())
             .filter(|i| {
                 let line = i.annotations().get(cmp_crds::names::SALEOR_LINE_ID_ANNOTATION);
                 line.is_some_and(|l| refunded_in_full.contains(l))
             })
             .collect();
         let suspended: Vec<String> = to_suspend.iter().map(|i| i.name_any()).collect();
-        self.suspend(&ns, to_suspend.into_iter()).await?;
+        self.suspend(&ns, to_suspend.into_iter(), &store_suspension::why_line_refunded(order)).await?;
         let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
         let reversals_appended = match wallets.get_opt(&org_name).await.map_err(kube("reading the Wallet"))? {
             None => 0,
@@ -297,6 +299,30 @@ impl Provisioner {
             }
         };
         Ok(Outcome { organization: Some(org_name), instances: suspended, reversals_appended, ..Outcome::default() })
+    }
+
+    /// Moves the suspensions the provisioner wrote in `spec.suspended` before
+    /// the store's suspension had its own place into that place; answers how
+    /// many. Run once when the webhook starts.
+    pub async fn move_store_suspensions(&self) -> Result<usize, ProvisionError> {
+        let all = Api::<Instance>::all(self.client.clone());
+        let ordered = all
+            .list(&ListParams::default().labels(SALEOR_ORDER_LABEL))
+            .await
+            .map_err(kube("listing ordered Instances"))?;
+        let params = PatchParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PatchParams::default() };
+        let mut moved = 0;
+        for instance in ordered.items.iter().filter(|i| store_suspension::moved_from_spec(i)) {
+            let (ns, name) = (instance.namespace().unwrap_or_default(), instance.name_any());
+            let patch = Patch::Merge(store_suspension::move_patch(instance));
+            Api::<Instance>::namespaced(self.client.clone(), &ns)
+                .patch(&name, &params, &patch)
+                .await
+                .map_err(kube(format!("moving the store's suspension of Instance {ns}/{name}")))?;
+            tracing::info!(instance = %name, namespace = %ns, "moved the store's suspension out of spec.suspended");
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// The order's Instances in the buyer's control namespace; `None` when the buyer has no Organization.
@@ -316,10 +342,15 @@ impl Provisioner {
         Ok(Some(found.items))
     }
 
-    /// Suspends `instances` in `ns`.
-    async fn suspend(&self, ns: &str, instances: impl Iterator<Item = &Instance>) -> Result<(), ProvisionError> {
+    /// Suspends `instances` in `ns` for the store, `why` (the annotation only the provisioner may write).
+    async fn suspend(
+        &self,
+        ns: &str,
+        instances: impl Iterator<Item = &Instance>,
+        why: &str,
+    ) -> Result<(), ProvisionError> {
         let api = Api::<Instance>::namespaced(self.client.clone(), ns);
-        let suspend = Patch::Merge(json!({"spec": {"suspended": true}}));
+        let suspend = Patch::Merge(store_suspension::suspend_patch(why));
         let params = PatchParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PatchParams::default() };
         try_join_all(
             instances.map(|i| {

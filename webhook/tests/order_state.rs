@@ -73,7 +73,7 @@ async fn a_signed_body_acts_only_on_its_own_route_and_only_as_far_as_the_order_i
     let paid = w.fixture("order-fully-paid.json");
     let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
     assert_eq!(status, 200, "{answer}");
-    let org = answer["organization"].as_str().expect("an Organization").to_string();
+    let org = answer["organization"].as_str().unwrap_or_else(|| panic!("an Organization: {answer}")).to_string();
     for (route, event) in [CANCELLED, REFUNDED, FULLY_REFUNDED] {
         let (status, answer) = w.deliver(&webhook, route, event, &paid).await;
         assert_eq!((status, code(&answer)), (400, "event_mismatch"), "{route}: {answer}");
@@ -86,7 +86,7 @@ async fn a_signed_body_acts_only_on_its_own_route_and_only_as_far_as_the_order_i
     assert!(record(&w, &paid).await.is_none(), "nothing is remembered");
     let found = instances(&w, &org).await;
     assert_eq!(found.len(), 1);
-    assert!(!found[0].spec.suspended, "the paid order's Instance still runs");
+    assert!(cmp_crds::suspension::of_instance(&found[0], None).is_none(), "the paid order's Instance still runs");
     let wallet = Api::<Wallet>::namespaced(w.client.clone(), &cmp_crds::names::control_namespace(&org))
         .get(&org)
         .await
@@ -217,7 +217,7 @@ async fn refunds_withdraw_the_refunded_lines_and_a_full_refund_acts_as_a_cancell
     let paid = w.fixture("order-fully-paid.json");
     let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
     assert_eq!(status, 200, "{answer}");
-    let org = answer["organization"].as_str().expect("an Organization").to_string();
+    let org = answer["organization"].as_str().unwrap_or_else(|| panic!("an Organization: {answer}")).to_string();
     let order: Value = serde_json::from_slice(&paid).expect("JSON");
     let pack_line = order["order"]["lines"][1]["id"].as_str().expect("the pack line").to_string();
 
@@ -242,7 +242,13 @@ async fn refunds_withdraw_the_refunded_lines_and_a_full_refund_acts_as_a_cancell
     });
     let (status, answer) = w.deliver(&webhook, FULLY_REFUNDED.0, FULLY_REFUNDED.1, &full).await;
     assert_eq!((status, answer["reversalsAppended"].as_u64()), (200, Some(2)), "{answer}");
-    assert!(instances(&w, &org).await.iter().all(|i| i.spec.suspended), "the order's Instance is suspended");
+    assert!(
+        instances(&w, &org)
+            .await
+            .iter()
+            .all(|i| cmp_crds::suspension::by_store(i) == Some("order #1042 refunded in full")),
+        "the order's Instance is suspended by the store"
+    );
     let wallets = Api::<Wallet>::namespaced(w.client.clone(), &cmp_crds::names::control_namespace(&org));
     let wallet = wallets.get(&org).await.expect("the Wallet");
     let withdrawn: Vec<i64> = wallet.spec.reversals.iter().map(|r| r.credits).collect();
@@ -320,4 +326,106 @@ async fn a_store_installed_before_gets_its_webhooks_brought_up_to_date_with_the_
     let metrics = webhook.process.metrics().await.unwrap_or_default();
     assert!(metrics.contains("cmp_webhook_store_webhook_syncs_total{result=\"updated\"} 1"), "{metrics}");
     assert_eq!(w.store.mutations(), 6);
+}
+
+#[tokio::test]
+async fn a_buyer_cannot_undo_the_stores_suspension_and_keeps_their_own_flag() {
+    use cmp_crds::names::{STORE_SUSPENSION_ANNOTATION, control_namespace};
+    use kube::api::{Patch, PatchParams, PostParams};
+    cmp_testenv::chart_identity::apply_policies("store-suspension").expect("the chart's store-suspension policy");
+    let w = World::new("undo").await;
+    let _operator = w.operator();
+    let webhook = w.webhook(&[]).await;
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &w.fixture("order-fully-paid.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    let org = answer["organization"].as_str().unwrap_or_else(|| panic!("an Organization: {answer}")).to_string();
+    let name = answer["instances"][0].as_str().expect("an Instance").to_string();
+    let ns = control_namespace(&org);
+    let (status, answer) = w.deliver(&webhook, CANCELLED.0, CANCELLED.1, &w.fixture("order-cancelled.json")).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The buyer: the order's e-mail, the Organization's owner, with the admin role in its namespace.
+    let buyer = cmp_testenv::test::client_as("ada@example.com", &[]).await;
+    let as_buyer = Api::<Instance>::namespaced(buyer, &ns);
+    let lift = Patch::Merge(json!({"metadata": {"annotations": {STORE_SUSPENSION_ANNOTATION: null}}}));
+    let refusal = converge("the buyer refused lifting the store's suspension", || async {
+        match as_buyer.patch(&name, &PatchParams::default().dry_run(), &lift).await {
+            Err(kube::Error::Api(status)) if status.message.contains("only the store's provisioner") => Some(status),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(refusal.message.contains("order #1042 cancelled"), "the refusal names the suspension: {refusal:?}");
+    assert!(as_buyer.patch(&name, &PatchParams::default(), &lift).await.is_err());
+    let rewrite = Patch::Merge(json!({"metadata": {"annotations": {STORE_SUSPENSION_ANNOTATION: ""}}}));
+    assert!(as_buyer.patch(&name, &PatchParams::default(), &rewrite).await.is_err(), "nor blanking it");
+    // Their own flag is theirs: set and cleared, the store's suspension holds.
+    for own in [true, false] {
+        let flag = Patch::Merge(json!({"spec": {"suspended": own}}));
+        as_buyer.patch(&name, &PatchParams::default(), &flag).await.expect("the buyer's own spec.suspended");
+    }
+    let instance = as_buyer.get(&name).await.expect("the buyer reads their Instance");
+    assert_eq!(cmp_crds::suspension::by_store(&instance), Some("order #1042 cancelled"));
+    assert!(!instance.spec.suspended);
+    // Nor can they make a suspension of their own look like the store's.
+    let mut copy: Instance = serde_json::from_value(json!({
+        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance",
+        "metadata": {"name": "copy", "namespace": ns, "annotations": {STORE_SUSPENSION_ANNOTATION: "made up"}},
+        "spec": {"project": "default", "offering": w.offering, "version": "1", "plan": "pro"}
+    }))
+    .expect("an Instance");
+    assert!(as_buyer.create(&PostParams::default(), &copy).await.is_err(), "creating one with it is refused");
+    copy.metadata.annotations = None;
+    copy.metadata.name = Some("mine".into());
+    as_buyer.create(&PostParams::default(), &copy).await.expect("an Instance without it is the buyer's to create");
+
+    // The operator says the Instance does not serve, and why.
+    let admin = Api::<Instance>::namespaced(w.client.clone(), &ns);
+    converge("Ready=False SuspendedByStore", || async {
+        let status = admin.get(&name).await.ok()?.status?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (ready.status == "False" && ready.reason == "SuspendedByStore").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_suspension_the_provisioner_wrote_in_spec_before_moves_to_the_stores_annotation() {
+    use cmp_crds::names::{PROVISIONER_MANAGER, SALEOR_ORDER_LABEL, SALEOR_ORDER_NUMBER_ANNOTATION};
+    use kube::api::{Patch, PatchParams, PostParams};
+    let w = World::new("moved").await;
+    let ns = cmp_testenv::test::TestNamespace::create(&w.client, "moved").await.expect("a namespace");
+    let instance = |name: &str| -> Instance {
+        serde_json::from_value(json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance",
+            "metadata": {"name": name, "namespace": ns.name, "labels": {SALEOR_ORDER_LABEL: w.run},
+                "annotations": {SALEOR_ORDER_NUMBER_ANNOTATION: "77"}},
+            "spec": {"project": "default", "offering": w.offering, "version": "1", "plan": "pro"}
+        }))
+        .expect("an Instance")
+    };
+    let api = Api::<Instance>::namespaced(w.client.clone(), &ns.name);
+    let by = |manager: &str| PatchParams { field_manager: Some(manager.into()), ..PatchParams::default() };
+    let suspend = Patch::Merge(json!({"spec": {"suspended": true}}));
+    // As the provisioner suspended a cancelled order's Instance before, and as a buyer suspends their own.
+    for (name, manager) in [("cancelled", PROVISIONER_MANAGER), ("own", "kubectl-edit")] {
+        api.create(
+            &PostParams { field_manager: Some(PROVISIONER_MANAGER.into()), ..PostParams::default() },
+            &instance(name),
+        )
+        .await
+        .expect("created");
+        api.patch(name, &by(manager), &suspend).await.expect("suspended");
+    }
+    let _webhook = w.webhook(&[]).await;
+    let moved = converge("the provisioner's suspension moved", || async {
+        let moved = api.get("cancelled").await.ok()?;
+        cmp_crds::suspension::by_store(&moved).is_some().then_some(moved)
+    })
+    .await;
+    assert_eq!(cmp_crds::suspension::by_store(&moved), Some("order #77 cancelled"));
+    assert!(!moved.spec.suspended, "spec.suspended is the buyer's again");
+    let own = api.get("own").await.expect("the buyer's");
+    assert!(own.spec.suspended && cmp_crds::suspension::by_store(&own).is_none(), "the buyer's own suspension stays");
+    ns.delete().await.expect("cleanup");
 }

@@ -155,7 +155,10 @@ async fn a_cancelled_order_suspends_its_instances_and_withdraws_its_unspent_cred
 
     let instances =
         Api::<Instance>::namespaced(w.client.clone(), &ns).list(&ListParams::default()).await.expect("list");
-    assert!(instances.items.iter().all(|i| i.spec.suspended), "the order's Instances are suspended");
+    assert!(
+        instances.items.iter().all(|i| cmp_crds::suspension::by_store(i).is_some() && !i.spec.suspended),
+        "the order's Instances are suspended by the store, and the buyer's own flag is untouched"
+    );
     let wallet = wallets.get(&org).await.expect("the Wallet");
     let withdrawn: Vec<i64> = wallet.spec.reversals.iter().map(|r| r.credits).collect();
     assert_eq!(withdrawn, vec![4500, 2000], "only what was unspent");

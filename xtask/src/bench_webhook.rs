@@ -61,8 +61,8 @@ fn pyjwt_verifications_per_second() -> anyhow::Result<f64> {
 async fn verifications_per_second(store: &SaleorStandIn, dir: &std::path::Path) -> anyhow::Result<f64> {
     let binary = release_binary("cmp-webhook-fuzz", "verify-rate").await?;
     let body = order(0);
-    let origin = store.api_url().trim_end_matches("/graphql/");
-    let jwks: serde_json::Value = reqwest::get(format!("{origin}/.well-known/jwks.json")).await?.json().await?;
+    let jwks_url = cmp_webhook::jwks::jwks_url(store.api_url())?;
+    let jwks: serde_json::Value = reqwest::get(jwks_url).await?.json().await?;
     let case = dir.join("verify-case.json");
     let body_text = String::from_utf8(body.clone())?;
     std::fs::write(

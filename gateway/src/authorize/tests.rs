@@ -118,6 +118,15 @@ fn suspensions_and_unready_runtimes_are_refused() {
     let mut suspended = inst.clone();
     suspended.spec.suspended = true;
     assert_eq!(code(run_target(&suspended, Some(&organization(false)), Some(&offering()))), Code::Suspended);
+    // The store's suspension (a cancelled or refunded order) holds whatever the buyer's own flag says.
+    let mut withdrawn = inst.clone();
+    withdrawn.metadata.annotations =
+        Some([(cmp_crds::names::STORE_SUSPENSION_ANNOTATION.to_string(), "order #7 cancelled".to_string())].into());
+    let refused = run_target(&withdrawn, Some(&organization(false)), Some(&offering()));
+    assert!(
+        matches!(&refused, Err(r) if r.code == Code::Suspended && r.message.contains("order #7 cancelled")),
+        "{refused:?}"
+    );
     let mut unready = inst.clone();
     if let Some(status) = unready.status.as_mut() {
         status.conditions[0].status = "False".into();

@@ -57,16 +57,14 @@ pub struct Children {
     pub check_connectors: Vec<String>,
 }
 
-/// Whether the Instance is suspended, and why.
+/// Whether the Instance is suspended, and why ([`cmp_crds::suspension`]).
 fn suspended(instance: &Instance, organization: Option<&Organization>) -> NewCondition<'static> {
-    if instance.spec.suspended {
-        let message = "spec.suspended is true: the gateway refuses runs of this Instance";
-        NewCondition::new(SUSPENDED, true, reasons::SUSPENDED_BY_SPEC, message)
-    } else if let Some(org) = organization.filter(|o| o.spec.suspended) {
-        let message = format!("Organization {} is suspended: the gateway refuses runs", org.name_any());
-        NewCondition::new(SUSPENDED, true, reasons::ORGANIZATION_SUSPENDED, message)
-    } else {
-        NewCondition::new(SUSPENDED, false, reasons::ACTIVE, "the Instance is active")
+    match cmp_crds::suspension::of_instance(instance, organization) {
+        Some(suspension) => {
+            let what = format!("Instance {}", instance.name_any());
+            NewCondition::new(SUSPENDED, true, suspension.reason(), suspension.message(&what))
+        }
+        None => NewCondition::new(SUSPENDED, false, reasons::ACTIVE, "the Instance is active"),
     }
 }
 
@@ -85,6 +83,7 @@ pub fn desired(
     }
     let suspended = suspended(instance, observed.organization.as_ref());
     let is_suspended = suspended.status == conditions::TRUE;
+    let not_serving = is_suspended.then(|| (suspended.reason, suspended.message.clone()));
     let mut children = Children::default();
     let mut bindings = ConnectorsState::default();
     if let Some(org) = &observed.organization {
@@ -135,6 +134,11 @@ pub fn desired(
     requeue = match (requeue, bindings.requeue) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    };
+    // Ready says whether the Instance serves: a suspended one does not, whatever its runtime.
+    let ready = match not_serving {
+        Some((reason, message)) => NewCondition::new(conditions::READY, false, reason, message),
+        None => ready,
     };
     status.phase = if is_suspended { InstancePhase::Suspended } else { phase };
     set_condition(&mut status.conditions, ready, generation, time);
@@ -310,6 +314,27 @@ mod tests {
         own.spec.suspended = true;
         let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "SuspendedBySpec".into()));
+    }
+
+    #[test]
+    fn a_suspended_instance_is_not_ready_and_the_stores_suspension_is_named_first() {
+        let running = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        let ready_when_running = condition(&running, "Ready");
+        let mut withdrawn = instance();
+        withdrawn.spec.suspended = false;
+        withdrawn
+            .annotations_mut()
+            .insert(cmp_crds::names::STORE_SUSPENSION_ANNOTATION.into(), "order #7 cancelled".into());
+        let s = desired(&withdrawn, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "SuspendedByStore".into()));
+        assert_eq!(condition(&s, "Ready"), ("False".into(), "SuspendedByStore".into()), "was {ready_when_running:?}");
+        assert_eq!(s.phase, InstancePhase::Suspended);
+        let ready = conditions::find(&s.conditions, "Ready").expect("Ready");
+        assert!(ready.message.contains("order #7 cancelled") && ready.message.contains("only the store"));
+        let mut own = instance();
+        own.spec.suspended = true;
+        let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        assert_eq!(condition(&s, "Ready"), ("False".into(), "SuspendedBySpec".into()));
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn starter_grant(org: &Organization, default_credits: i64) -> Option<Value> 
 
 /// The `Suspended` condition of an Organization, from its own spec.
 fn suspended(org: &Organization) -> NewCondition<'static> {
-    if org.spec.suspended {
+    if cmp_crds::suspension::of_organization(org).is_some() {
         NewCondition::new(
             conditions::SUSPENDED,
             true,

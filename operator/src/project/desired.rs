@@ -244,13 +244,12 @@ pub fn children(
 
 /// The `Suspended` condition of a Project: its Organization's.
 fn suspended(org: &Organization) -> NewCondition<'static> {
-    let name = org.name_any();
-    if org.spec.suspended {
-        let message = format!("Organization {name} is suspended: the gateway refuses runs");
-        NewCondition::new(conditions::SUSPENDED, true, reasons::ORGANIZATION_SUSPENDED, message)
-    } else {
-        let message = format!("Organization {name} is active");
-        NewCondition::new(conditions::SUSPENDED, false, reasons::ORGANIZATION_ACTIVE, message)
+    match cmp_crds::suspension::of_organization(org) {
+        Some(suspension) => NewCondition::new(conditions::SUSPENDED, true, suspension.reason(), suspension.message("")),
+        None => {
+            let message = format!("Organization {} is active", org.name_any());
+            NewCondition::new(conditions::SUSPENDED, false, reasons::ORGANIZATION_ACTIVE, message)
+        }
     }
 }
 
