@@ -1,4 +1,5 @@
-//! One Warning Event per order line that cannot be provisioned.
+//! One Warning Event per order line that cannot be provisioned, or whose
+//! Offering is not Ready (its Instance waits).
 //!
 //! Saleor delivers an order more than once (redeliveries, ORDER_CREATED
 //! then ORDER_FULLY_PAID), and the webhook may run as several replicas and
@@ -16,42 +17,50 @@ use kube::Resource;
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::LineProblem;
 use crate::payload::{Order, OrderLine};
 
 /// The namespace of Events about cluster-scoped objects.
 pub const EVENT_NAMESPACE: &str = "default";
-/// The Event's reason.
-pub const REASON: &str = "OrderLineNotProvisioned";
+/// The reason of an Event about a line that cannot be provisioned.
+pub const NOT_PROVISIONED: &str = "OrderLineNotProvisioned";
+/// The reason of an Event about a line whose Offering is not Ready.
+pub const OFFERING_NOT_READY: &str = "OrderLineOfferingNotReady";
 
-/// The Event's name: the same for every delivery of the line.
-pub fn event_name(org: &str, order: &Order, line: &OrderLine) -> String {
+/// The Event's name: the same for every delivery of the line and reason.
+pub fn event_name(org: &str, order: &Order, line: &OrderLine, reason: &str) -> String {
     let mut hasher = Sha256::new();
-    for part in [order.id.as_str(), line.id.as_str()] {
+    for part in [order.id.as_str(), line.id.as_str(), reason] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
     format!("{org}.order-line-{}", &hex::encode(hasher.finalize())[..16])
 }
 
-/// The Warning Event about `line` of `order`, regarding the buyer's Organization.
-pub fn line_event(order: &Order, line: &OrderLine, problem: &LineProblem, org: &Organization, now: Timestamp) -> Event {
+/// The Warning Event `reason` about `line` of `order`, regarding the buyer's Organization: `what` of the line.
+pub fn line_event(
+    order: &Order,
+    line: &OrderLine,
+    reason: &str,
+    what: &str,
+    org: &Organization,
+    now: Timestamp,
+) -> Event {
     let org_name = org.meta().name.clone().unwrap_or_default();
     let note = format!(
-        "order {} line {} (SKU {}): {problem}",
+        "order {} line {} (SKU {}): {what}",
         order.number.as_deref().unwrap_or(&order.id),
         line.id,
         line.sku.as_deref().unwrap_or("none")
     );
     Event {
         metadata: ObjectMeta {
-            name: Some(event_name(&org_name, order, line)),
+            name: Some(event_name(&org_name, order, line, reason)),
             namespace: Some(EVENT_NAMESPACE.into()),
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
         type_: Some("Warning".into()),
-        reason: Some(REASON.into()),
+        reason: Some(reason.into()),
         action: Some("Provision".into()),
         note: Some(cmp_core::events::note(note)),
         regarding: Some(org.object_ref(&())),
@@ -92,10 +101,12 @@ mod tests {
     #[test]
     fn each_line_has_one_event_name_for_every_delivery() {
         let a = order("O1", &["L1", "L2"]);
-        let name = event_name("buyer-1", &a, &a.lines[0]);
-        assert_eq!(name, event_name("buyer-1", &order("O1", &["L1"]), &a.lines[0]), "redelivered: the same name");
-        assert_ne!(name, event_name("buyer-1", &a, &a.lines[1]), "another line: another Event");
-        assert_ne!(name, event_name("buyer-1", &order("O2", &["L1"]), &a.lines[0]), "another order: another Event");
+        let r = NOT_PROVISIONED;
+        let name = event_name("buyer-1", &a, &a.lines[0], r);
+        assert_eq!(name, event_name("buyer-1", &order("O1", &["L1"]), &a.lines[0], r), "redelivered: the same name");
+        assert_ne!(name, event_name("buyer-1", &a, &a.lines[1], r), "another line: another Event");
+        assert_ne!(name, event_name("buyer-1", &order("O2", &["L1"]), &a.lines[0], r), "another order: another Event");
+        assert_ne!(name, event_name("buyer-1", &a, &a.lines[0], OFFERING_NOT_READY), "another reason: another Event");
         assert!(name.len() <= 253 && name.starts_with("buyer-1.order-line-"), "{name}");
     }
 }

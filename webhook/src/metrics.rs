@@ -23,6 +23,7 @@ pub struct Metrics {
     unprovisioned_lines: Family<ProblemLabels, Counter>,
     state_unknown: Family<EventLabels, Counter>,
     webhook_syncs: Family<ResultLabels, Counter>,
+    offering_not_ready_lines: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,7 +60,17 @@ impl Metrics {
             "Attempts to bring a store's webhooks of this app up to date with the manifest, by result (updated, no_token, failed)",
             metrics.webhook_syncs.clone(),
         );
+        registry.register(
+            "order_lines_offering_not_ready",
+            "Paid plan lines whose Offering was not Ready: their Instances were created and wait for it",
+            metrics.offering_not_ready_lines.clone(),
+        );
         metrics
+    }
+
+    /// Counts a paid plan line whose Offering is not Ready.
+    pub fn offering_not_ready_line(&self) {
+        self.offering_not_ready_lines.inc();
     }
 
     /// Counts an attempt to update a store's webhooks, by `result`.

@@ -32,7 +32,7 @@ use cmp_crds::names::{
 };
 use cmp_crds::organization::{Subject, SubjectKind};
 use cmp_crds::wallet::{Grant, GrantSource, Reversal};
-use cmp_crds::{Instance, InstanceSpec, Organization, OrganizationSpec, Project, ProjectSpec, Wallet};
+use cmp_crds::{Instance, InstanceSpec, Offering, Organization, OrganizationSpec, Project, ProjectSpec, Wallet};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
@@ -66,6 +66,8 @@ pub struct OrderCrs {
     pub grants: Vec<Grant>,
     /// Lines that cannot be provisioned, with why.
     pub problems: Vec<(OrderLine, LineProblem)>,
+    /// Plan lines whose Offering is not Ready (their Instances are created and wait), with why.
+    pub not_ready: Vec<(OrderLine, String)>,
 }
 
 /// 16 hex characters of sha256 over the parts, separated so that no two part lists collide.
@@ -159,7 +161,7 @@ pub fn order_crs(api_url: &str, order: &Order, catalog: &Catalog) -> Result<Orde
     let mut project =
         Project::new(DEFAULT_PROJECT, ProjectSpec { display_name: "Default".into(), ..ProjectSpec::default() });
     project.metadata.namespace = Some(namespace.clone());
-    let (mut instances, mut grants, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut instances, mut grants, mut problems, mut not_ready) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for line in &order.lines {
         let product = match catalog.product(line.sku.as_deref()) {
             Ok(product) => product,
@@ -171,6 +173,9 @@ pub fn order_crs(api_url: &str, order: &Order, catalog: &Catalog) -> Result<Orde
         let sku = line.sku.clone().unwrap_or_default();
         let (credits, reason) = match product {
             Product::Plan { offering, plan, version } => {
+                if let Some(why) = offering_not_ready(offering) {
+                    not_ready.push((line.clone(), why));
+                }
                 let spec = plan_spec(offering.name_any(), plan.id.clone(), version.clone());
                 instances.push(instance(api_url, order, &order_key, &namespace, line, spec));
                 let shown = if offering.spec.display_name.is_empty() {
@@ -203,7 +208,23 @@ pub fn order_crs(api_url: &str, order: &Order, catalog: &Catalog) -> Result<Orde
             });
         }
     }
-    Ok(OrderCrs { order_key, organization, project, instances, grants, problems })
+    Ok(OrderCrs { order_key, organization, project, instances, grants, problems, not_ready })
+}
+
+/// Why `offering` is not Ready, if it is not: the Instances of its plans wait until it is.
+pub fn offering_not_ready(offering: &Offering) -> Option<String> {
+    let name = offering.name_any();
+    let conditions = offering.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    match cmp_crds::conditions::find(conditions, cmp_crds::conditions::READY) {
+        Some(ready) if ready.status == cmp_crds::conditions::TRUE => None,
+        Some(ready) => Some(format!(
+            "Offering {name} is not Ready ({}: {}): the line's Instance is created and waits until it is",
+            ready.reason, ready.message
+        )),
+        None => Some(format!(
+            "Offering {name} is not Ready (no status yet: is cmp-operator running?): the line's Instance is created and waits until it is"
+        )),
+    }
 }
 
 /// `<order id>/<line id>`, cut to the 255 characters the Wallet allows.

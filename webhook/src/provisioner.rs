@@ -98,6 +98,9 @@ pub struct Outcome {
     pub reversals_appended: usize,
     /// Lines that cannot be provisioned, with why.
     pub problems: Vec<String>,
+    /// Lines whose Offering is not Ready: their Instances wait, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
     /// True when a cancellation found nothing of the order.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unknown_order: bool,
@@ -199,11 +202,13 @@ impl Provisioner {
         })
         .await?;
         self.report(order, &crs.problems, Some(&org)).await;
+        self.report_not_ready(order, &crs.not_ready, &org).await;
         let provisioned = Outcome {
             organization: Some(org.name_any()),
             instances: crs.instances.iter().map(|i| i.name_any()).collect(),
             grants_appended,
             problems: crs.problems.iter().map(|(l, p)| format!("line {}: {p}", l.id)).collect(),
+            waiting: crs.not_ready.iter().map(|(l, why)| format!("line {}: {why}", l.id)).collect(),
             ..Outcome::default()
         };
         // A withdrawal that arrived while this one provisioned listed the Instances before they existed: undo
@@ -413,10 +418,25 @@ impl Provisioner {
                 sku = line.sku.as_deref().unwrap_or(""), problem = %problem, "an order line cannot be provisioned");
             self.metrics.unprovisioned_line(problem.kind());
             if let Some(org) = org {
-                let event = line_events::line_event(order, line, problem, org, Timestamp::now());
+                let (reason, what) = (line_events::NOT_PROVISIONED, problem.to_string());
+                let event = line_events::line_event(order, line, reason, &what, org, Timestamp::now());
                 if let Err(error) = line_events::publish(&self.client, &event).await {
                     tracing::warn!(%error, "publishing an event failed");
                 }
+            }
+        }
+    }
+
+    /// Logs, counts and records on the Organization each plan line whose Offering is not Ready.
+    async fn report_not_ready(&self, order: &Order, lines: &[(OrderLine, String)], org: &Organization) {
+        for (line, why) in lines {
+            tracing::warn!(order = %order.id, number = order.number.as_deref().unwrap_or(""), line = %line.id,
+                sku = line.sku.as_deref().unwrap_or(""), why = %why, "an order line's Offering is not Ready");
+            self.metrics.offering_not_ready_line();
+            let event =
+                line_events::line_event(order, line, line_events::OFFERING_NOT_READY, why, org, Timestamp::now());
+            if let Err(error) = line_events::publish(&self.client, &event).await {
+                tracing::warn!(%error, "publishing an event failed");
             }
         }
     }

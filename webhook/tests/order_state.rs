@@ -429,3 +429,46 @@ async fn a_suspension_the_provisioner_wrote_in_spec_before_moves_to_the_stores_a
     assert!(own.spec.suspended && cmp_crds::suspension::by_store(&own).is_none(), "the buyer's own suspension stays");
     ns.delete().await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn a_paid_line_whose_offering_is_not_ready_is_reported_once_on_the_organization() {
+    use cmp_crds::Offering;
+    use kube::api::{Patch, PatchParams};
+    let w = World::new("unready").await;
+    // A version whose artifact cannot match: the Offering is never Ready.
+    let offerings = Api::<Offering>::all(w.client.clone());
+    let mut offering = offerings.get(&w.offering).await.expect("the Offering");
+    offering.spec.versions[0].artifact.sha256 = "0".repeat(64);
+    offering.metadata.managed_fields = None;
+    offering.status = None;
+    offerings
+        .patch(&w.offering, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(&offering))
+        .await
+        .expect("the Offering changes");
+    let _operator = w.operator();
+    let webhook = w.webhook(&[]).await;
+    let paid = w.fixture("order-fully-paid.json");
+    let mut answer = Value::Null;
+    for _ in 0..2 {
+        let (status, delivered) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
+        assert_eq!(status, 200, "{delivered}");
+        answer = delivered;
+    }
+    let waiting = answer["waiting"].as_array().expect("waiting lines");
+    assert_eq!(waiting.len(), 1, "the plan line: {answer}");
+    assert!(waiting[0].as_str().unwrap_or_default().contains("is not Ready"), "{answer}");
+    assert_eq!(answer["instances"].as_array().map(Vec::len), Some(1), "its Instance is created and waits");
+    let org = answer["organization"].as_str().expect("an Organization");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(w.client.clone(), "default");
+    let found = events
+        .list(&ListParams::default().fields(&format!("regarding.name={org}")))
+        .await
+        .expect("Events list")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("OrderLineOfferingNotReady"))
+        .count();
+    assert_eq!(found, 1, "one Event for the line, however often it is delivered");
+    let metrics = webhook.process.metrics().await.unwrap_or_default();
+    assert!(metrics.contains("cmp_webhook_order_lines_offering_not_ready_total 2"), "{metrics}");
+}
