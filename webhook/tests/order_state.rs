@@ -62,6 +62,20 @@ async fn a_signed_body_acts_only_on_its_own_route_and_only_as_far_as_the_order_i
             assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("OrderCreated"), "{answer}");
         }
     }
+    // Every event's signed body posted to every other event's route (with that route's headers): refused.
+    for (n, signed) in
+        ["OrderCreated", "OrderConfirmed", "OrderFullyPaid", "OrderCancelled", "OrderRefunded", "OrderFullyRefunded"]
+            .into_iter()
+            .enumerate()
+    {
+        let body = w.body("order-fully-paid.json", signed, "CANCELED", "FULL", |order| {
+            order["id"] = json!(format!("T3JkZXI6bWF0cml4-{n}"));
+        });
+        for (route, event) in ROUTES.into_iter().filter(|(_, event)| *event != ROUTES[n].1) {
+            let (status, answer) = w.deliver(&webhook, route, event, &body).await;
+            assert_eq!((status, code(&answer)), (400, "event_mismatch"), "{signed} on {route}: {answer}");
+        }
+    }
     // Its ORDER_FULLY_PAID body while nothing is charged (as no genuine store sends it): nothing is done.
     let not_charged = w.body("order-fully-paid.json", "OrderFullyPaid", "UNFULFILLED", "NONE", |_| {});
     let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &not_charged).await;
