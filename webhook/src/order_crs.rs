@@ -286,11 +286,7 @@ pub fn withdrawal_reversals(
     now: Timestamp,
 ) -> Vec<Reversal> {
     let prefix = format!("{}.", grant_prefix(order_key));
-    let status = wallet.status.as_ref();
-    let consumed = credits::consumed(
-        status.map(|s| s.meters.as_slice()).unwrap_or_default(),
-        status.and_then(|s| s.compacted.as_ref()),
-    );
+    let consumed = consumed(wallet);
     let existing: Vec<&str> = wallet.spec.reversals.iter().map(|r| r.id.as_str()).collect();
     credits::unspent(&wallet.spec.grants, &wallet.spec.reversals, consumed, now)
         .into_iter()
@@ -305,6 +301,15 @@ pub fn withdrawal_reversals(
             order_ref: Some(order.id.chars().take(255).collect()),
         })
         .collect()
+}
+
+/// What the Wallet's meters (and their compacted total) consumed.
+fn consumed(wallet: &Wallet) -> i64 {
+    let status = wallet.status.as_ref();
+    credits::consumed(
+        status.map(|s| s.meters.as_slice()).unwrap_or_default(),
+        status.and_then(|s| s.compacted.as_ref()),
+    )
 }
 
 /// The reversal that withdraws a line's credits for one refund.
@@ -351,11 +356,7 @@ pub fn refund_reversals(
     wallet: &Wallet,
     now: Timestamp,
 ) -> Vec<Reversal> {
-    let status = wallet.status.as_ref();
-    let consumed = credits::consumed(
-        status.map(|s| s.meters.as_slice()).unwrap_or_default(),
-        status.and_then(|s| s.compacted.as_ref()),
-    );
+    let consumed = consumed(wallet);
     let mut reversals = wallet.spec.reversals.clone();
     let mut new = Vec::new();
     for refund in refunds {

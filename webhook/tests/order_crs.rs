@@ -191,28 +191,8 @@ fn a_refund_of_lines_withdraws_their_share_once_per_refund_never_below_what_was_
 fn a_cancellation_withdraws_only_the_orders_unspent_credits_once() {
     let order = parse_order(OrderEvent::Cancelled, &fixture("order-cancelled.json")).expect("parses");
     let crs = order_crs::order_crs(API_URL, &order, &catalog()).expect("maps");
-    let mut grants = vec![cmp_crds::wallet::Grant {
-        id: "starter".into(),
-        credits: 1000,
-        reason: String::new(),
-        source: GrantSource::Starter,
-        order_ref: None,
-        expires_at: None,
-    }];
-    grants.extend(crs.grants.clone());
-    let mut wallet = Wallet::new("w", WalletSpec { grants, ..WalletSpec::default() });
     // 1,500 consumed: the starter grant's 1,000, then 500 of the plan's 5,000.
-    wallet.status = Some(WalletStatus {
-        meters: vec![Meter {
-            name: "gw".into(),
-            consumed: 1500,
-            runs: 1500,
-            lease: 0,
-            lease_expires_at: None,
-            updated_at: None,
-        }],
-        ..WalletStatus::default()
-    });
+    let mut wallet = wallet_of(&crs, 1500);
     let now = Timestamp::now();
     let reversals = order_crs::withdrawal_reversals(&crs.order_key, &order, Withdrawal::Cancelled, &wallet, now);
     let withdrawn: Vec<(String, i64)> = reversals.iter().map(|r| (r.grant.clone(), r.credits)).collect();
