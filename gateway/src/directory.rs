@@ -157,6 +157,35 @@ impl Directory {
         (Self { organizations, projects, offerings, instances, wallets, keys }, tasks)
     }
 
+    /// Caches holding exactly these objects, with no watch behind them: for
+    /// in-process tests of the admission steps.
+    pub fn filled(organizations: Vec<Organization>, offerings: Vec<Offering>, instances: Vec<Instance>) -> Self {
+        fn store_of<K>(objects: Vec<K>) -> Store<K>
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let (store, mut writer) = reflector::store();
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for object in objects {
+                writer.apply_watcher_event(&watcher::Event::InitApply(object));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            store
+        }
+        let mut keys = KeyIndex::default();
+        for instance in &instances {
+            keys.fold(&watcher::Event::Apply(instance.clone()));
+        }
+        Self {
+            organizations: store_of(organizations),
+            projects: store_of(Vec::<Project>::new()),
+            offerings: store_of(offerings),
+            instances: store_of(instances),
+            wallets: store_of(Vec::<Wallet>::new()),
+            keys: Arc::new(RwLock::new(keys)),
+        }
+    }
+
     /// Completes once every cache has listed its kind. Call it from one task
     /// only: kube's `Store::wait_until_ready` wakes a single waiter.
     pub async fn synced(&self) -> bool {

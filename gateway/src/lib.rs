@@ -3,6 +3,7 @@
 //! the Wallet, forwards them to the Instance's runtime and records one usage
 //! event per settled run.
 
+pub mod admission;
 pub mod authorize;
 pub mod credits;
 pub mod directory;
@@ -14,7 +15,8 @@ pub mod peers;
 pub mod ratelimit;
 pub mod refusal;
 pub mod relay;
+pub mod routes;
 pub mod runtime_keys;
-pub mod server;
+pub mod state;
 pub mod usage;
 pub mod widget;

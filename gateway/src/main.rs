@@ -17,8 +17,9 @@ use cmp_gateway::metrics::Metrics;
 use cmp_gateway::oidc::{Oidc, OidcSettings};
 use cmp_gateway::peers::{PeerSettings, Peers, Shared};
 use cmp_gateway::ratelimit::RateLimiter;
+use cmp_gateway::routes;
 use cmp_gateway::runtime_keys::RuntimeKeys;
-use cmp_gateway::server::{self, Gateway};
+use cmp_gateway::state::Gateway;
 use cmp_gateway::usage::{Sink, Usage};
 use cmp_gateway::widget::WidgetSessions;
 
@@ -223,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             });
             let shutdown = process.shutdown.clone();
-            let app = server::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+            let app = routes::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
             tracing::info!("drained: writing the meters one last time");
             credits.close().await;

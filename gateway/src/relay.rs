@@ -11,11 +11,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use crate::admission::Admitted;
 use crate::authorize::RunTarget;
 use crate::credits::Held;
 use crate::forward::upstream;
 use crate::refusal::{Code, Refusal};
-use crate::server::{Admitted, CREDITS_CHARGED, Gateway};
+use crate::routes::CREDITS_CHARGED;
+use crate::state::Gateway;
 use crate::usage::{Outcome, SettledRun};
 
 /// How much of a failed runtime answer is quoted in the error.

@@ -1,0 +1,146 @@
+//! The run routes, behind one middleware stack: every response carries the
+//! run id, a refusal is counted and logged the same way on every route, and
+//! an admitted run is relayed and settled ([`crate::relay`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use k8s_openapi::jiff::Timestamp;
+use tracing::Instrument;
+
+use crate::admission::Route;
+use crate::authorize::PathTarget;
+use crate::refusal::{Code, Refusal};
+use crate::state::Gateway;
+use crate::widget::SESSION_HEADER;
+
+/// The run id of every response.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The credits a run was charged (for a stream: what it costs if it completes).
+pub const CREDITS_CHARGED: &str = "x-credits-charged";
+/// The key's rate limit, per minute.
+pub const RATE_LIMIT: &str = "x-ratelimit-limit";
+/// Runs the key has left now.
+pub const RATE_REMAINING: &str = "x-ratelimit-remaining";
+
+/// The run routes.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/runs", post(run_by_key))
+        .route("/v1/instances/{organization}/{instance}/runs", post(run_on_path))
+        .route("/v1/widget/session:init", post(init_widget_session))
+        .route("/v1/widget/runs", post(run_widget))
+        .fallback(|| async {
+            Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
+        })
+        .with_state(gateway)
+}
+
+async fn run_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    run(gateway, Route::Run(None), headers, body).await
+}
+
+async fn run_on_path(
+    State(gateway): State<Arc<Gateway>>,
+    Path((organization, instance)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run(gateway, Route::Run(Some(PathTarget { organization, instance })), headers, body).await
+}
+
+async fn run_widget(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let client = gateway.client_address(&headers, peer);
+    run(gateway, Route::Widget(client), headers, body).await
+}
+
+async fn init_widget_session(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let client = gateway.client_address(&headers, peer);
+    match widget_session(&gateway, client, body).await {
+        Ok(answer) => answer.into_response(),
+        Err(refusal) => {
+            gateway.metrics.run(refusal.code.as_str());
+            tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, %client, "widget session refused");
+            refusal.into_response()
+        }
+    }
+}
+
+fn header(response: &mut Response, name: &'static str, value: impl Into<HeaderValue>) {
+    response.headers_mut().insert(HeaderName::from_static(name), value.into());
+}
+
+/// A run on any route: admitted ([`crate::admission`]), then relayed and
+/// settled; or refused, counted and logged. Every answer carries the run id.
+async fn run(gateway: Arc<Gateway>, route: Route, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let run_id = format!("run_{}", hex::encode(rand::random::<[u8; 12]>()));
+    let span = tracing::info_span!("run", run = %run_id, organization = tracing::field::Empty, instance = tracing::field::Empty);
+    let mut response = async {
+        match gateway.admit(route, &headers, body).await {
+            Ok(admitted) => {
+                let limit = admitted.rate;
+                let mut response = crate::relay::relay(gateway.clone(), admitted, run_id.clone(), started).await;
+                header(&mut response, RATE_LIMIT, limit.limit);
+                header(&mut response, RATE_REMAINING, limit.remaining);
+                response
+            }
+            Err(refusal) => {
+                gateway.metrics.run(refusal.code.as_str());
+                tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, "run refused");
+                refusal.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    if let Ok(id) = HeaderValue::from_str(&run_id) {
+        header(&mut response, REQUEST_ID, id);
+    }
+    response
+}
+
+/// Starts a demo session of the Offering the body names.
+async fn widget_session(
+    gateway: &Gateway,
+    client: IpAddr,
+    body: Body,
+) -> Result<axum::Json<serde_json::Value>, Refusal> {
+    gateway.ready()?;
+    let sessions = gateway.widget.as_ref().ok_or_else(|| Refusal::new(Code::NotFound, "widget sessions are off"))?;
+    let body = axum::body::to_bytes(body, 4096)
+        .await
+        .map_err(|_| Refusal::new(Code::BodyTooLarge, "the body is over 4096 bytes"))?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Init {
+        offering: String,
+    }
+    let init: Init = serde_json::from_slice(&body).map_err(|e| {
+        Refusal::new(Code::MalformedRequest, format!("the body must be {{\"offering\": \"<name>\"}}: {e}"))
+    })?;
+    let (_, demo) = gateway.demo(&init.offering)?;
+    gateway.rate_limit(&format!("demo:{}:{client}", init.offering), demo.requests_per_minute)?;
+    let (token, ends) = sessions.issue(&init.offering, Timestamp::now());
+    Ok(axum::Json(serde_json::json!({
+        "token": token, "expiresAt": ends.to_string(), "runsPerSession": demo.runs_per_session,
+        "header": SESSION_HEADER,
+    })))
+}
