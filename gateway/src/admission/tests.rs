@@ -54,6 +54,8 @@ fn offering(requests_per_minute: i32) -> Offering {
 
 /// A gateway over `directory`; its API client points nowhere (no step here writes).
 fn gateway(directory: Directory) -> Gateway {
+    // In the whole workspace, rustls has more than one crypto provider: name the process's one.
+    cmp_core::tls::install_crypto_provider();
     let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
     let client = kube::Client::try_from(config).expect("a client");
     let metrics = Arc::new(Metrics::register(&mut prometheus_client::registry::Registry::default()));
