@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod authorize;
+pub mod cli;
 pub mod credits;
 pub mod directory;
 pub mod forward;
@@ -16,6 +17,7 @@ pub mod ratelimit;
 pub mod refusal;
 pub mod relay;
 pub mod routes;
+pub mod run;
 pub mod runtime_keys;
 pub mod state;
 pub mod usage;

@@ -18,6 +18,7 @@
 pub mod admission;
 pub mod admission_server;
 pub mod catalog;
+pub mod cli;
 pub mod event;
 pub mod jwks;
 pub mod line_events;
@@ -28,6 +29,7 @@ pub mod order_record;
 pub mod order_state;
 pub mod payload;
 pub mod provisioner;
+pub mod run;
 pub mod server;
 pub mod signature;
 pub mod store_api;

@@ -1,0 +1,87 @@
+//! The command line of `cmp-gateway`: the process flags shared by every CMP
+//! binary, and its own settings.
+
+use clap::Parser;
+use cmp_core::runtime::ProcessArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The CMP gateway: authorizes agent runs against the CRs, rate-limits them, pays for them from credits leased on the Wallet and forwards them to the runtimes."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    /// Address of the run API.
+    #[arg(long, env = "CMP_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// This replica's name (the pod name); a random suffix per process start makes its meter name.
+    #[arg(long, env = "POD_NAME", default_value = "cmp-gateway")]
+    pub replica_name: String,
+    /// A credit lease's lifetime beyond the longest run it pays for: how long a dead replica's lease stays away.
+    #[arg(long, env = "CMP_GATEWAY_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_seconds: u64,
+    /// How long a run waits for a lease when the replica holds none.
+    #[arg(long, env = "CMP_GATEWAY_LEASE_WAIT_MS", default_value_t = 3000)]
+    pub lease_wait_ms: u64,
+    /// How often spending is written to the Wallet meters.
+    #[arg(long, env = "CMP_GATEWAY_FLUSH_MS", default_value_t = 1000)]
+    pub flush_ms: u64,
+    /// After this long without runs on a Wallet, its lease is handed back.
+    #[arg(long, env = "CMP_GATEWAY_IDLE_SECONDS", default_value_t = 30)]
+    pub idle_seconds: u64,
+    /// The largest run body taken.
+    #[arg(long, env = "CMP_GATEWAY_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Append usage events to this file (one CloudEvent per line).
+    #[arg(long, env = "CMP_GATEWAY_USAGE_FILE", conflicts_with = "usage_url")]
+    pub usage_file: Option<PathBuf>,
+    /// POST usage events to this URL (OpenMeter's ingest format).
+    #[arg(long, env = "CMP_GATEWAY_USAGE_URL")]
+    pub usage_url: Option<String>,
+    /// The namespace of the replicas' peer Leases.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "cmp-system")]
+    pub namespace: String,
+    /// Where the peer endpoint listens. Set it when more than one replica runs,
+    /// so that rate limits hold across them; unset, this replica limits alone.
+    #[arg(long, env = "CMP_GATEWAY_PEER_ADDR")]
+    pub peer_addr: Option<SocketAddr>,
+    /// The URL the other replicas reach the peer endpoint at. Default: http://<--peer-addr>.
+    #[arg(long, env = "CMP_GATEWAY_PEER_URL")]
+    pub peer_url: Option<String>,
+    /// The replicas that share rate limits (one gateway Deployment).
+    #[arg(long, env = "CMP_GATEWAY_PEER_GROUP", default_value = "cmp-gateway")]
+    pub peer_group: String,
+    /// Accept OIDC access tokens of this issuer (`iss`) from first-party callers, beside API keys.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_ISSUER", requires = "oidc_audience")]
+    pub oidc_issuer: Option<String>,
+    /// The audience (`aud`) tokens must name.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// The issuer's JWKS URL. Default: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// The claim that names the caller as Organizations list it (like kube-apiserver's --oidc-username-claim).
+    #[arg(long, env = "CMP_GATEWAY_OIDC_USERNAME_CLAIM", default_value = "sub")]
+    pub oidc_username_claim: String,
+    /// The claim that lists the caller's groups.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// The issuer's JWKS is fetched again (for an unknown key id) at most this often.
+    #[arg(long, env = "CMP_GATEWAY_OIDC_MIN_REFETCH_SECONDS", default_value_t = 10)]
+    pub oidc_min_refetch_seconds: u64,
+    /// The secret widget demo session tokens are signed with, the same on every replica (from a Secret). Unset: no widget sessions.
+    #[arg(long, env = "CMP_GATEWAY_WIDGET_SECRET", hide_env_values = true)]
+    pub widget_secret: Option<String>,
+    /// How long a widget demo session lasts.
+    #[arg(long, env = "CMP_GATEWAY_WIDGET_SESSION_SECONDS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(60..=86400))]
+    pub widget_session_seconds: u64,
+    /// The header that carries a widget client's address behind a trusted ingress (for example x-forwarded-for). Unset: the connection's address.
+    #[arg(long, env = "CMP_GATEWAY_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
+    /// How many usage events wait for the sink before new ones are dropped.
+    #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
+    pub usage_buffer: usize,
+}

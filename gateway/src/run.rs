@@ -1,0 +1,173 @@
+//! The `cmp-gateway` process: what it starts, inside the shared process runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cmp_core::runtime::Runtime;
+
+use crate::cli::Args;
+use crate::credits::Credits;
+use crate::directory::Directory;
+use crate::ledger::LeasePolicy;
+use crate::metrics::Metrics;
+use crate::oidc::{Oidc, OidcSettings};
+use crate::peers::{PeerSettings, Peers, Shared};
+use crate::ratelimit::RateLimiter;
+use crate::routes;
+use crate::runtime_keys::RuntimeKeys;
+use crate::state::Gateway;
+use crate::usage::{Sink, Usage};
+use crate::widget::WidgetSessions;
+
+/// Runs the process with `args` in `runtime` until it is told to stop.
+pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::register(runtime.registry()));
+    let client = runtime.client().await?;
+    let meter = format!("{}-{}", args.replica_name, hex::encode(rand::random::<[u8; 4]>()));
+    let (directory, watches) = Directory::watch(&client);
+    let policy = LeasePolicy {
+        base_ttl: Duration::from_secs(args.lease_seconds),
+        flush_interval: Duration::from_millis(args.flush_ms),
+        idle_after: Duration::from_secs(args.idle_seconds),
+        ..LeasePolicy::default()
+    };
+    let credits = Credits::new(
+        client.clone(),
+        directory.clone(),
+        meter.clone(),
+        policy,
+        Duration::from_millis(args.lease_wait_ms),
+        metrics.clone(),
+    );
+    let sink = match (&args.usage_file, &args.usage_url) {
+        (Some(path), _) => Sink::File(path.clone()),
+        (None, Some(url)) => Sink::Http(url.clone()),
+        (None, None) => {
+            tracing::warn!("no --usage-file or --usage-url: usage events are only counted");
+            Sink::Discard
+        }
+    };
+    let (usage, delivery) = Usage::new(sink, format!("cmp-gateway/{meter}"), args.usage_buffer, metrics.clone());
+    let runtime_keys = RuntimeKeys::default();
+    let limiter = Arc::new(RateLimiter::default());
+    let peers = args.peer_addr.map(|listen| PeerSettings {
+        namespace: args.namespace.clone(),
+        group: args.peer_group.clone(),
+        listen,
+        url: args.peer_url.clone().unwrap_or_else(|| format!("http://{listen}")),
+    });
+    if peers.is_none() {
+        tracing::info!("no --peer-addr: rate limits are this replica's alone");
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("building the HTTP client")?;
+    let oidc = match (&args.oidc_issuer, &args.oidc_audience) {
+        (Some(issuer), Some(audience)) => {
+            let jwks_url = match &args.oidc_jwks_url {
+                Some(url) => url.clone(),
+                None => discover_jwks(&http, issuer).await?,
+            };
+            tracing::info!(%issuer, %audience, %jwks_url, "accepting OIDC tokens");
+            Some(Oidc::new(
+                OidcSettings {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    jwks_url,
+                    username_claim: args.oidc_username_claim.clone(),
+                    groups_claim: args.oidc_groups_claim.clone(),
+                },
+                http.clone(),
+                Duration::from_secs(args.oidc_min_refetch_seconds),
+            ))
+        }
+        _ => None,
+    };
+    let widget = match &args.widget_secret {
+        Some(secret) if secret.len() >= 32 => {
+            Some(Arc::new(WidgetSessions::new(secret.as_bytes(), Duration::from_secs(args.widget_session_seconds))))
+        }
+        Some(_) => anyhow::bail!("--widget-secret must be at least 32 characters (every replica must share it)"),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("listening on {} (--addr)", args.addr))?;
+    tracing::info!(addr = %args.addr, meter = %meter, "serving the run API");
+    runtime
+        .run(|process| async move {
+            for watch in watches {
+                tokio::spawn(watch);
+            }
+            let delivery = tokio::spawn(delivery);
+            let peering = peers.map(|settings| {
+                let shared = Shared { limiter: limiter.clone(), widget: widget.clone() };
+                tokio::spawn(Peers::run(client.clone(), settings, meter.clone(), shared, process.shutdown.clone()))
+            });
+            let gateway = Arc::new(Gateway {
+                directory: directory.clone(),
+                credits: credits.clone(),
+                limiter: limiter.clone(),
+                runtime_keys,
+                http,
+                usage,
+                metrics,
+                readiness: process.readiness.clone(),
+                max_body_bytes: args.max_body_bytes,
+                oidc,
+                widget,
+                client_address_header: args.client_address_header.clone(),
+                urls: Default::default(),
+            });
+            let ready = process.readiness.clone();
+            let keys_read = gateway.runtime_keys.clone();
+            tokio::spawn(async move {
+                if directory.synced().await {
+                    tokio::spawn(keys_read.clone().keep_reading(client, directory));
+                    keys_read.read_once().await;
+                    tracing::info!("the caches are synced and the runtime keys read: taking runs");
+                    ready.set(true);
+                }
+            });
+            let shutdown = process.shutdown.clone();
+            let app = routes::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+            tracing::info!("drained: writing the meters one last time");
+            credits.close().await;
+            if let Some(peering) = peering {
+                match peering.await {
+                    Ok(Err(error)) => tracing::error!(%error, "the peer endpoint failed"),
+                    Err(error) => tracing::error!(%error, "the peer task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(10), delivery).await.is_err() {
+                tracing::error!("usage events were still undelivered after 10 s; stopping anyway");
+            }
+            served.context("serving the run API")
+        })
+        .await
+}
+
+/// The `jwks_uri` of an issuer's discovery document.
+async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> anyhow::Result<String> {
+    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let document: serde_json::Value = http
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("fetching {url} (--oidc-issuer); set --oidc-jwks-url to skip discovery"))?
+        .json()
+        .await
+        .with_context(|| format!("{url} is not JSON"))?;
+    document["jwks_uri"]
+        .as_str()
+        .map(String::from)
+        .with_context(|| format!("{url} has no jwks_uri; set --oidc-jwks-url"))
+}
