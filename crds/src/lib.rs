@@ -19,7 +19,10 @@ pub mod offering;
 pub mod organization;
 pub mod project;
 pub mod references;
+pub mod refusals;
+pub mod runnable;
 pub mod suspension;
+pub mod usage;
 pub mod wallet;
 
 pub use common::{DeletionPolicy, GROUP, VERSION};

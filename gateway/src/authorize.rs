@@ -3,8 +3,8 @@
 //! runtime's readiness, from the objects in the watch caches. Each failure
 //! is a [`Refusal`] with its stable code; nothing here calls the API server.
 
-use cmp_crds::conditions::{READY, TRUE};
 use cmp_crds::offering::{Plan, RuntimeApi, SecretKeyRef};
+use cmp_crds::runnable::{self, NotRunnable, Serving};
 use cmp_crds::{Instance, Offering, Organization, apikey};
 use http::HeaderMap;
 use k8s_openapi::jiff::Timestamp;
@@ -126,24 +126,11 @@ pub fn run_target(
     let org_name = cmp_crds::names::organization_of_control_namespace(&namespace).unwrap_or_default().to_string();
     let name = instance.name_any();
     let not_ready = |why: String| Refusal::new(Code::RuntimeNotReady, why);
-    let organization = organization.ok_or_else(|| not_ready(format!("Organization {org_name} was not found")))?;
-    if let Some(suspension) = cmp_crds::suspension::of_instance(instance, Some(organization)) {
-        return Err(Refusal::new(Code::Suspended, suspension.message(&format!("Instance {name}"))));
-    }
-    if instance.metadata.deletion_timestamp.is_some() {
-        return Err(not_ready(format!("Instance {name} is being deleted")));
-    }
-    let Some(status) = instance.status.as_ref() else {
-        return Err(not_ready(format!("Instance {name}'s runtime is not ready (not reported yet); try again shortly")));
-    };
-    let ready = status.conditions.iter().find(|c| c.type_ == READY);
-    if ready.is_none_or(|c| c.status != TRUE) {
-        let why = ready.map_or_else(|| "not reported yet".to_string(), |c| format!("{}: {}", c.reason, c.message));
-        return Err(not_ready(format!("Instance {name}'s runtime is not ready ({why}); try again shortly")));
-    }
-    let (Some(endpoint), Some(flow_id)) = (status.endpoint.clone(), status.flow_id.clone()) else {
-        return Err(not_ready(format!("Instance {name} has no runtime endpoint yet; try again shortly")));
-    };
+    let Serving { endpoint, flow_id } = runnable::check(instance, organization).map_err(|e| match &e {
+        NotRunnable::Suspended(_) => Refusal::new(Code::Suspended, e.message(instance)),
+        NotRunnable::NotReady(_) => not_ready(e.message(instance)),
+    })?;
+    let status = instance.status.as_ref();
     let offering = offering
         .ok_or_else(|| not_ready(format!("Offering {} of Instance {name} was not found", instance.spec.offering)))?;
     let plan = offering.plan(&instance.spec.plan).cloned().ok_or_else(|| {
@@ -156,7 +143,7 @@ pub fn run_target(
         instance: name,
         namespace,
         offering: instance.spec.offering.clone(),
-        version: status.version.clone().unwrap_or_else(|| instance.spec.version.clone()),
+        version: status.and_then(|s| s.version.clone()).unwrap_or_else(|| instance.spec.version.clone()),
         plan,
         endpoint,
         flow_id,

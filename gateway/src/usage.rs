@@ -13,105 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
+
+pub use cmp_crds::usage::{CloudEvent, Outcome, RUN_SETTLED, SettledRun};
 
 use crate::metrics::Metrics;
 
-/// The CloudEvents type of a settled run.
-pub const RUN_SETTLED: &str = "dev.gsv.cmp.run.settled";
 /// The most events sent in one request.
 const BATCH: usize = 100;
-
-/// How a run ended, which decides what it costs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The runtime answered in full: the plan's price.
-    Success,
-    /// The runtime failed or was unreachable: free.
-    RuntimeError,
-    /// The plan's timeout passed: free (the caller got no answer).
-    Timeout,
-    /// The caller went away after the runtime started answering: the plan's price.
-    ClientDisconnected,
-    /// The caller went away before the runtime answered (the run is cancelled): free.
-    Cancelled,
-}
-
-impl Outcome {
-    /// The credits a run with this ending costs, at `price` a run.
-    pub fn charge(self, price: i64) -> i64 {
-        match self {
-            Outcome::Success | Outcome::ClientDisconnected => price,
-            Outcome::RuntimeError | Outcome::Timeout | Outcome::Cancelled => 0,
-        }
-    }
-}
-
-/// A settled run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SettledRun {
-    /// The run id (the `X-Request-Id` answered).
-    #[serde(skip)]
-    pub id: String,
-    /// The Organization.
-    pub organization: String,
-    /// The Project.
-    pub project: String,
-    /// The Instance's name.
-    pub instance: String,
-    /// The Offering.
-    pub offering: String,
-    /// The Offering version.
-    pub version: String,
-    /// The plan.
-    pub plan: String,
-    /// Credits charged.
-    pub credits: i64,
-    /// How long the run took, in milliseconds.
-    pub duration_ms: u64,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// When it was settled.
-    #[serde(skip)]
-    pub at: k8s_openapi::jiff::Timestamp,
-}
-
-/// A settled run as a CloudEvent (structured mode, JSON).
-#[derive(Serialize)]
-struct CloudEvent<'r> {
-    specversion: &'static str,
-    id: &'r str,
-    source: &'r str,
-    #[serde(rename = "type")]
-    type_: &'static str,
-    subject: String,
-    time: String,
-    datacontenttype: &'static str,
-    data: &'r SettledRun,
-}
-
-impl SettledRun {
-    fn event<'r>(&'r self, source: &'r str) -> CloudEvent<'r> {
-        CloudEvent {
-            specversion: "1.0",
-            id: &self.id,
-            source,
-            type_: RUN_SETTLED,
-            subject: format!("{}/{}", cmp_crds::names::control_namespace(&self.organization), self.instance),
-            time: self.at.to_string(),
-            datacontenttype: "application/json",
-            data: self,
-        }
-    }
-
-    /// The run as a CloudEvent.
-    pub fn cloud_event(&self, source: &str) -> Value {
-        serde_json::to_value(self.event(source)).unwrap_or_default()
-    }
-}
 
 /// Where events go.
 #[derive(Debug, Clone)]
@@ -225,49 +134,5 @@ async fn send(sink: &Sink, source: &str, http: &reqwest::Client, batch: &[Settle
                 Err(format!("POST {url} answered {}", response.status()))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_ending_has_its_price() {
-        let charged: Vec<i64> = [
-            Outcome::Success,
-            Outcome::RuntimeError,
-            Outcome::Timeout,
-            Outcome::ClientDisconnected,
-            Outcome::Cancelled,
-        ]
-        .map(|o| o.charge(3))
-        .into();
-        assert_eq!(charged, [3, 0, 0, 3, 0]);
-    }
-
-    #[test]
-    fn a_settled_run_is_a_cloud_event_named_by_its_run_id() {
-        let run = SettledRun {
-            id: "run-1".into(),
-            organization: "acme".into(),
-            project: "support".into(),
-            instance: "bot".into(),
-            offering: "echo".into(),
-            version: "1".into(),
-            plan: "free".into(),
-            credits: 1,
-            duration_ms: 12,
-            outcome: Outcome::Success,
-            at: k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("a time"),
-        };
-        let event = run.cloud_event("cmp-gateway/r1");
-        assert_eq!(event["time"], "2027-01-15T08:00:00Z");
-        assert_eq!(event["id"], "run-1");
-        assert_eq!(event["type"], RUN_SETTLED);
-        assert_eq!(event["subject"], "cmp-acme/bot");
-        assert_eq!(event["data"]["outcome"], "success");
-        assert_eq!(event["data"]["durationMs"], serde_json::Value::Null, "fields are snake_case: duration_ms");
-        assert_eq!(event["data"]["duration_ms"], 12);
     }
 }

@@ -1,0 +1,112 @@
+//! The stable refusal codes of CMP's run API: what a caller is told when a
+//! run (or a tool call on a run's behalf) is refused, with the HTTP status
+//! each is answered with. Shared by every route that admits runs, and by the
+//! docs and clients that match on them.
+
+/// The stable error codes of the run API (and of every route that admits a run the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// 400: the body or a header is not what the API takes.
+    MalformedRequest,
+    /// 401: no key, a malformed key, or a key nobody issued.
+    InvalidApiKey,
+    /// 401: the key was revoked (or removed from the Instance).
+    KeyRevoked,
+    /// 401: the key's `expiresAt` has passed.
+    KeyExpired,
+    /// 401: an OIDC token that does not verify.
+    InvalidToken,
+    /// 402: the Wallet cannot pay for the run.
+    InsufficientCredits,
+    /// 402: a widget demo session used its free runs.
+    DemoExhausted,
+    /// 403: the key belongs to another Instance than the path names.
+    WrongTenant,
+    /// 403: the Instance or its Organization is suspended.
+    Suspended,
+    /// 404: no such route.
+    NotFound,
+    /// 413: the body is over the limit.
+    BodyTooLarge,
+    /// 429: the key is over its plan's rate.
+    RateLimited,
+    /// 502: the runtime failed the run.
+    RuntimeError,
+    /// 503: the gateway's caches have not synced yet.
+    GatewayNotReady,
+    /// 503: the Instance's runtime cannot take runs now.
+    RuntimeNotReady,
+    /// 503: the Wallet could not be checked (no lease could be written).
+    CreditsUnverifiable,
+    /// 504: the run took longer than the plan's `timeoutSeconds`.
+    RuntimeTimeout,
+}
+
+impl Code {
+    /// The code as it appears in responses and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::MalformedRequest => "malformed_request",
+            Code::InvalidApiKey => "invalid_api_key",
+            Code::KeyRevoked => "key_revoked",
+            Code::KeyExpired => "key_expired",
+            Code::InvalidToken => "invalid_token",
+            Code::InsufficientCredits => "insufficient_credits",
+            Code::DemoExhausted => "demo_exhausted",
+            Code::WrongTenant => "wrong_tenant",
+            Code::Suspended => "suspended",
+            Code::NotFound => "not_found",
+            Code::BodyTooLarge => "body_too_large",
+            Code::RateLimited => "rate_limited",
+            Code::RuntimeError => "runtime_error",
+            Code::GatewayNotReady => "gateway_not_ready",
+            Code::RuntimeNotReady => "runtime_not_ready",
+            Code::CreditsUnverifiable => "credits_unverifiable",
+            Code::RuntimeTimeout => "runtime_timeout",
+        }
+    }
+
+    /// The HTTP status the code is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::MalformedRequest => 400,
+            Code::InvalidApiKey | Code::KeyRevoked | Code::KeyExpired | Code::InvalidToken => 401,
+            Code::InsufficientCredits | Code::DemoExhausted => 402,
+            Code::WrongTenant | Code::Suspended => 403,
+            Code::NotFound => 404,
+            Code::BodyTooLarge => 413,
+            Code::RateLimited => 429,
+            Code::RuntimeError => 502,
+            Code::GatewayNotReady | Code::RuntimeNotReady | Code::CreditsUnverifiable => 503,
+            Code::RuntimeTimeout => 504,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_the_status_the_api_documents() {
+        let table = [
+            (Code::MalformedRequest, 400),
+            (Code::InvalidApiKey, 401),
+            (Code::KeyRevoked, 401),
+            (Code::KeyExpired, 401),
+            (Code::InvalidToken, 401),
+            (Code::InsufficientCredits, 402),
+            (Code::WrongTenant, 403),
+            (Code::Suspended, 403),
+            (Code::BodyTooLarge, 413),
+            (Code::RateLimited, 429),
+            (Code::RuntimeError, 502),
+            (Code::RuntimeNotReady, 503),
+            (Code::CreditsUnverifiable, 503),
+            (Code::RuntimeTimeout, 504),
+        ];
+        for (code, status) in table {
+            assert_eq!(code.status(), status, "{}", code.as_str());
+        }
+    }
+}
