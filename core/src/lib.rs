@@ -9,6 +9,7 @@ pub mod health;
 pub mod jwks;
 pub mod lease;
 pub mod runtime;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

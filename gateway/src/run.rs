@@ -127,7 +127,9 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
             let keys_read = gateway.runtime_keys.clone();
             tokio::spawn(async move {
                 if directory.synced().await {
-                    tokio::spawn(keys_read.clone().keep_reading(client, directory));
+                    let secrets: Arc<dyn cmp_core::secrets::SecretSource> =
+                        Arc::new(cmp_core::secrets::Secrets::new(client, None));
+                    tokio::spawn(keys_read.clone().keep_reading(secrets, directory));
                     keys_read.read_once().await;
                     tracing::info!("the caches are synced and the runtime keys read: taking runs");
                     ready.set(true);

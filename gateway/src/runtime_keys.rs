@@ -1,14 +1,13 @@
 //! The runtimes' own API keys, read from the Secrets the Offerings name
-//! (`spec.runtime.apiKeySecretRef`) by a background task, never on the run
-//! path. The gateway reads no other Secret.
+//! (`spec.runtime.apiKeySecretRef`) through a [`SecretSource`] by a
+//! background task, never on the run path. The gateway reads no other Secret.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use cmp_core::secrets::{SecretError, SecretRef, SecretSource};
 use cmp_crds::offering::SecretKeyRef;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 
 use crate::directory::Directory;
 
@@ -44,7 +43,7 @@ impl RuntimeKeys {
     /// Reads the keys the Offerings name: new ones within half a second, all
     /// of them every minute. Start it once the caches are synced (a store's
     /// `wait_until_ready` wakes one waiter only, so only one task waits on it).
-    pub async fn keep_reading(self, client: kube::Client, directory: Directory) {
+    pub async fn keep_reading(self, secrets: Arc<dyn SecretSource>, directory: Directory) {
         let mut last_full = tokio::time::Instant::now();
         let mut tried: HashMap<SecretKeyRef, tokio::time::Instant> = HashMap::new();
         loop {
@@ -63,16 +62,21 @@ impl RuntimeKeys {
                 .collect();
             for reference in wanted {
                 tried.insert(reference.clone(), tokio::time::Instant::now());
-                let secrets = Api::<Secret>::namespaced(client.clone(), &reference.namespace);
-                let value = match secrets.get_opt(&reference.name).await {
-                    Ok(secret) => secret.and_then(|s| s.data).and_then(|mut d| d.remove(&reference.key)),
+                let at = SecretRef::Kubernetes {
+                    namespace: reference.namespace.clone(),
+                    name: reference.name.clone(),
+                    key: reference.key.clone(),
+                };
+                let value = match secrets.read(&at).await {
+                    Ok(value) => Some(value),
+                    Err(SecretError::Missing(_)) => None,
                     Err(error) => {
-                        tracing::warn!(%error, secret = %reference.name, namespace = %reference.namespace, "reading a runtime key");
+                        tracing::warn!(%error, "reading a runtime key");
                         continue;
                     }
                 };
                 let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-                match value.map(|v| String::from_utf8_lossy(&v.0).trim().to_string()) {
+                match value {
                     Some(key) => {
                         keys.insert(reference, key);
                     }
@@ -88,5 +92,44 @@ impl RuntimeKeys {
             }
             tokio::time::sleep(LOOK).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_core::secrets::FakeSecrets;
+    use cmp_crds::Offering;
+
+    fn offering(name: &str, secret: &str) -> Offering {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering", "metadata": {"name": name},
+            "spec": {"displayName": name, "runtime": {"mode": "Shared", "endpoint": "http://127.0.0.1:7861",
+                     "apiKeySecretRef": {"namespace": "cmp-system", "name": secret, "key": "apiKey"}},
+                     "versions": [{"name": "1", "flowId": "f", "artifact": {"url": "file:///x", "sha256": "0".repeat(64)}}],
+                     "plans": [{"id": "free", "creditsPerRun": 1}]}
+        }))
+        .expect("an Offering")
+    }
+
+    #[tokio::test]
+    async fn the_keys_the_offerings_name_are_read_from_the_secret_source() {
+        let secrets = Arc::new(FakeSecrets::default());
+        let at = |name: &str| SecretRef::Kubernetes {
+            namespace: "cmp-system".into(),
+            name: name.into(),
+            key: "apiKey".into(),
+        };
+        secrets.put(at("lfx"), "sk-1");
+        let directory =
+            Directory::filled(Vec::new(), vec![offering("echo", "lfx"), offering("other", "absent")], Vec::new());
+        let keys = RuntimeKeys::default();
+        let reading = tokio::spawn(keys.clone().keep_reading(secrets, directory));
+        keys.read_once().await;
+        let reference =
+            |name: &str| SecretKeyRef { namespace: "cmp-system".into(), name: name.into(), key: "apiKey".into() };
+        assert_eq!(keys.get(&reference("lfx")).as_deref(), Some("sk-1"));
+        assert_eq!(keys.get(&reference("absent")), None, "a missing key is not there: its runs get 503");
+        reading.abort();
     }
 }

@@ -1,6 +1,7 @@
 //! What every reconciler is handed: the client, the caches, the writer,
 //! the settings, and the process's metrics and Events.
 
+use cmp_core::secrets::{SecretSource, Secrets};
 use std::sync::Arc;
 
 use kube::Resource;
@@ -33,6 +34,8 @@ pub struct Context {
     pub artifacts: Artifacts,
     /// Shared runtimes, and what they were last found to serve.
     pub runtimes: SharedRuntimes,
+    /// Secret values (the runtimes' API keys), read as the operator.
+    pub secrets: Arc<dyn SecretSource>,
     /// Vault/OpenBao, with `--vault-addr`.
     pub vault: Option<VaultStore>,
     /// The GitOps writer of Dedicated runtimes, when a repository is configured.
@@ -56,6 +59,7 @@ impl Context {
         let gitops = settings.gitops.clone().map(|g| GitOps::counted(g, metrics.gitops.clone()));
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
+        let secrets: Arc<dyn SecretSource> = Arc::new(Secrets::new(client.clone(), None));
         let recorder = Recorder::new(client, Reporter { controller: manager.into(), instance: Some(identity) });
         Ok(Self {
             settings,
@@ -65,6 +69,7 @@ impl Context {
             backoff: Backoff::default(),
             artifacts: Artifacts::default(),
             runtimes: SharedRuntimes::default(),
+            secrets,
             vault,
             gitops,
             own_writes: OwnWrites::default(),

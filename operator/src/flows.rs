@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use cmp_core::secrets::{SecretError, SecretRef, SecretSource};
 use cmp_crds::offering::SecretKeyRef;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -117,8 +117,8 @@ impl SharedRuntimes {
         self.probes.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_string(), probe);
     }
 
-    /// The runtime API key in the Secret `reference`, read at most once a minute.
-    pub async fn api_key(&self, client: &kube::Client, reference: &SecretKeyRef) -> Result<String, String> {
+    /// The runtime API key in the Secret `reference`, read through `secrets` at most once a minute.
+    pub async fn api_key(&self, secrets: &dyn SecretSource, reference: &SecretKeyRef) -> Result<String, String> {
         let id = format!("{}/{}/{}", reference.namespace, reference.name, reference.key);
         let now = Timestamp::now();
         if let Some((key, at)) = self.api_keys.lock().unwrap_or_else(PoisonError::into_inner).get(&id)
@@ -126,21 +126,21 @@ impl SharedRuntimes {
         {
             return Ok(key.clone());
         }
-        let secrets = kube::Api::<Secret>::namespaced(client.clone(), &reference.namespace);
-        let missing = |why: String| {
+        let at = SecretRef::Kubernetes {
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        };
+        let key = secrets.read(&at).await.map_err(|e| {
+            let why = match e {
+                SecretError::Missing(_) => "does not exist; create it".to_string(),
+                SecretError::Unreadable { reason, .. } => format!("cannot be read: {reason}"),
+            };
             format!(
                 "the runtime's API key (spec.runtime.apiKeySecretRef: Secret {}/{}, key {}) {why}",
                 reference.namespace, reference.name, reference.key
             )
-        };
-        let secret = secrets.get_opt(&reference.name).await.map_err(|e| missing(format!("cannot be read: {e}")))?;
-        let secret = secret.ok_or_else(|| missing("does not exist; create it".into()))?;
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&reference.key))
-            .ok_or_else(|| missing("is not in the Secret".into()))?;
-        let key = String::from_utf8(value.0.clone()).map_err(|_| missing("is not UTF-8".into()))?;
+        })?;
         self.api_keys.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (key.clone(), now));
         Ok(key)
     }

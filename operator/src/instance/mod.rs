@@ -157,7 +157,7 @@ impl Reconcile for Instance {
                 &self.name_any(),
                 &self.uid().unwrap_or_default(),
             );
-            let api_key = ctx.runtimes.api_key(ctx.applier.client(), &reference).await.map_err(Error::Runtime)?;
+            let api_key = ctx.runtimes.api_key(ctx.secrets.as_ref(), &reference).await.map_err(Error::Runtime)?;
             ctx.runtimes.remove(&endpoint, &api_key, &flow_id).await.map_err(|e| Error::Runtime(e.to_string()))?;
             tracing::info!(flow_id, endpoint, "removed the flow from the shared runtime");
         }
@@ -363,7 +363,7 @@ async fn register(instance: &Instance, work: &RuntimeWork, ctx: &Context) {
         let unavailable = |e: &dyn std::fmt::Display| (reasons::RUNTIME_UNAVAILABLE, e.to_string());
         let api_key = ctx
             .runtimes
-            .api_key(ctx.applier.client(), &work.api_key)
+            .api_key(ctx.secrets.as_ref(), &work.api_key)
             .await
             .map_err(|e| (reasons::RUNTIME_SECRET_MISSING, e))?;
         let served = ctx.runtimes.registered(&registration.endpoint, &api_key, &registration.flow_id).await;
