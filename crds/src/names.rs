@@ -183,9 +183,15 @@ pub fn connector_role(organization: &str, project: &str) -> String {
     format!("cmp.{organization}.{project}")
 }
 
+/// The policy and Kubernetes-auth role of the gateway in Vault/OpenBao: it reads every tenant's connector secrets.
+pub const GATEWAY_CONNECTOR_ROLE: &str = "cmp.gateway.connectors";
+
+/// The root of every connector secret in Vault/OpenBao (below the mount).
+pub const CONNECTORS_ROOT: &str = "connectors/";
+
 /// The prefix of a Project's connector secrets in Vault/OpenBao (KV v2 paths, below the mount).
 pub fn connector_prefix(organization: &str, project: &str) -> String {
-    format!("connectors/{organization}/{project}/")
+    format!("{CONNECTORS_ROOT}{organization}/{project}/")
 }
 
 #[cfg(test)]

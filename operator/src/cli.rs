@@ -72,6 +72,10 @@ pub struct Args {
     #[arg(long, env = "CMP_VAULT_KUBERNETES_AUTH", default_value = "kubernetes")]
     pub vault_kubernetes_auth: String,
 
+    /// The gateway's ServiceAccount, `<namespace>/<name>`: the operator writes it a policy and Kubernetes-auth role that read every connector secret (`<mount>/data/connectors/*`) and nothing else. Empty: none.
+    #[arg(long, env = "CMP_VAULT_GATEWAY_SERVICE_ACCOUNT", default_value = "")]
+    pub vault_gateway_service_account: String,
+
     /// `--secret-store vault`: the path prefix; keys go under `<prefix>/<organization>/instances/<instance>/keys/<key>`.
     #[arg(long, env = "CMP_VAULT_PREFIX", default_value = "cmp")]
     pub vault_prefix: String,
@@ -215,12 +219,24 @@ impl Args {
             if auth.is_empty() {
                 anyhow::bail!("--vault-kubernetes-auth must name the auth method's path, such as \"kubernetes\"");
             }
+            let gateway = match self.vault_gateway_service_account.trim() {
+                "" => None,
+                named => match named.split_once('/') {
+                    Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+                        Some((namespace.to_string(), name.to_string()))
+                    }
+                    _ => anyhow::bail!(
+                        "--vault-gateway-service-account {named:?} must be <namespace>/<name>, such as cmp-system/cmp-gateway"
+                    ),
+                },
+            };
             Some(VaultSettings {
                 addr: self.vault_addr.clone(),
                 token: self.vault_token.clone(),
                 mount: self.vault_mount.trim_matches('/').to_string(),
                 prefix: self.vault_prefix.trim_matches('/').to_string(),
                 kubernetes_auth: auth.to_string(),
+                gateway,
             })
         };
         let keys_in_vault = self.secret_store == SecretStoreArg::Vault;
@@ -270,5 +286,26 @@ mod tests {
         assert_eq!(gitops.render.root, "tenants");
         assert!(gitops.argocd.is_none());
         assert!(parse(&[]).expect("valid").gitops.is_none(), "no repository, no GitOps");
+    }
+
+    #[test]
+    fn the_gateways_openbao_account_is_namespace_and_name() {
+        let vault = ["--vault-addr", "http://127.0.0.1:8200", "--vault-token", "t"];
+        let with = |account: &str| {
+            let mut args = vault.to_vec();
+            args.extend(["--vault-gateway-service-account", account]);
+            parse(&args)
+        };
+        let settings = with("cmp-system/cmp-gateway").expect("valid");
+        let gateway = settings.vault.and_then(|v| v.gateway);
+        assert_eq!(gateway, Some(("cmp-system".to_string(), "cmp-gateway".to_string())));
+        for bad in ["cmp-gateway", "/cmp-gateway", "cmp-system/", "a/b/c"] {
+            let error = with(bad).expect_err("refused").to_string();
+            assert!(
+                error.contains("--vault-gateway-service-account") && error.contains("<namespace>/<name>"),
+                "{error}"
+            );
+        }
+        assert!(parse(&vault).expect("valid").vault.and_then(|v| v.gateway).is_none(), "none unless asked");
     }
 }

@@ -56,6 +56,8 @@ pub struct VaultSettings {
     pub prefix: String,
     /// The path of the Kubernetes auth method that the runtimes' Vault agents log in with, for example `kubernetes`.
     pub kubernetes_auth: String,
+    /// The gateway's ServiceAccount (namespace, name), given a policy that reads every connector secret.
+    pub gateway: Option<(String, String)>,
 }
 
 impl Default for Settings {

@@ -14,9 +14,10 @@ use cmp_crds::names::{connector_role, runtime_namespace};
 use cmp_crds::{Instance, Offering};
 use cmp_testenv::git::BareRemote;
 use cmp_testenv::openbao::OpenBao;
-use cmp_testenv::test::{eventually, service_account_token, test_kubeconfig};
+use cmp_testenv::test::{TestNamespace, eventually, service_account_token, test_kubeconfig};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::{CONVERGE, RUN_LABEL, World};
 
@@ -27,7 +28,18 @@ fn condition(instance: &Instance, type_: &str) -> Option<(String, String, String
 
 /// Logs in to `role` with the token of the runtime ServiceAccount of `namespace`: the client token, or bao's refusal.
 async fn login(bao: &OpenBao, client: &kube::Client, namespace: &str, role: &str) -> Result<String, String> {
-    let jwt = service_account_token(client, namespace, "cmp-runtime", None).await.map_err(|e| e.to_string())?;
+    login_as(bao, client, namespace, "cmp-runtime", role).await
+}
+
+/// Logs in to `role` with the token of ServiceAccount `namespace/account`.
+async fn login_as(
+    bao: &OpenBao,
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    role: &str,
+) -> Result<String, String> {
+    let jwt = service_account_token(client, namespace, account, None).await.map_err(|e| e.to_string())?;
     let out = bao
         .run(&["write", "-format=json", "auth/kubernetes/login", &format!("role={role}"), &format!("jwt={jwt}")])
         .map_err(|e| e.to_string())?;
@@ -43,8 +55,28 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     let remote = BareRemote::create(&scratch.join("tenants.git")).expect("bare remote");
     let clone = scratch.join("clone").to_string_lossy().into_owned();
     let url = remote.url();
-    let flags =
-        ["--vault-addr", bao.addr(), "--vault-token", bao.token(), "--gitops-repo", &url, "--gitops-clone-dir", &clone];
+    // The gateway's ServiceAccount, in a namespace of its own.
+    let gateway_ns = TestNamespace::create(&w.client, "connectors-gateway").await.expect("a namespace");
+    let account: ServiceAccount = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "cmp-gateway", "namespace": gateway_ns.name}}))
+    .expect("a ServiceAccount");
+    Api::<ServiceAccount>::namespaced(w.client.clone(), &gateway_ns.name)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the gateway's ServiceAccount");
+    let gateway_account = format!("{}/cmp-gateway", gateway_ns.name);
+    let flags = [
+        "--vault-addr",
+        bao.addr(),
+        "--vault-token",
+        bao.token(),
+        "--vault-gateway-service-account",
+        &gateway_account,
+        "--gitops-repo",
+        &url,
+        "--gitops-clone-dir",
+        &clone,
+    ];
     let _operator = w.operator("a", &flags);
 
     let org = w.org_name("org");
@@ -89,6 +121,22 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     // Beta's own runtime reads beta's.
     let token = login(&bao, &w.client, &beta_ns, &beta_role).await.expect("beta's runtime logs in");
     assert!(bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/beta/crm")]).is_ok());
+
+    // The gateway, as its own identity, reads every tenant's connector secrets, and writes and reads nothing else.
+    let role = cmp_crds::names::GATEWAY_CONNECTOR_ROLE;
+    let token = login_as(&bao, &w.client, &gateway_ns.name, "cmp-gateway", role).await.expect("the gateway logs in");
+    for project in ["alpha", "beta"] {
+        let read = bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/{project}/crm")]);
+        assert!(read.expect("the gateway reads it").contains(&format!("{project}-credential")));
+    }
+    let write = bao.run_as(&token, &["kv", "put", "-mount=secret", &format!("connectors/{org}/alpha/crm"), "token=x"]);
+    assert!(write.expect_err("the gateway writes nothing").to_string().contains("permission denied"));
+    bao.run(&["kv", "put", "-mount=secret", "cmp/keys/elsewhere", "apiKey=k"]).expect("a secret outside connectors/");
+    let elsewhere = bao.run_as(&token, &["kv", "get", "-mount=secret", "cmp/keys/elsewhere"]);
+    assert!(elsewhere.expect_err("nothing outside connectors/").to_string().contains("permission denied"));
+    // A runtime's ServiceAccount cannot log in as the gateway.
+    let refused = login(&bao, &w.client, &alpha_ns, role).await.expect_err("the gateway's role refuses a runtime");
+    assert!(refused.contains("not authorized"), "{refused}");
 
     // Instances: a binding to alpha's secret, one to a secret not written yet, one to beta's path.
     let (artifact, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("flow");

@@ -88,6 +88,10 @@ impl Reconcile for Project {
         }
         if let (Some(access), Some(vault)) = (&children.connector_access, &ctx.vault) {
             vault.ensure_project_access(access).await.map_err(|e| Error::Vault(e.to_string()))?;
+            // The gateway's access to every connector secret, written (once per process) with the first Project's.
+            if let Some(gateway) = vault.gateway_access() {
+                vault.ensure_project_access(&gateway).await.map_err(|e| Error::Vault(e.to_string()))?;
+            }
         }
         Ok(())
     }

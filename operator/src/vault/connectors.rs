@@ -1,8 +1,11 @@
 //! Connector secrets in Vault/OpenBao: per Project, a policy that reads only
 //! `<mount>/data/connectors/<org>/<project>/*` and a Kubernetes-auth role
-//! that binds the Project's runtime ServiceAccount to it; per binding, a
-//! look at whether its secret exists (remembered, so that status is a pure
-//! function of what was last seen).
+//! that binds the Project's runtime ServiceAccount to it; for the gateway
+//! (with `--vault-gateway-service-account`), a policy that reads every
+//! connector secret and nothing else, and a role that binds the gateway's
+//! ServiceAccount to it (the gateway, not the runtimes, is to hold tenants'
+//! tool credentials); per binding, a look at whether its secret exists
+//! (remembered, so that status is a pure function of what was last seen).
 
 use std::sync::PoisonError;
 
@@ -38,6 +41,23 @@ impl ProjectAccess {
         );
         Self {
             name: cmp_crds::names::connector_role(organization, project),
+            policy,
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+        }
+    }
+}
+
+impl ProjectAccess {
+    /// The gateway's access: every connector secret under `mount`, read-only, for `service_account` in `namespace` (pure).
+    pub fn gateway(mount: &str, namespace: &str, service_account: &str) -> Self {
+        let root = cmp_crds::names::CONNECTORS_ROOT;
+        let policy = format!(
+            "# CMP: the gateway reads tenants' connector secrets to call their tools; it writes nothing and reads nothing else.\n\
+             path \"{mount}/data/{root}*\" {{\n  capabilities = [\"read\"]\n}}\n"
+        );
+        Self {
+            name: cmp_crds::names::GATEWAY_CONNECTOR_ROLE.to_string(),
             policy,
             namespace: namespace.to_string(),
             service_account: service_account.to_string(),
@@ -118,6 +138,12 @@ impl VaultStore {
         self.secret_checks.lock().unwrap_or_else(PoisonError::into_inner).get(path).cloned()
     }
 
+    /// The gateway's access to connector secrets, when `--vault-gateway-service-account` names its ServiceAccount.
+    pub fn gateway_access(&self) -> Option<ProjectAccess> {
+        let (namespace, name) = self.settings.gateway.as_ref()?;
+        Some(ProjectAccess::gateway(&self.settings.mount, namespace, name))
+    }
+
     /// The KV v2 mount.
     pub fn mount(&self) -> &str {
         &self.settings.mount
@@ -136,5 +162,17 @@ mod tests {
         assert_eq!(access.policy.matches("path ").count(), 1, "one path, nothing else");
         assert!(access.policy.contains("capabilities = [\"read\"]"));
         assert!(!access.policy.contains("list") && !access.policy.contains("update"));
+    }
+
+    #[test]
+    fn the_gateway_policy_reads_every_connector_secret_and_nothing_else() {
+        let access = ProjectAccess::gateway("secret", "cmp-system", "cmp-gateway");
+        assert_eq!((access.name.as_str(), access.namespace.as_str()), ("cmp.gateway.connectors", "cmp-system"));
+        assert!(access.policy.contains("path \"secret/data/connectors/*\""), "{}", access.policy);
+        assert_eq!(access.policy.matches("path ").count(), 1, "one path, nothing else");
+        assert!(access.policy.contains("capabilities = [\"read\"]"));
+        assert!(
+            !access.policy.contains("list") && !access.policy.contains("update") && !access.policy.contains("create")
+        );
     }
 }
