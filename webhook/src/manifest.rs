@@ -2,8 +2,11 @@
 //!
 //! An admin installs the app from the Saleor dashboard with the manifest's
 //! URL. Saleor fetches the manifest, then POSTs `{"auth_token": ...}` to its
-//! `tokenTargetUrl` with the `Saleor-Api-Url` header; the token is kept in a
-//! Secret (one per store) in the webhook's namespace.
+//! `tokenTargetUrl` with the `Saleor-Api-Url` header; once the store
+//! confirms the token (`query { app { id } }`, [`crate::store_api`]) it is
+//! kept in a Secret (one per store) in the webhook's namespace, and read back
+//! only to bring an older install's webhooks up to date
+//! ([`crate::webhook_sync`]).
 
 use std::collections::BTreeMap;
 
