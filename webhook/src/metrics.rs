@@ -57,7 +57,7 @@ impl Metrics {
         );
         registry.register(
             "store_webhook_syncs",
-            "Attempts to bring a store's webhooks of this app up to date with the manifest, by result (updated, no_token, failed)",
+            "Attempts to bring a store's webhooks of this app up to date with the manifest, by result (updated, no_token, failed; skipped_recent when one was made within the interval)",
             metrics.webhook_syncs.clone(),
         );
         registry.register(

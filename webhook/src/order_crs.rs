@@ -327,6 +327,13 @@ fn refunded_units(refund: &Refund) -> BTreeMap<&str, i64> {
     units
 }
 
+/// The ids of the grants of the lines `refunds` name that carry credits, as `crs` (the paid order) has them.
+pub fn refunded_grants(crs: &OrderCrs, refunds: &[Refund]) -> Vec<String> {
+    let lines: BTreeSet<&str> = refunds.iter().flat_map(|r| r.lines.iter().map(|l| l.line_id.as_str())).collect();
+    let ids: BTreeSet<String> = lines.into_iter().map(|line| grant_id(&crs.order_key, line)).collect();
+    crs.grants.iter().filter(|g| ids.contains(&g.id)).map(|g| g.id.clone()).collect()
+}
+
 /// The order's line ids whose every unit `refunds` refunded, summed over them.
 pub fn lines_refunded_in_full(order: &Order, refunds: &[Refund]) -> BTreeSet<String> {
     let mut units: BTreeMap<&str, i64> = BTreeMap::new();

@@ -69,13 +69,18 @@ pub enum ProvisionError {
     /// The Wallet kept changing under the append (503: Saleor retries).
     #[error("Wallet {0} changed under {APPEND_ATTEMPTS} attempts to append to it; Saleor will deliver the order again")]
     Contended(String),
-}
-
-impl ProvisionError {
-    /// True for requests that will never succeed (answered 4xx); false for those Saleor should retry.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, ProvisionError::NoBuyer(_))
-    }
+    /// A refund arrived before the payment it refunds was provisioned (503: Saleor retries, and the payment's
+    /// delivery, retried too, provisions it first).
+    #[error(
+        "order {order} was refunded, but its payment has not been provisioned yet (grants {} are not in the buyer's Wallet): Saleor delivers the refund again",
+        missing.join(", ")
+    )]
+    NotYetProvisioned {
+        /// The order.
+        order: String,
+        /// The grants the refunded lines must have.
+        missing: Vec<String>,
+    },
 }
 
 fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ProvisionError {
@@ -275,10 +280,26 @@ impl Provisioner {
     ) -> Result<Outcome, ProvisionError> {
         let order_key = order_crs::order_key(api_url, &order.id);
         let org_name = order_crs::organization_name(api_url, order)?;
-        let Some(found) = self.order_instances(&org_name, &order_key).await? else {
+        // The grants the refunded lines carry credits in: until they are in the Wallet, the payment was not
+        // provisioned yet (deliveries arrive in any order), and the refund would be lost if answered now.
+        let crs = order_crs::order_crs(api_url, order, &self.catalog())?;
+        let expected = order_crs::refunded_grants(&crs, refunds);
+        let found = self.order_instances(&org_name, &order_key).await?;
+        let ns = control_namespace(&org_name);
+        let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
+        let wallet = match &found {
+            Some(_) => wallets.get_opt(&org_name).await.map_err(kube("reading the Wallet"))?,
+            None => None,
+        };
+        let have: Vec<&str> = wallet.iter().flat_map(|w| w.spec.grants.iter().map(|g| g.id.as_str())).collect();
+        let missing: Vec<String> = expected.into_iter().filter(|id| !have.contains(&id.as_str())).collect();
+        if !missing.is_empty() {
+            let order = order.number.as_ref().map_or_else(|| order.id.clone(), |n| format!("#{n}"));
+            return Err(ProvisionError::NotYetProvisioned { order, missing });
+        }
+        let Some(found) = found else {
             return Ok(Outcome { unknown_order: true, ..Outcome::default() });
         };
-        let ns = control_namespace(&org_name);
         let refunded_in_full = order_crs::lines_refunded_in_full(order, refunds);
         let to_suspend: Vec<&Instance> = found
             .iter()
@@ -290,8 +311,7 @@ impl Provisioner {
             .collect();
         let suspended: Vec<String> = to_suspend.iter().map(|i| i.name_any()).collect();
         self.suspend(&ns, to_suspend.into_iter(), &store_suspension::why_line_refunded(order)).await?;
-        let wallets = Api::<Wallet>::namespaced(self.client.clone(), &ns);
-        let reversals_appended = match wallets.get_opt(&org_name).await.map_err(kube("reading the Wallet"))? {
+        let reversals_appended = match wallet {
             None => 0,
             Some(_) => {
                 append(&wallets, &org_name, "reversals", |wallet| {

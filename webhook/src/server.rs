@@ -33,7 +33,7 @@ use crate::manifest::{self, APP_PAGE_PATH, MANIFEST_PATH, REGISTER_PATH, WEBHOOK
 use crate::metrics::Metrics;
 use crate::order_state::{self, Decision, Undecidable};
 use crate::payload::{OrderEvent, PayloadError, parse_delivery};
-use crate::provisioner::{Outcome, Provisioner};
+use crate::provisioner::{Outcome, ProvisionError, Provisioner};
 use crate::signature::{self, Signature, SignatureError};
 use crate::store_api::{self, StoreApiError};
 use crate::webhook_sync::{self, SyncGate};
@@ -243,6 +243,8 @@ async fn handle(
             app.metrics.state_unknown(event.header_value());
             if app.webhook_sync.try_start(api_url) {
                 tokio::spawn(sync_store_webhooks(app.clone(), api_url.to_string()));
+            } else {
+                app.metrics.webhook_sync("skipped_recent");
             }
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "order_state_unknown", e.to_string())
         }
@@ -256,12 +258,12 @@ async fn handle(
         Decision::RefundLines(refunds) => provisioner.refund_lines(api_url, order, &refunds).await,
         Decision::Nothing(why) => Ok(Outcome { nothing_done: Some(why), ..Outcome::default() }),
     }
-    .map_err(|e| {
-        if e.is_permanent() {
-            Refusal::new(StatusCode::BAD_REQUEST, "no_buyer", e.to_string())
-        } else {
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "provisioning_incomplete", e.to_string())
+    .map_err(|e| match e {
+        ProvisionError::NoBuyer(_) => Refusal::new(StatusCode::BAD_REQUEST, "no_buyer", e.to_string()),
+        ProvisionError::NotYetProvisioned { .. } => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "order_not_provisioned_yet", e.to_string())
         }
+        _ => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "provisioning_incomplete", e.to_string()),
     })?;
     tracing::info!(event = event.header_value(), order = %order.id, number = order.number.as_deref().unwrap_or(""),
         status = order.status.as_ref().map_or("", |s| s.as_str()),

@@ -229,17 +229,22 @@ async fn refunds_withdraw_the_refunded_lines_and_a_full_refund_acts_as_a_cancell
     let _operator = w.operator();
     let webhook = w.webhook(&[]).await;
     let paid = w.fixture("order-fully-paid.json");
-    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
-    assert_eq!(status, 200, "{answer}");
-    let org = answer["organization"].as_str().unwrap_or_else(|| panic!("an Organization: {answer}")).to_string();
     let order: Value = serde_json::from_slice(&paid).expect("JSON");
     let pack_line = order["order"]["lines"][1]["id"].as_str().expect("the pack line").to_string();
-
-    // "Refund products": one of the two credit packs. Withdrawn once, however often it is delivered.
     let fulfillment = |id: &str, quantity: i64| json!({"id": id, "status": "REFUNDED", "lines": [{"id": format!("{id}-1"), "quantity": quantity, "orderLine": {"id": pack_line}}]});
     let one = w.body("order-fully-paid.json", "OrderRefunded", "UNFULFILLED", "OVERCHARGED", |order| {
         order["fulfillments"] = json!([fulfillment("RnVsZmlsbG1lbnQ6MQ==", 1)]);
     });
+    // The refund arrives before the payment (CMP was down for both): 503, nothing is created, Saleor keeps it.
+    let (status, answer) = w.deliver(&webhook, REFUNDED.0, REFUNDED.1, &one).await;
+    assert_eq!((status, code(&answer)), (503, "order_not_provisioned_yet"), "{answer}");
+    assert!(w.organizations().await.is_empty(), "nothing was created for the refund");
+
+    let (status, answer) = w.deliver(&webhook, PAID.0, PAID.1, &paid).await;
+    assert_eq!(status, 200, "{answer}");
+    let org = answer["organization"].as_str().unwrap_or_else(|| panic!("an Organization: {answer}")).to_string();
+
+    // "Refund products": one of the two credit packs. Withdrawn once, however often it is delivered.
     let (status, answer) = w.deliver(&webhook, REFUNDED.0, REFUNDED.1, &one).await;
     assert_eq!((status, answer["reversalsAppended"].as_u64()), (200, Some(1)), "{answer}");
     let (status, answer) = w.deliver(&webhook, REFUNDED.0, REFUNDED.1, &one).await;
@@ -334,10 +339,12 @@ async fn a_store_installed_before_gets_its_webhooks_brought_up_to_date_with_the_
         Some("http://127.0.0.1:8090/saleor/webhooks/order-confirmed"),
         "a new webhook delivers to --public-url (its default here): {created}"
     );
-    // Another older body at once: answered 503 again, no second sync within the interval.
+    // Another older body at once: answered 503 again, and no second sync within the interval (the gate
+    // decides before the answer, and counts what it skipped).
     let (status, _) = w.deliver(&webhook, PAID.0, PAID.1, &body).await;
     assert_eq!(status, 503);
     let metrics = webhook.process.metrics().await.unwrap_or_default();
+    assert!(metrics.contains("cmp_webhook_store_webhook_syncs_total{result=\"skipped_recent\"} 1"), "{metrics}");
     assert!(metrics.contains("cmp_webhook_store_webhook_syncs_total{result=\"updated\"} 1"), "{metrics}");
     assert_eq!(w.store.mutations(), 6);
 }
