@@ -4,10 +4,12 @@
 //! leader election ([`lease`]).
 
 pub mod api_requests;
+pub mod egress;
 pub mod events;
 pub mod health;
 pub mod jwks;
 pub mod lease;
+pub mod openbao;
 pub mod runtime;
 pub mod secrets;
 pub mod shutdown;

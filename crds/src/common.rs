@@ -38,3 +38,7 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
 pub(crate) fn is_false(value: &bool) -> bool {
     !*value
 }
+
+pub(crate) fn is_zero(value: &i64) -> bool {
+    *value == 0
+}

@@ -117,10 +117,63 @@ pub struct ConnectorBinding {
     #[x_kube(validation = Rule::new("self.matches('^connectors/[a-z0-9][-a-z0-9]*/[a-z0-9][-a-z0-9]*/[a-z0-9][-a-z0-9_]*$')").message("spec.connectors[].vaultPath must look like connectors/<org>/<project>/<binding>"))]
     #[schemars(length(min = 1, max = 512))]
     pub vault_path: String,
-    /// The tools of the connector the agent may call; empty allows none.
+    /// The tools of the connector the agent may call, within what the Offering allows for this `type`; empty allows none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub allowed_tools: Vec<String>,
+    /// The MCP server (Streamable HTTP) the gateway calls for this binding, for example "https://tickets.example.com/mcp". Its host must be on the platform's allow-list. Unset: the binding cannot be called (a condition says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@]+(/[^?#]*)?$')").message("spec.connectors[].url must be an http(s) URL with no user info, query or fragment, such as \"https://tickets.example.com/mcp\""))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: Option<String>,
+    /// How the gateway presents the credential to the MCP server. Unset: `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialPresentation>,
+    /// How long one call to the MCP server may take before the gateway answers with an error (and charges nothing).
+    #[serde(default = "default_connector_timeout")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: i32,
+}
+
+fn default_connector_timeout() -> i32 {
+    30
+}
+
+/// How a binding's credential is sent to its MCP server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialPresentation {
+    /// The HTTP header, for example "Authorization" or "X-Api-Key".
+    #[serde(default = "default_credential_header")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]+$') && !(self.lowerAscii() in ['host', 'content-length', 'content-type', 'mcp-session-id', 'mcp-protocol-version', 'transfer-encoding', 'connection'])").message("spec.connectors[].credential.header must be an HTTP header name other than Host, Content-*, Mcp-* or hop-by-hop headers"))]
+    #[schemars(length(min = 1, max = 100))]
+    pub header: String,
+    /// The header's value, with `{secret}` where the secret goes, for example "Bearer {secret}" or "{secret}".
+    #[serde(default = "default_credential_format")]
+    #[x_kube(validation = Rule::new("self.contains('{secret}')").message("spec.connectors[].credential.format must contain {secret}, for example \"Bearer {secret}\""))]
+    #[schemars(length(min = 8, max = 200))]
+    pub format: String,
+    /// The field of the KV v2 entry at `vaultPath` that holds the secret.
+    #[serde(default = "default_credential_key")]
+    #[x_kube(validation = Rule::new(DNS_LABEL_RULE).message("spec.connectors[].credential.key must be a DNS label such as \"token\""))]
+    #[schemars(length(min = 1, max = 63))]
+    pub key: String,
+}
+
+impl Default for CredentialPresentation {
+    fn default() -> Self {
+        Self { header: default_credential_header(), format: default_credential_format(), key: default_credential_key() }
+    }
+}
+
+fn default_credential_header() -> String {
+    "Authorization".into()
+}
+fn default_credential_format() -> String {
+    "Bearer {secret}".into()
+}
+fn default_credential_key() -> String {
+    "token".into()
 }
 
 /// The lifecycle phase of an Instance.

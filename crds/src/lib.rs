@@ -12,6 +12,7 @@
 pub mod apikey;
 pub mod common;
 pub mod conditions;
+pub mod connectors;
 pub mod credits;
 pub mod instance;
 pub mod names;

@@ -63,6 +63,26 @@ pub struct OfferingSpec {
     /// Free runs for anonymous widget sessions (a try-before-you-buy allowance). Unset: no demo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demo: Option<DemoAllowance>,
+
+    /// The tool connectors the flow uses, by type, each with the tools an Instance's binding of that type may allow. A binding of a type not listed here allows no tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub connectors: Vec<OfferingConnector>,
+}
+
+/// A tool connector an Offering's flow uses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferingConnector {
+    /// The connector type, matching `spec.connectors[].type` of an Instance, for example "tickets".
+    #[serde(rename = "type")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("spec.connectors[].type must be a DNS label such as \"tickets\""))]
+    #[schemars(length(min = 1, max = 63))]
+    pub type_: String,
+    /// The most an Instance's binding of this type may allow: its `allowedTools` may narrow this list, never widen it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub tools: Vec<String>,
 }
 
 /// The runtime an Offering runs on.
@@ -206,6 +226,10 @@ pub struct Plan {
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: i32,
+    /// Credits debited per successful tool call through the connector gateway (0: tool calls are free). A failed or timed-out call is free.
+    #[serde(default, skip_serializing_if = "crate::common::is_zero")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.plans[].creditsPerToolCall must be a whole number of credits, 0 or more"))]
+    pub credits_per_tool_call: i64,
     /// The Saleor product variant SKU that sells this plan; a paid order line with this SKU creates an Instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]

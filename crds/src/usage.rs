@@ -1,14 +1,21 @@
-//! The usage event schema: one CloudEvent per settled run, of type
-//! [`RUN_SETTLED`], whose `id` is the run id (so a redelivery is deduplicated
-//! downstream) and whose data names the tenant, the Offering, the plan, the
-//! credits charged and how the run ended. Shared by the gateway, which emits
-//! them, and by whatever reads them.
+//! The usage event schema, shared by the gateway, which emits the events, and
+//! by whatever reads them:
+//!
+//! - one CloudEvent per settled run, of type [`RUN_SETTLED`], whose `id` is
+//!   the run id (so a redelivery is deduplicated downstream) and whose data
+//!   names the tenant, the Offering, the plan, the credits charged and how
+//!   the run ended;
+//! - one CloudEvent per tool call through the connector gateway, of type
+//!   [`TOOL_CALLED`], whose `id` is the call id and whose data joins it to its
+//!   run: the audit log of every call, refusals included.
 
 use serde::Serialize;
 use serde_json::Value;
 
 /// The CloudEvents type of a settled run.
 pub const RUN_SETTLED: &str = "dev.gsv.cmp.run.settled";
+/// The CloudEvents type of a tool call (or a refused attempt) through the connector gateway.
+pub const TOOL_CALLED: &str = "dev.gsv.cmp.tool.called";
 
 /// How a run ended, which decides what it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,9 +72,9 @@ pub struct SettledRun {
     pub at: k8s_openapi::jiff::Timestamp,
 }
 
-/// A settled run as a CloudEvent (structured mode, JSON).
+/// A usage record as a CloudEvent (structured mode, JSON).
 #[derive(Serialize)]
-pub struct CloudEvent<'r> {
+pub struct CloudEvent<'r, T: Serialize> {
     specversion: &'static str,
     id: &'r str,
     source: &'r str,
@@ -76,18 +83,22 @@ pub struct CloudEvent<'r> {
     subject: String,
     time: String,
     datacontenttype: &'static str,
-    data: &'r SettledRun,
+    data: &'r T,
+}
+
+fn subject(organization: &str, instance: &str) -> String {
+    format!("{}/{instance}", crate::names::control_namespace(organization))
 }
 
 impl SettledRun {
     /// The run as a CloudEvent from `source`, to serialize.
-    pub fn event<'r>(&'r self, source: &'r str) -> CloudEvent<'r> {
+    pub fn event<'r>(&'r self, source: &'r str) -> CloudEvent<'r, Self> {
         CloudEvent {
             specversion: "1.0",
             id: &self.id,
             source,
             type_: RUN_SETTLED,
-            subject: format!("{}/{}", crate::names::control_namespace(&self.organization), self.instance),
+            subject: subject(&self.organization, &self.instance),
             time: self.at.to_string(),
             datacontenttype: "application/json",
             data: self,
@@ -97,6 +108,109 @@ impl SettledRun {
     /// The run as a CloudEvent.
     pub fn cloud_event(&self, source: &str) -> Value {
         serde_json::to_value(self.event(source)).unwrap_or_default()
+    }
+}
+
+/// How a tool call ended, which decides what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolOutcome {
+    /// The tool answered with a result: the plan's price per tool call.
+    Success,
+    /// The tool answered with an error (`isError`, or a JSON-RPC error): free.
+    ToolError,
+    /// The MCP server could not be reached or its answer was unusable: free.
+    UpstreamError,
+    /// The binding's timeout passed: free.
+    Timeout,
+    /// The gateway refused the call (a security event; `refusal` says which rule): free.
+    Refused,
+    /// Not a tool call (initialize, tools/list, ...): free, audited.
+    Served,
+}
+
+/// One call through the connector gateway, joined to its run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCall {
+    /// The call id.
+    #[serde(skip)]
+    pub id: String,
+    /// The run the call was made for.
+    pub run: String,
+    /// The Organization.
+    pub organization: String,
+    /// The Project.
+    pub project: String,
+    /// The Instance's name.
+    pub instance: String,
+    /// The binding (`spec.connectors[].name`).
+    pub binding: String,
+    /// The JSON-RPC method, for example "tools/call".
+    pub method: String,
+    /// The tool, for a tools/call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// How it ended.
+    pub outcome: ToolOutcome,
+    /// The refusal's code, for a refused call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Credits charged.
+    pub credits: i64,
+    /// How long the call took, in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes of the request sent to the MCP server.
+    pub bytes_sent: u64,
+    /// Bytes of the MCP server's answer.
+    pub bytes_received: u64,
+    /// The replica that served (and charged) the call.
+    pub replica: String,
+    /// When it ended.
+    #[serde(skip)]
+    pub at: k8s_openapi::jiff::Timestamp,
+}
+
+impl ToolCall {
+    /// The call as a CloudEvent from `source`, to serialize.
+    pub fn event<'r>(&'r self, source: &'r str) -> CloudEvent<'r, Self> {
+        CloudEvent {
+            specversion: "1.0",
+            id: &self.id,
+            source,
+            type_: TOOL_CALLED,
+            subject: subject(&self.organization, &self.instance),
+            time: self.at.to_string(),
+            datacontenttype: "application/json",
+            data: self,
+        }
+    }
+}
+
+/// A usage record: what the gateway's usage sink carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A settled run.
+    Run(SettledRun),
+    /// A tool call.
+    Tool(ToolCall),
+}
+
+impl Record {
+    /// The record as a CloudEvent.
+    pub fn cloud_event(&self, source: &str) -> Value {
+        match self {
+            Record::Run(run) => serde_json::to_value(run.event(source)),
+            Record::Tool(call) => serde_json::to_value(call.event(source)),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The record's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Record::Run(run) => &run.id,
+            Record::Tool(call) => &call.id,
+        }
     }
 }
 

@@ -94,6 +94,12 @@ impl Gateway {
             .await
             .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("the body is over {} bytes", self.max_body_bytes)))?;
         let request = RunRequest::parse(&body)?;
+        if request.stream && target.has_connectors && target.api == cmp_crds::offering::RuntimeApi::V2 {
+            return Err(Refusal::new(
+                Code::MalformedRequest,
+                "this Instance's flow calls tools, and a v2 runtime (lfx) takes a run's token only in sync mode: send \"stream\": false",
+            ));
+        }
         let rate = self.rate(&tenant, &target)?;
         let (runtime_key, held) = self.pay(&target).await?;
         Ok(Admitted { target, request, runtime_key, held, rate })

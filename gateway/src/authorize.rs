@@ -114,6 +114,8 @@ pub struct RunTarget {
     pub runtime_key: Option<SecretKeyRef>,
     /// The Wallet that pays: (namespace, name).
     pub wallet: (String, String),
+    /// Whether the Instance has connector bindings (its runs get a run token).
+    pub has_connectors: bool,
 }
 
 /// Checks suspensions and readiness, and gathers what a run needs.
@@ -149,6 +151,7 @@ pub fn run_target(
         flow_id,
         api: offering.spec.runtime.api,
         runtime_key: offering.spec.runtime.api_key_secret_ref.clone(),
+        has_connectors: !instance.spec.connectors.is_empty(),
     })
 }
 

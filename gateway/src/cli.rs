@@ -81,6 +81,40 @@ pub struct Args {
     /// The header that carries a widget client's address behind a trusted ingress (for example x-forwarded-for). Unset: the connection's address.
     #[arg(long, env = "CMP_GATEWAY_CLIENT_ADDRESS_HEADER")]
     pub client_address_header: Option<String>,
+    /// The secret run tokens and MCP session ids are signed with, the same on every replica (from a Secret), at least 32 characters. Unset: the connector gateway is off and runs get no run token.
+    #[arg(long, env = "CMP_GATEWAY_RUN_TOKEN_SECRET", hide_env_values = true)]
+    pub run_token_secret: Option<String>,
+    /// The hosts connector bindings may call (comma-separated): "tools.example.com", or "*.example.com" for every host below a domain. Empty: no binding may be called.
+    #[arg(long, env = "CMP_GATEWAY_CONNECTOR_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub connector_allowed_hosts: Vec<String>,
+    /// The networks no binding may reach, whatever its host resolves to (comma-separated CIDRs). Default: loopback, link-local, private and shared ranges; set it to replace them (add the cluster's pod and service ranges when they are public addresses).
+    #[arg(long, env = "CMP_GATEWAY_CONNECTOR_DENIED_NETWORKS", value_delimiter = ',')]
+    pub connector_denied_networks: Option<Vec<String>>,
+    /// Endpoints no binding may reach, beside the API server, OpenBao, the runtimes and this gateway, which are always denied (comma-separated URLs or host:port).
+    #[arg(long, env = "CMP_GATEWAY_CONNECTOR_DENIED_ENDPOINTS", value_delimiter = ',')]
+    pub connector_denied_endpoints: Vec<String>,
+    /// The OpenBao (Vault) address connector credentials are read from. Unset: bindings cannot be called.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// A token to read OpenBao with (development); in a cluster use Kubernetes auth (--vault-role).
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, conflicts_with = "vault_role")]
+    pub vault_token: Option<String>,
+    /// The Kubernetes-auth role the gateway logs in to OpenBao with (the operator writes it).
+    #[arg(long, env = "CMP_GATEWAY_VAULT_ROLE")]
+    pub vault_role: Option<String>,
+    /// The path of OpenBao's Kubernetes auth method.
+    #[arg(long, env = "CMP_GATEWAY_VAULT_KUBERNETES_AUTH", default_value = "kubernetes")]
+    pub vault_kubernetes_auth: String,
+    /// The ServiceAccount token the gateway logs in with.
+    #[arg(
+        long,
+        env = "CMP_GATEWAY_VAULT_JWT_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub vault_jwt_file: PathBuf,
+    /// The KV v2 mount of the connector secrets.
+    #[arg(long, env = "CMP_GATEWAY_VAULT_MOUNT", default_value = "secret")]
+    pub vault_mount: String,
     /// How many usage events wait for the sink before new ones are dropped.
     #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
     pub usage_buffer: usize,

@@ -75,7 +75,19 @@ struct V2Body<'r> {
     mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    globals: Option<Globals<'r>>,
 }
+
+/// The request-level global variables of a v2 run: the run token, when the Instance has connectors.
+#[derive(Serialize)]
+struct Globals<'r> {
+    #[serde(rename = "CMP_RUN_TOKEN")]
+    run_token: &'r str,
+}
+
+/// The global variable (and, for `v1`, the `X-LANGFLOW-GLOBAL-VAR-` header) that carries a run's token.
+pub const RUN_TOKEN_VARIABLE: &str = "CMP_RUN_TOKEN";
 
 #[derive(Serialize)]
 struct V1Body<'r> {
@@ -89,8 +101,8 @@ struct V1Body<'r> {
     output_type: Option<&'r str>,
 }
 
-/// The runtime URL and JSON body of a run.
-pub fn upstream(target: &RunTarget, run: &RunRequest) -> (String, Vec<u8>) {
+/// The runtime URL and JSON body of a run; a `v2` body carries `run_token` in its globals.
+pub fn upstream(target: &RunTarget, run: &RunRequest, run_token: Option<&str>) -> (String, Vec<u8>) {
     let base = target.endpoint.trim_end_matches('/');
     let (url, body) = match target.api {
         RuntimeApi::V2 => {
@@ -100,6 +112,7 @@ pub fn upstream(target: &RunTarget, run: &RunRequest) -> (String, Vec<u8>) {
                 tweaks: &run.tweaks,
                 mode: if run.stream { "stream" } else { "sync" },
                 session_id: run.session_id.as_deref(),
+                globals: run_token.map(|run_token| Globals { run_token }),
             };
             (format!("{base}/api/v2/workflows"), serde_json::to_vec(&body))
         }
@@ -138,6 +151,7 @@ mod tests {
             api,
             runtime_key: None,
             wallet: ("cmp-acme".into(), "acme".into()),
+            has_connectors: false,
         }
     }
 
@@ -146,7 +160,7 @@ mod tests {
         let refused = RunRequest::parse(br#"{"input_value":"hi","flow_id":"someone-elses"}"#);
         assert_eq!(refused.expect_err("refused").code, Code::MalformedRequest);
         let run = RunRequest::parse(br#"{"input":"hi","session_id":"s1","tweaks":{"a":{"b":1}}}"#).expect("parses");
-        let (url, body) = upstream(&target(RuntimeApi::V2), &run);
+        let (url, body) = upstream(&target(RuntimeApi::V2), &run, None);
         let body: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(url, "http://127.0.0.1:7861/api/v2/workflows");
         assert_eq!(
@@ -158,7 +172,7 @@ mod tests {
     #[test]
     fn v1_runs_name_the_flow_in_the_path_and_stream_in_the_query() {
         let run = RunRequest::parse(br#"{"input_value":"hi","stream":true,"output_type":"chat"}"#).expect("parses");
-        let (url, body) = upstream(&target(RuntimeApi::V1), &run);
+        let (url, body) = upstream(&target(RuntimeApi::V1), &run, None);
         let body: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(url, "http://127.0.0.1:7861/api/v1/run/f-1?stream=true");
         assert_eq!(body, json!({"input_value": "hi", "tweaks": {}, "output_type": "chat"}));

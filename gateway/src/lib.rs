@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod authorize;
 pub mod cli;
+pub mod connectors;
 pub mod credits;
 pub mod directory;
 pub mod forward;
@@ -18,7 +19,9 @@ pub mod refusal;
 pub mod relay;
 pub mod routes;
 pub mod run;
+pub mod run_tokens;
 pub mod runtime_keys;
+pub mod signed;
 pub mod state;
 pub mod usage;
 pub mod widget;

@@ -31,6 +31,8 @@ pub struct Metrics {
     lease_writes: Family<WriteLabels, Counter>,
     credits_charged: Counter,
     usage_events: Family<ResultLabels, Counter>,
+    tool_calls: Family<ResultLabels, Counter>,
+    connector_refusals: Family<CodeLabels, Counter>,
 }
 
 impl Metrics {
@@ -42,6 +44,8 @@ impl Metrics {
             lease_writes: Family::default(),
             credits_charged: Counter::default(),
             usage_events: Family::default(),
+            tool_calls: Family::default(),
+            connector_refusals: Family::default(),
         };
         registry.register(
             "runs",
@@ -64,7 +68,27 @@ impl Metrics {
             "Usage events by result: delivered, retried, or dropped (the buffer was full)",
             metrics.usage_events.clone(),
         );
+        registry.register(
+            "tool_calls",
+            "Messages through the connector gateway by result: success, tool_error, upstream_error, timeout, refused, served (not a tool call)",
+            metrics.tool_calls.clone(),
+        );
+        registry.register(
+            "connector_security_refusals",
+            "Connector gateway refusals that are security events, by reason (invalid_run_token, unknown_session, unknown_binding, tool_not_allowed, destination_refused)",
+            metrics.connector_refusals.clone(),
+        );
         metrics
+    }
+
+    /// Counts a message through the connector gateway with `result`.
+    pub fn tool_call(&self, result: &'static str) {
+        self.tool_calls.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a connector gateway refusal that is a security event.
+    pub fn connector_security_refusal(&self, code: &'static str) {
+        self.connector_refusals.get_or_create(&CodeLabels { code }).inc();
     }
 
     /// Counts a run request answered with `code` (`ok` or an error code).

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ratelimit::RateLimiter;
+use crate::run_tokens::RunTokens;
 use crate::widget::WidgetSessions;
 
 /// The label that names a replica's peer group.
@@ -64,6 +65,9 @@ pub struct DemandReport {
     /// (widget session id, runs this replica served it).
     #[serde(default)]
     pub sessions: Vec<(String, u32)>,
+    /// (run id, its token's expiry): runs that ended here lately, whose tokens no replica may take.
+    #[serde(default)]
+    pub ended_runs: Vec<(String, i64)>,
 }
 
 /// What a replica shares with its peers.
@@ -73,6 +77,8 @@ pub struct Shared {
     pub limiter: Arc<RateLimiter>,
     /// Widget session run counts, when sessions are on.
     pub widget: Option<Arc<WidgetSessions>>,
+    /// Ended runs, when the connector gateway is on.
+    pub run_tokens: Option<Arc<RunTokens>>,
 }
 
 /// This replica's membership of its peer group.
@@ -167,10 +173,11 @@ impl Peers {
             tokio::time::sleep(REPORT).await;
             let demands = shared.limiter.demand_report(Instant::now());
             let sessions = shared.widget.as_ref().map(|w| w.report(Timestamp::now())).unwrap_or_default();
-            if demands.is_empty() && sessions.is_empty() {
+            let ended_runs = shared.run_tokens.as_ref().map(|t| t.report(Timestamp::now())).unwrap_or_default();
+            if demands.is_empty() && sessions.is_empty() && ended_runs.is_empty() {
                 continue;
             }
-            let report = DemandReport { from: self.meter.clone(), demands, sessions };
+            let report = DemandReport { from: self.meter.clone(), demands, sessions, ended_runs };
             let sends = self.live_peers().into_iter().map(|url| {
                 let (http, report) = (http.clone(), &report);
                 async move {
@@ -200,6 +207,11 @@ async fn receive(State(shared): State<Shared>, Json(report): Json<DemandReport>)
     if let Some(widget) = &shared.widget {
         for (sid, runs) in report.sessions.iter().take(100_000) {
             widget.remote(&report.from, sid, *runs, now, Timestamp::now());
+        }
+    }
+    if let Some(run_tokens) = &shared.run_tokens {
+        for (run, exp) in report.ended_runs.iter().take(1_000_000) {
+            run_tokens.ended_elsewhere(run, *exp, Timestamp::now());
         }
     }
     axum::http::StatusCode::NO_CONTENT

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use crate::admission::Admitted;
 use crate::authorize::RunTarget;
 use crate::credits::Held;
-use crate::forward::upstream;
+use crate::forward::{RUN_TOKEN_VARIABLE, upstream};
 use crate::refusal::{Code, Refusal};
 use crate::routes::CREDITS_CHARGED;
 use crate::state::Gateway;
@@ -31,10 +31,32 @@ struct Settlement {
     run_id: String,
     started: Instant,
     outcome: Outcome,
+    run_token: Option<MintedToken>,
+}
+
+/// A run token given to the runtime, ended with its run.
+struct MintedToken {
+    token: String,
+    exp: i64,
+}
+
+/// The header a run's token reaches the runtime in (beside the flow's global variable).
+pub const RUN_TOKEN_HEADER: &str = "x-cmp-run-token";
+
+/// A token for the connector gateway, when the Instance has bindings and the connector gateway is on.
+fn mint_run_token(gateway: &Gateway, target: &RunTarget, run_id: &str, timeout: Duration) -> Option<MintedToken> {
+    let connectors = gateway.connectors.as_ref().filter(|_| target.has_connectors)?;
+    let deadline = k8s_openapi::jiff::Timestamp::now()
+        + k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(timeout.as_secs()).unwrap_or(60));
+    let token = connectors.tokens.mint(run_id, &target.namespace, &target.instance, deadline);
+    Some(MintedToken { token, exp: deadline.as_second() })
 }
 
 impl Drop for Settlement {
     fn drop(&mut self) {
+        if let (Some(minted), Some(connectors)) = (self.run_token.take(), &self.gateway.connectors) {
+            connectors.tokens.end(&self.run_id, minted.exp);
+        }
         let Some(held) = self.held.take() else { return };
         let price = held.credits();
         let credits = self.outcome.charge(price);
@@ -72,7 +94,8 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     let price = held.credits();
     let timeout = Duration::from_secs(u64::try_from(target.plan.timeout_seconds).unwrap_or(1));
     let deadline = tokio::time::Instant::now() + timeout;
-    let (url, body) = upstream(&target, &request);
+    let run_token = mint_run_token(&gateway, &target, &run_id, timeout);
+    let (url, body) = upstream(&target, &request, run_token.as_ref().map(|t| t.token.as_str()));
     let mut call = match gateway.urls.get(&url) {
         Some(parsed) => gateway.http.post(parsed),
         None => gateway.http.post(&url),
@@ -82,7 +105,13 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     if let Some(key) = &runtime_key {
         call = call.header("x-api-key", key);
     }
-    let mut settlement = Settlement { gateway, held: Some(held), target, run_id, started, outcome: Outcome::Cancelled };
+    if let Some(run_token) = &run_token {
+        call = call
+            .header(RUN_TOKEN_HEADER, &run_token.token)
+            .header(format!("x-langflow-global-var-{RUN_TOKEN_VARIABLE}"), &run_token.token);
+    }
+    let mut settlement =
+        Settlement { gateway, held: Some(held), target, run_id, started, outcome: Outcome::Cancelled, run_token };
     let answered = match tokio::time::timeout_at(deadline, call.send()).await {
         Err(_) => return timed_out(&mut settlement, timeout),
         Ok(Err(error)) => {

@@ -37,6 +37,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/instances/{organization}/{instance}/runs", post(run_on_path))
         .route("/v1/widget/session:init", post(init_widget_session))
         .route("/v1/widget/runs", post(run_widget))
+        .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
         })
@@ -54,6 +55,25 @@ async fn run_on_path(
     body: Body,
 ) -> Response {
     run(gateway, Route::Run(Some(PathTarget { organization, instance })), headers, body).await
+}
+
+async fn connector_message(
+    State(gateway): State<Arc<Gateway>>,
+    Path(binding): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    crate::connectors::serve(gateway, binding, headers, body).await
+}
+
+/// The connector gateway sends runtimes no messages of its own: no stream to open (MCP allows 405 here).
+async fn connector_stream() -> Response {
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, [(axum::http::header::ALLOW, "POST, DELETE")]).into_response()
+}
+
+/// A session ends with its run; the MCP server's session ends when it times out.
+async fn connector_session_end() -> Response {
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 async fn run_widget(

@@ -7,7 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use cmp_core::runtime::Runtime;
 
+use cmp_core::egress::Egress;
+use cmp_core::openbao::{OpenBaoAuth, OpenBaoReader};
+use cmp_crds::connectors::HostPattern;
+
 use crate::cli::Args;
+use crate::connectors::Connectors;
+use crate::connectors::credentials::Credentials;
+use crate::connectors::session::Sessions;
 use crate::credits::Credits;
 use crate::directory::Directory;
 use crate::ledger::LeasePolicy;
@@ -16,6 +23,7 @@ use crate::oidc::{Oidc, OidcSettings};
 use crate::peers::{PeerSettings, Peers, Shared};
 use crate::ratelimit::RateLimiter;
 use crate::routes;
+use crate::run_tokens::RunTokens;
 use crate::runtime_keys::RuntimeKeys;
 use crate::state::Gateway;
 use crate::usage::{Sink, Usage};
@@ -94,6 +102,8 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
         Some(_) => anyhow::bail!("--widget-secret must be at least 32 characters (every replica must share it)"),
         None => None,
     };
+    let api_server = kube::Config::infer().await.map(|c| c.cluster_url.to_string()).unwrap_or_default();
+    let connectors = connectors(&args, &api_server, &meter)?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {} (--addr)", args.addr))?;
@@ -105,7 +115,8 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
             }
             let delivery = tokio::spawn(delivery);
             let peering = peers.map(|settings| {
-                let shared = Shared { limiter: limiter.clone(), widget: widget.clone() };
+                let run_tokens = connectors.as_ref().map(|c| c.tokens.clone());
+                let shared = Shared { limiter: limiter.clone(), widget: widget.clone(), run_tokens };
                 tokio::spawn(Peers::run(client.clone(), settings, meter.clone(), shared, process.shutdown.clone()))
             });
             let gateway = Arc::new(Gateway {
@@ -122,6 +133,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 widget,
                 client_address_header: args.client_address_header.clone(),
                 urls: Default::default(),
+                connectors,
             });
             let ready = process.readiness.clone();
             let keys_read = gateway.runtime_keys.clone();
@@ -153,6 +165,68 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
             served.context("serving the run API")
         })
         .await
+}
+
+/// The connector gateway, when `--run-token-secret` is set.
+fn connectors(args: &Args, api_server: &str, meter: &str) -> anyhow::Result<Option<Arc<Connectors>>> {
+    let Some(secret) = &args.run_token_secret else {
+        tracing::info!("no --run-token-secret: the connector gateway is off");
+        return Ok(None);
+    };
+    if secret.len() < 32 {
+        anyhow::bail!("--run-token-secret must be at least 32 characters (every replica must share it)");
+    }
+    let allowed = args
+        .connector_allowed_hosts
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| h.parse::<HostPattern>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--connector-allowed-hosts")?;
+    let denied_networks = match &args.connector_denied_networks {
+        None => Egress::default_denied_networks(),
+        Some(networks) => networks
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .with_context(|| format!("--connector-denied-networks: {n:?} is not a CIDR such as 10.0.0.0/8"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    let mut denied_endpoints: Vec<String> =
+        args.connector_denied_endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+    denied_endpoints.push(format!("http://{}", args.addr));
+    denied_endpoints.extend(args.peer_addr.map(|a| format!("http://{a}")));
+    denied_endpoints.extend(args.process.health_addr.map(|a| format!("http://{a}")));
+    denied_endpoints.extend(args.vault_addr.clone());
+    denied_endpoints.push(api_server.to_string());
+    let source: Arc<dyn cmp_core::secrets::SecretSource> = match (&args.vault_addr, &args.vault_token, &args.vault_role)
+    {
+        (None, _, _) => {
+            tracing::warn!("no --vault-addr: connector bindings cannot be called (their credentials are in OpenBao)");
+            Arc::new(cmp_core::secrets::FakeSecrets::default())
+        }
+        (Some(addr), Some(token), _) => Arc::new(OpenBaoReader::new(addr, OpenBaoAuth::Token(token.clone()))),
+        (Some(addr), None, Some(role)) => Arc::new(OpenBaoReader::new(
+            addr,
+            OpenBaoAuth::Kubernetes {
+                mount: args.vault_kubernetes_auth.clone(),
+                role: role.clone(),
+                jwt_file: args.vault_jwt_file.clone(),
+            },
+        )),
+        (Some(_), None, None) => anyhow::bail!("--vault-addr needs --vault-role (Kubernetes auth) or VAULT_TOKEN"),
+    };
+    tracing::info!(allowed_hosts = ?args.connector_allowed_hosts, "serving the connector gateway");
+    Ok(Some(Arc::new(Connectors {
+        tokens: Arc::new(RunTokens::new(secret.as_bytes())),
+        sessions: Sessions::new(secret.as_bytes()),
+        egress: Egress::new(allowed, denied_networks, denied_endpoints),
+        credentials: Credentials::new(source, &args.vault_mount),
+        replica: meter.to_string(),
+    })))
 }
 
 /// The `jwks_uri` of an issuer's discovery document.

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub client_address_header: Option<String>,
     /// Runtime URLs, parsed once.
     pub urls: UrlCache,
+    /// The connector gateway, when a run-token secret is configured.
+    pub connectors: Option<Arc<crate::connectors::Connectors>>,
 }
 
 /// Runtime URLs parsed once (parsing a URL, with its IDNA pass, showed in profiles of the run path).
@@ -93,6 +95,15 @@ impl Gateway {
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| peer.ip())
+    }
+
+    /// The runtimes' endpoints, which no connector binding may reach: `target`'s and every Offering's.
+    pub fn internal_endpoints(&self, target: &crate::authorize::RunTarget) -> Vec<String> {
+        let mut endpoints = vec![target.endpoint.clone()];
+        endpoints.extend(self.directory.offerings.state().iter().filter_map(|o| o.spec.runtime.endpoint.clone()));
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints
     }
 
     /// The demo of `offering`, when the gateway serves widget sessions and the Offering has a demo Instance.

@@ -1,11 +1,15 @@
 //! Usage events: one CloudEvent per settled run (`id` = the run id, so a
-//! redelivery is deduplicated downstream), delivered at least once to an
+//! redelivery is deduplicated downstream) and one per tool call (the audit
+//! log of the connector gateway), delivered at least once to an
 //! HTTP sink in OpenMeter's ingest format (`application/cloudevents-batch+json`)
 //! or appended to a file (one event per line) for local use.
 //!
 //! Events wait in a bounded buffer. While the sink is down a batch is tried
 //! again with backoff; what does not fit in the buffer meanwhile is dropped,
 //! counted (`cmp_gateway_usage_events_total{result="dropped"}`) and logged.
+//! A tool call is different: its slot is reserved before the call is made
+//! ([`Usage::reserve`]), and a call whose audit record cannot be buffered is
+//! refused, so audit fails closed.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use cmp_crds::usage::{CloudEvent, Outcome, RUN_SETTLED, SettledRun};
+pub use cmp_crds::usage::{Outcome, RUN_SETTLED, Record, SettledRun, TOOL_CALLED, ToolCall, ToolOutcome};
 
 use crate::metrics::Metrics;
 
@@ -37,7 +41,7 @@ pub enum Sink {
 /// turned into CloudEvents by the delivery task, off the run path.
 #[derive(Clone)]
 pub struct Usage {
-    events: mpsc::Sender<SettledRun>,
+    events: mpsc::Sender<Record>,
     dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 }
@@ -58,20 +62,31 @@ impl Usage {
 
     /// Queues the event of a settled run; drops it (counted, logged) when the buffer is full.
     pub fn emit(&self, run: SettledRun) {
-        if let Err(refused) = self.events.try_send(run) {
+        self.queue(Record::Run(run));
+    }
+
+    /// Queues a record; drops it (counted, logged) when the buffer is full.
+    pub fn queue(&self, record: Record) {
+        if let Err(refused) = self.events.try_send(record) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             self.metrics.usage_events("dropped", 1);
             if dropped.is_power_of_two() {
-                let run = match refused {
-                    mpsc::error::TrySendError::Full(run) | mpsc::error::TrySendError::Closed(run) => run.id,
+                let record = match refused {
+                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
                 };
-                tracing::error!(%run, dropped, "the usage event buffer is full (the sink is down?): events are being dropped");
+                tracing::error!(record = %record.id(), dropped, "the usage event buffer is full (the sink is down?): events are being dropped");
             }
         }
     }
+
+    /// A slot in the buffer for one record, or `None` when the buffer is full:
+    /// the caller must not do what it cannot record.
+    pub fn reserve(&self) -> Option<mpsc::OwnedPermit<Record>> {
+        self.events.clone().try_reserve_owned().ok()
+    }
 }
 
-async fn deliver(sink: Sink, source: String, mut receiver: mpsc::Receiver<SettledRun>, metrics: Arc<Metrics>) {
+async fn deliver(sink: Sink, source: String, mut receiver: mpsc::Receiver<Record>, metrics: Arc<Metrics>) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
@@ -102,13 +117,13 @@ async fn deliver(sink: Sink, source: String, mut receiver: mpsc::Receiver<Settle
     }
 }
 
-async fn send(sink: &Sink, source: &str, http: &reqwest::Client, batch: &[SettledRun]) -> Result<(), String> {
+async fn send(sink: &Sink, source: &str, http: &reqwest::Client, batch: &[Record]) -> Result<(), String> {
     match sink {
         Sink::Discard => Ok(()),
         Sink::File(path) => {
             let mut lines = Vec::new();
-            for run in batch {
-                serde_json::to_writer(&mut lines, &run.event(source)).map_err(|e| e.to_string())?;
+            for record in batch {
+                serde_json::to_writer(&mut lines, &record.cloud_event(source)).map_err(|e| e.to_string())?;
                 lines.push(b'\n');
             }
             std::fs::OpenOptions::new()
@@ -119,7 +134,7 @@ async fn send(sink: &Sink, source: &str, http: &reqwest::Client, batch: &[Settle
                 .map_err(|e| format!("appending to {}: {e}", path.display()))
         }
         Sink::Http(url) => {
-            let events: Vec<CloudEvent<'_>> = batch.iter().map(|run| run.event(source)).collect();
+            let events: Vec<serde_json::Value> = batch.iter().map(|record| record.cloud_event(source)).collect();
             let body = serde_json::to_vec(&events).map_err(|e| e.to_string())?;
             let response = http
                 .post(url)

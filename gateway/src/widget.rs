@@ -17,12 +17,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::refusal::{Code, Refusal};
+use crate::signed::Signer;
 
 /// The prefix of a session token.
 pub const TOKEN_PREFIX: &str = "cmpw_";
@@ -53,7 +52,7 @@ struct Count {
 
 /// Issues, checks and counts demo sessions.
 pub struct WidgetSessions {
-    key: ring::hmac::Key,
+    signer: Signer,
     ttl: Duration,
     counts: Mutex<HashMap<String, Count>>,
 }
@@ -65,7 +64,7 @@ fn malformed() -> Refusal {
 impl WidgetSessions {
     /// Sessions signed with `secret`, each lasting `ttl`.
     pub fn new(secret: &[u8], ttl: Duration) -> Self {
-        Self { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), ttl, counts: Mutex::default() }
+        Self { signer: Signer::new(secret, "widget-session", TOKEN_PREFIX), ttl, counts: Mutex::default() }
     }
 
     /// A new session of `offering`: its token and when it ends.
@@ -77,19 +76,12 @@ impl WidgetSessions {
             offering: offering.to_string(),
             exp: ends.as_second(),
         };
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&session).unwrap_or_default());
-        let tag = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&self.key, payload.as_bytes()).as_ref());
-        (format!("{TOKEN_PREFIX}{payload}.{tag}"), ends)
+        (self.signer.sign(&session), ends)
     }
 
     /// The session a token proves, if it is ours and current.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Session, Refusal> {
-        let rest = token.strip_prefix(TOKEN_PREFIX).ok_or_else(malformed)?;
-        let (payload, tag) = rest.split_once('.').ok_or_else(malformed)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| malformed())?;
-        ring::hmac::verify(&self.key, payload.as_bytes(), &tag).map_err(|_| malformed())?;
-        let session: Session = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())?)
-            .map_err(|_| malformed())?;
+        let session: Session = self.signer.verify(token).ok_or_else(malformed)?;
         if session.exp <= now.as_second() {
             return Err(Refusal::new(Code::InvalidToken, "the widget session has ended: start a new session"));
         }

@@ -23,6 +23,7 @@ pub fn offering(mode: RuntimeMode, versions: Vec<OfferingVersion>) -> Offering {
         included_credits: 0,
         requests_per_minute: 60,
         timeout_seconds: 60,
+        credits_per_tool_call: 0,
         saleor_sku: None,
     };
     let runtime = Runtime {
@@ -42,6 +43,7 @@ pub fn offering(mode: RuntimeMode, versions: Vec<OfferingVersion>) -> Offering {
         versions,
         plans: vec![plan("basic"), plan("pro")],
         demo: None,
+        connectors: Vec::new(),
     };
     Offering::new("echo", spec)
 }

@@ -9,7 +9,12 @@
 //!   shapes (a JSON answer; or bare JSON frames `add_message`, `token`, `end`
 //!   separated by blank lines);
 //!
-//! and behaves as the input says: `sleep <ms>` answers after that long,
+//! It records what each run brought it ([`LangflowStandIn::seen`]): the run
+//! token a flow with connectors gets, and everything else, so a test can
+//! check that no credential ever reached the runtime.
+//!
+//! It behaves as the input says: `sleep <ms>` answers after that long,
+//! `hold` answers once the test calls [`LangflowStandIn::release_held`],
 //! `fail` answers 500, anything else is echoed (word by word when streamed,
 //! 50 ms apart). Every route wants the `x-api-key` it was started with.
 //!
@@ -38,6 +43,17 @@ struct Shared {
     flows: Mutex<HashMap<String, String>>,
     runs: AtomicUsize,
     streams_cut: AtomicUsize,
+    seen: Mutex<Vec<SeenRun>>,
+    release: tokio::sync::Notify,
+}
+
+/// What a run brought the runtime: its headers and body, as text.
+#[derive(Debug, Clone, Default)]
+pub struct SeenRun {
+    /// The `x-cmp-run-token` header, if any.
+    pub run_token: Option<String>,
+    /// Every header and the body, as text (to search for what must not be there).
+    pub everything: String,
 }
 
 /// A running stand-in; dropping it stops the server.
@@ -70,6 +86,16 @@ impl LangflowStandIn {
     /// Runs received on `/api/v1/run`.
     pub fn runs(&self) -> usize {
         self.shared.runs.load(Ordering::SeqCst)
+    }
+
+    /// Every run received so far, in order.
+    pub fn seen(&self) -> Vec<SeenRun> {
+        self.shared.seen.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Ends every run waiting on `hold` (they answer as if their input were `held`).
+    pub fn release_held(&self) {
+        self.shared.release.notify_waiters();
     }
 
     /// Streams whose reader went away before the end.
@@ -178,6 +204,11 @@ async fn run(
         return refusal;
     }
     shared.runs.fetch_add(1, Ordering::SeqCst);
+    let mut everything: String =
+        headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
+    everything.push_str(&body.to_string());
+    let run_token = headers.get("x-cmp-run-token").and_then(|v| v.to_str().ok()).map(String::from);
+    shared.seen.lock().unwrap_or_else(PoisonError::into_inner).push(SeenRun { run_token, everything });
     if !shared.flows.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&flow) {
         return (StatusCode::NOT_FOUND, Json(json!({"detail": format!("flow {flow} not found")}))).into_response();
     }
@@ -185,6 +216,9 @@ async fn run(
     let session = body["session_id"].as_str().unwrap_or("stand-in-session").to_string();
     if let Some(ms) = input.strip_prefix("sleep ").and_then(|ms| ms.trim().parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if input == "hold" {
+        let _ = tokio::time::timeout(Duration::from_secs(300), shared.release.notified()).await;
     }
     if input == "fail" {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"detail": "the flow failed (as asked)"})))

@@ -21,6 +21,7 @@ pub mod helm;
 pub mod keycloak;
 pub mod langflow_stand_in;
 pub mod lfx;
+pub mod mcp;
 pub mod openbao;
 pub mod process;
 pub mod rbac_usage;

@@ -131,10 +131,19 @@ impl Drop for TestProcess {
 /// the Organizations and Offerings labelled `<label>=<run>`, with its own
 /// leader-election Lease, so tests run in parallel without seeing each other.
 pub fn operator_for_run(label: &str, run: &str) -> Result<TestProcess, Error> {
+    operator_for_run_with(label, run, &[])
+}
+
+/// Like [`operator_for_run`], with `extra` flags.
+pub fn operator_for_run_with(label: &str, run: &str, extra: &[&str]) -> Result<TestProcess, Error> {
     let binary = crate::workspace_binary("cmp-operator", "cmp-operator")?;
     let selector = format!("{label}={run}");
     let lease = format!("cmp-operator-{run}");
-    let args = ["--organization-selector", &selector, "--offering-selector", &selector, "--lease-name", &lease];
+    let mut args: Vec<String> =
+        ["--organization-selector", &selector, "--offering-selector", &selector, "--lease-name", &lease]
+            .map(String::from)
+            .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
     TestProcess::spawn_as(
         Component::Operator,
         OPERATOR_RELEASE,
@@ -142,6 +151,6 @@ pub fn operator_for_run(label: &str, run: &str) -> Result<TestProcess, Error> {
         &binary,
         &format!("{run}-operator"),
         "info",
-        &args.map(String::from),
+        &args,
     )
 }

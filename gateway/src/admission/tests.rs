@@ -84,6 +84,7 @@ fn gateway(directory: Directory) -> Gateway {
         widget: None,
         client_address_header: None,
         urls: Default::default(),
+        connectors: None,
     }
 }
 

@@ -82,6 +82,11 @@ impl World {
         cmp_testenv::process::operator_for_run(RUN_LABEL, &self.run).expect("cmp-operator starts")
     }
 
+    /// Starts an operator for the run with `extra` flags.
+    pub fn operator_with(&self, extra: &[&str]) -> TestProcess {
+        cmp_testenv::process::operator_for_run_with(RUN_LABEL, &self.run, extra).expect("cmp-operator starts")
+    }
+
     /// Starts a gateway named `replica`; `extra` adds flags.
     pub async fn gateway(&self, replica: &str, extra: &[&str]) -> Gateway {
         let port = free_port().expect("a free port");
@@ -209,7 +214,20 @@ impl World {
         plan: &str,
         keys: Value,
     ) -> Vec<(String, String)> {
-        self.instance_with(org, name, offering, plan, keys, true).await
+        self.instance_with(org, name, offering, plan, keys, true, json!({})).await
+    }
+
+    /// Like [`World::instance`], with more `spec` fields (for example `connectors`).
+    pub async fn instance_more(
+        &self,
+        org: &str,
+        name: &str,
+        offering: &str,
+        plan: &str,
+        keys: Value,
+        more: Value,
+    ) -> Vec<(String, String)> {
+        self.instance_with(org, name, offering, plan, keys, true, more).await
     }
 
     /// Like [`World::instance`], without waiting for the runtime to be Ready.
@@ -221,9 +239,10 @@ impl World {
         plan: &str,
         keys: Value,
     ) -> Vec<(String, String)> {
-        self.instance_with(org, name, offering, plan, keys, false).await
+        self.instance_with(org, name, offering, plan, keys, false, json!({})).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn instance_with(
         &self,
         org: &str,
@@ -232,11 +251,15 @@ impl World {
         plan: &str,
         keys: Value,
         wait_ready: bool,
+        more: Value,
     ) -> Vec<(String, String)> {
-        let instance = json!({
+        let mut instance = json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": name},
             "spec": {"project": "support", "offering": offering, "version": "1", "plan": plan, "apiKeys": keys},
         });
+        for (field, value) in more.as_object().into_iter().flatten() {
+            instance["spec"][field] = value.clone();
+        }
         let api = self.instances(org);
         api.patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(instance))
             .await

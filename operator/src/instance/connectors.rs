@@ -115,6 +115,9 @@ mod tests {
                 type_: "http".into(),
                 vault_path: (*p).into(),
                 allowed_tools: vec![],
+                url: None,
+                credential: None,
+                timeout_seconds: 30,
             })
             .collect();
         i

@@ -132,6 +132,9 @@ fn connectors_become_vault_agent_annotations_and_never_values() {
         type_: "hubspot".into(),
         vault_path: "connectors/acme/support/crm".into(),
         allowed_tools: vec![],
+        url: None,
+        credential: None,
+        timeout_seconds: 30,
     };
     let tree = render_with(&instance(vec![binding.clone()]), &settings(Some("secret"))).expect("renders");
     let deployment = parsed(&tree, "deployment.yaml");

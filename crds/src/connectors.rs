@@ -1,0 +1,178 @@
+//! The rules of a connector binding that the operator (in status) and the
+//! gateway (at call time) both apply, so they can never disagree:
+//!
+//! - which tools a binding allows: the Instance's `allowedTools` within the
+//!   Offering's bound for the binding's type ([`allowed_tools`]);
+//! - which hosts a binding may point at: the platform's allow-list
+//!   ([`HostPattern`]).
+//!
+//! Where a binding may *connect* (after DNS resolution, never to a
+//! cluster-internal address) is checked by `cmp_core::egress`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::instance::ConnectorBinding;
+use crate::offering::OfferingSpec;
+
+/// The tools a binding allows, and those it lists beyond its Offering's bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolRule {
+    /// The tools the agent may list and call.
+    pub allowed: BTreeSet<String>,
+    /// Tools the binding lists that its Offering does not allow for its type: never allowed.
+    pub beyond_offering: Vec<String>,
+}
+
+impl ToolRule {
+    /// Whether `tool` may be called.
+    pub fn allows(&self, tool: &str) -> bool {
+        self.allowed.contains(tool)
+    }
+}
+
+/// The tools `binding` allows under `offering`: its `allowedTools` that the
+/// Offering's connector of the same type lists. An Instance narrows, never
+/// widens; an empty list, an unknown type or a missing Offering allow none.
+pub fn allowed_tools(offering: Option<&OfferingSpec>, binding: &ConnectorBinding) -> ToolRule {
+    let bound: BTreeSet<&str> = offering
+        .and_then(|o| o.connectors.iter().find(|c| c.type_ == binding.type_))
+        .map(|c| c.tools.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut rule = ToolRule::default();
+    for tool in &binding.allowed_tools {
+        if bound.contains(tool.as_str()) {
+            rule.allowed.insert(tool.clone());
+        } else if !rule.beyond_offering.contains(tool) {
+            rule.beyond_offering.push(tool.clone());
+        }
+    }
+    rule
+}
+
+/// A host on the platform's allow-list of connector hosts: `tools.example.com`
+/// (that host only) or `*.example.com` (any host below `example.com`, not
+/// `example.com` itself). Hosts compare without case and without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    suffix: String,
+    wildcard: bool,
+}
+
+/// A host pattern that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "{0:?} is not a connector host pattern: use a host name or address such as \"tools.example.com\" or \"10.0.0.5\", or \"*.example.com\" for every host below a domain"
+)]
+pub struct BadHostPattern(String);
+
+impl FromStr for HostPattern {
+    type Err = BadHostPattern;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadHostPattern(text.to_string());
+        let normal = normalize(text);
+        let (wildcard, rest) = match normal.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, normal.as_str()),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let is_address = rest.parse::<std::net::IpAddr>().is_ok();
+        if rest.is_empty() || (!is_address && !rest.split('.').all(label_ok)) || (wildcard && is_address) {
+            return Err(bad());
+        }
+        Ok(Self { suffix: rest.to_string(), wildcard })
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard { write!(f, "*.{}", self.suffix) } else { f.write_str(&self.suffix) }
+    }
+}
+
+fn normalize(host: &str) -> String {
+    host.trim().trim_end_matches('.').trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+}
+
+impl HostPattern {
+    /// Whether `host` (a URL's host) is one this pattern allows.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = normalize(host);
+        if self.wildcard {
+            host.strip_suffix(&self.suffix).is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            host == self.suffix
+        }
+    }
+}
+
+/// Whether any pattern of `allowed` allows `host`.
+pub fn host_allowed(allowed: &[HostPattern], host: &str) -> bool {
+    allowed.iter().any(|p| p.matches(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offering(connectors: serde_json::Value) -> OfferingSpec {
+        serde_json::from_value(serde_json::json!({
+            "displayName": "Support", "runtime": {"engine": "Langflow", "api": "v2", "mode": "Shared", "endpoint": "http://lfx"},
+            "versions": [{"name": "1", "artifact": {"url": "file:///f.json", "sha256": "0".repeat(64)}, "flowId": "f"}],
+            "plans": [{"id": "pro", "creditsPerRun": 1}],
+            "connectors": connectors,
+        }))
+        .expect("an Offering")
+    }
+
+    fn binding(type_: &str, tools: &[&str]) -> ConnectorBinding {
+        serde_json::from_value(serde_json::json!({
+            "name": "desk", "type": type_, "vaultPath": "connectors/acme/support/desk", "allowedTools": tools,
+        }))
+        .expect("a binding")
+    }
+
+    #[test]
+    fn an_instance_narrows_the_offerings_tools_and_never_widens_them() {
+        let o = offering(serde_json::json!([{"type": "tickets", "tools": ["create_ticket", "get_ticket"]}]));
+        let rule = allowed_tools(Some(&o), &binding("tickets", &["get_ticket", "delete_everything"]));
+        assert!(rule.allows("get_ticket"));
+        assert!(!rule.allows("create_ticket"), "the Offering allows it, the Instance did not ask for it");
+        assert!(!rule.allows("delete_everything"));
+        assert_eq!(rule.beyond_offering, vec!["delete_everything".to_string()]);
+    }
+
+    #[test]
+    fn an_empty_list_an_unknown_type_or_no_offering_allow_nothing() {
+        let o = offering(serde_json::json!([{"type": "tickets", "tools": ["get_ticket"]}]));
+        assert!(allowed_tools(Some(&o), &binding("tickets", &[])).allowed.is_empty());
+        let other = allowed_tools(Some(&o), &binding("crm", &["get_ticket"]));
+        assert!(other.allowed.is_empty());
+        assert_eq!(other.beyond_offering, vec!["get_ticket".to_string()]);
+        assert!(allowed_tools(None, &binding("tickets", &["get_ticket"])).allowed.is_empty());
+    }
+
+    #[test]
+    fn host_patterns_match_a_host_or_the_hosts_below_a_domain() {
+        let exact: HostPattern = "Tools.Example.com.".parse().expect("a pattern");
+        assert!(exact.matches("tools.example.com"));
+        assert!(!exact.matches("evil-tools.example.com"));
+        assert!(!exact.matches("tools.example.com.evil.net"));
+        let below: HostPattern = "*.example.com".parse().expect("a pattern");
+        assert!(below.matches("a.example.com") && below.matches("a.b.EXAMPLE.com"));
+        assert!(!below.matches("example.com"), "the domain itself is not below it");
+        assert!(!below.matches("badexample.com"));
+        let address: HostPattern = "127.0.0.1".parse().expect("an address");
+        assert!(address.matches("127.0.0.1"));
+        let v6: HostPattern = "[::1]".parse().expect("an address");
+        assert!(v6.matches("[::1]"));
+        for bad in ["", "*", "*.", "exa mple.com", "*.10.0.0.1", "a..b", "https://x"] {
+            assert!(bad.parse::<HostPattern>().is_err(), "{bad:?} is refused");
+        }
+        assert_eq!(below.to_string(), "*.example.com");
+    }
+}

@@ -1,0 +1,331 @@
+//! The connector gateway with real parts: a real MCP server (the official
+//! Python SDK's, checking the credential it receives), a real MCP client
+//! (the same SDK's), a real OpenBao whose Kubernetes auth the gateway logs
+//! in to as its own ServiceAccount (role `cmp.gateway.connectors`, written by
+//! the real operator), and the real gateway. The runtime is the
+//! `LangflowStandIn`: it receives the run's token and holds the run open
+//! while the test calls tools with it, as a flow's MCP component would.
+
+mod support;
+
+use cmp_testenv::langflow_stand_in::LangflowStandIn;
+use cmp_testenv::mcp::{TicketDesk, client};
+use cmp_testenv::openbao::OpenBao;
+use cmp_testenv::test::{TestNamespace, service_account_token, test_kubeconfig};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use support::{RUNTIME_KEY, World, converge};
+
+const RUN_TOKEN_SECRET: &str = "a run-token secret every replica shares";
+const ALPHA_SECRET: &str = "alpha-ticket-credential-7f3a";
+const BETA_SECRET: &str = "beta-ticket-credential-91c2";
+
+/// The API server's port, from the tests' kubeconfig.
+fn api_server_port() -> u16 {
+    let kubeconfig = std::fs::read_to_string(test_kubeconfig()).expect("the tests' kubeconfig");
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the API server's port")
+}
+
+/// Starts a run that the runtime holds until it is released, and returns once the runtime has its token.
+async fn open_run(
+    w: &World,
+    gateway: &str,
+    key: &str,
+    runtime: &LangflowStandIn,
+) -> (String, tokio::task::JoinHandle<u16>) {
+    let before = runtime.seen().len();
+    let (http, url, key) = (w.http.clone(), format!("{gateway}/v1/runs"), key.to_string());
+    let run = tokio::spawn(async move {
+        let answer = http.post(url).header("x-api-key", key).json(&json!({"input_value": "hold"}));
+        answer.send().await.map(|a| a.status().as_u16()).unwrap_or(0)
+    });
+    let token = converge("the runtime to get the run's token", || async {
+        runtime.seen().get(before).and_then(|seen| seen.run_token.clone())
+    })
+    .await;
+    (token, run)
+}
+
+/// POSTs `body` to the MCP endpoint of `binding` with `token` (and `session`); the status and the JSON answer.
+async fn raw(
+    w: &World,
+    gateway: &str,
+    binding: &str,
+    token: &str,
+    session: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = w
+        .http
+        .post(format!("{gateway}/v1/connectors/{binding}/mcp"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let answer = request.send().await.expect("the gateway answers");
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+/// POSTs a body of `size` bytes over a bare connection, reading the answer while it is still being written (the
+/// gateway answers 413 and closes without reading it all); the status line and the body.
+async fn raw_oversized(gateway: &str, token: &str, size: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.expect("a connection");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /v1/connectors/desk/mcp HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+    );
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&vec![b' '; size]).await;
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = reader.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&answer).contains("}}") {
+            break;
+        }
+    }
+    writing.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn reason(answer: &Value) -> &str {
+    answer["error"]["data"]["reason"].as_str().unwrap_or("<no reason>")
+}
+
+#[tokio::test]
+async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothing_else() {
+    let w = World::new("gw-mcp").await;
+    let scratch = std::env::temp_dir().join(format!("{}-mcp", w.run));
+    std::fs::create_dir_all(&scratch).expect("a scratch directory");
+    let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
+    bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
+    // The gateway's ServiceAccount; the operator writes the OpenBao role it logs in to.
+    let gateway_ns = TestNamespace::create(&w.client, "mcp-gateway").await.expect("a namespace");
+    let account: ServiceAccount = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "cmp-gateway", "namespace": gateway_ns.name}}))
+    .expect("a ServiceAccount");
+    Api::<ServiceAccount>::namespaced(w.client.clone(), &gateway_ns.name)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the gateway's ServiceAccount");
+    let account = format!("{}/cmp-gateway", gateway_ns.name);
+    let _operator = w.operator_with(&[
+        "--vault-addr",
+        bao.addr(),
+        "--vault-token",
+        bao.token(),
+        "--vault-gateway-service-account",
+        &account,
+    ]);
+    let desk = TicketDesk::start(
+        &[(&format!("Bearer {ALPHA_SECRET}"), "alpha"), (&format!("Bearer {BETA_SECRET}"), "beta")],
+        "authorization",
+        scratch.join("tickets.log"),
+    )
+    .await
+    .expect("the MCP ticket desk starts");
+    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
+
+    let offering = format!("{}-desk", w.run);
+    let plans = json!([{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 120,
+                        "requestsPerMinute": 100000}]);
+    let tools = json!([{"type": "tickets", "tools": ["create_ticket", "get_ticket", "slow_report", "failing_lookup"]}]);
+    w.offering_with(&offering, "v1", runtime.url(), plans, json!({"connectors": tools})).await;
+    let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
+    for (org, secret) in [(&a, ALPHA_SECRET), (&b, BETA_SECRET)] {
+        w.organization(org, 100).await;
+        let path = format!("connectors/{org}/support/desk");
+        bao.run(&["kv", "put", "-mount=secret", &path, &format!("token={secret}")]).expect("the tenant's credential");
+    }
+    let desk_url = format!("http://localhost:{}/mcp", desk.port());
+    let binding = |org: &str, name: &str, url: &str, allowed: Value| {
+        json!({"name": name, "type": "tickets", "vaultPath": format!("connectors/{org}/support/desk"), "url": url,
+               "allowedTools": allowed, "timeoutSeconds": 2})
+    };
+    let alpha_bindings = json!([
+        binding(
+            &a,
+            "desk",
+            &desk_url,
+            json!(["get_ticket", "create_ticket", "slow_report", "failing_lookup", "delete_everything"])
+        ),
+        binding(&a, "apiserver", &format!("https://localhost:{}/", api_server_port()), json!(["get_ticket"])),
+        binding(&a, "outside", "http://tools.example.net/mcp", json!(["get_ticket"])),
+    ]);
+    let keys = json!([{"name": "main"}]);
+    let a_key = w
+        .instance_more(&a, "bot", &offering, "basic", keys.clone(), json!({"connectors": alpha_bindings}))
+        .await
+        .remove(0)
+        .1;
+    let beta_bindings = json!([
+        binding(&b, "desk", &desk_url, json!(["get_ticket"])),
+        binding(&b, "crm", &desk_url, json!(["get_ticket"]))
+    ]);
+    let b_key =
+        w.instance_more(&b, "bot", &offering, "basic", keys, json!({"connectors": beta_bindings})).await.remove(0).1;
+
+    let jwt = service_account_token(&w.client, &gateway_ns.name, "cmp-gateway", None).await.expect("a token");
+    let jwt_file = scratch.join("gateway.jwt");
+    std::fs::write(&jwt_file, jwt).expect("the gateway's ServiceAccount token");
+    let jwt_file = jwt_file.display().to_string();
+    let gw = w
+        .gateway(
+            "gw",
+            &[
+                "--run-token-secret",
+                RUN_TOKEN_SECRET,
+                "--connector-allowed-hosts",
+                "localhost,127.0.0.1",
+                // Every server of this test listens on loopback, so loopback is not a denied network here; the
+                // API server, OpenBao and the runtime are still denied by their endpoints.
+                "--connector-denied-networks",
+                "169.254.0.0/16",
+                "--vault-addr",
+                bao.addr(),
+                "--vault-role",
+                cmp_crds::names::GATEWAY_CONNECTOR_ROLE,
+                "--vault-jwt-file",
+                &jwt_file,
+            ],
+        )
+        .await;
+    let mcp = |binding: &str| format!("{}/v1/connectors/{binding}/mcp", gw.base);
+
+    let (alpha_token, alpha_run) = open_run(&w, &gw.base, &a_key, &runtime).await;
+    let (beta_token, beta_run) = open_run(&w, &gw.base, &b_key, &runtime).await;
+
+    // The SDK's client, in the current revision (server/discover) and in the initialize handshake with a session.
+    for mode in ["auto", "legacy"] {
+        let steps = json!([["list"], ["call", "get_ticket", {"ticket_id": "7"}], ["call", "delete_everything", {}],
+                           ["call", "failing_lookup", {}], ["call", "slow_report", {"seconds": 5}]]);
+        let reports = client(&mcp("desk"), &alpha_token, mode, &steps).await.expect("the MCP client runs");
+        assert_eq!(reports.len(), 5, "{mode}: {reports:?}");
+        assert_eq!(
+            reports[0]["tools"],
+            json!(["create_ticket", "failing_lookup", "get_ticket", "slow_report"]),
+            "{mode}: only the allowed tools are listed (delete_everything is beyond the Offering)"
+        );
+        assert_eq!(reports[1]["text"], "alpha: ticket 7 is open", "{mode}: the tool got alpha's own credential");
+        let refused = reports[2].to_string();
+        assert!(refused.contains("not allowed") && refused.contains("delete_everything"), "{mode}: {refused}");
+        assert_eq!(reports[3]["is_error"], true, "{mode}: {:?}", reports[3]);
+        let slow = reports[4].to_string();
+        assert!(slow.contains("did not answer within 2 s"), "{mode}: the binding's timeout: {slow}");
+    }
+
+    // Beta's run reaches beta's binding of the same name, with beta's credential...
+    let beta = client(&mcp("desk"), &beta_token, "auto", &json!([["call", "get_ticket", {"ticket_id": "1"}]])).await;
+    assert_eq!(beta.expect("the MCP client runs")[0]["text"], "beta: ticket 1 is open");
+    // ...and alpha's token cannot name a binding only beta has.
+    let crm = client(&mcp("crm"), &alpha_token, "auto", &json!([["list"]])).await.expect("the client runs");
+    assert!(crm[0].to_string().contains("no connector binding \\\"crm\\\""), "{crm:?}");
+
+    // Bindings that point inside the cluster or off the allow-list are refused at call time.
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (_, inside) = raw(&w, &gw.base, "apiserver", &alpha_token, None, ping.to_vec()).await;
+    assert_eq!(reason(&inside), "destination_refused", "{inside}");
+    assert!(inside.to_string().contains("cluster-internal endpoint"), "{inside}");
+    let (_, outside) = raw(&w, &gw.base, "outside", &alpha_token, None, ping.to_vec()).await;
+    assert!(outside.to_string().contains("not on the platform's allow-list"), "{outside}");
+
+    // Bad input: each gets its error, and nothing reaches the MCP server or is charged.
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "parse_error"),
+        (br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.to_vec(), 400, "invalid_request"),
+        (br#"{"jsonrpc":"2.0","id":1,"method":"resources/list"}"#.to_vec(), 200, "method_not_found"),
+        (br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get_ticket"}}"#.to_vec(), 400, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = raw(&w, &gw.base, "desk", &alpha_token, None, body).await;
+        assert_eq!((got, reason(&answer)), (status, code), "{answer}");
+    }
+    let oversized = raw_oversized(&gw.base, &alpha_token, 4 << 20).await;
+    assert!(oversized.starts_with("HTTP/1.1 413") && oversized.contains("body_too_large"), "{oversized}");
+    // A session opened by beta's run is refused on alpha's.
+    let opened = w
+        .http
+        .post(mcp("desk"))
+        .header("authorization", format!("Bearer {beta_token}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(ping.to_vec())
+        .send()
+        .await
+        .expect("beta initializes");
+    let beta_session = opened.headers()["mcp-session-id"].to_str().expect("a session id").to_string();
+    let list = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#.to_vec();
+    let (status, answer) = raw(&w, &gw.base, "desk", &alpha_token, Some(&beta_session), list.clone()).await;
+    assert_eq!((status, reason(&answer)), (404, "unknown_session"), "{answer}");
+    // No token, or a forged one.
+    let (status, answer) = raw(&w, &gw.base, "desk", "cmpr_forged.x", None, list.clone()).await;
+    assert_eq!((status, reason(&answer)), (401, "invalid_run_token"), "{answer}");
+
+    // Once the run ends, its token opens nothing.
+    runtime.release_held();
+    assert_eq!(alpha_run.await.expect("alpha's run"), 200);
+    assert_eq!(beta_run.await.expect("beta's run"), 200);
+    let (status, answer) = raw(&w, &gw.base, "desk", &alpha_token, None, list.clone()).await;
+    assert_eq!((status, reason(&answer)), (401, "invalid_run_token"), "{answer}");
+    assert!(answer.to_string().contains("has ended"), "{answer}");
+
+    // Charges match the calls: a run (1) and 2 successful calls at 2 credits each; beta a run and 1 call.
+    for (org, balance) in [(&a, 95), (&b, 97)] {
+        converge(&format!("{org}'s Wallet at {balance}"), || async {
+            let wallet = w.wallets(org).get(org).await.ok()?;
+            (wallet.status?.balance == balance).then_some(())
+        })
+        .await;
+    }
+    let mut gw = gw;
+    assert!(gw.process.terminate().expect("stops").success());
+    let calls: Vec<Value> = gw
+        .usage_events()
+        .into_iter()
+        .filter(|e| e["type"] == "dev.gsv.cmp.tool.called")
+        .map(|e| e["data"].clone())
+        .collect();
+    let of = |org: &str, tool: &str| -> Vec<(String, i64)> {
+        calls
+            .iter()
+            .filter(|c| c["organization"] == org && c["tool"] == tool)
+            .map(|c| (c["outcome"].as_str().unwrap_or_default().to_string(), c["credits"].as_i64().unwrap_or(-1)))
+            .collect()
+    };
+    assert_eq!(of(&a, "get_ticket"), vec![("success".to_string(), 2); 2]);
+    assert_eq!(of(&a, "delete_everything"), vec![("refused".to_string(), 0); 2]);
+    assert_eq!(of(&a, "failing_lookup"), vec![("tool_error".to_string(), 0); 2]);
+    assert_eq!(of(&a, "slow_report"), vec![("timeout".to_string(), 0); 2]);
+    assert_eq!(of(&b, "get_ticket"), vec![("success".to_string(), 2)]);
+    let (tokenless, joined): (Vec<&Value>, Vec<&Value>) =
+        calls.iter().partition(|c| c["refusal"] == "invalid_run_token");
+    assert!(joined.iter().all(|c| c["run"].as_str().is_some_and(|r| r.starts_with("run_"))), "calls join their run");
+    assert_eq!(tokenless.len(), 2, "the forged token and the ended run's token are audited too: {tokenless:?}");
+
+    // The credential appears nowhere but on the MCP server's side.
+    let everything_seen: String = runtime.seen().iter().map(|s| s.everything.clone()).collect();
+    let usage = std::fs::read_to_string(&gw.usage).unwrap_or_default();
+    let log = gw.process.log();
+    for secret in [ALPHA_SECRET, BETA_SECRET] {
+        assert!(!everything_seen.contains(secret), "the runtime never sees a credential");
+        assert!(!usage.contains(secret), "no usage or audit event holds a credential");
+        assert!(!log.contains(secret), "the gateway never logs a credential");
+    }
+    drop(desk);
+}
