@@ -31,6 +31,8 @@ pub const PAUSED: &str = "Paused";
 pub const ARTIFACTS_VERIFIED: &str = "ArtifactsVerified";
 /// Instance: its API keys are issued and their plaintexts are where status says.
 pub const KEYS_ISSUED: &str = "KeysIssued";
+/// An Instance's connector bindings can all be called through the gateway.
+pub const CONNECTORS_READY: &str = "ConnectorsReady";
 
 /// The reasons of the conditions above.
 pub mod reasons {
@@ -120,6 +122,14 @@ pub mod reasons {
     pub const CONNECTOR_OUTSIDE_TENANT: &str = "ConnectorOutsideTenant";
     /// `ConnectorsReady=False`: a connector binding's secret does not exist at its path.
     pub const CONNECTOR_SECRET_MISSING: &str = "ConnectorSecretMissing";
+    /// `ConnectorsReady=True`: every binding names an allowed MCP server, and its secret is there.
+    pub const CONNECTORS_CALLABLE: &str = "ConnectorsCallable";
+    /// `ConnectorsReady=False`: a binding names no MCP server (`url`).
+    pub const CONNECTOR_WITHOUT_URL: &str = "ConnectorWithoutUrl";
+    /// `ConnectorsReady=False`: a binding's host is not on the platform's allow-list.
+    pub const CONNECTOR_HOST_NOT_ALLOWED: &str = "ConnectorHostNotAllowed";
+    /// `ConnectorsReady=False`: a binding allows tools its Offering does not allow for its type (they stay refused).
+    pub const CONNECTOR_TOOLS_BEYOND_OFFERING: &str = "ConnectorToolsBeyondOffering";
     /// `Synced=False` on a Dedicated Instance: its runtime is delivered by GitOps, which is not configured.
     pub const AWAITING_GITOPS: &str = "AwaitingGitOps";
     /// `Ready=True` on an Instance: the runtime serves its flow.

@@ -110,6 +110,44 @@ impl HostPattern {
     }
 }
 
+/// The host of an http(s) URL (brackets kept for an IPv6 address), or `None` when it is not one.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.contains('@') {
+        return None;
+    }
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Where a binding's URL stands against the allow-list, before any DNS lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlCheck {
+    /// The binding names no MCP server.
+    NoUrl,
+    /// The URL is not an http(s) URL with a host.
+    Malformed,
+    /// The host is not on the allow-list.
+    NotAllowed(String),
+    /// The host is allowed (its addresses are checked when it is called).
+    Allowed,
+}
+
+/// Checks `binding`'s URL against `allowed`.
+pub fn check_url(binding: &ConnectorBinding, allowed: &[HostPattern]) -> UrlCheck {
+    let Some(url) = binding.url.as_deref() else { return UrlCheck::NoUrl };
+    match url_host(url) {
+        None => UrlCheck::Malformed,
+        Some(host) if host_allowed(allowed, host) => UrlCheck::Allowed,
+        Some(host) => UrlCheck::NotAllowed(host.to_string()),
+    }
+}
+
 /// Whether any pattern of `allowed` allows `host`.
 pub fn host_allowed(allowed: &[HostPattern], host: &str) -> bool {
     allowed.iter().any(|p| p.matches(host))
@@ -154,6 +192,23 @@ mod tests {
         assert!(other.allowed.is_empty());
         assert_eq!(other.beyond_offering, vec!["get_ticket".to_string()]);
         assert!(allowed_tools(None, &binding("tickets", &["get_ticket"])).allowed.is_empty());
+    }
+
+    #[test]
+    fn a_urls_host_is_checked_against_the_allow_list() {
+        let allowed: Vec<HostPattern> = vec!["*.example.com".parse().expect("a pattern"), "[::1]".parse().expect("v6")];
+        let mut b = binding("tickets", &[]);
+        assert_eq!(check_url(&b, &allowed), UrlCheck::NoUrl);
+        for (url, expected) in [
+            ("https://desk.example.com:8443/mcp", UrlCheck::Allowed),
+            ("http://[::1]:9000/mcp", UrlCheck::Allowed),
+            ("https://example.com/mcp", UrlCheck::NotAllowed("example.com".into())),
+            ("https://desk.example.com@evil.net/", UrlCheck::Malformed),
+            ("ftp://desk.example.com/", UrlCheck::Malformed),
+        ] {
+            b.url = Some(url.into());
+            assert_eq!(check_url(&b, &allowed), expected, "{url}");
+        }
     }
 
     #[test]

@@ -237,15 +237,32 @@ pub struct ConnectorStatus {
     pub vault_path: String,
     /// `Found`, `Missing`, `OutsideTenant` or `Unknown`.
     pub secret: ConnectorSecret,
+    /// Whether the gateway may call the binding's MCP server: `Allowed` (its addresses are checked again on every call), `NoUrl` or `NotAllowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<ConnectorDestination>,
+    /// The tools the agent may call: `allowedTools` within the Offering's tools for the binding's type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tools: Vec<String>,
     /// What was found, or what to do.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
+/// Whether the gateway may call a binding's MCP server.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConnectorDestination {
+    /// The host is on the platform's allow-list; the gateway checks its addresses on every call.
+    Allowed,
+    /// The binding names no MCP server (`url`): it cannot be called.
+    NoUrl,
+    /// The host is not on the platform's allow-list, or the URL is not usable: refused.
+    NotAllowed,
+}
+
 /// The state of a connector binding's secret.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConnectorSecret {
-    /// The secret exists at `vaultPath`; the runtime's Vault agent mounts it.
+    /// The secret exists at `vaultPath`; the gateway reads it on a call.
     Found,
     /// Nothing is at `vaultPath`: write the secret there.
     Missing,

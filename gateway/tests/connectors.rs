@@ -108,108 +108,152 @@ fn reason(answer: &Value) -> &str {
     answer["error"]["data"]["reason"].as_str().unwrap_or("<no reason>")
 }
 
+/// Two tenants, `a` and `b`, each with an Instance `bot` whose binding `desk` reaches the ticket desk with its
+/// own credential; `a` also has bindings to the API server and to a host off the allow-list, `b` a binding `crm`.
+struct ToolWorld {
+    w: World,
+    bao: OpenBao,
+    _operator: cmp_testenv::process::TestProcess,
+    _desk: TicketDesk,
+    runtime: LangflowStandIn,
+    a: String,
+    b: String,
+    a_key: String,
+    b_key: String,
+    jwt_file: String,
+    _gateway_ns: TestNamespace,
+}
+
+impl ToolWorld {
+    async fn start(prefix: &str) -> Self {
+        let w = World::new(prefix).await;
+        let scratch = std::env::temp_dir().join(format!("{}-mcp", w.run));
+        std::fs::create_dir_all(&scratch).expect("a scratch directory");
+        let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
+        bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
+        // The gateway's ServiceAccount; the operator writes the OpenBao role it logs in to.
+        let gateway_ns = TestNamespace::create(&w.client, "mcp-gateway").await.expect("a namespace");
+        let account: ServiceAccount = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "cmp-gateway", "namespace": gateway_ns.name}}))
+        .expect("a ServiceAccount");
+        Api::<ServiceAccount>::namespaced(w.client.clone(), &gateway_ns.name)
+            .create(&PostParams::default(), &account)
+            .await
+            .expect("the gateway's ServiceAccount");
+        let account = format!("{}/cmp-gateway", gateway_ns.name);
+        let _operator = w.operator_with(&[
+            "--vault-addr",
+            bao.addr(),
+            "--vault-token",
+            bao.token(),
+            "--vault-gateway-service-account",
+            &account,
+            "--connector-allowed-hosts",
+            "localhost,127.0.0.1",
+        ]);
+        let desk = TicketDesk::start(
+            &[(&format!("Bearer {ALPHA_SECRET}"), "alpha"), (&format!("Bearer {BETA_SECRET}"), "beta")],
+            "authorization",
+            scratch.join("tickets.log"),
+        )
+        .await
+        .expect("the MCP ticket desk starts");
+        let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
+
+        let offering = format!("{}-desk", w.run);
+        let plans = json!([{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 120,
+                            "requestsPerMinute": 100000}]);
+        let tools =
+            json!([{"type": "tickets", "tools": ["create_ticket", "get_ticket", "slow_report", "failing_lookup"]}]);
+        w.offering_with(&offering, "v1", runtime.url(), plans, json!({"connectors": tools})).await;
+        let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
+        for (org, secret) in [(&a, ALPHA_SECRET), (&b, BETA_SECRET)] {
+            w.organization(org, 100).await;
+            let path = format!("connectors/{org}/support/desk");
+            bao.run(&["kv", "put", "-mount=secret", &path, &format!("token={secret}")])
+                .expect("the tenant's credential");
+        }
+        let desk_url = format!("http://localhost:{}/mcp", desk.port());
+        let binding = |org: &str, name: &str, url: &str, allowed: Value| {
+            json!({"name": name, "type": "tickets", "vaultPath": format!("connectors/{org}/support/desk"), "url": url,
+                   "allowedTools": allowed, "timeoutSeconds": 2})
+        };
+        let alpha_bindings = json!([
+            binding(
+                &a,
+                "desk",
+                &desk_url,
+                json!(["get_ticket", "create_ticket", "slow_report", "failing_lookup", "delete_everything"])
+            ),
+            binding(&a, "apiserver", &format!("https://localhost:{}/", api_server_port()), json!(["get_ticket"])),
+            binding(&a, "outside", "http://tools.example.net/mcp", json!(["get_ticket"])),
+        ]);
+        let keys = json!([{"name": "main"}]);
+        let a_key = w
+            .instance_more(&a, "bot", &offering, "basic", keys.clone(), json!({"connectors": alpha_bindings}))
+            .await
+            .remove(0)
+            .1;
+        let beta_bindings = json!([
+            binding(&b, "desk", &desk_url, json!(["get_ticket"])),
+            binding(&b, "crm", &desk_url, json!(["get_ticket"]))
+        ]);
+        let b_key = w
+            .instance_more(&b, "bot", &offering, "basic", keys, json!({"connectors": beta_bindings}))
+            .await
+            .remove(0)
+            .1;
+
+        let jwt = service_account_token(&w.client, &gateway_ns.name, "cmp-gateway", None).await.expect("a token");
+        let jwt_file = scratch.join("gateway.jwt");
+        std::fs::write(&jwt_file, jwt).expect("the gateway's ServiceAccount token");
+        let jwt_file = jwt_file.display().to_string();
+        Self { w, bao, _operator, _desk: desk, runtime, a, b, a_key, b_key, jwt_file, _gateway_ns: gateway_ns }
+    }
+
+    /// Starts gateway `replica` with the connector gateway on; `extra` adds flags.
+    async fn gateway(&self, replica: &str, extra: &[&str]) -> support::Gateway {
+        let mut flags = vec![
+            "--run-token-secret",
+            RUN_TOKEN_SECRET,
+            "--connector-allowed-hosts",
+            "localhost,127.0.0.1",
+            // Every server of this test listens on loopback, so loopback is not a denied network here; the
+            // API server, OpenBao and the runtime are still denied by their endpoints.
+            "--connector-denied-networks",
+            "169.254.0.0/16",
+            "--vault-addr",
+            self.bao.addr(),
+            "--vault-role",
+            cmp_crds::names::GATEWAY_CONNECTOR_ROLE,
+            "--vault-jwt-file",
+            &self.jwt_file,
+        ];
+        flags.extend_from_slice(extra);
+        self.w.gateway(replica, &flags).await
+    }
+}
+
 #[tokio::test]
 async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothing_else() {
-    let w = World::new("gw-mcp").await;
-    let scratch = std::env::temp_dir().join(format!("{}-mcp", w.run));
-    std::fs::create_dir_all(&scratch).expect("a scratch directory");
-    let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
-    bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
-    // The gateway's ServiceAccount; the operator writes the OpenBao role it logs in to.
-    let gateway_ns = TestNamespace::create(&w.client, "mcp-gateway").await.expect("a namespace");
-    let account: ServiceAccount = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "cmp-gateway", "namespace": gateway_ns.name}}))
-    .expect("a ServiceAccount");
-    Api::<ServiceAccount>::namespaced(w.client.clone(), &gateway_ns.name)
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("the gateway's ServiceAccount");
-    let account = format!("{}/cmp-gateway", gateway_ns.name);
-    let _operator = w.operator_with(&[
-        "--vault-addr",
-        bao.addr(),
-        "--vault-token",
-        bao.token(),
-        "--vault-gateway-service-account",
-        &account,
-    ]);
-    let desk = TicketDesk::start(
-        &[(&format!("Bearer {ALPHA_SECRET}"), "alpha"), (&format!("Bearer {BETA_SECRET}"), "beta")],
-        "authorization",
-        scratch.join("tickets.log"),
-    )
-    .await
-    .expect("the MCP ticket desk starts");
-    let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
+    let t = ToolWorld::start("gw-mcp").await;
+    let ToolWorld { w, runtime, a, b, a_key, b_key, .. } = &t;
+    let gw = t.gateway("gw", &[]).await;
 
-    let offering = format!("{}-desk", w.run);
-    let plans = json!([{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 120,
-                        "requestsPerMinute": 100000}]);
-    let tools = json!([{"type": "tickets", "tools": ["create_ticket", "get_ticket", "slow_report", "failing_lookup"]}]);
-    w.offering_with(&offering, "v1", runtime.url(), plans, json!({"connectors": tools})).await;
-    let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
-    for (org, secret) in [(&a, ALPHA_SECRET), (&b, BETA_SECRET)] {
-        w.organization(org, 100).await;
-        let path = format!("connectors/{org}/support/desk");
-        bao.run(&["kv", "put", "-mount=secret", &path, &format!("token={secret}")]).expect("the tenant's credential");
-    }
-    let desk_url = format!("http://localhost:{}/mcp", desk.port());
-    let binding = |org: &str, name: &str, url: &str, allowed: Value| {
-        json!({"name": name, "type": "tickets", "vaultPath": format!("connectors/{org}/support/desk"), "url": url,
-               "allowedTools": allowed, "timeoutSeconds": 2})
-    };
-    let alpha_bindings = json!([
-        binding(
-            &a,
-            "desk",
-            &desk_url,
-            json!(["get_ticket", "create_ticket", "slow_report", "failing_lookup", "delete_everything"])
-        ),
-        binding(&a, "apiserver", &format!("https://localhost:{}/", api_server_port()), json!(["get_ticket"])),
-        binding(&a, "outside", "http://tools.example.net/mcp", json!(["get_ticket"])),
-    ]);
-    let keys = json!([{"name": "main"}]);
-    let a_key = w
-        .instance_more(&a, "bot", &offering, "basic", keys.clone(), json!({"connectors": alpha_bindings}))
-        .await
-        .remove(0)
-        .1;
-    let beta_bindings = json!([
-        binding(&b, "desk", &desk_url, json!(["get_ticket"])),
-        binding(&b, "crm", &desk_url, json!(["get_ticket"]))
-    ]);
-    let b_key =
-        w.instance_more(&b, "bot", &offering, "basic", keys, json!({"connectors": beta_bindings})).await.remove(0).1;
-
-    let jwt = service_account_token(&w.client, &gateway_ns.name, "cmp-gateway", None).await.expect("a token");
-    let jwt_file = scratch.join("gateway.jwt");
-    std::fs::write(&jwt_file, jwt).expect("the gateway's ServiceAccount token");
-    let jwt_file = jwt_file.display().to_string();
-    let gw = w
-        .gateway(
-            "gw",
-            &[
-                "--run-token-secret",
-                RUN_TOKEN_SECRET,
-                "--connector-allowed-hosts",
-                "localhost,127.0.0.1",
-                // Every server of this test listens on loopback, so loopback is not a denied network here; the
-                // API server, OpenBao and the runtime are still denied by their endpoints.
-                "--connector-denied-networks",
-                "169.254.0.0/16",
-                "--vault-addr",
-                bao.addr(),
-                "--vault-role",
-                cmp_crds::names::GATEWAY_CONNECTOR_ROLE,
-                "--vault-jwt-file",
-                &jwt_file,
-            ],
-        )
-        .await;
+    // Status says which bindings can be called, and which tools each allows.
+    let (message, desk_tools) = converge("alpha's ConnectorsReady", || async {
+        let status = w.instances(a).get("bot").await.ok()?.status?;
+        let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::CONNECTORS_READY)?.clone();
+        let desk = status.connectors.iter().find(|c| c.name == "desk")?.allowed_tools.clone();
+        (ready.status == "False").then_some((ready.message, desk))
+    })
+    .await;
+    assert!(message.contains("outside (tools.example.net)"), "{message}");
+    assert_eq!(desk_tools, ["create_ticket", "failing_lookup", "get_ticket", "slow_report"]);
     let mcp = |binding: &str| format!("{}/v1/connectors/{binding}/mcp", gw.base);
 
-    let (alpha_token, alpha_run) = open_run(&w, &gw.base, &a_key, &runtime).await;
-    let (beta_token, beta_run) = open_run(&w, &gw.base, &b_key, &runtime).await;
+    let (alpha_token, alpha_run) = open_run(w, &gw.base, a_key, runtime).await;
+    let (beta_token, beta_run) = open_run(w, &gw.base, b_key, runtime).await;
 
     // The SDK's client, in the current revision (server/discover) and in the initialize handshake with a session.
     for mode in ["auto", "legacy"] {
@@ -239,10 +283,10 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
 
     // Bindings that point inside the cluster or off the allow-list are refused at call time.
     let ping = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let (_, inside) = raw(&w, &gw.base, "apiserver", &alpha_token, None, ping.to_vec()).await;
+    let (_, inside) = raw(w, &gw.base, "apiserver", &alpha_token, None, ping.to_vec()).await;
     assert_eq!(reason(&inside), "destination_refused", "{inside}");
     assert!(inside.to_string().contains("cluster-internal endpoint"), "{inside}");
-    let (_, outside) = raw(&w, &gw.base, "outside", &alpha_token, None, ping.to_vec()).await;
+    let (_, outside) = raw(w, &gw.base, "outside", &alpha_token, None, ping.to_vec()).await;
     assert!(outside.to_string().contains("not on the platform's allow-list"), "{outside}");
 
     // Bad input: each gets its error, and nothing reaches the MCP server or is charged.
@@ -253,7 +297,7 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
         (br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get_ticket"}}"#.to_vec(), 400, "invalid_request"),
     ];
     for (body, status, code) in cases {
-        let (got, answer) = raw(&w, &gw.base, "desk", &alpha_token, None, body).await;
+        let (got, answer) = raw(w, &gw.base, "desk", &alpha_token, None, body).await;
         assert_eq!((got, reason(&answer)), (status, code), "{answer}");
     }
     let oversized = raw_oversized(&gw.base, &alpha_token, 4 << 20).await;
@@ -271,17 +315,17 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
         .expect("beta initializes");
     let beta_session = opened.headers()["mcp-session-id"].to_str().expect("a session id").to_string();
     let list = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#.to_vec();
-    let (status, answer) = raw(&w, &gw.base, "desk", &alpha_token, Some(&beta_session), list.clone()).await;
+    let (status, answer) = raw(w, &gw.base, "desk", &alpha_token, Some(&beta_session), list.clone()).await;
     assert_eq!((status, reason(&answer)), (404, "unknown_session"), "{answer}");
     // No token, or a forged one.
-    let (status, answer) = raw(&w, &gw.base, "desk", "cmpr_forged.x", None, list.clone()).await;
+    let (status, answer) = raw(w, &gw.base, "desk", "cmpr_forged.x", None, list.clone()).await;
     assert_eq!((status, reason(&answer)), (401, "invalid_run_token"), "{answer}");
 
     // Once the run ends, its token opens nothing.
     runtime.release_held();
     assert_eq!(alpha_run.await.expect("alpha's run"), 200);
     assert_eq!(beta_run.await.expect("beta's run"), 200);
-    let (status, answer) = raw(&w, &gw.base, "desk", &alpha_token, None, list.clone()).await;
+    let (status, answer) = raw(w, &gw.base, "desk", &alpha_token, None, list.clone()).await;
     assert_eq!((status, reason(&answer)), (401, "invalid_run_token"), "{answer}");
     assert!(answer.to_string().contains("has ended"), "{answer}");
 
@@ -308,11 +352,11 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
             .map(|c| (c["outcome"].as_str().unwrap_or_default().to_string(), c["credits"].as_i64().unwrap_or(-1)))
             .collect()
     };
-    assert_eq!(of(&a, "get_ticket"), vec![("success".to_string(), 2); 2]);
-    assert_eq!(of(&a, "delete_everything"), vec![("refused".to_string(), 0); 2]);
-    assert_eq!(of(&a, "failing_lookup"), vec![("tool_error".to_string(), 0); 2]);
-    assert_eq!(of(&a, "slow_report"), vec![("timeout".to_string(), 0); 2]);
-    assert_eq!(of(&b, "get_ticket"), vec![("success".to_string(), 2)]);
+    assert_eq!(of(a, "get_ticket"), vec![("success".to_string(), 2); 2]);
+    assert_eq!(of(a, "delete_everything"), vec![("refused".to_string(), 0); 2]);
+    assert_eq!(of(a, "failing_lookup"), vec![("tool_error".to_string(), 0); 2]);
+    assert_eq!(of(a, "slow_report"), vec![("timeout".to_string(), 0); 2]);
+    assert_eq!(of(b, "get_ticket"), vec![("success".to_string(), 2)]);
     let (tokenless, joined): (Vec<&Value>, Vec<&Value>) =
         calls.iter().partition(|c| c["refusal"] == "invalid_run_token");
     assert!(joined.iter().all(|c| c["run"].as_str().is_some_and(|r| r.starts_with("run_"))), "calls join their run");
@@ -327,5 +371,73 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
         assert!(!usage.contains(secret), "no usage or audit event holds a credential");
         assert!(!log.contains(secret), "the gateway never logs a credential");
     }
-    drop(desk);
+}
+
+/// A JSON-RPC request to the MCP endpoint of `desk` on `gateway`, in the initialize handshake's revision: the
+/// status, the session id answered (if any) and the JSON answer.
+async fn rpc(
+    w: &World,
+    gateway: &str,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>, Value) {
+    let mut request = w
+        .http
+        .post(format!("{gateway}/v1/connectors/desk/mcp"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&body);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let answer = request.send().await.expect("the gateway answers");
+    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(String::from);
+    (answer.status().as_u16(), session, answer.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_session_outlives_the_replica_that_opened_it_and_a_run_ends_on_every_replica() {
+    let t = ToolWorld::start("gw-mcp-ha").await;
+    let mut replicas = Vec::new();
+    for name in ["gw-0", "gw-1", "gw-2"] {
+        let peer = format!("127.0.0.1:{}", cmp_testenv::free_port().expect("a free port"));
+        let flags = ["--peer-addr", peer.as_str(), "--namespace", "default", "--peer-group", t.w.run.as_str()];
+        replicas.push(t.gateway(name, &flags).await);
+    }
+    // gw-0 forwards the run; gw-1 opens the session with the MCP server; gw-1 dies; gw-2 carries on.
+    let (token, run) = open_run(&t.w, &replicas[0].base, &t.a_key, &t.runtime).await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cmp-test", "version": "1"}}});
+    let (status, session, answer) = rpc(&t.w, &replicas[1].base, &token, None, initialize).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = session.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(rpc(&t.w, &replicas[1].base, &token, Some(&session), initialized).await.0, 202);
+    let call = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                "params": {"name": "get_ticket", "arguments": {"ticket_id": format!("{id}")}}})
+    };
+    let (_, _, first) = rpc(&t.w, &replicas[1].base, &token, Some(&session), call(2)).await;
+    assert_eq!(first["result"]["content"][0]["text"], "alpha: ticket 2 is open", "{first}");
+    replicas[1].process.kill();
+    let (status, _, after) = rpc(&t.w, &replicas[2].base, &token, Some(&session), call(3)).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["result"]["content"][0]["text"], "alpha: ticket 3 is open", "the session continues on gw-2");
+
+    // The run ends on gw-0; gw-2 hears of it in a peer report and refuses its token from then on.
+    t.runtime.release_held();
+    assert_eq!(run.await.expect("the run"), 200);
+    converge("gw-2 to refuse the ended run's token", || async {
+        let (status, _, answer) = rpc(&t.w, &replicas[2].base, &token, Some(&session), call(4)).await;
+        (status == 401 && reason(&answer) == "invalid_run_token").then_some(())
+    })
+    .await;
+    // The two calls were charged once each, by the replicas that served them (a run at 1, two calls at 2).
+    converge("the Wallet at 95", || async {
+        let wallet = t.w.wallets(&t.a).get(&t.a).await.ok()?;
+        (wallet.status?.balance == 95).then_some(())
+    })
+    .await;
 }

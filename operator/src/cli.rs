@@ -76,6 +76,10 @@ pub struct Args {
     #[arg(long, env = "CMP_VAULT_GATEWAY_SERVICE_ACCOUNT", default_value = "")]
     pub vault_gateway_service_account: String,
 
+    /// The hosts connector bindings may call, as the gateway's --connector-allowed-hosts (comma-separated; "*.example.com" for every host below a domain): bindings elsewhere are reported ConnectorsReady=False. The gateway enforces it on every call.
+    #[arg(long, env = "CMP_CONNECTOR_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub connector_allowed_hosts: Vec<String>,
+
     /// `--secret-store vault`: the path prefix; keys go under `<prefix>/<organization>/instances/<instance>/keys/<key>`.
     #[arg(long, env = "CMP_VAULT_PREFIX", default_value = "cmp")]
     pub vault_prefix: String,
@@ -245,8 +249,16 @@ impl Args {
         }
         self.check_gitops()?;
         let gitops = (!self.gitops_repo.is_empty()).then(|| self.gitops(vault.as_ref()));
+        let connector_hosts = self
+            .connector_allowed_hosts
+            .iter()
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| h.parse::<cmp_crds::connectors::HostPattern>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--connector-allowed-hosts: {e}"))?;
         Ok(Settings {
             gitops,
+            connector_hosts,
             starter_credits: self.starter_credits,
             low_balance_threshold: self.low_balance_threshold,
             meter_stale_after: SignedDuration::from_secs(self.meter_stale_after_seconds),

@@ -40,6 +40,8 @@ pub struct Settings {
     pub keys_in_vault: bool,
     /// GitOps delivery of Dedicated runtimes, when a repository is configured.
     pub gitops: Option<crate::gitops::GitOpsSettings>,
+    /// The hosts connector bindings may call (the gateway's allow-list), to report bindings in status.
+    pub connector_hosts: Vec<cmp_crds::connectors::HostPattern>,
 }
 
 /// Vault/OpenBao: KV v2 for API-key plaintexts and connector secrets, and
@@ -72,6 +74,7 @@ impl Default for Settings {
             vault: None,
             keys_in_vault: false,
             gitops: None,
+            connector_hosts: Vec::new(),
         }
     }
 }

@@ -1,14 +1,18 @@
 //! An Instance's connector bindings: each must lie inside its Project's
-//! `connectors/<org>/<project>/` (else nothing of the runtime is written),
-//! and each binding's secret is reported as found or missing. Pure: what
-//! Vault held is what the operator last saw there.
+//! `connectors/<org>/<project>/` (else nothing of the runtime is written);
+//! each binding's secret is reported as found or missing, its MCP server as
+//! allowed or not (the platform's allow-list, [`cmp_crds::connectors`]), and
+//! its tools as its `allowedTools` within the Offering's bound. Whether all
+//! of it can be called is the `ConnectorsReady` condition. Pure: what Vault
+//! held is what the operator last saw there.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cmp_crds::Instance;
-use cmp_crds::conditions::{NewCondition, READY, reasons};
-use cmp_crds::instance::{ConnectorSecret, ConnectorStatus};
+use cmp_crds::conditions::{CONNECTORS_READY, NewCondition, READY, reasons};
+use cmp_crds::connectors::{HostPattern, UrlCheck, allowed_tools, check_url};
+use cmp_crds::instance::{ConnectorDestination, ConnectorSecret, ConnectorStatus};
+use cmp_crds::{Instance, OfferingSpec};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::shell::elapsed;
@@ -28,10 +32,20 @@ pub struct ConnectorsState {
     pub outside_tenant: Option<NewCondition<'static>>,
     /// Bindings whose secret is missing: the `Ready` condition that says so.
     pub missing: Option<NewCondition<'static>>,
+    /// `ConnectorsReady`, when the Instance has bindings.
+    pub callable: Option<NewCondition<'static>>,
     /// Paths to look at in Vault now.
     pub check: Vec<String>,
     /// When to look again.
     pub requeue: Option<Duration>,
+}
+
+/// What the connector side is judged against.
+pub struct Bounds<'a> {
+    /// The Instance's Offering, when it can be read (its connectors bound the tools).
+    pub offering: Option<&'a OfferingSpec>,
+    /// The platform's allow-list of connector hosts.
+    pub allowed_hosts: &'a [HostPattern],
 }
 
 /// The connector side of `instance`, in Organization `organization`, with
@@ -41,12 +55,14 @@ pub fn connectors(
     organization: &str,
     vault: bool,
     checks: &BTreeMap<String, SecretCheck>,
+    bounds: &Bounds<'_>,
     now: Timestamp,
 ) -> ConnectorsState {
     let prefix = cmp_crds::names::connector_prefix(organization, &instance.spec.project);
     let mut state = ConnectorsState::default();
     let mut outside = Vec::new();
     let mut missing = Vec::new();
+    let mut problems = Vec::new();
     for binding in &instance.spec.connectors {
         let path = &binding.vault_path;
         let (secret, message) = if !path.starts_with(&prefix) {
@@ -77,8 +93,30 @@ pub fn connectors(
                 None => (ConnectorSecret::Unknown, "not looked at yet".to_string()),
             }
         };
-        state.status.push(ConnectorStatus { name: binding.name.clone(), vault_path: path.clone(), secret, message });
+        let tools = allowed_tools(bounds.offering, binding);
+        let (destination, problem) = match check_url(binding, bounds.allowed_hosts) {
+            UrlCheck::Allowed => (ConnectorDestination::Allowed, None),
+            UrlCheck::NoUrl => (ConnectorDestination::NoUrl, Some(Problem::NoUrl)),
+            UrlCheck::Malformed => {
+                (ConnectorDestination::NotAllowed, Some(Problem::Host("its url is not http(s)".into())))
+            }
+            UrlCheck::NotAllowed(host) => (ConnectorDestination::NotAllowed, Some(Problem::Host(host))),
+        };
+        let problem = problem
+            .or_else(|| (!tools.beyond_offering.is_empty()).then(|| Problem::Tools(tools.beyond_offering.clone())));
+        if let Some(problem) = problem {
+            problems.push((binding.name.clone(), problem));
+        }
+        state.status.push(ConnectorStatus {
+            name: binding.name.clone(),
+            vault_path: path.clone(),
+            secret,
+            message,
+            destination: Some(destination),
+            allowed_tools: tools.allowed.into_iter().collect(),
+        });
     }
+    state.callable = callable(instance, &problems, &missing, bounds.allowed_hosts);
     if !outside.is_empty() {
         let message = format!(
             "spec.connectors {} lie outside this Project's {prefix}: each vaultPath must start with it; nothing is committed until they do",
@@ -96,6 +134,80 @@ pub fn connectors(
     state
 }
 
+/// Why a binding cannot be called.
+enum Problem {
+    NoUrl,
+    Host(String),
+    Tools(Vec<String>),
+}
+
+/// `ConnectorsReady`: the first problem of each kind, named with its bindings.
+fn callable(
+    instance: &Instance,
+    problems: &[(String, Problem)],
+    missing: &[String],
+    allowed: &[HostPattern],
+) -> Option<NewCondition<'static>> {
+    if instance.spec.connectors.is_empty() {
+        return None;
+    }
+    let named = |pick: fn(&Problem) -> Option<String>| -> Vec<String> {
+        problems.iter().filter_map(|(name, p)| pick(p).map(|what| format!("{name}{what}"))).collect()
+    };
+    let no_url = named(|p| matches!(p, Problem::NoUrl).then(String::new));
+    let hosts = named(|p| match p {
+        Problem::Host(host) => Some(format!(" ({host})")),
+        _ => None,
+    });
+    let tools = named(|p| match p {
+        Problem::Tools(tools) => Some(format!(" ({})", tools.join(", "))),
+        _ => None,
+    });
+    let allowed = if allowed.is_empty() {
+        "empty".to_string()
+    } else {
+        allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let condition = if !no_url.is_empty() {
+        (
+            reasons::CONNECTOR_WITHOUT_URL,
+            format!(
+                "bindings {} name no MCP server: set spec.connectors[].url; until then the agent cannot call their tools",
+                no_url.join(", ")
+            ),
+        )
+    } else if !hosts.is_empty() {
+        (
+            reasons::CONNECTOR_HOST_NOT_ALLOWED,
+            format!(
+                "bindings {} point at hosts off the platform's allow-list ({allowed}): the gateway refuses every call; point them at an allowed host or ask the platform operator to allow it",
+                hosts.join(", ")
+            ),
+        )
+    } else if !tools.is_empty() {
+        (
+            reasons::CONNECTOR_TOOLS_BEYOND_OFFERING,
+            format!(
+                "bindings {} allow tools their Offering does not allow for their type: those stay refused; remove them from allowedTools",
+                tools.join(", ")
+            ),
+        )
+    } else if !missing.is_empty() {
+        (
+            reasons::CONNECTOR_SECRET_MISSING,
+            format!("no secret at {}: write the connector credentials there", missing.join(", ")),
+        )
+    } else {
+        return Some(NewCondition::new(
+            CONNECTORS_READY,
+            true,
+            reasons::CONNECTORS_CALLABLE,
+            "every binding names an allowed MCP server and its credential is in place",
+        ));
+    };
+    Some(NewCondition::new(CONNECTORS_READY, false, condition.0, condition.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +216,8 @@ mod tests {
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).expect("valid")
     }
+
+    const NO_BOUNDS: Bounds<'static> = Bounds { offering: None, allowed_hosts: &[] };
 
     fn instance(paths: &[&str]) -> Instance {
         let mut i = crate::fixtures::instance("support");
@@ -137,6 +251,7 @@ mod tests {
             "acme",
             true,
             &BTreeMap::new(),
+            &NO_BOUNDS,
             at(1),
         );
         let refusal = state.outside_tenant.expect("refused");
@@ -153,26 +268,26 @@ mod tests {
     fn a_binding_inside_the_project_is_looked_at_then_found_or_missing() {
         let path = "connectors/acme/support/crm";
         let i = instance(&[path]);
-        let first = connectors(&i, "acme", true, &BTreeMap::new(), at(1));
+        let first = connectors(&i, "acme", true, &BTreeMap::new(), &NO_BOUNDS, at(1));
         assert!(first.outside_tenant.is_none());
         assert_eq!(first.check, vec![path.to_string()]);
         assert_eq!(first.status[0].secret, ConnectorSecret::Unknown);
 
-        let missing = connectors(&i, "acme", true, &seen(path, Ok(false), 1), at(2));
+        let missing = connectors(&i, "acme", true, &seen(path, Ok(false), 1), &NO_BOUNDS, at(2));
         assert_eq!(missing.status[0].secret, ConnectorSecret::Missing);
         let ready = missing.missing.expect("Ready says so");
         assert_eq!(ready.reason, "ConnectorSecretMissing");
         assert!(ready.message.contains(path), "{}", ready.message);
         assert!(missing.check.is_empty(), "not again before the recheck");
         assert_eq!(missing.requeue, Some(MISSING_RECHECK));
-        assert_eq!(connectors(&i, "acme", true, &seen(path, Ok(false), 1), at(12)).check.len(), 1);
+        assert_eq!(connectors(&i, "acme", true, &seen(path, Ok(false), 1), &NO_BOUNDS, at(12)).check.len(), 1);
 
-        let found = connectors(&i, "acme", true, &seen(path, Ok(true), 1), at(2));
+        let found = connectors(&i, "acme", true, &seen(path, Ok(true), 1), &NO_BOUNDS, at(2));
         assert_eq!(found.status[0].secret, ConnectorSecret::Found);
         assert!(found.missing.is_none());
         assert_eq!(found.requeue, Some(FOUND_RECHECK));
 
-        let unreachable = connectors(&i, "acme", true, &seen(path, Err("refused".into()), 1), at(2));
+        let unreachable = connectors(&i, "acme", true, &seen(path, Err("refused".into()), 1), &NO_BOUNDS, at(2));
         assert_eq!(
             (unreachable.status[0].secret, unreachable.status[0].message.as_str()),
             (ConnectorSecret::Unknown, "refused")
@@ -181,9 +296,51 @@ mod tests {
 
     #[test]
     fn without_vault_a_binding_is_unknown_and_says_how_to_configure_it() {
-        let state = connectors(&instance(&["connectors/acme/support/crm"]), "acme", false, &BTreeMap::new(), at(1));
+        let state =
+            connectors(&instance(&["connectors/acme/support/crm"]), "acme", false, &BTreeMap::new(), &NO_BOUNDS, at(1));
         assert_eq!(state.status[0].secret, ConnectorSecret::Unknown);
         assert!(state.status[0].message.contains("--vault-addr"));
         assert!(state.check.is_empty() && state.requeue.is_none());
+    }
+
+    #[test]
+    fn connectors_ready_names_what_keeps_a_binding_from_being_called() {
+        let mut i = instance(&["connectors/acme/support/crm"]);
+        let offering: cmp_crds::OfferingSpec = {
+            let mut o = crate::fixtures::offering(cmp_crds::offering::RuntimeMode::Shared, vec![]).spec;
+            o.connectors = serde_json::from_value(serde_json::json!([{"type": "http", "tools": ["get_ticket"]}]))
+                .expect("connectors");
+            o
+        };
+        let hosts: Vec<HostPattern> = vec!["*.example.com".parse().expect("a pattern")];
+        let bounds = Bounds { offering: Some(&offering), allowed_hosts: &hosts };
+        let found = seen("connectors/acme/support/crm", Ok(true), 1);
+        let reason = |i: &Instance| {
+            let state = connectors(i, "acme", true, &found, &bounds, at(2));
+            let c = state.callable.expect("a condition");
+            (c.status.to_string(), c.reason.to_string(), c.message.to_string(), state.status)
+        };
+        let (status, why, message, _) = reason(&i);
+        assert_eq!((status.as_str(), why.as_str()), ("False", reasons::CONNECTOR_WITHOUT_URL), "{message}");
+        assert!(message.contains("c0"), "{message}");
+        i.spec.connectors[0].url = Some("https://tools.evil.net/mcp".into());
+        let (_, why, message, status) = reason(&i);
+        assert_eq!(why, reasons::CONNECTOR_HOST_NOT_ALLOWED, "{message}");
+        assert!(message.contains("tools.evil.net") && message.contains("*.example.com"), "{message}");
+        assert_eq!(status[0].destination, Some(ConnectorDestination::NotAllowed));
+        i.spec.connectors[0].url = Some("https://desk.example.com/mcp".into());
+        i.spec.connectors[0].allowed_tools = vec!["get_ticket".into(), "drop_tables".into()];
+        let (_, why, message, status) = reason(&i);
+        assert_eq!(why, reasons::CONNECTOR_TOOLS_BEYOND_OFFERING, "{message}");
+        assert!(message.contains("drop_tables"), "{message}");
+        assert_eq!(status[0].allowed_tools, vec!["get_ticket".to_string()], "only what the Offering allows");
+        i.spec.connectors[0].allowed_tools = vec!["get_ticket".into()];
+        let (state, why, _, status) = reason(&i);
+        assert_eq!((state.as_str(), why.as_str()), ("True", reasons::CONNECTORS_CALLABLE));
+        assert_eq!(status[0].destination, Some(ConnectorDestination::Allowed));
+        assert!(
+            connectors(&instance(&[]), "acme", true, &found, &bounds, at(2)).callable.is_none(),
+            "no bindings, no condition"
+        );
     }
 }

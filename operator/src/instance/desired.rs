@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use std::collections::BTreeMap;
 
-use super::connectors::{ConnectorsState, connectors};
+use super::connectors::{Bounds, ConnectorsState, connectors};
 use super::dedicated::GitOpsObserved;
 use super::keys::{self, IssuedKey, KeyToIssue, Store};
 use super::references::resolve;
@@ -20,6 +20,7 @@ use crate::flows::Probe;
 use crate::gitops::render::InstanceTree;
 use crate::shell::{self, Desired};
 use crate::vault::connectors::SecretCheck;
+use cmp_crds::connectors::HostPattern;
 
 /// What the Instance pipeline reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,6 +74,7 @@ pub fn desired(
     instance: &Instance,
     observed: &Observed,
     store: Store,
+    connector_hosts: &[HostPattern],
     now: Timestamp,
 ) -> Desired<Children, InstanceStatus> {
     let time = Time(now);
@@ -93,7 +95,12 @@ pub fn desired(
         children.remove_keys = keys.remove;
         set_condition(&mut status.conditions, keys.condition, generation, time.clone());
         let checks = observed.connector_checks.as_ref();
-        bindings = connectors(instance, &org.name_any(), checks.is_some(), checks.unwrap_or(&BTreeMap::new()), now);
+        let bounds = Bounds { offering: observed.offering.as_ref().map(|o| &o.spec), allowed_hosts: connector_hosts };
+        let no_checks = BTreeMap::new();
+        bindings = connectors(instance, &org.name_any(), checks.is_some(), checks.unwrap_or(&no_checks), &bounds, now);
+        if let Some(callable) = bindings.callable.take() {
+            set_condition(&mut status.conditions, callable, generation, time.clone());
+        }
         status.connectors = std::mem::take(&mut bindings.status);
         children.check_connectors = std::mem::take(&mut bindings.check);
     }
@@ -207,12 +214,12 @@ mod tests {
     }
 
     fn reason(instance: &Instance, observed: &Observed) -> String {
-        condition(&desired(instance, observed, Store::Secret, at(10)).status, "Ready").1
+        condition(&desired(instance, observed, Store::Secret, &[], at(10)).status, "Ready").1
     }
 
     #[test]
     fn a_shared_instance_registers_its_own_flow_then_is_ready() {
-        let d = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, at(10));
+        let d = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, &[], at(10));
         let work = d.children.as_ref().and_then(|c| c.register.clone()).expect("registration");
         let flow_id = cmp_crds::names::flow_id("cmp-acme", "bot", "uid-1");
         assert_eq!(work.registration.flow_id, flow_id, "derived from the Instance, not the export's id");
@@ -221,7 +228,7 @@ mod tests {
 
         let mut seen = observed(RuntimeMode::Shared);
         seen.probe = Some(Probe { registration: work.registration.clone(), outcome: Ok(()), at: at(10) });
-        let d = desired(&instance(), &seen, Store::Secret, at(11));
+        let d = desired(&instance(), &seen, Store::Secret, &[], at(11));
         assert!(d.children.expect("children").register.is_none(), "not probed again before the interval");
         assert_eq!(d.status.phase, InstancePhase::Ready);
         assert_eq!(condition(&d.status, "Synced"), (TRUE.into(), "FlowRegistered".into()));
@@ -230,19 +237,19 @@ mod tests {
         assert_eq!(d.status.endpoint.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(d.requeue, Some(PROBE_INTERVAL));
         assert!(
-            desired(&instance(), &seen, Store::Secret, at(80)).children.expect("children").register.is_some(),
+            desired(&instance(), &seen, Store::Secret, &[], at(80)).children.expect("children").register.is_some(),
             "probed again"
         );
     }
 
     #[test]
     fn a_runtime_failure_is_on_synced_and_ready_and_retried_soon() {
-        let d = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, at(10));
+        let d = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, &[], at(10));
         let registration = d.children.and_then(|c| c.register).expect("registration").registration;
         let mut seen = observed(RuntimeMode::Shared);
         let outcome = Err((reasons::RUNTIME_UNAVAILABLE, "connection refused".to_string()));
         seen.probe = Some(Probe { registration, outcome, at: at(10) });
-        let d = desired(&instance(), &seen, Store::Secret, at(11));
+        let d = desired(&instance(), &seen, Store::Secret, &[], at(11));
         assert_eq!(condition(&d.status, "Synced"), (FALSE.into(), "RuntimeUnavailable".into()));
         assert_eq!(d.status.phase, InstancePhase::Provisioning);
         assert_eq!(d.requeue, Some(PROBE_RETRY));
@@ -250,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_dedicated_instance_waits_for_gitops_with_its_service_endpoint() {
-        let d = desired(&instance(), &observed(RuntimeMode::Dedicated), Store::Secret, at(10));
+        let d = desired(&instance(), &observed(RuntimeMode::Dedicated), Store::Secret, &[], at(10));
         assert_eq!(d.status.endpoint.as_deref(), Some("http://bot.cmp-acme-p.svc.cluster.local:8000"));
         assert_eq!(d.status.flow_id.as_deref(), Some("export-id"));
         assert_eq!(condition(&d.status, "Synced").1, "AwaitingGitOps");
@@ -267,7 +274,7 @@ mod tests {
         assert_eq!(reason(&i, &Observed { offering: None, ..shared.clone() }), "OfferingNotFound");
         let mut v = instance();
         v.spec.version = "9".into();
-        let d = desired(&v, &shared, Store::Secret, at(10)).status;
+        let d = desired(&v, &shared, Store::Secret, &[], at(10)).status;
         let ready = conditions::find(&d.conditions, "Ready").expect("Ready");
         assert_eq!((ready.reason.as_str(), d.phase), ("VersionNotFound", InstancePhase::Failed));
         assert!(ready.message.contains("spec.version is \"9\""), "{}", ready.message);
@@ -295,7 +302,7 @@ mod tests {
     fn max_instances_admits_the_oldest() {
         let mut full = observed(RuntimeMode::Shared);
         full.older_in_project = ProjectSpec::default().quota.max_instances as usize;
-        let d = desired(&instance(), &full, Store::Secret, at(10)).status;
+        let d = desired(&instance(), &full, Store::Secret, &[], at(10)).status;
         let ready = conditions::find(&d.conditions, "Ready").expect("Ready");
         assert_eq!((ready.reason.as_str(), d.phase), ("QuotaExceeded", InstancePhase::Failed));
         assert!(ready.message.contains("spec.maxInstances="), "{}", ready.message);
@@ -307,25 +314,25 @@ mod tests {
         if let Some(org) = seen.organization.as_mut() {
             org.spec.suspended = true;
         }
-        let s = desired(&instance(), &seen, Store::Secret, at(10)).status;
+        let s = desired(&instance(), &seen, Store::Secret, &[], at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "OrganizationSuspended".into()));
         assert_eq!(s.phase, InstancePhase::Suspended);
         let mut own = instance();
         own.spec.suspended = true;
-        let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, &[], at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "SuspendedBySpec".into()));
     }
 
     #[test]
     fn a_suspended_instance_is_not_ready_and_the_stores_suspension_is_named_first() {
-        let running = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        let running = desired(&instance(), &observed(RuntimeMode::Shared), Store::Secret, &[], at(10)).status;
         let ready_when_running = condition(&running, "Ready");
         let mut withdrawn = instance();
         withdrawn.spec.suspended = false;
         withdrawn
             .annotations_mut()
             .insert(cmp_crds::names::STORE_SUSPENSION_ANNOTATION.into(), "order #7 cancelled".into());
-        let s = desired(&withdrawn, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        let s = desired(&withdrawn, &observed(RuntimeMode::Shared), Store::Secret, &[], at(10)).status;
         assert_eq!(condition(&s, "Suspended"), (TRUE.into(), "SuspendedByStore".into()));
         assert_eq!(condition(&s, "Ready"), ("False".into(), "SuspendedByStore".into()), "was {ready_when_running:?}");
         assert_eq!(s.phase, InstancePhase::Suspended);
@@ -333,7 +340,7 @@ mod tests {
         assert!(ready.message.contains("order #7 cancelled") && ready.message.contains("only the store"));
         let mut own = instance();
         own.spec.suspended = true;
-        let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, at(10)).status;
+        let s = desired(&own, &observed(RuntimeMode::Shared), Store::Secret, &[], at(10)).status;
         assert_eq!(condition(&s, "Ready"), ("False".into(), "SuspendedBySpec".into()));
     }
 
@@ -341,7 +348,7 @@ mod tests {
     fn a_paused_instance_writes_only_the_paused_condition() {
         let mut i = instance();
         i.metadata.annotations = Some([("cmp.gsv.dev/paused".to_string(), "true".to_string())].into());
-        let d = desired(&i, &observed(RuntimeMode::Shared), Store::Secret, at(10));
+        let d = desired(&i, &observed(RuntimeMode::Shared), Store::Secret, &[], at(10));
         assert_eq!(condition(&d.status, "Paused"), (TRUE.into(), "PausedByAnnotation".into()));
         assert!(conditions::find(&d.status.conditions, "Suspended").is_none());
         assert!(d.children.is_none());

@@ -111,7 +111,7 @@ impl Reconcile for Instance {
             Some(vault) if settings.keys_in_vault => Store::Vault { prefix: &vault.prefix },
             _ => Store::Secret,
         };
-        desired::desired(self, observed, store, now)
+        desired::desired(self, observed, store, &settings.connector_hosts, now)
     }
 
     async fn apply(&self, children: &Children, ctx: &Context) -> Result<()> {
