@@ -11,9 +11,7 @@ mod support;
 use cmp_testenv::langflow_stand_in::LangflowStandIn;
 use cmp_testenv::mcp::{TicketDesk, client};
 use cmp_testenv::openbao::OpenBao;
-use cmp_testenv::test::{TestNamespace, service_account_token, test_kubeconfig};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
+use cmp_testenv::test::{TestNamespace, gateway_service_account, service_account_token, test_kubeconfig};
 use serde_json::{Value, json};
 use support::{RUNTIME_KEY, World, converge};
 
@@ -132,15 +130,8 @@ impl ToolWorld {
         let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
         bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
         // The gateway's ServiceAccount; the operator writes the OpenBao role it logs in to.
-        let gateway_ns = TestNamespace::create(&w.client, "mcp-gateway").await.expect("a namespace");
-        let account: ServiceAccount = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "cmp-gateway", "namespace": gateway_ns.name}}))
-        .expect("a ServiceAccount");
-        Api::<ServiceAccount>::namespaced(w.client.clone(), &gateway_ns.name)
-            .create(&PostParams::default(), &account)
-            .await
-            .expect("the gateway's ServiceAccount");
-        let account = format!("{}/cmp-gateway", gateway_ns.name);
+        let (gateway_ns, account) =
+            gateway_service_account(&w.client, "mcp-gateway").await.expect("the gateway's ServiceAccount");
         let _operator = w.operator_with(&[
             "--vault-addr",
             bao.addr(),

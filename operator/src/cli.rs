@@ -40,6 +40,10 @@ pub struct Args {
     #[arg(long, env = "CMP_GATEWAY_NAMESPACE", default_value = "cmp-system")]
     pub gateway_namespace: String,
 
+    /// The gateway pods' API port: runtime namespaces may reach it (the connector gateway), and only it, in the gateway's namespace.
+    #[arg(long, env = "CMP_GATEWAY_PORT", default_value_t = 8080, value_parser = clap::value_parser!(i32).range(1..=65535))]
+    pub gateway_port: i32,
+
     /// The cluster DNS namespace, reachable from runtime namespaces.
     #[arg(long, env = "CMP_DNS_NAMESPACE", default_value = "kube-system")]
     pub dns_namespace: String,
@@ -265,6 +269,7 @@ impl Args {
             network: NetworkSettings {
                 gateway_namespace: self.gateway_namespace.clone(),
                 dns_namespace: self.dns_namespace.clone(),
+                gateway_port: self.gateway_port,
             },
             organization_selector: Some(self.organization_selector.clone()).filter(|s| !s.is_empty()),
             offering_selector: Some(self.offering_selector.clone()).filter(|s| !s.is_empty()),

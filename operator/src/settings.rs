@@ -11,11 +11,13 @@ pub struct NetworkSettings {
     pub gateway_namespace: String,
     /// The namespace of the cluster DNS.
     pub dns_namespace: String,
+    /// The gateway pods' API port, which runtimes reach for the connector gateway.
+    pub gateway_port: i32,
 }
 
 impl Default for NetworkSettings {
     fn default() -> Self {
-        Self { gateway_namespace: "cmp-system".into(), dns_namespace: "kube-system".into() }
+        Self { gateway_namespace: "cmp-system".into(), dns_namespace: "kube-system".into(), gateway_port: 8080 }
     }
 }
 

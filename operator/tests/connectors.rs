@@ -14,10 +14,9 @@ use cmp_crds::names::{connector_role, runtime_namespace};
 use cmp_crds::{Instance, Offering};
 use cmp_testenv::git::BareRemote;
 use cmp_testenv::openbao::OpenBao;
-use cmp_testenv::test::{TestNamespace, eventually, service_account_token, test_kubeconfig};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use cmp_testenv::test::{eventually, gateway_service_account, service_account_token, test_kubeconfig};
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::{CONVERGE, RUN_LABEL, World};
 
@@ -56,15 +55,8 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     let clone = scratch.join("clone").to_string_lossy().into_owned();
     let url = remote.url();
     // The gateway's ServiceAccount, in a namespace of its own.
-    let gateway_ns = TestNamespace::create(&w.client, "connectors-gateway").await.expect("a namespace");
-    let account: ServiceAccount = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "cmp-gateway", "namespace": gateway_ns.name}}))
-    .expect("a ServiceAccount");
-    Api::<ServiceAccount>::namespaced(w.client.clone(), &gateway_ns.name)
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("the gateway's ServiceAccount");
-    let gateway_account = format!("{}/cmp-gateway", gateway_ns.name);
+    let (gateway_ns, gateway_account) =
+        gateway_service_account(&w.client, "connectors-gateway").await.expect("the gateway's ServiceAccount");
     let flags = [
         "--vault-addr",
         bao.addr(),

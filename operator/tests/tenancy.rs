@@ -102,7 +102,7 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
     Api::<LimitRange>::namespaced(w.client.clone(), &runtime).get("cmp-limits").await.expect("limit range");
     Api::<ServiceAccount>::namespaced(w.client.clone(), &runtime).get("cmp-runtime").await.expect("service account");
 
-    // Network policies: default deny, ingress from the gateway namespace, egress to DNS and the spec's CIDR.
+    // Network policies: default deny, ingress from the gateway namespace, egress to DNS, the gateway's pods and the spec's CIDR.
     let policies = Api::<NetworkPolicy>::namespaced(w.client.clone(), &runtime);
     let deny = policies.get("cmp-default-deny").await.expect("deny").spec.expect("spec");
     assert_eq!(deny.policy_types, Some(vec!["Ingress".to_string(), "Egress".to_string()]));
@@ -112,8 +112,10 @@ async fn an_organization_and_two_projects_get_namespaces_isolation_and_rbac_and_
         "cmp-gw"
     );
     let egress = serde_json::to_value(policies.get("cmp-allow-egress").await.expect("egress").spec).expect("json");
-    assert_eq!(egress["egress"][1]["to"][0]["ipBlock"]["cidr"], "203.0.113.0/24");
-    assert_eq!(egress["egress"][1]["ports"][0]["port"], 443);
+    assert_eq!(egress["egress"][1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "gateway");
+    assert_eq!(egress["egress"][1]["ports"][0]["port"], 8080, "the connector gateway, on the gateway's API port");
+    assert_eq!(egress["egress"][2]["to"][0]["ipBlock"]["cidr"], "203.0.113.0/24");
+    assert_eq!(egress["egress"][2]["ports"][0]["port"], 443);
 
     // RBAC from owners and members, in the control and the runtime namespace.
     for ns in [format!("cmp-{org}"), runtime.clone()] {

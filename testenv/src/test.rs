@@ -182,6 +182,21 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     Ok((status, body))
 }
 
+/// A namespace of its own (named from `prefix`) holding the ServiceAccount `cmp-gateway`, as the chart's gateway
+/// runs; and `<namespace>/cmp-gateway`, as the operator's --vault-gateway-service-account takes it.
+pub async fn gateway_service_account(client: &kube::Client, prefix: &str) -> Result<(TestNamespace, String), Error> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let namespace = TestNamespace::create(client, prefix).await?;
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some("cmp-gateway".into());
+    account.metadata.namespace = Some(namespace.name.clone());
+    kube::Api::<ServiceAccount>::namespaced(client.clone(), &namespace.name)
+        .create(&kube::api::PostParams::default(), &account)
+        .await?;
+    let named = format!("{}/cmp-gateway", namespace.name);
+    Ok((namespace, named))
+}
+
 /// A token of ServiceAccount `namespace/name` from the TokenRequest API (one hour; for `audiences`, else the API server's).
 pub async fn service_account_token(
     client: &kube::Client,

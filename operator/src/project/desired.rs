@@ -48,7 +48,7 @@ pub mod names {
     pub const DENY_ALL: &str = "cmp-default-deny";
     /// The NetworkPolicy allowing ingress from the gateway and the namespace itself.
     pub const ALLOW_INGRESS: &str = "cmp-allow-ingress";
-    /// The NetworkPolicy allowing egress to DNS and the spec's destinations.
+    /// The NetworkPolicy allowing egress to DNS, the gateway's connector route and the spec's destinations.
     pub const ALLOW_EGRESS: &str = "cmp-allow-egress";
     /// The ServiceAccount of the agent runtimes.
     pub const RUNTIME_SA: &str = "cmp-runtime";
@@ -120,6 +120,20 @@ fn egress_rules(spec: &ProjectSpec, network: &NetworkSettings) -> Vec<NetworkPol
         }]),
         ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
     };
+    // Runtimes call tools only through the gateway's connector route (it holds the credentials).
+    let gateway = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector(&network.gateway_namespace)),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [("app.kubernetes.io/component".to_string(), "gateway".to_string())].into_iter().collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![port(network.gateway_port, "TCP")]),
+    };
     let allowed = spec.network.egress.iter().map(|rule| NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             ip_block: Some(IPBlock { cidr: rule.cidr.clone(), except: None }),
@@ -129,7 +143,7 @@ fn egress_rules(spec: &ProjectSpec, network: &NetworkSettings) -> Vec<NetworkPol
             rule.ports.iter().map(|p| port(p.port, if p.protocol == Protocol::Udp { "UDP" } else { "TCP" })).collect()
         }),
     });
-    std::iter::once(dns).chain(allowed).collect()
+    [dns, gateway].into_iter().chain(allowed).collect()
 }
 
 fn network_policies(
@@ -315,7 +329,11 @@ mod tests {
     use cmp_crds::project::{EgressRule, Port, ProjectNetwork};
 
     fn settings() -> NetworkSettings {
-        NetworkSettings { gateway_namespace: "cmp-system".into(), dns_namespace: "kube-system".into() }
+        NetworkSettings {
+            gateway_namespace: "cmp-system".into(),
+            dns_namespace: "kube-system".into(),
+            gateway_port: 8080,
+        }
     }
 
     fn spec_with_egress() -> ProjectSpec {
@@ -358,9 +376,15 @@ mod tests {
         assert!(from[1].pod_selector.is_some() && from[1].namespace_selector.is_none(), "same namespace");
 
         let rules = egress.spec.as_ref().and_then(|s| s.egress.clone()).expect("egress");
-        assert_eq!(rules.len(), 2, "DNS plus one spec rule");
+        assert_eq!(rules.len(), 3, "DNS, the gateway's connector route, and one spec rule");
         assert_eq!(rules[0].ports.as_ref().map(Vec::len), Some(2), "DNS over UDP and TCP");
-        let block = rules[1].to.as_ref().and_then(|t| t[0].ip_block.clone()).expect("ipBlock");
+        let to_gateway = rules[1].to.clone().expect("to");
+        let gateway_ns = to_gateway[0].namespace_selector.as_ref().and_then(|s| s.match_labels.clone()).expect("ns");
+        assert_eq!(gateway_ns["kubernetes.io/metadata.name"], "cmp-system");
+        let pods = to_gateway[0].pod_selector.as_ref().and_then(|s| s.match_labels.clone()).expect("pods");
+        assert_eq!(pods["app.kubernetes.io/component"], "gateway", "the gateway's pods only, not the namespace");
+        assert_eq!(rules[1].ports.as_ref().and_then(|p| p[0].port.clone()), Some(IntOrString::Int(8080)));
+        let block = rules[2].to.as_ref().and_then(|t| t[0].ip_block.clone()).expect("ipBlock");
         assert_eq!(block.cidr, "203.0.113.0/24");
     }
 
