@@ -5,6 +5,7 @@
 //! the real operator), and the real gateway. The runtime is the
 //! `LangflowStandIn`: it receives the run's token and holds the run open
 //! while the test calls tools with it, as a flow's MCP component would.
+//! A third test breaks the audit sink, the MCP server and OpenBao in turn.
 
 mod support;
 
@@ -429,6 +430,64 @@ async fn a_session_outlives_the_replica_that_opened_it_and_a_run_ends_on_every_r
     converge("the Wallet at 95", || async {
         let wallet = t.w.wallets(&t.a).get(&t.a).await.ok()?;
         (wallet.status?.balance == 95).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_connector_gateway_fails_closed_when_audit_the_mcp_server_or_openbao_cannot_be_had() {
+    let t = ToolWorld::start("gw-mcp-closed").await;
+    let gw = t.gateway("gw", &["--usage-buffer", "2"]).await;
+    let (token, run) = open_run(&t.w, &gw.base, &t.a_key, &t.runtime).await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cmp-test", "version": "1"}}});
+    let (status, session, answer) = rpc(&t.w, &gw.base, &token, None, initialize.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = session.expect("a session id");
+    let call = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                "params": {"name": "get_ticket", "arguments": {"ticket_id": format!("{id}")}}})
+    };
+
+    // The usage sink breaks (its file becomes a directory): once the buffer of 2 is full, calls are refused.
+    std::fs::remove_file(&gw.usage).expect("the usage file");
+    std::fs::create_dir(&gw.usage).expect("a directory in its place");
+    let mut answers = Vec::new();
+    for id in 2..9 {
+        let (_, _, answer) = rpc(&t.w, &gw.base, &token, Some(&session), call(id)).await;
+        answers.push(answer);
+    }
+    let refused = answers.iter().filter(|a| reason(a) == "audit_unavailable").count();
+    let served = answers.iter().filter(|a| a["result"]["content"][0]["text"].is_string()).count();
+    assert!(refused >= 3 && served <= 4, "at most the buffer and the batch in flight are served: {answers:?}");
+    assert!(answers.iter().all(|a| reason(a) == "audit_unavailable" || a["result"].is_object()), "{answers:?}");
+    // The sink comes back: the records drain and calls are made again.
+    std::fs::remove_dir(&gw.usage).expect("the directory");
+    converge("a call once the audit records drained", || async {
+        let (_, _, answer) = rpc(&t.w, &gw.base, &token, Some(&session), call(20)).await;
+        answer["result"]["content"][0]["text"].is_string().then_some(())
+    })
+    .await;
+
+    // A replica that has not read the credential yet (any replica takes any run's token).
+    let fresh = t.gateway("gw-fresh", &[]).await;
+    // The MCP server goes away: a clear error, nothing charged.
+    let ToolWorld { w, bao, _desk: desk, runtime, a, .. } = t;
+    drop(desk);
+    let (_, _, down) = rpc(&w, &gw.base, &token, Some(&session), call(30)).await;
+    assert_eq!(reason(&down), "upstream_error", "{down}");
+    // OpenBao goes away: a replica that has not read the credential yet cannot call, and says why.
+    drop(bao);
+    let (status, _, answer) = rpc(&w, &fresh.base, &token, None, initialize).await;
+    assert_eq!((status, reason(&answer)), (200, "credential_unavailable"), "{answer}");
+    assert!(answer.to_string().contains("connectors/"), "names where it looked: {answer}");
+    runtime.release_held();
+    assert_eq!(run.await.expect("the run"), 200);
+    // Charged: the run (1) and each call that was served (2 each); nothing for the refused or failed ones.
+    let expected = 100 - 1 - 2 * (served as i64 + 1);
+    converge(&format!("the Wallet at {expected}"), || async {
+        let wallet = w.wallets(&a).get(&a).await.ok()?;
+        (wallet.status?.balance == expected).then_some(())
     })
     .await;
 }
