@@ -13,6 +13,7 @@ pub mod forward;
 pub mod ledger;
 pub mod metrics;
 pub mod oidc;
+pub mod outward;
 pub mod peers;
 pub mod ratelimit;
 pub mod refusal;

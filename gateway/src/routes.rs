@@ -37,6 +37,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/instances/{organization}/{instance}/runs", post(run_on_path))
         .route("/v1/widget/session:init", post(init_widget_session))
         .route("/v1/widget/runs", post(run_widget))
+        .route("/v1/mcp", post(mcp_by_key))
+        .route("/v1/instances/{organization}/{instance}/mcp", post(mcp_on_path))
         .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
@@ -55,6 +57,19 @@ async fn run_on_path(
     body: Body,
 ) -> Response {
     run(gateway, Route::Run(Some(PathTarget { organization, instance })), headers, body).await
+}
+
+async fn mcp_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    crate::outward::serve(gateway, None, headers, body).await
+}
+
+async fn mcp_on_path(
+    State(gateway): State<Arc<Gateway>>,
+    Path((organization, instance)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    crate::outward::serve(gateway, Some(PathTarget { organization, instance }), headers, body).await
 }
 
 async fn connector_message(
@@ -103,6 +118,11 @@ async fn init_widget_session(
     }
 }
 
+/// A new run id, as every answer carries it.
+pub fn new_run_id() -> String {
+    format!("run_{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
 fn header(response: &mut Response, name: &'static str, value: impl Into<HeaderValue>) {
     response.headers_mut().insert(HeaderName::from_static(name), value.into());
 }
@@ -111,7 +131,7 @@ fn header(response: &mut Response, name: &'static str, value: impl Into<HeaderVa
 /// settled; or refused, counted and logged. Every answer carries the run id.
 async fn run(gateway: Arc<Gateway>, route: Route, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let run_id = format!("run_{}", hex::encode(rand::random::<[u8; 12]>()));
+    let run_id = new_run_id();
     let span = tracing::info_span!("run", run = %run_id, organization = tracing::field::Empty, instance = tracing::field::Empty);
     let mut response = async {
         match gateway.admit(route, &headers, body).await {

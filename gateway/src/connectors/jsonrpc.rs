@@ -66,6 +66,8 @@ pub enum Reason {
     AuditUnavailable,
     /// The gateway's caches have not synced.
     NotReady,
+    /// A refusal of the run API (an Instance's own MCP endpoint), with its code.
+    Run(crate::refusal::Code),
 }
 
 impl Reason {
@@ -89,6 +91,7 @@ impl Reason {
             Reason::AuditUnavailable => -32011,
             Reason::NotReady => -32012,
             Reason::NoUrl => -32013,
+            Reason::Run(_) => -32020,
         }
     }
 
@@ -113,6 +116,7 @@ impl Reason {
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::NotReady => "gateway_not_ready",
             Reason::NoUrl => "binding_without_url",
+            Reason::Run(code) => code.as_str(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Reason {
             Reason::Unauthorized => StatusCode::UNAUTHORIZED,
             Reason::UnknownSession | Reason::UnknownBinding => StatusCode::NOT_FOUND,
             Reason::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Run(code) if code.status() == 401 => StatusCode::UNAUTHORIZED,
             _ => StatusCode::OK,
         }
     }
