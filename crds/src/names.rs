@@ -175,10 +175,11 @@ pub fn flow_id(namespace: &str, name: &str, uid: &str) -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
-/// The Vault/OpenBao policy and Kubernetes-auth role of a Project's runtime:
-/// it reads only `connectors/<org>/<project>/*`. `cmp.<org>.<project>`: the
-/// dots, which no DNS label holds, keep Organization `a-b`'s Project `c`
-/// apart from Organization `a`'s Project `b-c`.
+/// The Vault/OpenBao policy and Kubernetes-auth role by which earlier releases
+/// let a Project's runtime read `connectors/<org>/<project>/*`; the operator
+/// deletes them, since only the gateway reads connector secrets now.
+/// `cmp.<org>.<project>`: the dots, which no DNS label holds, keep
+/// Organization `a-b`'s Project `c` apart from Organization `a`'s Project `b-c`.
 pub fn connector_role(organization: &str, project: &str) -> String {
     format!("cmp.{organization}.{project}")
 }

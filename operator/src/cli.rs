@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(long, env = "CMP_VAULT_MOUNT", default_value = "secret")]
     pub vault_mount: String,
 
-    /// The path of the Kubernetes auth method the runtimes' Vault agents log in with; the operator writes a role per Project there.
+    /// The path of the Kubernetes auth method the gateway logs in with; the operator writes the gateway's role there.
     #[arg(long, env = "CMP_VAULT_KUBERNETES_AUTH", default_value = "kubernetes")]
     pub vault_kubernetes_auth: String,
 
@@ -179,7 +179,7 @@ impl Args {
         (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
     }
 
-    fn gitops(&self, vault: Option<&VaultSettings>) -> GitOpsSettings {
+    fn gitops(&self) -> GitOpsSettings {
         let url = self.gitops_repo.clone();
         let clone_dir = self.gitops_clone_dir.clone().unwrap_or_else(|| {
             let digest = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
@@ -199,7 +199,6 @@ impl Args {
             render: RenderSettings {
                 root: self.gitops_root.trim_matches('/').to_string(),
                 fetch_image: self.gitops_fetch_image.clone(),
-                vault_mount: vault.map(|v| v.mount.clone()),
             },
             argocd,
         }
@@ -252,7 +251,7 @@ impl Args {
             anyhow::bail!("--secret-store vault needs --vault-addr (VAULT_ADDR) and a token in VAULT_TOKEN");
         }
         self.check_gitops()?;
-        let gitops = (!self.gitops_repo.is_empty()).then(|| self.gitops(vault.as_ref()));
+        let gitops = (!self.gitops_repo.is_empty()).then(|| self.gitops());
         let connector_hosts = self
             .connector_allowed_hosts
             .iter()

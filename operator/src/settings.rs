@@ -58,7 +58,7 @@ pub struct VaultSettings {
     pub mount: String,
     /// The path prefix of API keys; each organization's keys are under `<prefix>/<organization>/`.
     pub prefix: String,
-    /// The path of the Kubernetes auth method that the runtimes' Vault agents log in with, for example `kubernetes`.
+    /// The path of the Kubernetes auth method that the gateway logs in with, for example `kubernetes`.
     pub kubernetes_auth: String,
     /// The gateway's ServiceAccount (namespace, name), given a policy that reads every connector secret.
     pub gateway: Option<(String, String)>,

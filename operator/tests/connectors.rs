@@ -1,13 +1,15 @@
-//! Connector secrets confined by OpenBao policies, against a real
+//! Connector secrets readable by the gateway alone, against a real
 //! `bao server -dev` whose Kubernetes auth method checks every login with the
-//! local API server (TokenReview): each Project's runtime ServiceAccount logs
-//! in to its own role and reads only its own `connectors/<org>/<project>/`;
-//! a binding outside it is refused before anything is committed; each
-//! binding's secret is reported found or missing.
+//! local API server (TokenReview): the gateway's ServiceAccount logs in to
+//! its role and reads every tenant's connector secrets and nothing else; no
+//! runtime ServiceAccount can log in at all, and the runtime policy and role
+//! an earlier release wrote are deleted; the committed runtime carries no
+//! trace of its bindings; a binding outside its Project is refused before
+//! anything is committed; each binding's secret is reported found or missing.
 
 mod support;
 
-use cmp_crds::conditions::{self, READY, SYNCED};
+use cmp_crds::conditions::{self, CONNECTORS_READY, READY, SYNCED};
 use cmp_crds::instance::ConnectorSecret;
 use cmp_crds::instance::InstancePhase;
 use cmp_crds::names::{connector_role, runtime_namespace};
@@ -47,7 +49,7 @@ async fn login_as(
 }
 
 #[tokio::test]
-async fn each_project_runtime_reads_only_its_own_connector_secrets() {
+async fn only_the_gateway_reads_connector_secrets_and_runtimes_carry_no_trace_of_them() {
     let w = World::new("connectors").await;
     let scratch = std::env::temp_dir().join(format!("{}-connectors", w.run));
     let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
@@ -68,6 +70,8 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
         &url,
         "--gitops-clone-dir",
         &clone,
+        "--connector-allowed-hosts",
+        "desk.example.com",
     ];
     let _operator = w.operator("a", &flags);
 
@@ -91,28 +95,35 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
         let path = format!("connectors/{org}/{project}/crm");
         bao.run(&["kv", "put", "-mount=secret", &path, &format!("token={project}-credential")]).expect("secret");
     }
-    let (alpha_ns, beta_ns) = (runtime_namespace(&org, "alpha"), runtime_namespace(&org, "beta"));
-    let (alpha_role, beta_role) = (connector_role(&org, "alpha"), connector_role(&org, "beta"));
+    let (alpha_ns, alpha_role) = (runtime_namespace(&org, "alpha"), connector_role(&org, "alpha"));
 
-    // The operator wrote a policy per Project that reads only its prefix.
-    let policy = bao.run(&["policy", "read", &alpha_role]).expect("alpha's policy");
-    assert!(policy.contains(&format!("secret/data/connectors/{org}/alpha/*")), "{policy}");
-    assert!(!policy.contains("beta"), "{policy}");
-
-    // Alpha's runtime ServiceAccount logs in (the API server reviews its token) and reads alpha's secret...
-    let token = login(&bao, &w.client, &alpha_ns, &alpha_role).await.expect("alpha's runtime logs in");
-    let own = bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/alpha/crm")]);
-    assert!(own.expect("alpha reads its own secret").contains("alpha-credential"));
-    // ...and is refused beta's, in the same Organization.
-    let other = bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/beta/crm")]);
-    let refused = other.expect_err("alpha is refused beta's secret").to_string();
-    assert!(refused.contains("permission denied"), "{refused}");
-    // Nor can alpha's ServiceAccount log in to beta's role.
-    let refused = login(&bao, &w.client, &alpha_ns, &beta_role).await.expect_err("beta's role refuses alpha");
-    assert!(refused.contains("not authorized"), "{refused}");
-    // Beta's own runtime reads beta's.
-    let token = login(&bao, &w.client, &beta_ns, &beta_role).await.expect("beta's runtime logs in");
-    assert!(bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/beta/crm")]).is_ok());
+    // No runtime reads connector secrets: there is no role a runtime ServiceAccount can log in to.
+    let refused = login(&bao, &w.client, &alpha_ns, &alpha_role).await.expect_err("no runtime role");
+    assert!(refused.contains("invalid role name") || refused.contains("not authorized"), "{refused}");
+    // What an earlier release granted alpha's runtime (its own policy and role) is deleted by a restarted operator.
+    let legacy = format!("path \"secret/data/connectors/{org}/alpha/*\" {{ capabilities = [\"read\"] }}");
+    std::fs::write(scratch.join("legacy.hcl"), &legacy).expect("a policy file");
+    let legacy_file = scratch.join("legacy.hcl").display().to_string();
+    bao.run(&["policy", "write", &alpha_role, &legacy_file]).expect("the legacy policy");
+    bao.run(&[
+        "write",
+        &format!("auth/kubernetes/role/{alpha_role}"),
+        "bound_service_account_names=cmp-runtime",
+        &format!("bound_service_account_namespaces={alpha_ns}"),
+        &format!("token_policies={alpha_role}"),
+    ])
+    .expect("the legacy role");
+    let token = login(&bao, &w.client, &alpha_ns, &alpha_role).await.expect("the legacy role works, for now");
+    assert!(bao.run_as(&token, &["kv", "get", "-mount=secret", &format!("connectors/{org}/alpha/crm")]).is_ok());
+    drop(_operator);
+    let _operator = w.operator("b", &flags);
+    eventually("the legacy runtime role and policy deleted", CONVERGE, || async {
+        let role = bao.run(&["read", &format!("auth/kubernetes/role/{alpha_role}")]);
+        let policy = bao.run(&["policy", "read", &alpha_role]);
+        (role.is_err() && policy.is_err()).then_some(())
+    })
+    .await;
+    assert!(login(&bao, &w.client, &alpha_ns, &alpha_role).await.is_err(), "alpha's runtime can no longer log in");
 
     // The gateway, as its own identity, reads every tenant's connector secrets, and writes and reads nothing else.
     let role = cmp_crds::names::GATEWAY_CONNECTOR_ROLE;
@@ -146,12 +157,13 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     for (name, path) in [("bot", "alpha/crm"), ("waiting", "alpha/later"), ("thief", "beta/crm")] {
         let body = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": name},
             "spec": {"project": "alpha", "offering": offering, "version": "1", "plan": "basic",
-                     "connectors": [{"name": "crm", "type": "hubspot", "vaultPath": format!("connectors/{org}/{path}")}]}});
+                     "connectors": [{"name": "crm", "type": "hubspot", "vaultPath": format!("connectors/{org}/{path}"),
+                                     "url": "https://desk.example.com/mcp"}]}});
         instances.patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body)).await.expect("Instance");
     }
     let connector = |i: &Instance| i.status.as_ref()?.connectors.first().cloned();
 
-    // The bound secret is found, and the runtime is committed with the agent annotations, never the value.
+    // The bound secret is found, and the runtime is committed with no trace of its binding.
     let bot = eventually("bot committed with its secret found", CONVERGE, || async {
         let i = instances.get("bot").await.ok()?;
         (connector(&i)?.secret == ConnectorSecret::Found && condition(&i, SYNCED)?.0 == "True").then_some(i)
@@ -159,8 +171,8 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
     .await;
     let gitops = bot.status.as_ref().and_then(|s| s.gitops.clone()).expect("status.gitops");
     let deployment = remote.file(&format!("{}/deployment.yaml", gitops.path)).expect("committed");
-    assert!(deployment.contains(&format!("vault.hashicorp.com/role: {alpha_role}")), "{deployment}");
-    assert!(deployment.contains(&format!("secret/data/connectors/{org}/alpha/crm")), "{deployment}");
+    assert!(!deployment.contains("vault") && !deployment.contains("connectors/"), "{deployment}");
+    assert!(deployment.contains("automountServiceAccountToken: false"), "{deployment}");
     let tree = cmp_testenv::git::git(Some(remote.path()), &["grep", "-r", "credential", "HEAD"]);
     assert!(tree.is_err() || tree.as_deref() == Ok(""), "no secret value in git: {tree:?}");
 
@@ -187,26 +199,25 @@ async fn each_project_runtime_reads_only_its_own_connector_secrets() {
         (connector(&i)?.secret == ConnectorSecret::Missing).then_some(i)
     })
     .await;
-    let (_, reason, message) = condition(&waiting, READY).expect("Ready");
+    let (_, reason, message) = condition(&waiting, CONNECTORS_READY).expect("ConnectorsReady");
     assert_eq!(reason, "ConnectorSecretMissing");
     assert!(message.contains(&later), "{message}");
     bao.run(&["kv", "put", "-mount=secret", &later, "token=late"]).expect("secret");
     eventually("waiting finds its secret", CONVERGE, || async {
         let i = instances.get("waiting").await.ok()?;
-        (connector(&i)?.secret == ConnectorSecret::Found && condition(&i, READY)?.1 != "ConnectorSecretMissing")
+        (connector(&i)?.secret == ConnectorSecret::Found
+            && condition(&i, CONNECTORS_READY)?.1 != "ConnectorSecretMissing")
             .then_some(())
     })
     .await;
 
-    // Deleting a Project removes its role and policy.
+    // Deleting a Project leaves the gateway's access in place.
     w.projects(&org).delete("beta", &Default::default()).await.expect("delete beta");
-    eventually("beta's role and policy gone", CONVERGE, || async {
-        let role = bao.run(&["read", &format!("auth/kubernetes/role/{beta_role}")]);
-        let policy = bao.run(&["policy", "read", &beta_role]);
-        (role.is_err() && policy.is_err()).then_some(())
+    eventually("beta gone", CONVERGE, || async {
+        w.projects(&org).get_opt("beta").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(bao.run(&["policy", "read", &alpha_role]).is_ok(), "alpha's stays");
+    assert!(bao.run(&["policy", "read", role]).is_ok(), "the gateway's policy stays");
     // The Instances go while this operator runs (their folders are removed from this test's repository only).
     w.delete_org(&org).await;
     let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(w.client.clone());

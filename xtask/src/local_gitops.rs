@@ -1,7 +1,7 @@
 //! The GitOps side of `cargo xtask up`: a local bare repository the operator
 //! commits Dedicated runtimes to, a real Argo CD (repo server + application
 //! controller) that syncs them, and an OpenBao dev server whose Kubernetes
-//! auth method the runtimes' Vault agents would log in to.
+//! auth method holds the gateway's role (the connector gateway itself is off in `up`).
 
 use std::path::Path;
 

@@ -39,8 +39,6 @@ pub struct RenderSettings {
     pub root: String,
     /// The image of the init container that fetches and checks the flow artifact (needs `sh`, `wget` and `sha256sum`).
     pub fetch_image: String,
-    /// The KV v2 mount of connector secrets (`connectors/...` lies under it), when Vault/OpenBao is configured.
-    pub vault_mount: Option<String>,
 }
 
 /// Everything one Instance's runtime needs from the CRs.
@@ -124,12 +122,6 @@ const CONFIG_FLOW_ID: &str = "flowId";
 const CONFIG_ARTIFACT_URL: &str = "artifactUrl";
 const CONFIG_ARTIFACT_SHA256: &str = "artifactSha256";
 const CONFIG_VERSION: &str = "version";
-/// The Vault Agent injector annotations (`vault.hashicorp.com/...`).
-pub const VAULT_INJECT: &str = "vault.hashicorp.com/agent-inject";
-/// The Vault role the injected agent logs in with.
-pub const VAULT_ROLE: &str = "vault.hashicorp.com/role";
-/// Prefix of the per-secret injection annotation (`...-secret-<file>: <path>`).
-pub const VAULT_SECRET_PREFIX: &str = "vault.hashicorp.com/agent-inject-secret-";
 /// The uid the runtime runs as (the `restricted` level forbids root).
 const RUN_AS_USER: i64 = 1000;
 
@@ -204,22 +196,8 @@ pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Inst
         ..Default::default()
     };
 
-    let mut annotations = BTreeMap::new();
-    let connectors = &input.instance.spec.connectors;
-    if !connectors.is_empty() {
-        let Some(mount) = &settings.vault_mount else {
-            return Err(format!(
-                "spec.connectors names {} binding(s), but the operator has no Vault/OpenBao configured to inject them; start it with --vault-addr <address>, or remove the bindings",
-                connectors.len()
-            ));
-        };
-        annotations.insert(VAULT_INJECT.to_string(), "true".to_string());
-        annotations.insert(VAULT_ROLE.to_string(), cmp_crds::names::connector_role(input.organization, project));
-        for binding in connectors {
-            let path = format!("{}/data/{}", mount.trim_matches('/'), binding.vault_path);
-            annotations.insert(format!("{VAULT_SECRET_PREFIX}{}", binding.name), path);
-        }
-    }
+    // Connector bindings leave no trace here: the runtime calls tools through the gateway's connector route
+    // with its run's token, and the gateway alone reads the credentials.
     let port = runtime.port;
     let http = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
@@ -276,15 +254,12 @@ pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Inst
             selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
             strategy: Some(DeploymentStrategy { type_: Some("RollingUpdate".into()), ..Default::default() }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels.clone()),
-                    annotations: Some(annotations).filter(|a| !a.is_empty()),
-                    ..Default::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(labels.clone()), annotations: None, ..Default::default() }),
                 spec: Some(PodSpec {
                     service_account_name: Some(RUNTIME_SA.into()),
                     // The Vault agent logs in with the ServiceAccount's token; without connectors, no token is mounted.
-                    automount_service_account_token: Some(!connectors.is_empty()),
+                    // The runtime needs no token: nothing it does talks to the API server or OpenBao.
+                    automount_service_account_token: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(RUN_AS_USER),

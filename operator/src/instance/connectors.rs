@@ -30,8 +30,6 @@ pub struct ConnectorsState {
     pub status: Vec<ConnectorStatus>,
     /// A binding outside the tenant's prefix: the condition that refuses the runtime.
     pub outside_tenant: Option<NewCondition<'static>>,
-    /// Bindings whose secret is missing: the `Ready` condition that says so.
-    pub missing: Option<NewCondition<'static>>,
     /// `ConnectorsReady`, when the Instance has bindings.
     pub callable: Option<NewCondition<'static>>,
     /// Paths to look at in Vault now.
@@ -123,13 +121,6 @@ pub fn connectors(
             outside.join(", ")
         );
         state.outside_tenant = Some(NewCondition::new(READY, false, reasons::CONNECTOR_OUTSIDE_TENANT, message));
-    }
-    if !missing.is_empty() {
-        let message = format!(
-            "no secret at {}: write the connector credentials there; the runtime's Vault agent waits for them",
-            missing.join(", ")
-        );
-        state.missing = Some(NewCondition::new(READY, false, reasons::CONNECTOR_SECRET_MISSING, message));
     }
     state
 }
@@ -267,24 +258,28 @@ mod tests {
     #[test]
     fn a_binding_inside_the_project_is_looked_at_then_found_or_missing() {
         let path = "connectors/acme/support/crm";
-        let i = instance(&[path]);
+        let mut i = instance(&[path]);
+        i.spec.connectors[0].url = Some("https://desk.example.com/mcp".into());
+        let hosts: Vec<HostPattern> = vec!["desk.example.com".parse().expect("a host")];
+        let bounds = Bounds { offering: None, allowed_hosts: &hosts };
         let first = connectors(&i, "acme", true, &BTreeMap::new(), &NO_BOUNDS, at(1));
         assert!(first.outside_tenant.is_none());
         assert_eq!(first.check, vec![path.to_string()]);
         assert_eq!(first.status[0].secret, ConnectorSecret::Unknown);
 
-        let missing = connectors(&i, "acme", true, &seen(path, Ok(false), 1), &NO_BOUNDS, at(2));
+        let missing = connectors(&i, "acme", true, &seen(path, Ok(false), 1), &bounds, at(2));
         assert_eq!(missing.status[0].secret, ConnectorSecret::Missing);
-        let ready = missing.missing.expect("Ready says so");
+        let ready = missing.callable.clone().expect("ConnectorsReady says so");
+        assert_eq!(ready.status, "False", "the agent runs; its tools cannot be called");
         assert_eq!(ready.reason, "ConnectorSecretMissing");
         assert!(ready.message.contains(path), "{}", ready.message);
         assert!(missing.check.is_empty(), "not again before the recheck");
         assert_eq!(missing.requeue, Some(MISSING_RECHECK));
         assert_eq!(connectors(&i, "acme", true, &seen(path, Ok(false), 1), &NO_BOUNDS, at(12)).check.len(), 1);
 
-        let found = connectors(&i, "acme", true, &seen(path, Ok(true), 1), &NO_BOUNDS, at(2));
+        let found = connectors(&i, "acme", true, &seen(path, Ok(true), 1), &bounds, at(2));
         assert_eq!(found.status[0].secret, ConnectorSecret::Found);
-        assert!(found.missing.is_none());
+        assert_eq!(found.callable.expect("a condition").reason, reasons::CONNECTORS_CALLABLE);
         assert_eq!(found.requeue, Some(FOUND_RECHECK));
 
         let unreachable = connectors(&i, "acme", true, &seen(path, Err("refused".into()), 1), &NO_BOUNDS, at(2));

@@ -131,8 +131,8 @@ pub fn desired(
             status.version = state.version;
             requeue = state.requeue;
             set_condition(&mut status.conditions, state.synced, generation, time.clone());
-            // A missing connector secret keeps the runtime from starting: that is what Ready says.
-            let ready = bindings.missing.unwrap_or(state.ready);
+            // A missing connector secret does not keep the runtime from serving: ConnectorsReady says what is missing.
+            let ready = state.ready;
             let phase =
                 if ready.status == conditions::TRUE { InstancePhase::Ready } else { InstancePhase::Provisioning };
             (phase, ready)

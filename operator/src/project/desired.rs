@@ -30,7 +30,6 @@ use crate::gitops::argocd::{ProjectApps, project_apps};
 use crate::rbac;
 use crate::settings::{NetworkSettings, Settings};
 use crate::shell::{self, Desired};
-use crate::vault::connectors::ProjectAccess;
 
 /// How often a converged Project is looked at again. Watches repair drift
 /// within seconds; this is only a safety net.
@@ -84,8 +83,9 @@ pub struct Children {
     pub role_bindings: Vec<RoleBinding>,
     /// Argo CD's AppProject and Application for the Project's tree, when Argo CD is configured.
     pub argocd: Option<ProjectApps>,
-    /// The Vault policy and Kubernetes-auth role of the runtime's connector secrets, when Vault is configured.
-    pub connector_access: Option<ProjectAccess>,
+    /// The Vault policy and Kubernetes-auth role by which earlier releases let the runtime read its connector
+    /// secrets, to delete when Vault is configured: only the gateway reads them now.
+    pub retired_runtime_access: Option<String>,
 }
 
 fn meta(name: &str, namespace: &str, organization: &str, project: &str) -> ObjectMeta {
@@ -252,7 +252,7 @@ pub fn children(
             .map(|r| rbac::role_binding(org_spec, *r, &ns, organization, Some(project)))
             .collect(),
         argocd: None,
-        connector_access: None,
+        retired_runtime_access: None,
     }
 }
 
@@ -316,10 +316,8 @@ pub fn desired(
             &runtime_ns,
         ))
     });
-    children.connector_access = settings
-        .vault
-        .as_ref()
-        .map(|vault| ProjectAccess::of(&vault.mount, &org_name, &name, &runtime_ns, names::RUNTIME_SA));
+    children.retired_runtime_access =
+        settings.vault.as_ref().map(|_| cmp_crds::names::connector_role(&org_name, &name));
     Desired { children: Some(children), status, requeue: Some(RESYNC) }
 }
 

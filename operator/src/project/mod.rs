@@ -86,12 +86,13 @@ impl Reconcile for Project {
         if let Some(apps) = &children.argocd {
             argocd::ensure(ctx, apps).await?;
         }
-        if let (Some(access), Some(vault)) = (&children.connector_access, &ctx.vault) {
-            vault.ensure_project_access(access).await.map_err(|e| Error::Vault(e.to_string()))?;
-            // The gateway's access to every connector secret, written (once per process) with the first Project's.
+        if let (Some(retired), Some(vault)) = (&children.retired_runtime_access, &ctx.vault) {
+            // The gateway's access to every connector secret, written (once per process) with the first Project.
             if let Some(gateway) = vault.gateway_access() {
-                vault.ensure_project_access(&gateway).await.map_err(|e| Error::Vault(e.to_string()))?;
+                vault.ensure_access(&gateway).await.map_err(|e| Error::Vault(e.to_string()))?;
             }
+            // Runtimes no longer read connector secrets: what an earlier release granted them goes (once per process).
+            vault.retire_runtime_access(retired).await.map_err(|e| Error::Vault(e.to_string()))?;
         }
         Ok(())
     }
@@ -119,7 +120,7 @@ impl Reconcile for Project {
         }
         if let Some(vault) = &ctx.vault {
             let role = cmp_crds::names::connector_role(org, &self.name_any());
-            vault.delete_project_access(&role).await.map_err(|e| Error::Vault(e.to_string()))?;
+            vault.delete_access(&role).await.map_err(|e| Error::Vault(e.to_string()))?;
         }
         ctx.applier.delete::<Namespace>(&runtime_ns).await?;
         ctx.publish(self, false, "Deleting", format!("deleting runtime namespace {runtime_ns}")).await;

@@ -1,11 +1,10 @@
-//! Connector secrets in Vault/OpenBao: per Project, a policy that reads only
-//! `<mount>/data/connectors/<org>/<project>/*` and a Kubernetes-auth role
-//! that binds the Project's runtime ServiceAccount to it; for the gateway
-//! (with `--vault-gateway-service-account`), a policy that reads every
-//! connector secret and nothing else, and a role that binds the gateway's
-//! ServiceAccount to it (the gateway, not the runtimes, is to hold tenants'
-//! tool credentials); per binding, a look at whether its secret exists
-//! (remembered, so that status is a pure function of what was last seen).
+//! Connector secrets in Vault/OpenBao. The gateway alone reads them: with
+//! `--vault-gateway-service-account`, a policy that reads every connector
+//! secret and nothing else, and a Kubernetes-auth role that binds the
+//! gateway's ServiceAccount to it. The per-Project runtime policy and role of
+//! earlier releases (`cmp.<org>.<project>`) are deleted. Per binding, a look
+//! at whether its secret exists (remembered, so that status is a pure
+//! function of what was last seen).
 
 use std::sync::PoisonError;
 
@@ -15,40 +14,23 @@ use vaultrs::error::ClientError;
 
 use super::{VaultError, VaultStore};
 
-/// How long the token a runtime's Vault agent gets lives (it renews it).
-const RUNTIME_TOKEN_TTL: &str = "1h";
+/// How long the token the gateway gets lives (it logs in again before).
+const TOKEN_TTL: &str = "1h";
 
-/// What a Project's runtime may read in Vault: its policy and its Kubernetes-auth role.
+/// What an identity may read in Vault: its policy and its Kubernetes-auth role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectAccess {
-    /// The policy and role name, `cmp-<org>-<project>`.
+pub struct ConnectorAccess {
+    /// The policy and role name, `cmp.gateway.connectors`.
     pub name: String,
     /// The policy (HCL).
     pub policy: String,
-    /// The runtime namespace whose ServiceAccount the role binds.
+    /// The namespace whose ServiceAccount the role binds.
     pub namespace: String,
     /// That ServiceAccount.
     pub service_account: String,
 }
 
-impl ProjectAccess {
-    /// The access of Project `project` of `organization`, whose runtime runs as `service_account` in `namespace` (pure).
-    pub fn of(mount: &str, organization: &str, project: &str, namespace: &str, service_account: &str) -> Self {
-        let prefix = cmp_crds::names::connector_prefix(organization, project);
-        let policy = format!(
-            "# CMP: the runtime of Project {project} (Organization {organization}) reads its own connector secrets, nothing else.\n\
-             path \"{mount}/data/{prefix}*\" {{\n  capabilities = [\"read\"]\n}}\n"
-        );
-        Self {
-            name: cmp_crds::names::connector_role(organization, project),
-            policy,
-            namespace: namespace.to_string(),
-            service_account: service_account.to_string(),
-        }
-    }
-}
-
-impl ProjectAccess {
+impl ConnectorAccess {
     /// The gateway's access: every connector secret under `mount`, read-only, for `service_account` in `namespace` (pure).
     pub fn gateway(mount: &str, namespace: &str, service_account: &str) -> Self {
         let root = cmp_crds::names::CONNECTORS_ROOT;
@@ -76,7 +58,7 @@ pub struct SecretCheck {
 
 impl VaultStore {
     /// Writes the policy and role of `access` unless this process already wrote exactly these.
-    pub async fn ensure_project_access(&self, access: &ProjectAccess) -> Result<(), VaultError> {
+    pub async fn ensure_access(&self, access: &ConnectorAccess) -> Result<(), VaultError> {
         if self.access_written.lock().unwrap_or_else(PoisonError::into_inner).get(&access.name) == Some(access) {
             return Ok(());
         }
@@ -88,7 +70,7 @@ impl VaultStore {
         role.bound_service_account_names(vec![access.service_account.clone()])
             .bound_service_account_namespaces(vec![access.namespace.clone()])
             .token_policies(vec![access.name.clone()])
-            .token_ttl(RUNTIME_TOKEN_TTL);
+            .token_ttl(TOKEN_TTL);
         vaultrs::auth::kubernetes::role::create(&self.client, auth, &access.name, Some(&mut role)).await.map_err(
             self.error(format!(
                 "writing the role auth/{auth}/role/{} (is the Kubernetes auth method enabled at {auth}/? see --vault-kubernetes-auth)",
@@ -105,7 +87,18 @@ impl VaultStore {
     }
 
     /// Deletes the role and the policy `name`; what is gone is fine.
-    pub async fn delete_project_access(&self, name: &str) -> Result<(), VaultError> {
+    /// Deletes the runtime policy and role `name` of an earlier release, once per process.
+    pub async fn retire_runtime_access(&self, name: &str) -> Result<(), VaultError> {
+        if self.retired.lock().unwrap_or_else(PoisonError::into_inner).contains(name) {
+            return Ok(());
+        }
+        self.delete_access(name).await?;
+        tracing::info!(role = name, "deleted the runtime's connector policy and role of an earlier release, if any");
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string());
+        Ok(())
+    }
+
+    pub async fn delete_access(&self, name: &str) -> Result<(), VaultError> {
         self.access_written.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         let auth = &self.settings.kubernetes_auth;
         match vaultrs::auth::kubernetes::role::delete(&self.client, auth, name).await {
@@ -139,9 +132,9 @@ impl VaultStore {
     }
 
     /// The gateway's access to connector secrets, when `--vault-gateway-service-account` names its ServiceAccount.
-    pub fn gateway_access(&self) -> Option<ProjectAccess> {
+    pub fn gateway_access(&self) -> Option<ConnectorAccess> {
         let (namespace, name) = self.settings.gateway.as_ref()?;
-        Some(ProjectAccess::gateway(&self.settings.mount, namespace, name))
+        Some(ConnectorAccess::gateway(&self.settings.mount, namespace, name))
     }
 
     /// The KV v2 mount.
@@ -155,18 +148,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_project_policy_reads_only_its_own_prefix() {
-        let access = ProjectAccess::of("secret", "acme", "support", "cmp-acme-support", "cmp-runtime");
-        assert_eq!(access.name, "cmp.acme.support");
-        assert!(access.policy.contains("path \"secret/data/connectors/acme/support/*\""), "{}", access.policy);
-        assert_eq!(access.policy.matches("path ").count(), 1, "one path, nothing else");
-        assert!(access.policy.contains("capabilities = [\"read\"]"));
-        assert!(!access.policy.contains("list") && !access.policy.contains("update"));
-    }
-
-    #[test]
     fn the_gateway_policy_reads_every_connector_secret_and_nothing_else() {
-        let access = ProjectAccess::gateway("secret", "cmp-system", "cmp-gateway");
+        let access = ConnectorAccess::gateway("secret", "cmp-system", "cmp-gateway");
         assert_eq!((access.name.as_str(), access.namespace.as_str()), ("cmp.gateway.connectors", "cmp-system"));
         assert!(access.policy.contains("path \"secret/data/connectors/*\""), "{}", access.policy);
         assert_eq!(access.policy.matches("path ").count(), 1, "one path, nothing else");

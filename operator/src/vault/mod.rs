@@ -40,7 +40,8 @@ pub struct VaultStore {
     client: VaultClient,
     settings: VaultSettings,
     issued: Mutex<HashMap<String, Vec<IssuedKey>>>,
-    access_written: Mutex<HashMap<String, connectors::ProjectAccess>>,
+    access_written: Mutex<HashMap<String, connectors::ConnectorAccess>>,
+    retired: Mutex<std::collections::HashSet<String>>,
     secret_checks: Mutex<HashMap<String, connectors::SecretCheck>>,
 }
 
@@ -58,6 +59,7 @@ impl VaultStore {
             settings,
             issued: Mutex::default(),
             access_written: Mutex::default(),
+            retired: Mutex::default(),
             secret_checks: Mutex::default(),
         })
     }

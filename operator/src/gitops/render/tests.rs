@@ -8,12 +8,8 @@ fn instance(connectors: Vec<ConnectorBinding>) -> Instance {
     i
 }
 
-fn settings(vault_mount: Option<&str>) -> RenderSettings {
-    RenderSettings {
-        root: "tenants".into(),
-        fetch_image: "alpine:3.22".into(),
-        vault_mount: vault_mount.map(Into::into),
-    }
+fn settings() -> RenderSettings {
+    RenderSettings { root: "tenants".into(), fetch_image: "alpine:3.22".into() }
 }
 
 fn render_with(instance: &Instance, settings: &RenderSettings) -> Result<InstanceTree, String> {
@@ -45,7 +41,7 @@ fn parsed(tree: &InstanceTree, file: &str) -> serde_json::Value {
 
 #[test]
 fn an_instance_renders_to_its_own_folder_with_a_kustomization_of_its_files() {
-    let tree = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let tree = render_with(&instance(vec![]), &settings()).expect("renders");
     assert_eq!(tree.dir, "tenants/acme/support/bot");
     let names: Vec<&str> = tree.files.keys().map(String::as_str).collect();
     assert_eq!(names, ["configmap.yaml", "deployment.yaml", "kustomization.yaml", "service.yaml"]);
@@ -61,8 +57,8 @@ fn an_instance_renders_to_its_own_folder_with_a_kustomization_of_its_files() {
 
 #[test]
 fn rendering_is_deterministic_and_sorted() {
-    let a = render_with(&instance(vec![]), &settings(None)).expect("renders");
-    let b = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let a = render_with(&instance(vec![]), &settings()).expect("renders");
+    let b = render_with(&instance(vec![]), &settings()).expect("renders");
     assert_eq!(a, b);
     assert_eq!(a.digest(), b.digest());
     for (file, body) in &a.files {
@@ -78,10 +74,10 @@ fn rendering_is_deterministic_and_sorted() {
 
 #[test]
 fn a_version_change_changes_only_the_configmap_and_the_digest() {
-    let a = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let a = render_with(&instance(vec![]), &settings()).expect("renders");
     let mut offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("2", false)]);
     offering.spec.versions[0].artifact.sha256 = "b".repeat(64);
-    let b = render_offering(&instance(vec![]), &offering, &settings(None)).expect("renders");
+    let b = render_offering(&instance(vec![]), &offering, &settings()).expect("renders");
     assert_ne!(a.digest(), b.digest());
     let changed: Vec<&String> = a.files.keys().filter(|f| a.files[*f] != b.files[*f]).collect();
     assert_eq!(changed, ["configmap.yaml"]);
@@ -90,13 +86,13 @@ fn a_version_change_changes_only_the_configmap_and_the_digest() {
 
 #[test]
 fn the_pod_passes_the_restricted_level_and_fits_the_project_limits() {
-    let tree = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let tree = render_with(&instance(vec![]), &settings()).expect("renders");
     let deployment = parsed(&tree, "deployment.yaml");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(pod["serviceAccountName"], "cmp-runtime");
-    assert_eq!(pod["automountServiceAccountToken"], false, "no token without connectors");
+    assert_eq!(pod["automountServiceAccountToken"], false, "the runtime gets no ServiceAccount token");
     for list in ["initContainers", "containers"] {
         for c in pod[list].as_array().expect("containers") {
             let sc = &c["securityContext"];
@@ -110,7 +106,7 @@ fn the_pod_passes_the_restricted_level_and_fits_the_project_limits() {
 
 #[test]
 fn the_init_container_checks_the_artifact_before_the_runtime_starts() {
-    let tree = render_with(&instance(vec![]), &settings(None)).expect("renders");
+    let tree = render_with(&instance(vec![]), &settings()).expect("renders");
     let deployment = parsed(&tree, "deployment.yaml");
     let init = &deployment["spec"]["template"]["spec"]["initContainers"][0];
     let script = init["command"][2].as_str().expect("script");
@@ -126,26 +122,25 @@ fn the_init_container_checks_the_artifact_before_the_runtime_starts() {
 }
 
 #[test]
-fn connectors_become_vault_agent_annotations_and_never_values() {
+fn connectors_leave_no_trace_in_the_runtime_which_calls_tools_through_the_gateway() {
     let binding = ConnectorBinding {
         name: "crm".into(),
         type_: "hubspot".into(),
         vault_path: "connectors/acme/support/crm".into(),
-        allowed_tools: vec![],
-        url: None,
+        allowed_tools: vec!["get_ticket".into()],
+        url: Some("https://desk.example.com/mcp".into()),
         credential: None,
         timeout_seconds: 30,
     };
-    let tree = render_with(&instance(vec![binding.clone()]), &settings(Some("secret"))).expect("renders");
-    let deployment = parsed(&tree, "deployment.yaml");
+    let with = render_with(&instance(vec![binding]), &settings()).expect("renders without Vault configured");
+    let without = render_with(&instance(vec![]), &settings()).expect("renders");
+    assert_eq!(with.files, without.files, "the same runtime, with or without bindings");
+    let deployment = parsed(&with, "deployment.yaml");
     let pod = &deployment["spec"]["template"];
-    let annotations = &pod["metadata"]["annotations"];
-    assert_eq!(annotations["vault.hashicorp.com/agent-inject"], "true");
-    assert_eq!(annotations["vault.hashicorp.com/role"], "cmp.acme.support");
-    assert_eq!(annotations["vault.hashicorp.com/agent-inject-secret-crm"], "secret/data/connectors/acme/support/crm");
-    assert_eq!(pod["spec"]["automountServiceAccountToken"], true, "the agent logs in with the token");
-    let refused = render_with(&instance(vec![binding]), &settings(None)).expect_err("no Vault configured");
-    assert!(refused.contains("--vault-addr"), "{refused}");
+    assert!(pod["metadata"]["annotations"].is_null(), "no Vault Agent injection");
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false, "no token to log in with");
+    let everything = format!("{:?}", with.files);
+    assert!(!everything.contains("connectors/") && !everything.contains("vault"), "{everything}");
 }
 
 #[test]

@@ -43,7 +43,7 @@ fn settings(scratch: &Scratch, url: &str, clone: &str) -> GitOpsSettings {
         author_name: "test".into(),
         author_email: "test@example.com".into(),
         credentials: None,
-        render: RenderSettings { root: "tenants".into(), fetch_image: "alpine".into(), vault_mount: None },
+        render: RenderSettings { root: "tenants".into(), fetch_image: "alpine".into() },
         argocd: None,
     }
 }

@@ -24,7 +24,7 @@ fn gitops(
     available: Option<bool>,
 ) -> GitOpsObserved {
     GitOpsObserved {
-        render: RenderSettings { root: "tenants".into(), fetch_image: "alpine".into(), vault_mount: None },
+        render: RenderSettings { root: "tenants".into(), fetch_image: "alpine".into() },
         repo: "file:///r.git".into(),
         delivery,
         application,
