@@ -35,6 +35,11 @@ const LOCAL_FLOWS_PORT: u16 = 7862;
 const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
 /// The gateway's widget-session signing secret (local only).
 const LOCAL_WIDGET_SECRET: &str = "cmp-local-widget-secret-not-for-production";
+/// The secret the local gateway signs run tokens with (the connector gateway is on).
+const LOCAL_RUN_TOKEN_SECRET: &str = "cmp-local-run-token-secret-not-for-production";
+/// The hosts local connector bindings may call: MCP servers on this machine. Loopback is therefore not a denied
+/// network here (the API server, OpenBao, the runtimes and the gateway itself stay denied by their endpoints).
+const LOCAL_CONNECTOR_HOSTS: &str = "127.0.0.1,localhost";
 /// The webhook's credit packs.
 const CREDIT_PACKS: &str = "examples/saleor/credit-packs.yaml";
 /// What the demo's buyers buy: the echo Offering's Pro plan and a credit pack
@@ -136,7 +141,8 @@ impl LocalPlatform {
                 .env("KUBECONFIG", plane.kubeconfig())
                 .env("RUST_LOG", &rust_log)
                 .env("VAULT_TOKEN", gitops.vault_token())
-                .args(gitops.operator_flags()),
+                .args(gitops.operator_flags())
+                .args(["--connector-allowed-hosts", LOCAL_CONNECTOR_HOSTS]),
             &logs,
         )?;
         let usage = state.join("usage.jsonl");
@@ -147,6 +153,16 @@ impl LocalPlatform {
                 .env("RUST_LOG", &rust_log)
                 .args(["--addr", GATEWAY_ADDR, "--health-addr", GATEWAY_HEALTH, "--replica-name", "local"])
                 .args(["--widget-secret", LOCAL_WIDGET_SECRET])
+                // The connector gateway, reading credentials with OpenBao's dev token (a cluster uses the gateway's
+                // Kubernetes-auth role instead).
+                .env("VAULT_TOKEN", gitops.vault_token())
+                .args(["--run-token-secret", LOCAL_RUN_TOKEN_SECRET, "--vault-addr", gitops.openbao().addr()])
+                .args([
+                    "--connector-allowed-hosts",
+                    LOCAL_CONNECTOR_HOSTS,
+                    "--connector-denied-networks",
+                    "169.254.0.0/16",
+                ])
                 .arg("--usage-file")
                 .arg(&usage),
             &logs,
