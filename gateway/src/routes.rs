@@ -78,7 +78,7 @@ async fn connector_message(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    crate::connectors::serve(gateway, binding, headers, body).await
+    crate::connectors::serve(gateway, binding, headers, crate::connectors::Incoming::Message(body)).await
 }
 
 /// The connector gateway sends runtimes no messages of its own: no stream to open (MCP allows 405 here).
@@ -86,9 +86,13 @@ async fn connector_stream() -> Response {
     (axum::http::StatusCode::METHOD_NOT_ALLOWED, [(axum::http::header::ALLOW, "POST, DELETE")]).into_response()
 }
 
-/// A session ends with its run; the MCP server's session ends when it times out.
-async fn connector_session_end() -> Response {
-    axum::http::StatusCode::NO_CONTENT.into_response()
+/// A session's end, forwarded to the MCP server.
+async fn connector_session_end(
+    State(gateway): State<Arc<Gateway>>,
+    Path(binding): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    crate::connectors::serve(gateway, binding, headers, crate::connectors::Incoming::EndSession).await
 }
 
 async fn run_widget(

@@ -398,7 +398,7 @@ async fn a_session_outlives_the_replica_that_opened_it_and_a_run_ends_on_every_r
         let flags = ["--peer-addr", peer.as_str(), "--namespace", "default", "--peer-group", t.w.run.as_str()];
         replicas.push(t.gateway(name, &flags).await);
     }
-    // gw-0 forwards the run; gw-1 opens the session with the MCP server; gw-1 dies; gw-2 carries on.
+    // gw-0 forwards the run; gw-1 opens the session with the MCP server; gw-1 stops; gw-2 carries on.
     let (token, run) = open_run(&t.w, &replicas[0].base, &t.a_key, &t.runtime).await;
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cmp-test", "version": "1"}}});
@@ -413,10 +413,24 @@ async fn a_session_outlives_the_replica_that_opened_it_and_a_run_ends_on_every_r
     };
     let (_, _, first) = rpc(&t.w, &replicas[1].base, &token, Some(&session), call(2)).await;
     assert_eq!(first["result"]["content"][0]["text"], "alpha: ticket 2 is open", "{first}");
-    replicas[1].process.kill();
+    // SIGTERM, as a rolling restart stops it (a SIGKILL would lose up to a second of its meter, charged to no one).
+    assert!(replicas[1].process.terminate().expect("gw-1 stops").success());
     let (status, _, after) = rpc(&t.w, &replicas[2].base, &token, Some(&session), call(3)).await;
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["result"]["content"][0]["text"], "alpha: ticket 3 is open", "the session continues on gw-2");
+
+    // The runtime ends the session on gw-2: the MCP server forgets it, so it cannot be used again.
+    let ended =
+        t.w.http
+            .delete(format!("{}/v1/connectors/desk/mcp", replicas[2].base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .expect("the gateway answers");
+    assert_eq!(ended.status(), 204);
+    let (status, _, gone) = rpc(&t.w, &replicas[2].base, &token, Some(&session), call(5)).await;
+    assert_eq!((status, reason(&gone)), (404, "unknown_session"), "the MCP server ended it: {gone}");
 
     // The run ends on gw-0; gw-2 hears of it in a peer report and refuses its token from then on.
     t.runtime.release_held();
@@ -450,6 +464,7 @@ async fn the_connector_gateway_fails_closed_when_audit_the_mcp_server_or_openbao
     };
 
     // The usage sink breaks (its file becomes a directory): once the buffer of 2 is full, calls are refused.
+    converge("the initialize record delivered", || async { gw.usage.exists().then_some(()) }).await;
     std::fs::remove_file(&gw.usage).expect("the usage file");
     std::fs::create_dir(&gw.usage).expect("a directory in its place");
     let mut answers = Vec::new();

@@ -133,8 +133,16 @@ impl Audit {
     }
 }
 
-/// Serves one message to `binding`'s MCP endpoint.
-pub async fn serve(gateway: Arc<Gateway>, binding: String, headers: HeaderMap, body: Body) -> Response {
+/// What a runtime sent to a binding's MCP endpoint.
+pub enum Incoming {
+    /// `POST`: one JSON-RPC message.
+    Message(Body),
+    /// `DELETE`: the end of the session its `Mcp-Session-Id` names.
+    EndSession,
+}
+
+/// Serves one message (or a session's end) to `binding`'s MCP endpoint.
+pub async fn serve(gateway: Arc<Gateway>, binding: String, headers: HeaderMap, incoming: Incoming) -> Response {
     let Some(connectors) = gateway.connectors.clone() else {
         return RpcError::new(
             &Value::Null,
@@ -154,7 +162,7 @@ pub async fn serve(gateway: Arc<Gateway>, binding: String, headers: HeaderMap, b
         bytes_received: 0,
         recorded: false,
     };
-    match handle(&gateway, &connectors, &mut audit, &headers, body).await {
+    match handle(&gateway, &connectors, &mut audit, &headers, incoming).await {
         Ok(answered) => answered,
         Err(error) => {
             if error.reason.is_security_event() {
@@ -182,7 +190,7 @@ async fn handle(
     connectors: &Connectors,
     audit: &mut Audit,
     headers: &HeaderMap,
-    body: Body,
+    incoming: Incoming,
 ) -> Result<Response, RpcError> {
     let null = Value::Null;
     if gateway.ready().is_err() {
@@ -207,12 +215,7 @@ async fn handle(
     let target =
         gateway.runnable(&instance).map_err(|refusal| RpcError::new(&null, Reason::NotRunnable, refusal.message))?;
     audit.target = Some(target.clone());
-    // 3. The message and the session.
-    let body = axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await.map_err(|_| {
-        RpcError::new(&null, Reason::TooLarge, format!("the message is over {MAX_MESSAGE_BYTES} bytes"))
-    })?;
-    let message = jsonrpc::parse(&body)?;
-    routing_headers_match(headers, &message)?;
+    // 3. The session, then the message.
     let session = match headers.get(SESSION_HEADER) {
         None => None,
         Some(value) => {
@@ -230,6 +233,18 @@ async fn handle(
         headers,
         session: session.as_ref(),
     };
+    let body = match incoming {
+        Incoming::Message(body) => body,
+        Incoming::EndSession => {
+            audit.method = "session/end (DELETE)".into();
+            return call.end(audit).await;
+        }
+    };
+    let body = axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await.map_err(|_| {
+        RpcError::new(&null, Reason::TooLarge, format!("the message is over {MAX_MESSAGE_BYTES} bytes"))
+    })?;
+    let message = jsonrpc::parse(&body)?;
+    routing_headers_match(headers, &message)?;
     match message {
         Message::Notification { method } => {
             audit.method = method.clone();
@@ -310,6 +325,14 @@ fn json_answer(value: &Value) -> Response {
     (StatusCode::OK, axum::Json(value)).into_response()
 }
 
+/// Where a binding's messages go, and with what credential.
+struct Destination {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    header: String,
+    value: String,
+}
+
 /// A message to one binding, past steps 1-3.
 struct Call<'a> {
     gateway: &'a Arc<Gateway>,
@@ -353,26 +376,7 @@ impl Call<'_> {
         audit: &mut Audit,
     ) -> Result<upstream::Answer, RpcError> {
         let answer_id = id.cloned().unwrap_or(Value::Null);
-        let url = self.binding.url.as_deref().ok_or_else(|| {
-            RpcError::new(
-                &answer_id,
-                Reason::NoUrl,
-                format!("the binding {} has no url: its Instance must name its MCP server", self.binding.name),
-            )
-        })?;
-        let internal = self.gateway.internal_endpoints(self.target);
-        let (client, url) = self
-            .connectors
-            .egress
-            .client(url, &internal)
-            .await
-            .map_err(|refusal| RpcError::new(&answer_id, Reason::DestinationRefused, refusal.to_string()))?;
-        let (header, value) = self
-            .connectors
-            .credentials
-            .presented(self.binding)
-            .await
-            .map_err(|message| RpcError::new(&answer_id, Reason::CredentialUnavailable, message))?;
+        let Destination { client, url, header, value } = self.destination(&answer_id).await?;
         audit.bytes_sent = body.len() as u64;
         let sent = upstream::send(Outgoing {
             client: &client,
@@ -404,6 +408,68 @@ impl Call<'_> {
                 format!("the MCP server of binding {} failed: {why}", self.binding.name),
             )),
         }
+    }
+
+    /// Step 7: the client pinned to the binding's checked addresses, its URL, and the credential's header and value.
+    async fn destination(&self, answer_id: &Value) -> Result<Destination, RpcError> {
+        let url = self.binding.url.as_deref().ok_or_else(|| {
+            RpcError::new(
+                answer_id,
+                Reason::NoUrl,
+                format!("the binding {} has no url: its Instance must name its MCP server", self.binding.name),
+            )
+        })?;
+        let internal = self.gateway.internal_endpoints(self.target);
+        let (client, url) = self
+            .connectors
+            .egress
+            .client(url, &internal)
+            .await
+            .map_err(|refusal| RpcError::new(answer_id, Reason::DestinationRefused, refusal.to_string()))?;
+        let (header, value) = self
+            .connectors
+            .credentials
+            .presented(self.binding)
+            .await
+            .map_err(|message| RpcError::new(answer_id, Reason::CredentialUnavailable, message))?;
+        Ok(Destination { client, url, header, value })
+    }
+
+    /// Ends the session with the MCP server (its DELETE), audited; a server that keeps no sessions, or has
+    /// already forgotten this one, is fine.
+    async fn end(&self, audit: &mut Audit) -> Result<Response, RpcError> {
+        let null = Value::Null;
+        let Some(upstream) = self.upstream_session() else {
+            let why = if self.session.is_some() { "" } else { " (no Mcp-Session-Id was sent)" };
+            tracing::debug!(binding = %self.binding.name, "no MCP server session to end{why}");
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        };
+        let permit = self.reserve_audit(&null)?;
+        let Destination { client, url, header, value } = self.destination(&null).await?;
+        let ended = client
+            .delete(url)
+            .header(header.as_str(), value.as_str())
+            .header(SESSION_HEADER, upstream)
+            .timeout(self.timeout())
+            .send()
+            .await
+            .map_err(|e| {
+                let why = e.to_string().replace(&value, "[credential]");
+                RpcError::new(&null, Reason::UpstreamError, format!("ending the session with the MCP server: {why}"))
+            })?;
+        let status = ended.status();
+        if !(status.is_success()
+            || status == reqwest::StatusCode::NOT_FOUND
+            || status == reqwest::StatusCode::METHOD_NOT_ALLOWED)
+        {
+            return Err(RpcError::new(
+                &null,
+                Reason::UpstreamError,
+                format!("the MCP server answered {status} to the session's end"),
+            ));
+        }
+        permit.send(audit.record(self.gateway, &self.connectors.replica, ToolOutcome::Served, None, 0));
+        Ok(StatusCode::NO_CONTENT.into_response())
     }
 
     /// A message that is not a tool call still gets an audit record; without a slot for it, it is not sent.
