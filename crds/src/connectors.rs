@@ -110,6 +110,14 @@ impl HostPattern {
     }
 }
 
+/// Whether `binding`'s `vaultPath` lies inside `connectors/<organization>/<project>/`, the prefix of the
+/// tenant whose Instance holds it. The operator refuses a binding outside it in status; the gateway, whose
+/// role reads every tenant's secrets, refuses it again on every call, so a stale status never lends one
+/// tenant another's credential.
+pub fn inside_tenant(organization: &str, project: &str, binding: &ConnectorBinding) -> bool {
+    binding.vault_path.starts_with(&crate::names::connector_prefix(organization, project))
+}
+
 /// The host of an http(s) URL (brackets kept for an IPv6 address), or `None` when it is not one.
 pub fn url_host(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
@@ -192,6 +200,16 @@ mod tests {
         assert!(other.allowed.is_empty());
         assert_eq!(other.beyond_offering, vec!["get_ticket".to_string()]);
         assert!(allowed_tools(None, &binding("tickets", &["get_ticket"])).allowed.is_empty());
+    }
+
+    #[test]
+    fn a_binding_is_inside_its_own_projects_prefix_only() {
+        let mut b = binding("tickets", &[]);
+        assert!(inside_tenant("acme", "support", &b));
+        assert!(!inside_tenant("acme", "support-2", &b), "a prefix, not a string prefix of the project");
+        assert!(!inside_tenant("globex", "support", &b));
+        b.vault_path = "connectors/acme/support-2/desk".into();
+        assert!(!inside_tenant("acme", "support", &b));
     }
 
     #[test]

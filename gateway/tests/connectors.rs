@@ -487,13 +487,13 @@ async fn the_connector_gateway_fails_closed_when_audit_the_mcp_server_or_openbao
     // A replica that has not read the credential yet (any replica takes any run's token).
     let fresh = t.gateway("gw-fresh", &[]).await;
     // The MCP server goes away: a clear error, nothing charged.
-    let ToolWorld { w, bao, _desk: desk, runtime, a, .. } = t;
+    let ToolWorld { w, bao, _desk: desk, runtime, a, b, a_key, _operator: operator, .. } = t;
     drop(desk);
     let (_, _, down) = rpc(&w, &gw.base, &token, Some(&session), call(30)).await;
     assert_eq!(reason(&down), "upstream_error", "{down}");
     // OpenBao goes away: a replica that has not read the credential yet cannot call, and says why.
     drop(bao);
-    let (status, _, answer) = rpc(&w, &fresh.base, &token, None, initialize).await;
+    let (status, _, answer) = rpc(&w, &fresh.base, &token, None, initialize.clone()).await;
     assert_eq!((status, reason(&answer)), (200, "credential_unavailable"), "{answer}");
     assert!(answer.to_string().contains("connectors/"), "names where it looked: {answer}");
     runtime.release_held();
@@ -505,4 +505,23 @@ async fn the_connector_gateway_fails_closed_when_audit_the_mcp_server_or_openbao
         (wallet.status?.balance == expected).then_some(())
     })
     .await;
+
+    // The buyer points a binding at another tenant's secret while no operator refuses it in status: the Instance
+    // still says Ready, and the gateway (whose role reads every tenant's secrets) refuses it on the call itself.
+    drop(operator);
+    let (token, run) = open_run(&w, &gw.base, &a_key, &runtime).await;
+    let theft = json!({"connectors": [{"name": "desk", "type": "tickets", "vaultPath": format!("connectors/{b}/support/desk"),
+                                       "url": "http://localhost:1/mcp", "allowedTools": ["get_ticket"]}]});
+    w.patch_instance(&a, "bot", theft).await;
+    let refused = converge("beta's credential refused to alpha's binding", || async {
+        let (_, _, answer) = rpc(&w, &gw.base, &token, None, initialize.clone()).await;
+        (reason(&answer) == "credential_outside_tenant").then_some(answer)
+    })
+    .await;
+    assert!(refused.to_string().contains(&format!("connectors/{a}/support/")), "names the allowed prefix: {refused}");
+    let status = w.instances(&a).get("bot").await.expect("bot").status.expect("status");
+    let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::READY).expect("Ready");
+    assert_eq!(ready.status, "True", "the stale status the gateway did not trust");
+    runtime.release_held();
+    assert_eq!(run.await.expect("the run"), 200);
 }

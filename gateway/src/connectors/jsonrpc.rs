@@ -48,6 +48,8 @@ pub enum Reason {
     UnknownBinding,
     /// The binding names no MCP server (`url`).
     NoUrl,
+    /// The binding's `vaultPath` lies outside its own tenant's prefix.
+    OutsideTenant,
     /// The tool is not allowed for the binding.
     ToolNotAllowed,
     /// The binding's destination is not allowed (allow-list, internal address).
@@ -91,6 +93,7 @@ impl Reason {
             Reason::AuditUnavailable => -32011,
             Reason::NotReady => -32012,
             Reason::NoUrl => -32013,
+            Reason::OutsideTenant => -32014,
             Reason::Run(_) => -32020,
         }
     }
@@ -116,6 +119,7 @@ impl Reason {
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::NotReady => "gateway_not_ready",
             Reason::NoUrl => "binding_without_url",
+            Reason::OutsideTenant => "credential_outside_tenant",
             Reason::Run(code) => code.as_str(),
         }
     }
@@ -144,6 +148,7 @@ impl Reason {
                 | Reason::UnknownBinding
                 | Reason::ToolNotAllowed
                 | Reason::DestinationRefused
+                | Reason::OutsideTenant
         )
     }
 }

@@ -211,6 +211,19 @@ async fn handle(
         .find(|b| b.name == audit.binding)
         .cloned()
         .ok_or_else(|| unknown_binding(&instance, &audit.binding))?;
+    let organization = cmp_crds::names::organization_of_control_namespace(&claims.ns).unwrap_or_default();
+    if !cmp_crds::connectors::inside_tenant(organization, &instance.spec.project, &binding) {
+        return Err(RpcError::new(
+            &null,
+            Reason::OutsideTenant,
+            format!(
+                "the binding {} names {}, outside this Instance's {}: refused",
+                binding.name,
+                binding.vault_path,
+                cmp_crds::names::connector_prefix(organization, &instance.spec.project)
+            ),
+        ));
+    }
     // 2. The Instance may run, at its plan's price.
     let target =
         gateway.runnable(&instance).map_err(|refusal| RpcError::new(&null, Reason::NotRunnable, refusal.message))?;

@@ -63,7 +63,7 @@ pub fn connectors(
     let mut problems = Vec::new();
     for binding in &instance.spec.connectors {
         let path = &binding.vault_path;
-        let (secret, message) = if !path.starts_with(&prefix) {
+        let (secret, message) = if !cmp_crds::connectors::inside_tenant(organization, &instance.spec.project, binding) {
             outside.push(format!("{} ({path})", binding.name));
             (ConnectorSecret::OutsideTenant, format!("{path} is not inside {prefix}: refused"))
         } else if !vault {
