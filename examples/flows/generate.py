@@ -11,14 +11,25 @@ import json
 import pathlib
 
 from lfx.components.input_output import ChatInput, ChatOutput
+from lfx.components.models_and_agents.mcp_component import MCPToolsComponent
 from lfx.components.models_and_agents.prompt import PromptComponent
+from lfx.components.processing.parser import ParserComponent
 from lfx.graph import Graph
+from lfx.io import MessageTextInput
 
 HERE = pathlib.Path(__file__).parent
 
 
-def write(name: str, graph: Graph, description: str) -> None:
+# Where the ticket desk flow calls its tools: the connector gateway that
+# `cargo xtask up` runs. In a cluster it is the gateway's Service, for example
+# http://cmp-gateway.cmp-system.svc; the tests substitute their own gateway.
+CONNECTOR_GATEWAY = "http://127.0.0.1:8000"
+
+
+def write(name: str, graph: Graph, description: str, edit=None) -> None:
     flow = graph.dump(name=name, description=description)
+    if edit:
+        edit(flow)
     with open(HERE / f"{name}.json", "w") as f:
         json.dump(flow, f, indent=1, sort_keys=True)
 
@@ -39,6 +50,45 @@ def greeting() -> None:
     write("greeting", Graph(chat_in, chat_out), "Fills a prompt template with the chat input")
 
 
+def ticket_desk() -> None:
+    """Opens a ticket titled with the chat input in the tenant's ticket desk.
+
+    The MCP Tools component calls the tool `create_ticket` of the Instance's
+    connector binding `tickets` through the connector gateway, presenting the
+    run's token (the request global CMP_RUN_TOKEN the gateway passes); the
+    gateway adds the tenant's own credential. No LLM: the tool is chosen in
+    the flow and its argument `title` is wired from the chat input.
+    """
+    chat_in = ChatInput(_id="ChatInput-desk")
+    tools = MCPToolsComponent(_id="MCPTools-desk")
+    # A tool's arguments are fields the UI adds once it has listed the server's tools; add the one this flow wires.
+    title = MessageTextInput(name="title", display_name="title", info="The ticket's title", tool_mode=True)
+    tools._inputs["title"] = title
+    tools.inputs = [*tools.inputs, title]
+    server = {
+        "name": "tickets",
+        "config": {
+            "url": f"{CONNECTOR_GATEWAY}/v1/connectors/tickets/mcp",
+            "headers": {"Authorization": "Bearer {{CMP_RUN_TOKEN}}"},
+        },
+    }
+    tools.set(mcp_server=server, tool="create_ticket", title=chat_in.message_response)
+    parser = ParserComponent(_id="Parser-desk")
+    parser.set(input_data=tools.build_output, pattern="{text}")
+    chat_out = ChatOutput(_id="ChatOutput-desk")
+    chat_out.set(input_value=parser.parse_combined_text)
+
+    def chosen_tool(flow: dict) -> None:
+        # lfx skips hidden fields; the UI shows the tool field once a server is chosen.
+        for node in flow["data"]["nodes"]:
+            field = node["data"]["node"]["template"].get("tool")
+            if field is not None:
+                field.update(show=True, options=["create_ticket"])
+
+    write("ticket-desk", Graph(chat_in, chat_out), "Opens a ticket in the tenant's desk through CMP", chosen_tool)
+
+
 if __name__ == "__main__":
     echo()
     greeting()
+    ticket_desk()

@@ -10,15 +10,11 @@
 mod support;
 
 use cmp_testenv::langflow_stand_in::LangflowStandIn;
-use cmp_testenv::mcp::{TicketDesk, client};
-use cmp_testenv::openbao::OpenBao;
-use cmp_testenv::test::{TestNamespace, gateway_service_account, service_account_token, test_kubeconfig};
+use cmp_testenv::mcp::client;
+use cmp_testenv::test::test_kubeconfig;
 use serde_json::{Value, json};
+use support::tools::{ALPHA_SECRET, BETA_SECRET, ConnectorParts};
 use support::{RUNTIME_KEY, World, converge};
-
-const RUN_TOKEN_SECRET: &str = "a run-token secret every replica shares";
-const ALPHA_SECRET: &str = "alpha-ticket-credential-7f3a";
-const BETA_SECRET: &str = "beta-ticket-credential-91c2";
 
 /// The API server's port, from the tests' kubeconfig.
 fn api_server_port() -> u16 {
@@ -111,45 +107,18 @@ fn reason(answer: &Value) -> &str {
 /// own credential; `a` also has bindings to the API server and to a host off the allow-list, `b` a binding `crm`.
 struct ToolWorld {
     w: World,
-    bao: OpenBao,
-    _operator: cmp_testenv::process::TestProcess,
-    _desk: TicketDesk,
+    parts: ConnectorParts,
     runtime: LangflowStandIn,
     a: String,
     b: String,
     a_key: String,
     b_key: String,
-    jwt_file: String,
-    _gateway_ns: TestNamespace,
 }
 
 impl ToolWorld {
     async fn start(prefix: &str) -> Self {
         let w = World::new(prefix).await;
-        let scratch = std::env::temp_dir().join(format!("{}-mcp", w.run));
-        std::fs::create_dir_all(&scratch).expect("a scratch directory");
-        let bao = OpenBao::start(&scratch.join("bao"), "cmp-test-root").await.expect("OpenBao starts");
-        bao.enable_kubernetes_auth(&w.client, &test_kubeconfig()).await.expect("Kubernetes auth");
-        // The gateway's ServiceAccount; the operator writes the OpenBao role it logs in to.
-        let (gateway_ns, account) =
-            gateway_service_account(&w.client, "mcp-gateway").await.expect("the gateway's ServiceAccount");
-        let _operator = w.operator_with(&[
-            "--vault-addr",
-            bao.addr(),
-            "--vault-token",
-            bao.token(),
-            "--vault-gateway-service-account",
-            &account,
-            "--connector-allowed-hosts",
-            "localhost,127.0.0.1",
-        ]);
-        let desk = TicketDesk::start(
-            &[(&format!("Bearer {ALPHA_SECRET}"), "alpha"), (&format!("Bearer {BETA_SECRET}"), "beta")],
-            "authorization",
-            scratch.join("tickets.log"),
-        )
-        .await
-        .expect("the MCP ticket desk starts");
+        let parts = ConnectorParts::start(&w).await;
         let runtime = LangflowStandIn::start(RUNTIME_KEY).await.expect("the stand-in starts");
 
         let offering = format!("{}-desk", w.run);
@@ -161,11 +130,9 @@ impl ToolWorld {
         let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
         for (org, secret) in [(&a, ALPHA_SECRET), (&b, BETA_SECRET)] {
             w.organization(org, 100).await;
-            let path = format!("connectors/{org}/support/desk");
-            bao.run(&["kv", "put", "-mount=secret", &path, &format!("token={secret}")])
-                .expect("the tenant's credential");
+            parts.credential(org, "desk", secret);
         }
-        let desk_url = format!("http://localhost:{}/mcp", desk.port());
+        let desk_url = parts.desk_url();
         let binding = |org: &str, name: &str, url: &str, allowed: Value| {
             json!({"name": name, "type": "tickets", "vaultPath": format!("connectors/{org}/support/desk"), "url": url,
                    "allowedTools": allowed, "timeoutSeconds": 2})
@@ -195,34 +162,12 @@ impl ToolWorld {
             .await
             .remove(0)
             .1;
-
-        let jwt = service_account_token(&w.client, &gateway_ns.name, "cmp-gateway", None).await.expect("a token");
-        let jwt_file = scratch.join("gateway.jwt");
-        std::fs::write(&jwt_file, jwt).expect("the gateway's ServiceAccount token");
-        let jwt_file = jwt_file.display().to_string();
-        Self { w, bao, _operator, _desk: desk, runtime, a, b, a_key, b_key, jwt_file, _gateway_ns: gateway_ns }
+        Self { w, parts, runtime, a, b, a_key, b_key }
     }
 
     /// Starts gateway `replica` with the connector gateway on; `extra` adds flags.
     async fn gateway(&self, replica: &str, extra: &[&str]) -> support::Gateway {
-        let mut flags = vec![
-            "--run-token-secret",
-            RUN_TOKEN_SECRET,
-            "--connector-allowed-hosts",
-            "localhost,127.0.0.1",
-            // Every server of this test listens on loopback, so loopback is not a denied network here; the
-            // API server, OpenBao and the runtime are still denied by their endpoints.
-            "--connector-denied-networks",
-            "169.254.0.0/16",
-            "--vault-addr",
-            self.bao.addr(),
-            "--vault-role",
-            cmp_crds::names::GATEWAY_CONNECTOR_ROLE,
-            "--vault-jwt-file",
-            &self.jwt_file,
-        ];
-        flags.extend_from_slice(extra);
-        self.w.gateway(replica, &flags).await
+        self.parts.gateway(&self.w, replica, extra).await
     }
 }
 
@@ -487,7 +432,8 @@ async fn the_connector_gateway_fails_closed_when_audit_the_mcp_server_or_openbao
     // A replica that has not read the credential yet (any replica takes any run's token).
     let fresh = t.gateway("gw-fresh", &[]).await;
     // The MCP server goes away: a clear error, nothing charged.
-    let ToolWorld { w, bao, _desk: desk, runtime, a, b, a_key, _operator: operator, .. } = t;
+    let ToolWorld { w, parts, runtime, a, b, a_key, .. } = t;
+    let ConnectorParts { bao, operator, desk, .. } = parts;
     drop(desk);
     let (_, _, down) = rpc(&w, &gw.base, &token, Some(&session), call(30)).await;
     assert_eq!(reason(&down), "upstream_error", "{down}");

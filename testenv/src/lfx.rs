@@ -34,6 +34,27 @@ pub fn example_flow(file: &str) -> Result<(String, String), Error> {
     Ok((format!("file://{}", path.display()), hex::encode(sha2::Sha256::digest(&bytes))))
 }
 
+/// The connector gateway the example flows call tools through: the one `cargo xtask up` runs.
+pub const EXAMPLE_CONNECTOR_GATEWAY: &str = "http://127.0.0.1:8000";
+
+/// The example flow `file` calling tools through the connector gateway at `gateway` instead of
+/// [`EXAMPLE_CONNECTOR_GATEWAY`], written under `dir`: a `file://` URL with its sha256.
+pub fn example_flow_through(file: &str, gateway: &str, dir: &Path) -> Result<(String, String), Error> {
+    use sha2::Digest;
+    let source = workspace_root().join("examples/flows").join(file);
+    let text = std::fs::read_to_string(&source)
+        .map_err(|source_error| Error::Io { path: source.clone(), source: source_error })?;
+    let needle = format!("\"{EXAMPLE_CONNECTOR_GATEWAY}/v1/connectors/");
+    if !text.contains(&needle) {
+        return Err(Error::Process(format!("{} calls no tool through {EXAMPLE_CONNECTOR_GATEWAY}", source.display())));
+    }
+    let text = text.replace(&needle, &format!("\"{}/v1/connectors/", gateway.trim_end_matches('/')));
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    let path = dir.join(file);
+    std::fs::write(&path, &text).map_err(|source| Error::Io { path: path.clone(), source })?;
+    Ok((format!("file://{}", path.display()), hex::encode(sha2::Sha256::digest(text.as_bytes()))))
+}
+
 /// A running `lfx serve`. Dropping it stops the process.
 pub struct Lfx {
     child: std::process::Child,

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
