@@ -130,6 +130,10 @@ pub mod reasons {
     pub const CONNECTOR_HOST_NOT_ALLOWED: &str = "ConnectorHostNotAllowed";
     /// `ConnectorsReady=False`: a binding allows tools its Offering does not allow for its type (they stay refused).
     pub const CONNECTOR_TOOLS_BEYOND_OFFERING: &str = "ConnectorToolsBeyondOffering";
+    /// `ConnectorsReady=False`: the gateway's last probe of a binding's MCP server (its `initialize` and `tools/list`, with the binding's own credential) failed.
+    pub const CONNECTOR_NOT_ANSWERING: &str = "ConnectorNotAnswering";
+    /// `ConnectorsReady=False`: a binding allows tools its MCP server did not list when the gateway last probed it.
+    pub const CONNECTOR_TOOLS_MISSING: &str = "ConnectorToolsMissing";
     /// `Synced=False` on a Dedicated Instance: its runtime is delivered by GitOps, which is not configured.
     pub const AWAITING_GITOPS: &str = "AwaitingGitOps";
     /// `Ready=True` on an Instance: the runtime serves its flow.

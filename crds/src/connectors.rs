@@ -51,6 +51,28 @@ pub fn allowed_tools(offering: Option<&OfferingSpec>, binding: &ConnectorBinding
     rule
 }
 
+/// What identifies a binding's MCP server and credential: a hash of its
+/// type, url, vaultPath and credential presentation. A probe records it, so a
+/// probe of an earlier binding is never read as one of the current binding.
+pub fn fingerprint(binding: &ConnectorBinding) -> String {
+    use sha2::Digest;
+    let credential = binding.credential.as_ref();
+    let parts = [
+        binding.type_.as_str(),
+        binding.url.as_deref().unwrap_or_default(),
+        binding.vault_path.as_str(),
+        credential.map_or("", |c| c.header.as_str()),
+        credential.map_or("", |c| c.format.as_str()),
+        credential.map_or("", |c| c.key.as_str()),
+    ];
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update(part.len().to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
 /// A host on the platform's allow-list of connector hosts: `tools.example.com`
 /// (that host only) or `*.example.com` (any host below `example.com`, not
 /// `example.com` itself). Hosts compare without case and without a trailing dot.
@@ -180,6 +202,25 @@ mod tests {
             "name": "desk", "type": type_, "vaultPath": "connectors/acme/support/desk", "allowedTools": tools,
         }))
         .expect("a binding")
+    }
+
+    #[test]
+    fn a_bindings_fingerprint_follows_its_server_and_credential_not_its_tools() {
+        let base = binding("tickets", &["get_ticket"]);
+        let mut narrowed = base.clone();
+        narrowed.allowed_tools.clear();
+        narrowed.timeout_seconds = 5;
+        assert_eq!(fingerprint(&base), fingerprint(&narrowed), "tools and timeout are not the server");
+        assert_eq!(fingerprint(&base).len(), 32);
+        let mut moved = base.clone();
+        moved.url = Some("https://desk.example.com/mcp".into());
+        let mut rekeyed = base.clone();
+        rekeyed.vault_path = "connectors/acme/support/other".into();
+        let mut typed = base.clone();
+        typed.type_ = "crm".into();
+        for changed in [moved, rekeyed, typed] {
+            assert_ne!(fingerprint(&base), fingerprint(&changed));
+        }
     }
 
     #[test]

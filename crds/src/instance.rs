@@ -248,6 +248,32 @@ pub struct ConnectorStatus {
     pub message: String,
 }
 
+/// What the gateway found when it last called a binding's MCP server
+/// (`initialize`, then `tools/list`) with the binding's own credential.
+/// Written by the gateway alone (field manager `cmp-gateway-probes`); the
+/// operator reads it into `ConnectorsReady`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorProbe {
+    /// The binding's name (matches `spec.connectors[].name`).
+    pub name: String,
+    /// The binding as it was probed (`cmp_crds::connectors::fingerprint` of its type, url, vaultPath and credential): a probe of an earlier binding is not used.
+    #[schemars(length(max = 64))]
+    pub binding: String,
+    /// When it was probed.
+    pub probed_at: Time,
+    /// Whether the server answered `initialize` and `tools/list`.
+    pub answered: bool,
+    /// The tools the server listed (at most 500 names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    pub tools: Vec<String>,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub message: String,
+}
+
 /// Whether the gateway may call a binding's MCP server.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConnectorDestination {
@@ -326,6 +352,10 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub connectors: Vec<ConnectorStatus>,
+    /// What the gateway found when it last called each callable binding's MCP server; written by the gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub connector_probes: Vec<ConnectorProbe>,
     /// `Synced` (the manifests are committed) and `Ready` (the runtime serves), each with its own observedGeneration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

@@ -186,6 +186,8 @@ pub fn connector_role(organization: &str, project: &str) -> String {
 
 /// The policy and Kubernetes-auth role of the gateway in Vault/OpenBao: it reads every tenant's connector secrets.
 pub const GATEWAY_CONNECTOR_ROLE: &str = "cmp.gateway.connectors";
+/// The field manager under which the gateway writes an Instance's `status.connectorProbes`, and nothing else of it.
+pub const GATEWAY_PROBE_FIELD_MANAGER: &str = "cmp-gateway-probes";
 
 /// The root of every connector secret in Vault/OpenBao (below the mount).
 pub const CONNECTORS_ROOT: &str = "connectors/";

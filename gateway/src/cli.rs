@@ -93,6 +93,12 @@ pub struct Args {
     /// Endpoints no binding may reach, beside the API server, OpenBao, the runtimes and this gateway, which are always denied (comma-separated URLs or host:port).
     #[arg(long, env = "CMP_GATEWAY_CONNECTOR_DENIED_ENDPOINTS", value_delimiter = ',')]
     pub connector_denied_endpoints: Vec<String>,
+    /// How often each connector binding's MCP server is probed (initialize and tools/list, with the binding's own credential) for its Instance's status; a new or changed binding within seconds. 0: never.
+    #[arg(long, env = "CMP_GATEWAY_CONNECTOR_PROBE_SECONDS", default_value_t = 300)]
+    pub connector_probe_seconds: u64,
+    /// Probe only the bindings of Organizations whose labels match this equality selector ("key=value,..."), as the operator's --organization-selector when several CMP installs share a cluster. Empty: all.
+    #[arg(long, env = "CMP_GATEWAY_CONNECTOR_PROBE_ORGANIZATION_SELECTOR", default_value = "")]
+    pub connector_probe_organization_selector: crate::connectors::probe::OrganizationSelector,
     /// The OpenBao (Vault) address connector credentials are read from. Unset: bindings cannot be called.
     #[arg(long, env = "VAULT_ADDR")]
     pub vault_addr: Option<String>,

@@ -32,6 +32,7 @@ pub struct Metrics {
     credits_charged: Counter,
     usage_events: Family<ResultLabels, Counter>,
     tool_calls: Family<ResultLabels, Counter>,
+    connector_probes: Family<ResultLabels, Counter>,
     connector_refusals: Family<CodeLabels, Counter>,
 }
 
@@ -45,6 +46,7 @@ impl Metrics {
             credits_charged: Counter::default(),
             usage_events: Family::default(),
             tool_calls: Family::default(),
+            connector_probes: Family::default(),
             connector_refusals: Family::default(),
         };
         registry.register(
@@ -74,6 +76,11 @@ impl Metrics {
             metrics.tool_calls.clone(),
         );
         registry.register(
+            "connector_probes",
+            "Probes of connector bindings' MCP servers (initialize and tools/list with the binding's credential) by result: answered, failed",
+            metrics.connector_probes.clone(),
+        );
+        registry.register(
             "connector_security_refusals",
             "Connector gateway refusals that are security events, by reason (invalid_run_token, unknown_session, unknown_binding, tool_not_allowed, destination_refused)",
             metrics.connector_refusals.clone(),
@@ -84,6 +91,11 @@ impl Metrics {
     /// Counts a message through the connector gateway with `result`.
     pub fn tool_call(&self, result: &'static str) {
         self.tool_calls.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a probe of a binding's MCP server with `result`.
+    pub fn connector_probe(&self, result: &'static str) {
+        self.connector_probes.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Counts a connector gateway refusal that is a security event.

@@ -104,6 +104,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
     };
     let api_server = kube::Config::infer().await.map(|c| c.cluster_url.to_string()).unwrap_or_default();
     let connectors = connectors(&args, &api_server, &meter)?;
+    let probe_every = Duration::from_secs(args.connector_probe_seconds);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {} (--addr)", args.addr))?;
@@ -135,6 +136,12 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 urls: Default::default(),
                 connectors,
             });
+            if gateway.connectors.is_some() && probe_every > Duration::ZERO {
+                let selector = args.connector_probe_organization_selector.clone();
+                let probing =
+                    crate::connectors::probe::keep_probing(gateway.clone(), client.clone(), probe_every, selector);
+                tokio::spawn(probing);
+            }
             let ready = process.readiness.clone();
             let keys_read = gateway.runtime_keys.clone();
             tokio::spawn(async move {

@@ -98,8 +98,8 @@ impl Gateway {
     }
 
     /// The runtimes' endpoints, which no connector binding may reach: `target`'s and every Offering's.
-    pub fn internal_endpoints(&self, target: &crate::authorize::RunTarget) -> Vec<String> {
-        let mut endpoints = vec![target.endpoint.clone()];
+    pub fn internal_endpoints(&self, runtime: Option<&str>) -> Vec<String> {
+        let mut endpoints: Vec<String> = runtime.map(String::from).into_iter().collect();
         endpoints.extend(self.directory.offerings.state().iter().filter_map(|o| o.spec.runtime.endpoint.clone()));
         endpoints.sort();
         endpoints.dedup();

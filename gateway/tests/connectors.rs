@@ -124,8 +124,9 @@ impl ToolWorld {
         let offering = format!("{}-desk", w.run);
         let plans = json!([{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 120,
                             "requestsPerMinute": 100000}]);
-        let tools =
-            json!([{"type": "tickets", "tools": ["create_ticket", "get_ticket", "slow_report", "failing_lookup"]}]);
+        // close_ticket is a tool the desk does not have: a binding allowing it is told so by the gateway's probe.
+        let tools = json!([{"type": "tickets",
+                            "tools": ["create_ticket", "get_ticket", "slow_report", "failing_lookup", "close_ticket"]}]);
         w.offering_with(&offering, "v1", runtime.url(), plans, json!({"connectors": tools})).await;
         let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
         for (org, secret) in [(&a, ALPHA_SECRET), (&b, BETA_SECRET)] {
@@ -155,7 +156,7 @@ impl ToolWorld {
             .1;
         let beta_bindings = json!([
             binding(&b, "desk", &desk_url, json!(["get_ticket"])),
-            binding(&b, "crm", &desk_url, json!(["get_ticket"]))
+            binding(&b, "crm", &desk_url, json!(["get_ticket", "close_ticket"]))
         ]);
         let b_key = w
             .instance_more(&b, "bot", &offering, "basic", keys, json!({"connectors": beta_bindings}))
@@ -188,6 +189,27 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
     assert!(message.contains("outside (tools.example.net)"), "{message}");
     assert_eq!(desk_tools, ["create_ticket", "failing_lookup", "get_ticket", "slow_report"]);
     let mcp = |binding: &str| format!("{}/v1/connectors/{binding}/mcp", gw.base);
+
+    // The gateway probes each callable binding's server with the binding's own credential, for status: beta's crm
+    // allows a tool the desk lacks, and alpha's binding to the API server is refused by the gateway's egress check.
+    let (probes, ready) = converge("beta's bindings probed", || async {
+        let status = w.instances(b).get("bot").await.ok()?.status?;
+        let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::CONNECTORS_READY)?.clone();
+        (ready.reason == "ConnectorToolsMissing").then_some((status.connector_probes, ready))
+    })
+    .await;
+    assert!(ready.message.contains("crm (close_ticket)") && !ready.message.contains("desk"), "{}", ready.message);
+    let desk_probe = probes.iter().find(|p| p.name == "desk").expect("desk probed");
+    assert!(desk_probe.answered, "{desk_probe:?}");
+    assert_eq!(desk_probe.tools, ["create_ticket", "delete_everything", "failing_lookup", "get_ticket", "slow_report"]);
+    let internal = converge("alpha's apiserver binding probed", || async {
+        let status = w.instances(a).get("bot").await.ok()?.status?;
+        status.connector_probes.into_iter().find(|p| p.name == "apiserver")
+    })
+    .await;
+    assert!(!internal.answered && internal.message.contains("cluster-internal endpoint"), "{internal:?}");
+    let alpha = w.instances(a).get("bot").await.expect("alpha's bot").status.expect("status");
+    assert!(alpha.connector_probes.iter().all(|p| p.name != "outside"), "a binding off the allow-list is not probed");
 
     let (alpha_token, alpha_run) = open_run(w, &gw.base, a_key, runtime).await;
     let (beta_token, beta_run) = open_run(w, &gw.base, b_key, runtime).await;

@@ -5,11 +5,14 @@
 //! cannot express, the operator writing gateway meters (it may patch
 //! wallets/status to fold them), is made by the chart's meter guard: real
 //! writes as the operator are refused when they add or change a meter, and
-//! allowed when they fold one.
+//! allowed when they fold one. Likewise the gateway, which may patch
+//! instances/status to record its probes of connector bindings, is kept to
+//! `status.connectorProbes` by its status guard.
 
 use std::process::Command;
 use std::time::Duration;
 
+use cmp_crds::Instance;
 use cmp_crds::wallet::Wallet;
 use cmp_testenv::apply::install_crds;
 use cmp_testenv::chart_identity::{ChartIdentity, Component};
@@ -81,6 +84,7 @@ fn the_gateway_may_not_create_namespaces_or_read_secrets_beyond_its_runtime_key(
             // Controls: what it needs.
             (&["get", &key, "-n", "default"], true),
             (&["patch", "wallets.cmp.gsv.dev", "--subresource", "status"], true),
+            (&["patch", "instances.cmp.gsv.dev", "--subresource", "status"], true),
             (&["watch", "instances.cmp.gsv.dev", "--all-namespaces"], true),
             (&["delete", "leases.coordination.k8s.io", "-n", NAMESPACE], true),
         ],
@@ -221,4 +225,93 @@ async fn the_operator_may_fold_gateway_meters_but_never_add_or_change_one() {
     let status = folded.status.expect("a status");
     assert!(status.meters.is_empty(), "{:?}", status.meters);
     assert_eq!(status.compacted.map(|c| c.consumed), Some(5));
+}
+
+#[tokio::test]
+async fn the_gateway_may_write_connector_probes_but_nothing_else_of_an_instances_status() {
+    let admin = test_client().await;
+    install_crds(&admin, &cmp_crds::all_crds(), "cmp-tests").await.expect("CRDs");
+    let gateway = identity(Component::Gateway);
+    let as_gateway = client_for(&gateway.kubeconfig).await.expect("the gateway's client");
+    let ns = TestNamespace::create(&admin, "probes").await.expect("a namespace");
+    let instances = Api::<Instance>::namespaced(admin.clone(), &ns.name);
+    let instance: Instance = serde_json::from_value(json!({
+        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": "bot"},
+        "spec": {"project": "support", "offering": "desk", "version": "1", "plan": "pro"},
+    }))
+    .expect("an Instance");
+    instances.create(&PostParams::default(), &instance).await.expect("the Instance");
+    // The operator's status (as the admin: the guard narrows only the gateway).
+    let operators = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance",
+                           "status": {"phase": "Ready", "endpoint": "http://lfx:7860",
+                                      "connectors": [{"name": "desk", "vaultPath": "connectors/a/support/desk",
+                                                      "secret": "Found", "destination": "Allowed"}]}});
+    instances
+        .patch_status("bot", &PatchParams::apply("cmp-operator").force(), &Patch::Apply(&operators))
+        .await
+        .expect("the operator's status");
+
+    let gateway_instances = Api::<Instance>::namespaced(as_gateway, &ns.name);
+    let as_prober = PatchParams::apply(cmp_crds::names::GATEWAY_PROBE_FIELD_MANAGER).force();
+    let refused = |what: &str, result: Result<Instance, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{what}: {status:?}");
+            assert!(status.message.contains("the gateway writes only status.connectorProbes"), "{what}: {status:?}");
+        }
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    let forged =
+        |status: serde_json::Value| json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "status": status});
+    let key = json!({"apiKeys": [{"name": "stolen", "publicId": "abc", "hash": format!("sha256:{}", "0".repeat(64)),
+                                  "createdAt": "2026-01-01T00:00:00Z", "secret": {"store": "Secret", "name": "x", "key": "apiKey"}}]});
+    // A new policy takes effect once the API server has loaded it: wait, with dry runs, until it does.
+    let dry_run = PatchParams { dry_run: true, ..as_prober.clone() };
+    eventually("the status guard in effect", Duration::from_secs(30), || async {
+        let tried = gateway_instances.patch_status("bot", &dry_run, &Patch::Apply(&forged(key.clone()))).await;
+        matches!(tried, Err(kube::Error::Api(status)) if status.code == 403).then_some(())
+    })
+    .await;
+    refused(
+        "the gateway adding an API key hash",
+        gateway_instances.patch_status("bot", &as_prober, &Patch::Apply(&forged(key))).await,
+    );
+    let failed = forged(json!({"phase": "Failed"}));
+    refused(
+        "the gateway changing the phase",
+        gateway_instances.patch_status("bot", &as_prober, &Patch::Apply(&failed)).await,
+    );
+    let moved = json!({"status": {"endpoint": "http://evil:80"}});
+    refused(
+        "the gateway moving the endpoint",
+        gateway_instances.patch_status("bot", &PatchParams::default(), &Patch::Merge(&moved)).await,
+    );
+
+    // Its probes are its to write, and leave the operator's status as it was.
+    let probe = json!({"name": "desk", "binding": "0123456789abcdef0123456789abcdef", "probedAt": "2026-01-01T00:00:00Z",
+                       "answered": true, "tools": ["get_ticket"]});
+    let probed = gateway_instances
+        .patch_status("bot", &as_prober, &Patch::Apply(&forged(json!({"connectorProbes": [probe]}))))
+        .await
+        .expect("the gateway writes its probes");
+    let status = probed.status.expect("a status");
+    assert_eq!(status.connector_probes.len(), 1);
+    assert_eq!(
+        (status.phase, status.endpoint.as_deref()),
+        (cmp_crds::instance::InstancePhase::Ready, Some("http://lfx:7860"))
+    );
+    assert!(status.api_keys.is_empty());
+}
+
+#[test]
+fn the_gateways_status_guard_covers_every_status_field_but_its_probes() {
+    let rendered = cmp_testenv::helm::template(RELEASE, NAMESPACE, &[]).expect("helm template");
+    let crd = cmp_crds::all_crds().into_iter().find(|c| c.spec.names.kind == "Instance").expect("the Instance CRD");
+    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a schema");
+    let status = schema.properties.as_ref().and_then(|p| p.get("status")).expect("status");
+    let fields: Vec<&String> = status.properties.as_ref().expect("status fields").keys().collect();
+    assert!(fields.iter().any(|f| *f == "connectorProbes"));
+    for field in fields.into_iter().filter(|f| *f != "connectorProbes") {
+        let guarded = format!("object.status.{field} == oldObject.status.{field}");
+        assert!(rendered.stdout.contains(&guarded), "status.{field} is not guarded in templates/status-guard.yaml");
+    }
 }

@@ -117,7 +117,7 @@ impl Call<'_> {
                 format!("the binding {} has no url: its Instance must name its MCP server", self.binding.name),
             )
         })?;
-        let internal = self.gateway.internal_endpoints(self.target);
+        let internal = self.gateway.internal_endpoints(Some(&self.target.endpoint));
         let (client, url) = self
             .connectors
             .egress
@@ -127,7 +127,7 @@ impl Call<'_> {
         let (header, value) = self
             .connectors
             .credentials
-            .presented(self.binding)
+            .presented(&self.target.organization, &self.target.project, self.binding)
             .await
             .map_err(|message| RpcError::new(answer_id, Reason::CredentialUnavailable, message))?;
         Ok(Destination { client, url, header, value })

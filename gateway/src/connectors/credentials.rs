@@ -1,6 +1,7 @@
 //! A binding's credential, read by the gateway from OpenBao at the binding's
 //! `vaultPath` (inside the tenant's prefix, which the CRD and the operator
-//! check) and kept for a short while. It goes only into the header the
+//! check, and which is checked again here before any read) and kept for a
+//! short while. It goes only into the header the
 //! binding names on the request to its MCP server: never into an answer to
 //! the runtime, never into a log (errors name where it was looked for).
 
@@ -27,8 +28,21 @@ impl Credentials {
         Self { source, mount: mount.to_string(), cache: Mutex::default() }
     }
 
-    /// The header and value `binding` presents its credential with.
-    pub async fn presented(&self, binding: &ConnectorBinding) -> Result<(String, String), String> {
+    /// The header and value `binding` of a Project `project` of `organization` presents its credential with. A
+    /// `vaultPath` outside that tenant's prefix is never read, whoever asks: the gateway's role reads every tenant's.
+    pub async fn presented(
+        &self,
+        organization: &str,
+        project: &str,
+        binding: &ConnectorBinding,
+    ) -> Result<(String, String), String> {
+        if !cmp_crds::connectors::inside_tenant(organization, project, binding) {
+            let prefix = cmp_crds::names::connector_prefix(organization, project);
+            return Err(format!(
+                "the binding {} names {}, outside {prefix}: not read",
+                binding.name, binding.vault_path
+            ));
+        }
         let presentation = binding.credential.clone().unwrap_or_default();
         let CredentialPresentation { header, format, key } = presentation;
         let reference = SecretRef::OpenBao { mount: self.mount.clone(), path: binding.vault_path.clone(), key };
@@ -83,11 +97,19 @@ mod tests {
         fake.put(at("token"), "t-123");
         fake.put(at("apikey"), "k-456");
         let credentials = Credentials::new(fake, "secret");
-        assert_eq!(credentials.presented(&binding(None)).await, Ok(("Authorization".into(), "Bearer t-123".into())));
+        assert_eq!(
+            credentials.presented("acme", "support", &binding(None)).await,
+            Ok(("Authorization".into(), "Bearer t-123".into()))
+        );
         let custom = binding(Some(serde_json::json!({"header": "X-Api-Key", "format": "{secret}", "key": "apikey"})));
-        assert_eq!(credentials.presented(&custom).await, Ok(("X-Api-Key".into(), "k-456".into())));
+        assert_eq!(credentials.presented("acme", "support", &custom).await, Ok(("X-Api-Key".into(), "k-456".into())));
         let missing = binding(Some(serde_json::json!({"key": "nothing"})));
-        let error = credentials.presented(&missing).await.expect_err("missing");
+        let error = credentials.presented("acme", "support", &missing).await.expect_err("missing");
         assert!(error.contains("connectors/acme/support/desk") && !error.contains("t-123"), "{error}");
+        // Another tenant's binding naming this path is never read, whichever step asks.
+        let theft = credentials.presented("globex", "support", &binding(None)).await.expect_err("refused");
+        assert!(theft.contains("outside connectors/globex/support/") && !theft.contains("t-123"), "{theft}");
+        let sideways = credentials.presented("acme", "sales", &binding(None)).await.expect_err("refused");
+        assert!(sideways.contains("outside connectors/acme/sales/"), "{sideways}");
     }
 }

@@ -25,6 +25,7 @@
 mod call;
 pub mod credentials;
 pub mod jsonrpc;
+pub mod probe;
 pub mod session;
 pub mod upstream;
 

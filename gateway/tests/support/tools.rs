@@ -75,7 +75,11 @@ impl ConnectorParts {
 
     /// Starts gateway `replica` of `w` with the connector gateway on; `extra` adds flags.
     pub async fn gateway(&self, w: &World, replica: &str, extra: &[&str]) -> Gateway {
+        // Only this test's Organizations are probed: other tests' bindings read their own OpenBao.
+        let selector = format!("{}={}", super::RUN_LABEL, w.run);
         let mut flags = vec![
+            "--connector-probe-organization-selector",
+            &selector,
             "--run-token-secret",
             RUN_TOKEN_SECRET,
             "--connector-allowed-hosts",

@@ -2,16 +2,19 @@
 //! `connectors/<org>/<project>/` (else nothing of the runtime is written);
 //! each binding's secret is reported as found or missing, its MCP server as
 //! allowed or not (the platform's allow-list, [`cmp_crds::connectors`]), and
-//! its tools as its `allowedTools` within the Offering's bound. Whether all
-//! of it can be called is the `ConnectorsReady` condition. Pure: what Vault
-//! held is what the operator last saw there.
+//! its tools as its `allowedTools` within the Offering's bound. The gateway,
+//! which alone holds the credentials, probes each callable binding's MCP
+//! server (`status.connectorProbes`): a server that did not answer, or that
+//! lacks an allowed tool, is named too. Whether all of it can be called is
+//! the `ConnectorsReady` condition. Pure: what Vault held is what the
+//! operator last saw there, and a probe is used only for the binding it probed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use cmp_crds::conditions::{CONNECTORS_READY, NewCondition, READY, reasons};
-use cmp_crds::connectors::{HostPattern, UrlCheck, allowed_tools, check_url};
-use cmp_crds::instance::{ConnectorDestination, ConnectorSecret, ConnectorStatus};
+use cmp_crds::connectors::{HostPattern, UrlCheck, allowed_tools, check_url, fingerprint};
+use cmp_crds::instance::{ConnectorDestination, ConnectorProbe, ConnectorSecret, ConnectorStatus};
 use cmp_crds::{Instance, OfferingSpec};
 use k8s_openapi::jiff::Timestamp;
 
@@ -101,7 +104,8 @@ pub fn connectors(
             UrlCheck::NotAllowed(host) => (ConnectorDestination::NotAllowed, Some(Problem::Host(host))),
         };
         let problem = problem
-            .or_else(|| (!tools.beyond_offering.is_empty()).then(|| Problem::Tools(tools.beyond_offering.clone())));
+            .or_else(|| (!tools.beyond_offering.is_empty()).then(|| Problem::Tools(tools.beyond_offering.clone())))
+            .or_else(|| probed(instance, binding, &tools.allowed));
         if let Some(problem) = problem {
             problems.push((binding.name.clone(), problem));
         }
@@ -130,6 +134,23 @@ enum Problem {
     NoUrl,
     Host(String),
     Tools(Vec<String>),
+    NotAnswering(String),
+    ToolsMissing(Vec<String>),
+}
+
+/// What the gateway's last probe of this very binding says is wrong, if anything.
+fn probed(
+    instance: &Instance,
+    binding: &cmp_crds::instance::ConnectorBinding,
+    allowed: &BTreeSet<String>,
+) -> Option<Problem> {
+    let probes = instance.status.as_ref().map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    let probe: &ConnectorProbe = probes.iter().find(|p| p.name == binding.name && p.binding == fingerprint(binding))?;
+    if !probe.answered {
+        return Some(Problem::NotAnswering(probe.message.clone()));
+    }
+    let missing: Vec<String> = allowed.iter().filter(|t| !probe.tools.contains(t)).cloned().collect();
+    (!missing.is_empty()).then_some(Problem::ToolsMissing(missing))
 }
 
 /// `ConnectorsReady`: the first problem of each kind, named with its bindings.
@@ -152,6 +173,14 @@ fn callable(
     });
     let tools = named(|p| match p {
         Problem::Tools(tools) => Some(format!(" ({})", tools.join(", "))),
+        _ => None,
+    });
+    let silent = named(|p| match p {
+        Problem::NotAnswering(why) => Some(format!(" ({why})")),
+        _ => None,
+    });
+    let lacking = named(|p| match p {
+        Problem::ToolsMissing(tools) => Some(format!(" ({})", tools.join(", "))),
         _ => None,
     });
     let allowed = if allowed.is_empty() {
@@ -187,6 +216,22 @@ fn callable(
         (
             reasons::CONNECTOR_SECRET_MISSING,
             format!("no secret at {}: write the connector credentials there", missing.join(", ")),
+        )
+    } else if !silent.is_empty() {
+        (
+            reasons::CONNECTOR_NOT_ANSWERING,
+            format!(
+                "the MCP servers of bindings {} did not answer the gateway's probe with their own credential: fix the server, its url or its credential",
+                silent.join("; ")
+            ),
+        )
+    } else if !lacking.is_empty() {
+        (
+            reasons::CONNECTOR_TOOLS_MISSING,
+            format!(
+                "bindings {} allow tools their MCP server does not list: calls to them will fail; remove them from allowedTools or add them to the server",
+                lacking.join(", ")
+            ),
         )
     } else {
         return Some(NewCondition::new(
@@ -333,6 +378,39 @@ mod tests {
         let (state, why, _, status) = reason(&i);
         assert_eq!((state.as_str(), why.as_str()), ("True", reasons::CONNECTORS_CALLABLE));
         assert_eq!(status[0].destination, Some(ConnectorDestination::Allowed));
+
+        // The gateway's probes: one of this very binding counts, one of an earlier binding does not.
+        let probe = |binding: &ConnectorBinding, answered: bool, tools: &[&str]| ConnectorProbe {
+            name: binding.name.clone(),
+            binding: cmp_crds::connectors::fingerprint(binding),
+            probed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)),
+            answered,
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+            message: if answered { String::new() } else { "the MCP server answered 401".into() },
+        };
+        let probed = |i: &Instance, p: ConnectorProbe| {
+            let mut i = i.clone();
+            i.status.get_or_insert_default().connector_probes = vec![p];
+            i
+        };
+        let silent = probed(&i, probe(&i.spec.connectors[0], false, &[]));
+        let (state, why, message, _) = reason(&silent);
+        assert_eq!((state.as_str(), why.as_str()), ("False", reasons::CONNECTOR_NOT_ANSWERING), "{message}");
+        assert!(message.contains("c0 (the MCP server answered 401)"), "{message}");
+        let lacking = probed(&i, probe(&i.spec.connectors[0], true, &["create_ticket"]));
+        let (_, why, message, _) = reason(&lacking);
+        assert_eq!(why, reasons::CONNECTOR_TOOLS_MISSING, "{message}");
+        assert!(message.contains("c0 (get_ticket)"), "{message}");
+        let complete = probed(&i, probe(&i.spec.connectors[0], true, &["create_ticket", "get_ticket"]));
+        assert_eq!(reason(&complete).1, reasons::CONNECTORS_CALLABLE);
+        let mut earlier = i.spec.connectors[0].clone();
+        earlier.url = Some("https://old.example.com/mcp".into());
+        let stale = probed(&i, probe(&earlier, false, &[]));
+        assert_eq!(
+            reason(&stale).1,
+            reasons::CONNECTORS_CALLABLE,
+            "a probe of the binding before it moved is not used"
+        );
         assert!(
             connectors(&instance(&[]), "acme", true, &found, &bounds, at(2)).callable.is_none(),
             "no bindings, no condition"

@@ -79,7 +79,7 @@ pub fn desired(
 ) -> Desired<Children, InstanceStatus> {
     let time = Time(now);
     let generation = instance.meta().generation;
-    let mut status = instance.status.clone().unwrap_or_default();
+    let mut status = crate::shell::Reconcile::operator_status(instance);
     if shell::steer(instance, &mut status.conditions, &time).paused {
         return Desired::paused(status);
     }

@@ -199,8 +199,12 @@ impl Reconcile for Instance {
         Some(status)
     }
 
+    /// All of the status but `connectorProbes`, which the gateway writes (the operator reads them into
+    /// `ConnectorsReady`; their writes are not the operator's, so their events wake it).
     fn operator_status(&self) -> Self::Status {
-        self.status.clone().unwrap_or_default()
+        let mut status = self.status.clone().unwrap_or_default();
+        status.connector_probes.clear();
+        status
     }
 
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {

@@ -1,0 +1,392 @@
+//! Probes of the bindings' MCP servers, for status. Only the gateway holds
+//! the tenants' credentials, so only it can tell whether a binding's server
+//! answers: it calls `initialize`, then `tools/list` (every page), then ends
+//! the session, with the binding's own credential and through the same
+//! egress checks as a call. Nothing is charged and no tool is called.
+//!
+//! A binding is probed when its status has no probe of it as it is now
+//! ([`fingerprint`]: a new or moved binding is probed within a tick), and
+//! again every `--connector-probe-seconds` (30 s after a probe that failed,
+//! if that is sooner). The replicas share no plan:
+//! `status.connectorProbes` is the record, so whichever replica finds a
+//! probe due first makes it, and the others see it in their caches. Each
+//! waits a random part of a tick first, so they seldom probe together.
+//! The gateway writes `status.connectorProbes` alone (field manager
+//! [`FIELD_MANAGER`], server-side apply of the whole list of an Instance);
+//! the operator reads it into `ConnectorsReady`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cmp_crds::Instance;
+use cmp_crds::connectors::fingerprint;
+use cmp_crds::instance::{ConnectorBinding, ConnectorDestination, ConnectorProbe};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::upstream::{self, Outgoing, PROTOCOL_HEADER, SESSION_HEADER};
+use crate::state::Gateway;
+
+/// The field manager of `status.connectorProbes`.
+pub const FIELD_MANAGER: &str = cmp_crds::names::GATEWAY_PROBE_FIELD_MANAGER;
+/// How often the caches are looked at for probes that are due.
+const TICK: Duration = Duration::from_secs(5);
+/// How many probes run at once.
+const CONCURRENT: usize = 4;
+/// The most `tools/list` pages read.
+const MAX_PAGES: usize = 20;
+/// The most tool names kept (the schema's bound).
+const MAX_TOOLS: usize = 500;
+/// How soon a probe that failed is made again (or `--connector-probe-seconds`, if that is sooner).
+const RETRY: Duration = Duration::from_secs(30);
+/// The protocol revision probes speak.
+const REVISION: &str = "2025-06-18";
+
+/// The bindings of `instance` whose probe is due at `now`, and whether its probes need writing even if none is
+/// (a probe of a binding that is gone, or no longer callable).
+pub fn due(instance: &Instance, every: Duration, now: Timestamp) -> (Vec<&ConnectorBinding>, bool) {
+    let status = instance.status.as_ref();
+    let probes = status.map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    let callable: Vec<&ConnectorBinding> = instance.spec.connectors.iter().filter(|b| callable(instance, b)).collect();
+    let again = |answered: bool| {
+        let after = if answered { every } else { every.min(RETRY) };
+        SignedDuration::try_from(after).unwrap_or(SignedDuration::MAX)
+    };
+    let due = callable
+        .iter()
+        .copied()
+        .filter(|binding| {
+            let probe = probes.iter().find(|p| p.name == binding.name && p.binding == fingerprint(binding));
+            probe.is_none_or(|p| p.probed_at.0.saturating_add(again(p.answered)).is_ok_and(|next| next <= now))
+        })
+        .collect();
+    let stale = probes.iter().any(|p| !callable.iter().any(|b| b.name == p.name));
+    (due, stale)
+}
+
+/// Whether the operator found the binding callable: on the allow-list (the gateway checks its addresses anyway).
+fn callable(instance: &Instance, binding: &ConnectorBinding) -> bool {
+    let connectors = instance.status.as_ref().map(|s| s.connectors.as_slice()).unwrap_or_default();
+    connectors.iter().any(|c| c.name == binding.name && c.destination == Some(ConnectorDestination::Allowed))
+}
+
+/// The probes to write for `instance`: the new ones, and the earlier ones still of a callable binding as it is.
+pub fn merged(instance: &Instance, new: Vec<ConnectorProbe>) -> Vec<ConnectorProbe> {
+    let earlier = instance.status.as_ref().map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    let mut probes = new;
+    for binding in instance.spec.connectors.iter().filter(|b| callable(instance, b)) {
+        if probes.iter().any(|p| p.name == binding.name) {
+            continue;
+        }
+        if let Some(kept) = earlier.iter().find(|p| p.name == binding.name && p.binding == fingerprint(binding)) {
+            probes.push(kept.clone());
+        }
+    }
+    probes.sort_by(|a, b| a.name.cmp(&b.name));
+    probes
+}
+
+/// Which Organizations' bindings this gateway probes: those whose labels hold every `key=value` of
+/// `--connector-probe-organization-selector` (all, when it is empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrganizationSelector(std::collections::BTreeMap<String, String>);
+
+impl std::str::FromStr for OrganizationSelector {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut labels = std::collections::BTreeMap::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (key, value) = term.split_once("==").or_else(|| term.split_once('=')).ok_or_else(|| {
+                format!("{term:?} is not key=value: only equality selectors such as team=support are supported")
+            })?;
+            if key.is_empty() || key.ends_with('!') {
+                return Err(format!("{term:?} is not key=value: only equality selectors are supported"));
+            }
+            labels.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        Ok(Self(labels))
+    }
+}
+
+impl OrganizationSelector {
+    /// Whether `instance`'s Organization (as the gateway's cache holds it) is selected.
+    fn selects(&self, gateway: &Gateway, instance: &Instance) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let namespace = instance.namespace().unwrap_or_default();
+        let Some(name) = cmp_crds::names::organization_of_control_namespace(&namespace) else { return false };
+        let Some(organization) = gateway.directory.organization(name) else { return false };
+        let labels = organization.labels();
+        self.0.iter().all(|(key, value)| labels.get(key) == Some(value))
+    }
+}
+
+/// Probes due bindings of the selected Organizations until the process stops.
+pub async fn keep_probing(
+    gateway: Arc<Gateway>,
+    client: kube::Client,
+    every: Duration,
+    selector: OrganizationSelector,
+) {
+    tracing::info!(every_seconds = every.as_secs(), ?selector, "probing the connector bindings' MCP servers");
+    loop {
+        tokio::time::sleep(TICK).await;
+        let instances = gateway.directory.instances.state();
+        let due_ones: Vec<Arc<Instance>> = instances
+            .into_iter()
+            .filter(|i| selector.selects(&gateway, i))
+            .filter(|i| {
+                let (due, stale) = due(i, every, Timestamp::now());
+                !due.is_empty() || stale
+            })
+            .collect();
+        if due_ones.is_empty() {
+            continue;
+        }
+        // Another replica may be about to probe the same bindings: wait a random part of a tick, then look again.
+        let jitter = Duration::from_millis(rand::random::<u64>() % TICK.as_millis() as u64);
+        tokio::time::sleep(jitter).await;
+        futures::stream::iter(due_ones)
+            .for_each_concurrent(CONCURRENT, |stale| {
+                let (gateway, client) = (gateway.clone(), client.clone());
+                async move {
+                    let key = kube::runtime::reflector::ObjectRef::from_obj(&*stale);
+                    let Some(instance) = gateway.directory.instances.get(&key) else { return };
+                    probe_instance(&gateway, &client, &instance, every).await;
+                }
+            })
+            .await;
+    }
+}
+
+async fn probe_instance(gateway: &Gateway, client: &kube::Client, instance: &Instance, every: Duration) {
+    let (due, stale) = due(instance, every, Timestamp::now());
+    if due.is_empty() && !stale {
+        return;
+    }
+    let mut new = Vec::new();
+    for binding in due {
+        let probe = probe(gateway, instance, binding).await;
+        gateway.metrics.connector_probe(if probe.answered { "answered" } else { "failed" });
+        tracing::debug!(instance = %instance.name_any(), binding = %binding.name, answered = probe.answered,
+                        tools = probe.tools.len(), message = %probe.message, "probed a connector binding");
+        new.push(probe);
+    }
+    let probes = merged(instance, new);
+    let namespace = instance.namespace().unwrap_or_default();
+    let patch = json!({
+        "apiVersion": Instance::api_version(&()), "kind": Instance::kind(&()),
+        "metadata": {"name": instance.name_any(), "namespace": namespace},
+        "status": {"connectorProbes": probes},
+    });
+    let api = Api::<Instance>::namespaced(client.clone(), &namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(error) = api.patch_status(&instance.name_any(), &params, &Patch::Apply(patch)).await {
+        tracing::warn!(%error, instance = %instance.name_any(), %namespace, "writing the connector probes");
+    }
+}
+
+/// Probes `binding` of `instance`: what its server answered, with the binding's own credential.
+pub async fn probe(gateway: &Gateway, instance: &Instance, binding: &ConnectorBinding) -> ConnectorProbe {
+    let result = exchange(gateway, instance, binding).await;
+    let (answered, tools, message) = match result {
+        Ok(tools) => (true, tools, String::new()),
+        Err(message) => (false, Vec::new(), message.chars().take(1000).collect()),
+    };
+    ConnectorProbe {
+        name: binding.name.clone(),
+        binding: fingerprint(binding),
+        probed_at: Time(Timestamp::now()),
+        answered,
+        tools,
+        message,
+    }
+}
+
+async fn exchange(gateway: &Gateway, instance: &Instance, binding: &ConnectorBinding) -> Result<Vec<String>, String> {
+    let Some(connectors) = gateway.connectors.as_ref() else { return Err("the connector gateway is off".into()) };
+    let url = binding.url.as_deref().ok_or("the binding has no url")?;
+    let endpoint = instance.status.as_ref().and_then(|s| s.endpoint.as_deref());
+    let internal = gateway.internal_endpoints(endpoint);
+    let (client, url) = connectors.egress.client(url, &internal).await.map_err(|refusal| refusal.to_string())?;
+    let namespace = instance.namespace().unwrap_or_default();
+    let organization = cmp_crds::names::organization_of_control_namespace(&namespace).unwrap_or_default();
+    let (header, value) = connectors.credentials.presented(organization, &instance.spec.project, binding).await?;
+    let timeout = Duration::from_secs(u64::try_from(binding.timeout_seconds.max(1)).unwrap_or(30));
+    let send = |body: Value, id: Option<Value>, session: Option<String>| {
+        let (client, url, header, value) = (&client, url.clone(), header.as_str(), value.as_str());
+        async move {
+            let out = Outgoing {
+                client,
+                url,
+                body: Bytes::from(body.to_string()),
+                credential: (header, value),
+                session: session.as_deref(),
+                passed: vec![(PROTOCOL_HEADER, REVISION)],
+                id: id.as_ref(),
+                timeout,
+            };
+            upstream::send(out).await.map_err(|failure| failure.to_string())
+        }
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": REVISION, "capabilities": {},
+        "clientInfo": {"name": "cmp-gateway-probe", "version": env!("CARGO_PKG_VERSION")}}});
+    let opened = send(initialize, Some(json!(1)), None).await?;
+    answer_of(opened.message.as_ref(), "initialize")?;
+    let session = opened.session;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    send(initialized, None, session.clone()).await?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let id = json!(2 + page);
+        let params = cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c}));
+        let list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
+        let listed = send(list, Some(id), session.clone()).await?;
+        let result = answer_of(listed.message.as_ref(), "tools/list")?;
+        let names = result["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str());
+        tools.extend(names.map(String::from));
+        cursor = result["nextCursor"].as_str().map(String::from);
+        if cursor.is_none() || tools.len() >= MAX_TOOLS {
+            break;
+        }
+    }
+    if let Some(session) = session {
+        // Best effort: a server that keeps no sessions, or has forgotten this one, is fine.
+        let _ = client.delete(url).header(header.as_str(), value.as_str()).header(SESSION_HEADER, session).send().await;
+    }
+    tools.sort();
+    tools.dedup();
+    tools.truncate(MAX_TOOLS);
+    Ok(tools)
+}
+
+/// The result of a JSON-RPC answer, or why there is none.
+fn answer_of<'a>(message: Option<&'a Value>, method: &str) -> Result<&'a Value, String> {
+    let message = message.ok_or_else(|| format!("the MCP server sent no answer to {method}"))?;
+    if let Some(error) = message.get("error") {
+        let text = error["message"].as_str().unwrap_or("no message");
+        return Err(format!("the MCP server refused {method}: {text}"));
+    }
+    message.get("result").ok_or_else(|| format!("the MCP server's answer to {method} has no result"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_crds::instance::{ConnectorSecret, ConnectorStatus};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("a time")
+    }
+
+    fn instance(bindings: &[(&str, &str)], allowed: &[&str], probes: Vec<ConnectorProbe>) -> Instance {
+        let connectors: Vec<Value> = bindings
+            .iter()
+            .map(|(name, url)| json!({"name": name, "type": "tickets", "url": url, "vaultPath": format!("connectors/acme/support/{name}")}))
+            .collect();
+        let mut instance: Instance = serde_json::from_value(json!({
+            "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance",
+            "metadata": {"name": "bot", "namespace": "cmp-acme"},
+            "spec": {"project": "support", "offering": "desk", "version": "1", "plan": "pro", "connectors": connectors},
+        }))
+        .expect("an Instance");
+        let status = instance.status.get_or_insert_default();
+        status.connectors = bindings
+            .iter()
+            .map(|(name, _)| ConnectorStatus {
+                name: (*name).into(),
+                vault_path: String::new(),
+                secret: ConnectorSecret::Found,
+                destination: Some(if allowed.contains(name) {
+                    ConnectorDestination::Allowed
+                } else {
+                    ConnectorDestination::NotAllowed
+                }),
+                allowed_tools: vec![],
+                message: String::new(),
+            })
+            .collect();
+        status.connector_probes = probes;
+        instance
+    }
+
+    fn probe_of(instance: &Instance, name: &str, secs: i64) -> ConnectorProbe {
+        let binding = instance.spec.connectors.iter().find(|b| b.name == name).expect("the binding");
+        ConnectorProbe {
+            name: name.into(),
+            binding: fingerprint(binding),
+            probed_at: Time(at(secs)),
+            answered: true,
+            tools: vec!["get_ticket".into()],
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_callable_binding_is_probed_when_new_moved_or_old_and_no_other_is() {
+        let every = Duration::from_secs(300);
+        let fresh = instance(&[("desk", "http://desk/mcp"), ("far", "http://far/mcp")], &["desk"], vec![]);
+        let (due_now, stale) = due(&fresh, every, at(1000));
+        assert_eq!(due_now.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["desk"], "far is off the allow-list");
+        assert!(!stale);
+
+        let probed = probe_of(&fresh, "desk", 1000);
+        let seen = instance(&[("desk", "http://desk/mcp")], &["desk"], vec![probed.clone()]);
+        assert!(due(&seen, every, at(1299)).0.is_empty(), "not again before the interval");
+        assert_eq!(due(&seen, every, at(1300)).0.len(), 1, "again once it passed");
+
+        let mut failed = probed.clone();
+        failed.answered = false;
+        let failing = instance(&[("desk", "http://desk/mcp")], &["desk"], vec![failed]);
+        assert!(due(&failing, every, at(1029)).0.is_empty());
+        assert_eq!(due(&failing, every, at(1030)).0.len(), 1, "a failed probe is retried after 30 s");
+
+        let moved = instance(&[("desk", "http://desk-2/mcp")], &["desk"], vec![probed.clone()]);
+        assert_eq!(due(&moved, every, at(1001)).0.len(), 1, "a probe of the binding before it moved does not count");
+
+        let gone = instance(&[("other", "http://o/mcp")], &["other"], vec![probed]);
+        let (_, stale) = due(&gone, every, at(1001));
+        assert!(stale, "the probe of a removed binding is written away");
+    }
+
+    #[test]
+    fn an_organization_selector_is_equality_terms_and_says_what_it_refuses() {
+        let selector: OrganizationSelector = "cmp.gsv.dev/test-run=r1, tier==gold".parse().expect("a selector");
+        assert_eq!(selector.0.get("cmp.gsv.dev/test-run").map(String::as_str), Some("r1"));
+        assert_eq!(selector.0.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!("".parse::<OrganizationSelector>(), Ok(OrganizationSelector::default()));
+        for bad in ["tier!=gold", "tier in (gold)", "=x"] {
+            let error = bad.parse::<OrganizationSelector>().expect_err(bad);
+            assert!(error.contains("only equality"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_written_probes_are_the_new_ones_and_the_earlier_ones_of_the_bindings_as_they_are() {
+        let base =
+            instance(&[("a", "http://a/mcp"), ("b", "http://b/mcp"), ("c", "http://c/mcp")], &["a", "b"], vec![]);
+        let (a, b) = (probe_of(&base, "a", 10), probe_of(&base, "b", 10));
+        let mut stale_b = b.clone();
+        stale_b.binding = "an earlier binding".into();
+        let earlier = probe_of(&base, "c", 10);
+        let with = instance(
+            &[("a", "http://a/mcp"), ("b", "http://b/mcp"), ("c", "http://c/mcp")],
+            &["a", "b"],
+            vec![a.clone(), stale_b, earlier],
+        );
+        let mut newer_a = a.clone();
+        newer_a.probed_at = Time(at(20));
+        let written = merged(&with, vec![newer_a.clone()]);
+        assert_eq!(written, vec![newer_a], "b's probe was of an earlier binding; c is not callable");
+        assert_eq!(merged(&with, vec![b.clone()]), vec![a, b], "a's earlier probe is kept");
+    }
+}
