@@ -4,7 +4,8 @@
 //! HTTP sink in OpenMeter's ingest format (`application/cloudevents-batch+json`)
 //! or appended to a file (one event per line) for local use.
 //!
-//! Events wait in a bounded buffer. While the sink is down a batch is tried
+//! Events wait in a bounded buffer and leave in batches (up to 100, or what
+//! came within 20 ms). While the sink is down a batch is tried
 //! again with backoff; what does not fit in the buffer meanwhile is dropped,
 //! counted (`cmp_gateway_usage_events_total{result="dropped"}`) and logged.
 //! A tool call is different: its slot is reserved before the call is made
@@ -25,6 +26,9 @@ use crate::metrics::Metrics;
 
 /// The most events sent in one request.
 const BATCH: usize = 100;
+/// How long a batch that is not full waits for more events: at low rates one write (or POST) per
+/// this long, not one per event. Not when shutting down.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Where events go.
 #[derive(Debug, Clone)]
@@ -90,6 +94,13 @@ async fn deliver(sink: Sink, source: String, mut receiver: mpsc::Receiver<Record
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        if batch.len() < BATCH && !receiver.is_closed() {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                let Ok(record) = receiver.try_recv() else { break };
+                batch.push(record);
+            }
+        }
         let mut backoff = Duration::from_millis(200);
         loop {
             match send(&sink, &source, &http, &batch).await {

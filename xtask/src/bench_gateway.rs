@@ -10,7 +10,9 @@
 //!    with a virtual key and an rpm limit (its `custom_auth`: virtual keys
 //!    with a database need Prisma engines that do not install here).
 //!
-//! Then: a real lfx run through the gateway against lfx directly; the delay
+//! Then, at fixed rates of 1,000 and 3,000 requests/s (open loop), the p50
+//! and p99 the gateway adds to the bare proxy's, with the servers on one CPU
+//! and the load generator on the other. Then: a real lfx run through the gateway against lfx directly; the delay
 //! from revoking a key to its first 401; and the Wallet writes per second
 //! that 1,000 runs/s cause.
 
@@ -28,7 +30,7 @@ use tokio::process::{Child, Command};
 use crate::bench::{operator_binary, percentile, plane_with_lfx, release_binary, start_operator, sum};
 
 const RUNTIME_KEY: &str = "bench-runtime-key";
-const ORG: &str = "bench";
+pub(crate) const ORG: &str = "bench";
 /// The LiteLLM release compared against (see ../shared/notes/peers.md).
 const LITELLM: &str = "litellm[proxy]==1.106.2";
 const LITELLM_KEY: &str = "sk-bench-virtual";
@@ -41,14 +43,14 @@ pub struct Load {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Figures {
-    rps: f64,
-    p50: f64,
-    p99: f64,
-    errors: u64,
+pub(crate) struct Figures {
+    pub rps: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub errors: u64,
 }
 
-fn spawn(binary: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+pub(crate) fn spawn(binary: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     Command::new(binary)
         .args(args)
@@ -59,7 +61,7 @@ fn spawn(binary: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", binary.display()))
 }
 
-async fn wait_http(url: &str, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_http(url: &str, what: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for _ in 0..600 {
         if http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -71,9 +73,32 @@ async fn wait_http(url: &str, what: &str) -> anyhow::Result<()> {
 }
 
 async fn measure(load_bin: &Path, url: &str, body: &Value, headers: &[String], load: Load) -> anyhow::Result<Figures> {
-    let mut command = Command::new(load_bin);
+    measure_at(load_bin, url, body, headers, load, None).await
+}
+
+/// Like `measure`; with `rate`, open loop at that many requests per second in total (latency from when each was due),
+/// the load generator pinned to CPU 0.
+pub(crate) async fn measure_at(
+    load_bin: &Path,
+    url: &str,
+    body: &Value,
+    headers: &[String],
+    load: Load,
+    rate: Option<u64>,
+) -> anyhow::Result<Figures> {
+    let mut command = match rate {
+        Some(_) => {
+            let mut pinned = Command::new("taskset");
+            pinned.args(["-c", "0"]).arg(load_bin);
+            pinned
+        }
+        None => Command::new(load_bin),
+    };
     command.arg(url).args(["--body", &body.to_string()]);
     command.args(["--connections", &load.connections.to_string(), "--seconds", &load.seconds.to_string()]);
+    if let Some(rate) = rate {
+        command.args(["--rate", &rate.to_string()]);
+    }
     for header in headers {
         command.args(["--header", header]);
     }
@@ -88,7 +113,7 @@ async fn measure(load_bin: &Path, url: &str, body: &Value, headers: &[String], l
     })
 }
 
-async fn apply(client: &kube::Client, object: Value) -> anyhow::Result<()> {
+pub(crate) async fn apply(client: &kube::Client, object: Value) -> anyhow::Result<()> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let kind = object["kind"].as_str().unwrap_or_default().to_string();
     let params = PatchParams::apply(crate::MANAGER).force();
@@ -125,15 +150,34 @@ fn offering(name: &str, api: &str, endpoint: &str) -> anyhow::Result<Value> {
     }))
 }
 
-fn instance(name: &str, offering: &str, keys: Value) -> Value {
+pub(crate) fn instance(name: &str, offering: &str, keys: Value) -> Value {
     json!({
         "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": name},
         "spec": {"project": "support", "offering": offering, "version": "1", "plan": "basic", "apiKeys": keys},
     })
 }
 
+/// Applies the bench Organization (a billion starter credits) and its Project `support`.
+pub(crate) async fn organization(client: &kube::Client) -> anyhow::Result<()> {
+    apply(client, json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization", "metadata": {"name": ORG},
+                         "spec": {"displayName": "Bench", "owners": [{"name": "bench"}], "starterCredits": 1_000_000_000_i64}})).await?;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    for _ in 0..600 {
+        if namespaces.get_opt(&format!("cmp-{ORG}")).await?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply(
+        client,
+        json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "support"},
+                         "spec": {"displayName": "Support"}}),
+    )
+    .await
+}
+
 /// Waits until Instance `name` is Ready with key `key` issued; its flow id and that key's plaintext.
-async fn ready_key(client: &kube::Client, name: &str, key: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn ready_key(client: &kube::Client, name: &str, key: &str) -> anyhow::Result<(String, String)> {
     let instances = Api::<Instance>::namespaced(client.clone(), &format!("cmp-{ORG}"));
     let secrets = Api::<Secret>::namespaced(client.clone(), &format!("cmp-{ORG}"));
     for _ in 0..1200 {
@@ -220,22 +264,14 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     let (up_port, proxy_port, gw_port, gw_health) =
         (cmp_testenv::free_port()?, cmp_testenv::free_port()?, cmp_testenv::free_port()?, cmp_testenv::free_port()?);
     let upstream = format!("http://127.0.0.1:{up_port}");
-    let _upstream = spawn(&upstream_bin, &[&format!("127.0.0.1:{up_port}"), RUNTIME_KEY], &dir.join("upstream.log"))?;
+    let upstream_process =
+        spawn(&upstream_bin, &[&format!("127.0.0.1:{up_port}"), RUNTIME_KEY], &dir.join("upstream.log"))?;
     let (_operator, _) = start_operator(&operator, &dir, &plane, &[]).await?;
 
     eprintln!("applying the bench Offerings, Organization and Instances ...");
     apply(&client, offering("bench-trivial", "v1", &upstream)?).await?;
     apply(&client, offering("bench-lfx", "v2", lfx.url())?).await?;
-    apply(&client, json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization", "metadata": {"name": ORG},
-                          "spec": {"displayName": "Bench", "owners": [{"name": "bench"}], "starterCredits": 1_000_000_000_i64}})).await?;
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
-    for _ in 0..600 {
-        if namespaces.get_opt(&format!("cmp-{ORG}")).await?.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    apply(&client, json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "support"}, "spec": {"displayName": "Support"}})).await?;
+    organization(&client).await?;
     apply(&client, instance("trivial", "bench-trivial", json!([{"name": "main"}]))).await?;
     apply(&client, instance("echo", "bench-lfx", json!([{"name": "main"}]))).await?;
     let (trivial_flow, trivial_key) = ready_key(&client, "trivial", "main").await?;
@@ -279,6 +315,23 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     )
     .await?;
     let gateway_cpu = cpu_seconds(gateway_process.id()) - gateway_cpu;
+    // Fixed rates (open loop): what the gateway adds to the bare proxy's latency, with every server on CPU 1 and
+    // the load generator on CPU 0.
+    for pid in [proxy_process.id(), gateway_process.id(), upstream_process.id()] {
+        pin(pid, "1")?;
+    }
+    let mut fixed = Vec::new();
+    for rate in [1000, 3000] {
+        let url = format!("http://127.0.0.1:{proxy_port}/api/v1/run/{trivial_flow}");
+        let bare_at = measure_at(&load_bin, &url, &run_body, &runtime_header, load, Some(rate)).await?;
+        let url = format!("http://127.0.0.1:{gw_port}/v1/runs");
+        let key_header = [format!("x-api-key: {trivial_key}")];
+        let gateway_at = measure_at(&load_bin, &url, &run_body, &key_header, load, Some(rate)).await?;
+        fixed.push((rate, bare_at, gateway_at));
+    }
+    for pid in [proxy_process.id(), gateway_process.id(), upstream_process.id()] {
+        pin(pid, "0-1")?;
+    }
     // LiteLLM runs only for its own measurement (its idle workers would load the others' runs).
     eprintln!("installing/starting LiteLLM ({LITELLM}) ...");
     let (litellm_group, litellm) = start_litellm(&dir, &upstream).await?;
@@ -318,6 +371,29 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         per_request(proxy_cpu, bare),
         per_request(gateway_cpu, gateway)
     );
+
+    println!(
+        "\nat fixed rates (open loop, latency from when each request was due): the load generator on CPU 0; the upstream, the bare proxy and the gateway on CPU 1; the control plane unpinned"
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>14} {:>14} {:>12} {:>12}",
+        "rate/s", "bare p50 ms", "bare p99 ms", "gateway p50", "gateway p99", "added p50", "added p99"
+    );
+    for (rate, b, g) in &fixed {
+        println!(
+            "{rate:<10} {:>14.3} {:>14.3} {:>14.3} {:>14.3} {:>+12.3} {:>+12.3}",
+            b.p50,
+            b.p99,
+            g.p50,
+            g.p99,
+            g.p50 - b.p50,
+            g.p99 - b.p99
+        );
+        if b.errors + g.errors > 0 {
+            println!("           errors: bare {}, gateway {}", b.errors, g.errors);
+        }
+    }
+    println!("(goal: +0.2 ms at p99; agentgateway's public figure, without auth or credits, is about +0.3 ms)");
 
     // A real lfx run through the gateway, against lfx directly.
     let http = reqwest::Client::new();
@@ -383,8 +459,19 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pins process `pid` (all its threads) to the CPUs `cpus` (a taskset list such as "1" or "0-1").
+pub(crate) fn pin(pid: Option<u32>, cpus: &str) -> anyhow::Result<()> {
+    let pid = pid.context("a process without a pid")?;
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "taskset could not pin process {pid} to CPUs {cpus}");
+    Ok(())
+}
+
 /// User plus system CPU seconds of process `pid` so far (Linux `/proc`), 0 when unknown.
-fn cpu_seconds(pid: Option<u32>) -> f64 {
+pub(crate) fn cpu_seconds(pid: Option<u32>) -> f64 {
     let Some(stat) = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()) else {
         return 0.0;
     };

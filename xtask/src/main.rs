@@ -12,6 +12,7 @@ mod bench;
 mod bench_gateway;
 mod bench_gitops;
 mod bench_instances;
+mod bench_mcp;
 mod bench_webhook;
 mod local_gitops;
 mod rbac_usage;
@@ -104,6 +105,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What the connector gateway adds to an MCP tools/call, against the same MCP server called directly, at a fixed rate.
+    BenchMcp {
+        /// Calls per second (open loop), for both paths.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds each path is measured (after a one-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Connections of the load generator.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
     /// Write docs/configuration.md: the chart's values and every binary's flags, from the schema and clap.
     Docs,
     /// Fuzz the webhook's signature and payload parsers (release build, every core); fails on a panic or an oversized allocation.
@@ -136,6 +149,9 @@ async fn main() -> ExitCode {
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchGateway { connections, seconds } => {
             bench_gateway::run(bench_gateway::Load { connections, seconds }).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::BenchMcp { rate, seconds, connections } => {
+            bench_mcp::run(rate, seconds, connections).await.map(|()| ExitCode::SUCCESS)
         }
         Command::BenchGitops { instances, projects, rival_interval_ms, operator_binary } => {
             let rival = std::time::Duration::from_millis(rival_interval_ms);

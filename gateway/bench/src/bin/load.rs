@@ -2,8 +2,9 @@
 //! contender. Closed loop: `--connections` workers, each on its own
 //! connection, send the request back to back for `--seconds` (after a
 //! one-second warm-up); or open loop with `--rate` requests per second in
-//! total. Prints one JSON line: requests, errors (non-2xx or failed), RPS,
-//! p50 and p99 in milliseconds.
+//! total, each latency counted from when its request was due. Prints one
+//! JSON line: requests, errors (non-2xx or failed), RPS, p50 and p99 in
+//! milliseconds.
 
 use std::time::{Duration, Instant};
 
@@ -49,11 +50,16 @@ async fn main() -> anyhow::Result<()> {
             let (mut latencies, mut errors) = (Vec::new(), 0u64);
             let mut next = Instant::now() + per_worker_gap.map_or(Duration::ZERO, |g| g.mul_f64(worker as f64 / 32.0));
             loop {
-                if let Some(gap) = per_worker_gap {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += gap;
-                }
-                let sent = Instant::now();
+                // Open loop: latency counts from when the request was due, so a slow answer that delays the
+                // next request is not hidden (no coordinated omission).
+                let sent = match per_worker_gap {
+                    Some(gap) => {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += gap;
+                        next - gap
+                    }
+                    None => Instant::now(),
+                };
                 if sent >= end {
                     break;
                 }
