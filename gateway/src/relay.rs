@@ -2,6 +2,8 @@
 //! ending. A [`Settlement`] travels with the run (inside the streamed body
 //! for a stream) and settles when dropped, so a run is charged exactly once
 //! however it ends: completed, failed, timed out, or abandoned by its caller.
+//! A run whose flow failed (an error status, or lfx's `"status": "failed"`
+//! with 200) is a `runtime_error` and costs nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +142,10 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
                 return failed(format!("the runtime's answer broke off: {error}"));
             }
             Ok(Ok(bytes)) => {
+                if let Some(why) = flow_failure(settlement.target.api, &bytes) {
+                    settlement.outcome = Outcome::RuntimeError;
+                    return failed(format!("the flow failed in the runtime: {why}"));
+                }
                 settlement.outcome = Outcome::Success;
                 drop(settlement);
                 Body::from(bytes).into_response()
@@ -152,6 +158,27 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     }
     response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(price));
     response
+}
+
+/// lfx's `v2` answer to a sync run whose flow failed: HTTP 200 with `"status": "failed"` and its errors. Such a
+/// run is a runtime error, charged nothing, like one the runtime answers with an error status.
+fn flow_failure(api: cmp_crds::offering::RuntimeApi, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default)]
+        errors: Vec<serde_json::Value>,
+    }
+    if api != cmp_crds::offering::RuntimeApi::V2 {
+        return None;
+    }
+    let answer: Answer = serde_json::from_slice(body).ok()?;
+    if answer.status.as_deref() != Some("failed") {
+        return None;
+    }
+    let first = answer.errors.first().and_then(|e| e["error"].as_str()).unwrap_or("no error given");
+    Some(first.chars().take(QUOTED).collect())
 }
 
 fn failed(message: String) -> Response {
@@ -198,4 +225,21 @@ fn stream(answered: reqwest::Response, settlement: Settlement, deadline: tokio::
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmp_crds::offering::RuntimeApi;
+
+    #[test]
+    fn an_lfx_answer_whose_flow_failed_is_a_runtime_error_and_nothing_else_is() {
+        let failed = br#"{"status":"failed","output":{"text":null},"errors":[{"error":"Error building Component MCP Tools","code":"EXECUTION_ERROR"}]}"#;
+        assert_eq!(flow_failure(RuntimeApi::V2, failed).as_deref(), Some("Error building Component MCP Tools"));
+        let completed = br#"{"status":"completed","output":{"text":"hi"},"errors":[]}"#;
+        assert_eq!(flow_failure(RuntimeApi::V2, completed), None);
+        assert_eq!(flow_failure(RuntimeApi::V1, failed), None, "v1 reports failures with an error status");
+        assert_eq!(flow_failure(RuntimeApi::V2, b"not json"), None, "an answer that is not lfx's is passed on");
+        assert_eq!(flow_failure(RuntimeApi::V2, br#"{"status":"failed"}"#).as_deref(), Some("no error given"));
+    }
 }

@@ -65,19 +65,21 @@ async fn a_flow_on_lfx_opens_a_ticket_with_its_own_tenants_credential_through_cm
         assert_eq!(body["output"]["text"], format!("{tenant}: opened ticket 'printer on fire'"), "{body}");
     }
 
-    // A tool the Instance does not allow is hidden from the flow's list, so the flow fails naming it.
+    // A tool the Instance does not allow is hidden from the flow's list, so the flow fails naming it: lfx answers
+    // 200 with "status": "failed", which the gateway relays as a runtime error, charged nothing.
     let answer = gw.post(http, "/v1/runs", &narrow_key, &json!({"input_value": "not allowed"})).await;
     let narrow_run = answer.headers()["x-request-id"].to_str().expect("a run id").to_string();
-    let body: Value = answer.json().await.expect("JSON");
-    assert_eq!(body["status"], "failed", "{body}");
-    assert!(body["errors"].to_string().contains("create_ticket"), "{body}");
+    assert_eq!(answer.headers()["x-credits-charged"], "0");
+    let (status, body) = (answer.status().as_u16(), answer.json::<Value>().await.expect("JSON"));
+    assert_eq!((status, body["error"]["code"].as_str()), (502, Some("runtime_error")), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("create_ticket")), "{body}");
 
     // A streamed run of an Instance with bindings is refused: lfx honours request globals in sync mode only.
     let streamed = gw.post(http, "/v1/runs", &keys[0], &json!({"input_value": "x", "stream": true})).await;
     assert_eq!(refusal(streamed).await, (400, "malformed_request".into()));
 
-    // Charged: alpha two runs (1 each; lfx reports a failed flow with 200) and one call (3); beta one run and one call.
-    for (org, balance) in [(&a, 100 - 2 - 3), (&b, 100 - 1 - 3)] {
+    // Charged: each tenant one run (1) and one call (3); the failed run nothing.
+    for (org, balance) in [(&a, 100 - 1 - 3), (&b, 100 - 1 - 3)] {
         converge(&format!("{org}'s Wallet at {balance}"), || async {
             let wallet = w.wallets(org).get(org).await.ok()?;
             (wallet.status?.balance == balance).then_some(())
@@ -85,9 +87,14 @@ async fn a_flow_on_lfx_opens_a_ticket_with_its_own_tenants_credential_through_cm
         .await;
     }
 
-    // Audit: each create_ticket joined to its run; the narrow run only listed tools.
+    // Audit: each create_ticket joined to its run; the narrow run only listed tools, and settled as a runtime error.
     let mut gw = gw;
     assert!(gw.process.terminate().expect("stops").success());
+    let settled = gw.usage_events().into_iter().find(|e| e["id"] == narrow_run.as_str()).expect("its usage event");
+    assert_eq!(
+        (settled["data"]["outcome"].as_str(), settled["data"]["credits"].as_i64()),
+        (Some("runtime_error"), Some(0))
+    );
     let calls: Vec<Value> = gw
         .usage_events()
         .into_iter()
