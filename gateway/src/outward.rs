@@ -11,9 +11,12 @@
 //!   the same relay, settlement and usage event, and the same refusal codes,
 //!   in the JSON-RPC error's `data.reason`.
 //!
-//! The server is stateless (no session id): `initialize` and `ping` are
-//! answered here, any replica serves any message. `server/discover` (the
-//! 2026-07-28 revision) is not served yet: clients fall back to `initialize`.
+//! The server is stateless (no session id): `initialize` (the handshake of
+//! 2025-03-26 to 2025-11-25), `server/discover` (the 2026-07-28 revision,
+//! whose requests carry their own envelope) and `ping` are answered here,
+//! and any replica serves any message. Results carry the 2026-07-28 fields
+//! (`resultType`, and `cacheScope` private to the caller's credential with
+//! `ttlMs` where the revision asks for them); earlier clients ignore them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +35,10 @@ use crate::state::Gateway;
 
 /// The revisions of the initialize handshake answered; the first is given to a client that asks for another.
 const PROTOCOLS: &[&str] = &["2025-06-18", "2025-11-25", "2025-03-26"];
+/// The revisions `server/discover` offers.
+const MODERN_PROTOCOLS: &[&str] = &["2026-07-28"];
+/// How long a client may keep the discovery and the tool list (the Offering's tool changes seldom).
+const CACHE_TTL_MS: u64 = 60_000;
 /// The largest message taken.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
@@ -87,8 +94,24 @@ async fn handle(
                 }),
             )))
         }
-        "ping" => Ok(answer(&jsonrpc::result(&id, json!({})))),
-        "tools/list" => Ok(answer(&jsonrpc::result(&id, json!({"tools": [tool(gateway, &target)]})))),
+        "server/discover" => Ok(answer(&jsonrpc::result(
+            &id,
+            json!({
+                "resultType": "complete",
+                "supportedVersions": MODERN_PROTOCOLS,
+                "capabilities": {"tools": {"listChanged": false}},
+                "cacheScope": "private",
+                "ttlMs": CACHE_TTL_MS,
+                "_meta": {"io.modelcontextprotocol/serverInfo":
+                          {"name": format!("cmp-{}", target.offering), "version": target.version}},
+            }),
+        ))),
+        "ping" => Ok(answer(&jsonrpc::result(&id, json!({"resultType": "complete"})))),
+        "tools/list" => Ok(answer(&jsonrpc::result(
+            &id,
+            json!({"resultType": "complete", "tools": [tool(gateway, &target)], "cacheScope": "private",
+                   "ttlMs": CACHE_TTL_MS}),
+        ))),
         "tools/call" => {
             let run = run_request(&id, &target, params.as_ref())?;
             let rate = gateway.rate(&tenant, &target).map_err(|r| refused(&id, r))?;
@@ -102,7 +125,7 @@ async fn handle(
             &id,
             Reason::MethodNotFound,
             format!(
-                "{other} is not served: an Instance's MCP endpoint answers initialize, ping, tools/list and tools/call"
+                "{other} is not served: an Instance's MCP endpoint answers initialize, server/discover, ping, tools/list and tools/call"
             ),
         )),
     }
@@ -175,9 +198,11 @@ async fn tool_result(relayed: Response, run_id: &str) -> Value {
     if !status.is_success() {
         let message = json.pointer("/error/message").and_then(Value::as_str).unwrap_or("the run failed");
         let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or(Code::RuntimeError.as_str());
-        return json!({"content": [{"type": "text", "text": format!("{code}: {message}")}], "isError": true, "_meta": meta});
+        let text = format!("{code}: {message}");
+        return json!({"resultType": "complete", "content": [{"type": "text", "text": text}], "isError": true, "_meta": meta});
     }
-    json!({"content": [{"type": "text", "text": answer_text(&json, &body)}], "isError": false, "_meta": meta})
+    let text = answer_text(&json, &body);
+    json!({"resultType": "complete", "content": [{"type": "text", "text": text}], "isError": false, "_meta": meta})
 }
 
 /// The agent's text answer: lfx's `output.text` (v2), Langflow's first message (v1), else the whole answer.

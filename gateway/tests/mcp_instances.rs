@@ -20,21 +20,25 @@ async fn an_instance_is_one_mcp_tool_whose_calls_are_runs() {
     let gw = w.gateway("gw", &[]).await;
     let own = format!("{}/v1/instances/{org}/bot/mcp", gw.base);
 
-    let steps = json!([["list"], ["call", offering, {"input": "hello there"}], ["call", offering, {"input": "again"}],
-                       ["call", offering, {"prompt": "wrong field"}], ["call", "another_tool", {"input": "x"}],
-                       ["call", offering, {"input": "one too many"}]]);
+    // The SDK's default: server/discover, the 2026-07-28 revision (no handshake, no session).
+    let steps = json!([["version"], ["list"], ["call", offering, {"input": "hello there"}],
+                       ["call", offering, {"input": "again"}], ["call", offering, {"prompt": "wrong field"}],
+                       ["call", "another_tool", {"input": "x"}], ["call", offering, {"input": "one too many"}]]);
     let reports = client(&own, &key, "auto", &steps).await.expect("the MCP client runs");
-    assert_eq!(reports[0]["tools"], json!([offering]), "{reports:?}");
-    assert_eq!(reports[1], json!({"text": "hello there", "is_error": false}), "a call is a run of the agent");
-    assert_eq!(reports[2]["is_error"], false, "{reports:?}");
-    assert!(reports[3].to_string().contains("input"), "the arguments it takes: {:?}", reports[3]);
-    assert!(reports[4].to_string().contains("one tool"), "{:?}", reports[4]);
+    assert_eq!(reports[0]["version"], "2026-07-28", "discovered, not initialized: {reports:?}");
+    assert_eq!(reports[1]["tools"], json!([offering]), "{reports:?}");
+    assert_eq!(reports[2], json!({"text": "hello there", "is_error": false}), "a call is a run of the agent");
+    assert_eq!(reports[3]["is_error"], false, "{reports:?}");
+    assert!(reports[4].to_string().contains("input"), "the arguments it takes: {:?}", reports[4]);
+    assert!(reports[5].to_string().contains("one tool"), "{:?}", reports[5]);
     // 5 credits, 2 a run: the third run is refused as /v1/runs refuses it.
-    assert!(reports[5].to_string().contains("insufficient_credits"), "{:?}", reports[5]);
+    assert!(reports[6].to_string().contains("insufficient_credits"), "{:?}", reports[6]);
 
-    // The key by itself names its Instance.
-    let by_key = client(&format!("{}/v1/mcp", gw.base), &key, "legacy", &json!([["list"]])).await.expect("runs");
-    assert_eq!(by_key[0]["tools"], json!([offering]));
+    // The key by itself names its Instance; the initialize handshake of earlier revisions.
+    let steps = json!([["version"], ["list"]]);
+    let by_key = client(&format!("{}/v1/mcp", gw.base), &key, "legacy", &steps).await.expect("runs");
+    assert!(by_key[0]["version"].as_str().is_some_and(|v| v.starts_with("2025-")), "{by_key:?}");
+    assert_eq!(by_key[1]["tools"], json!([offering]));
     // Another tenant's key on this Instance's path, and no valid key at all.
     let answer = w
         .http

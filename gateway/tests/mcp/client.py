@@ -5,8 +5,9 @@ MCP Python SDK's Client (PyPI `mcp`) over Streamable HTTP.
 
 MODE is "auto" (server/discover, falling back to initialize) or "legacy"
 (the initialize handshake and a session). STEPS_JSON is a list of steps:
-["list"], ["call", NAME, ARGS]. Prints one JSON line per step:
-{"tools": [...]} or {"text": ..., "is_error": ...} or {"error": ...}.
+["list"], ["call", NAME, ARGS], ["version"]. Prints one JSON line per step:
+{"tools": [...]} or {"text": ..., "is_error": ...} or {"version": the
+negotiated protocol revision} or {"error": ...}.
 """
 
 import asyncio
@@ -32,7 +33,9 @@ async def run() -> None:
         async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             for step in steps:
                 try:
-                    if step[0] == "list":
+                    if step[0] == "version":
+                        print(json.dumps({"version": client.protocol_version}), flush=True)
+                    elif step[0] == "list":
                         tools = await client.list_tools()
                         print(json.dumps({"tools": sorted(t.name for t in tools.tools)}), flush=True)
                     else:
