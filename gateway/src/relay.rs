@@ -147,6 +147,10 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
                     return failed(format!("the flow failed in the runtime: {why}"));
                 }
                 settlement.outcome = Outcome::Success;
+                let bytes = match &settlement.run_token {
+                    Some(minted) => without_token(bytes, &minted.token),
+                    None => bytes,
+                };
                 drop(settlement);
                 Body::from(bytes).into_response()
             }
@@ -158,6 +162,15 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     }
     response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(price));
     response
+}
+
+/// The runtime's answer without the run's token: lfx echoes a run's request globals (`"globals":
+/// {"CMP_RUN_TOKEN": ...}`) in its answer, and the caller is never given the token.
+fn without_token(bytes: bytes::Bytes, token: &str) -> bytes::Bytes {
+    match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains(token) => bytes::Bytes::from(text.replace(token, "[the run's token]")),
+        _ => bytes,
+    }
 }
 
 /// lfx's `v2` answer to a sync run whose flow failed: HTTP 200 with `"status": "failed"` and its errors. Such a
@@ -231,6 +244,17 @@ fn stream(answered: reqwest::Response, settlement: Settlement, deadline: tokio::
 mod tests {
     use super::*;
     use cmp_crds::offering::RuntimeApi;
+
+    #[test]
+    fn the_callers_answer_never_holds_the_runs_token() {
+        let token = "cmpr_eyJydW4iOiJydW5fMSJ9.sig";
+        let echoed = format!(r#"{{"status":"completed","output":{{"text":"ok"}},"globals":{{"CMP_RUN_TOKEN":"{token}"}}}}"#);
+        let answer = without_token(bytes::Bytes::from(echoed), token);
+        let text = std::str::from_utf8(&answer).expect("text");
+        assert!(!text.contains(token) && text.contains(r#""CMP_RUN_TOKEN":"[the run's token]""#), "{text}");
+        let plain = bytes::Bytes::from_static(br#"{"output":{"text":"ok"}}"#);
+        assert_eq!(without_token(plain.clone(), token), plain);
+    }
 
     #[test]
     fn an_lfx_answer_whose_flow_failed_is_a_runtime_error_and_nothing_else_is() {

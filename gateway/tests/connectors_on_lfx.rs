@@ -63,6 +63,9 @@ async fn a_flow_on_lfx_opens_a_ticket_with_its_own_tenants_credential_through_cm
         let body: Value = answer.json().await.expect("JSON");
         assert_eq!(body["status"], "completed", "{body}");
         assert_eq!(body["output"]["text"], format!("{tenant}: opened ticket 'printer on fire'"), "{body}");
+        // lfx echoes the run's globals; the caller never gets the run's token.
+        assert_eq!(body["globals"]["CMP_RUN_TOKEN"], "[the run's token]", "{body}");
+        assert!(!body.to_string().contains("cmpr_"), "{body}");
     }
 
     // A tool the Instance does not allow is hidden from the flow's list, so the flow fails naming it: lfx answers

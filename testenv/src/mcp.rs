@@ -40,7 +40,11 @@ impl TicketDesk {
     /// Serves on a free loopback port, taking the credentials of `credentials`
     /// (presented header value, tenant) in the header `header`.
     pub async fn start(credentials: &[(&str, &str)], header: &str, log: PathBuf) -> Result<Self, Error> {
-        let port = free_port()?;
+        Self::start_on(credentials, header, log, free_port()?).await
+    }
+
+    /// Like [`TicketDesk::start`], on `port`.
+    pub async fn start_on(credentials: &[(&str, &str)], header: &str, log: PathBuf, port: u16) -> Result<Self, Error> {
         let map: serde_json::Map<String, Value> =
             credentials.iter().map(|(value, tenant)| (value.to_string(), Value::from(*tenant))).collect();
         let file = std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;

@@ -33,6 +33,11 @@ const EXAMPLE_KEY: &str = "main";
 const LOCAL_LFX_PORT: u16 = 7861;
 const LOCAL_FLOWS_PORT: u16 = 7862;
 const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
+/// Where `examples/56-instance-ticket-desk.yaml` expects the local ticket desk (an MCP server).
+const LOCAL_DESK_PORT: u16 = 7863;
+/// acme's credential for the local ticket desk, written in OpenBao at the example binding's vaultPath.
+const LOCAL_DESK_TOKEN: &str = "acme-local-desk-token";
+const LOCAL_DESK_PATH: &str = "connectors/acme/support/tickets";
 /// The gateway's widget-session signing secret (local only).
 const LOCAL_WIDGET_SECRET: &str = "cmp-local-widget-secret-not-for-production";
 /// The secret the local gateway signs run tokens with (the connector gateway is on).
@@ -108,6 +113,7 @@ pub(crate) struct LocalPlatform {
     processes: Processes,
     flows: tokio::task::JoinHandle<()>,
     lfx: cmp_testenv::lfx::Lfx,
+    desk: cmp_testenv::mcp::TicketDesk,
 }
 
 impl LocalPlatform {
@@ -126,6 +132,7 @@ impl LocalPlatform {
         let lfx = local_runtime(&client).await?;
         let flows = serve_example_flows().await?;
         let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
+        let desk = local_ticket_desk(&gitops, &state).await?;
         eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
         let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
 
@@ -188,13 +195,14 @@ impl LocalPlatform {
                 apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
             eprintln!("applied {name} ({} objects)", applied.len());
         }
-        Ok(Self { plane, client, gitops, store, usage, processes, flows, lfx })
+        Ok(Self { plane, client, gitops, store, usage, processes, flows, lfx, desk })
     }
 
     /// Stops the CMP processes first (see [`Processes::stop`]), then the rest.
     pub async fn stop(self) {
-        let Self { plane, gitops, store, processes, flows, lfx, .. } = self;
+        let Self { plane, gitops, store, processes, flows, lfx, desk, .. } = self;
         processes.stop().await;
+        drop(desk);
         flows.abort();
         drop(store);
         drop(gitops);
@@ -209,13 +217,21 @@ pub(crate) async fn up() -> anyhow::Result<ExitCode> {
     eprintln!("{}\n", platform.gitops.usage());
     eprintln!("logs:\n{}\n", platform.processes.logs());
     let key = example_key(&platform.client).await?;
-    let answer = run_once(&key).await?;
+    let answer = run_once(&key, "hello").await?;
     eprintln!(
         "the example Instance {EXAMPLE_NAMESPACE}/{EXAMPLE_INSTANCE} is Ready; a run through the gateway answered:\n  {answer}\n"
+    );
+    let desk_key = example_key_of(&platform.client, "desk-bot").await?;
+    let desk_answer = run_once(&desk_key, "printer on fire").await?;
+    eprintln!(
+        "{EXAMPLE_NAMESPACE}/desk-bot opened a ticket in acme's desk through the connector gateway (acme's credential from OpenBao):\n  {desk_answer}\n"
     );
     eprintln!("run it yourself (usage events go to {}):\n", platform.usage.display());
     println!(
         "curl -s http://{GATEWAY_ADDR}/v1/runs -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{{\"input_value\":\"hello\"}}'"
+    );
+    println!(
+        "curl -s http://{GATEWAY_ADDR}/v1/runs -H 'authorization: Bearer {desk_key}' -H 'content-type: application/json' -d '{{\"input_value\":\"printer on fire\"}}'"
     );
     eprintln!(
         "\nthe webhook takes Saleor deliveries on http://{WEBHOOK_ADDR}/ (store {}); `cargo xtask demo` sends it orders. Ctrl-C stops everything.",
@@ -271,13 +287,18 @@ pub(crate) async fn demo(orders: usize) -> anyhow::Result<ExitCode> {
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Waits (up to two minutes) until the example Instance is Ready and returns
+/// Waits (up to two minutes) until the example Instance `EXAMPLE_INSTANCE` is Ready and returns
 /// its key's plaintext, from the Secret its status names.
 async fn example_key(client: &kube::Client) -> anyhow::Result<String> {
+    example_key_of(client, EXAMPLE_INSTANCE).await
+}
+
+/// Like [`example_key`], for the example Instance `instance` of acme.
+async fn example_key_of(client: &kube::Client, name: &str) -> anyhow::Result<String> {
     let instances = Api::<Instance>::namespaced(client.clone(), EXAMPLE_NAMESPACE);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let location = loop {
-        let instance = instances.get_opt(EXAMPLE_INSTANCE).await?;
+        let instance = instances.get_opt(name).await?;
         let status = instance.as_ref().and_then(|i| i.status.as_ref());
         let ready = status.is_some_and(|s| cmp_crds::conditions::is_true(&s.conditions, "Ready"));
         let key = status.and_then(|s| s.api_keys.iter().find(|k| k.name == EXAMPLE_KEY));
@@ -286,8 +307,8 @@ async fn example_key(client: &kube::Client) -> anyhow::Result<String> {
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "the example Instance {EXAMPLE_NAMESPACE}/{EXAMPLE_INSTANCE} is not Ready with its key `{EXAMPLE_KEY}` \
-                 after 2 minutes: see `kubectl describe instance {EXAMPLE_INSTANCE} -n {EXAMPLE_NAMESPACE}` and the operator's log"
+                "the example Instance {EXAMPLE_NAMESPACE}/{name} is not Ready with its key `{EXAMPLE_KEY}` \
+                 after 2 minutes: see `kubectl describe instance {name} -n {EXAMPLE_NAMESPACE}` and the operator's log"
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -304,13 +325,13 @@ async fn example_key(client: &kube::Client) -> anyhow::Result<String> {
     String::from_utf8(bytes.0.clone()).context("the key is not text")
 }
 
-/// One run through the gateway with `key` (retried while the gateway warms up); the answer's body.
-async fn run_once(key: &str) -> anyhow::Result<String> {
+/// One run through the gateway with `key` and `input` (retried while the gateway warms up); the answer's body.
+async fn run_once(key: &str, input: &str) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
     let url = format!("http://{GATEWAY_ADDR}/v1/runs");
     let mut last = String::new();
     for _ in 0..60 {
-        let answer = http.post(&url).bearer_auth(key).json(&serde_json::json!({"input_value": "hello"})).send().await;
+        let answer = http.post(&url).bearer_auth(key).json(&serde_json::json!({"input_value": input})).send().await;
         match answer {
             Ok(response) if response.status().is_success() => return Ok(response.text().await?),
             Ok(response) => last = format!("{}: {}", response.status(), response.text().await.unwrap_or_default()),
@@ -353,6 +374,26 @@ async fn local_runtime(client: &kube::Client) -> anyhow::Result<cmp_testenv::lfx
         .await
         .context("writing the Secret cmp-system/lfx-local")?;
     Ok(lfx)
+}
+
+/// Starts the local ticket desk (the tests' MCP server, the official Python SDK's) on 127.0.0.1:7863 and writes
+/// acme's credential for it in OpenBao, where `examples/56-instance-ticket-desk.yaml` binds it.
+async fn local_ticket_desk(
+    gitops: &local_gitops::LocalGitOps,
+    state: &Path,
+) -> anyhow::Result<cmp_testenv::mcp::TicketDesk> {
+    eprintln!("starting the local ticket desk (an MCP server) on 127.0.0.1:{LOCAL_DESK_PORT} ...");
+    let presented = format!("Bearer {LOCAL_DESK_TOKEN}");
+    let log = state.join("logs").join("ticket-desk.log");
+    std::fs::create_dir_all(state.join("logs"))?;
+    let desk = cmp_testenv::mcp::TicketDesk::start_on(&[(&presented, "acme")], "authorization", log, LOCAL_DESK_PORT)
+        .await
+        .context("starting the ticket desk")?;
+    gitops
+        .openbao()
+        .run(&["kv", "put", "-mount=secret", LOCAL_DESK_PATH, &format!("token={LOCAL_DESK_TOKEN}")])
+        .context("writing acme's ticket desk credential in OpenBao")?;
+    Ok(desk)
 }
 
 /// Serves `examples/flows/` at `http://127.0.0.1:7862/flows/<file>`, where the example Offering fetches its artifacts.
