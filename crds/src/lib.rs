@@ -14,6 +14,7 @@ pub mod common;
 pub mod conditions;
 pub mod connectors;
 pub mod credits;
+pub mod inputs;
 pub mod instance;
 pub mod names;
 pub mod offering;

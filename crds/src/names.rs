@@ -197,6 +197,16 @@ pub fn connector_prefix(organization: &str, project: &str) -> String {
     format!("{CONNECTORS_ROOT}{organization}/{project}/")
 }
 
+/// The session id the runtime sees for the caller's `session` on Instance `namespace/instance`: the caller's id
+/// behind a prefix of the Instance's own. An id that already carries this Instance's prefix (as the runtime's
+/// answer gives it back) is kept; any other id, however chosen, lands in this Instance's conversations only.
+pub fn scoped_session(namespace: &str, instance: &str, session: &str) -> String {
+    use sha2::Digest;
+    let scope = sha2::Sha256::digest(format!("{namespace}/{instance}").as_bytes());
+    let prefix = format!("i{}:", hex::encode(&scope[..8]));
+    if session.starts_with(&prefix) { session.to_string() } else { format!("{prefix}{session}") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +272,19 @@ mod tests {
         let b = runtime_namespace(org, "customer-support-assistant-for-europe-2");
         assert_ne!(a, b);
         assert!(is_dns_label(&a) && is_dns_label(&b));
+    }
+
+    #[test]
+    fn a_session_belongs_to_its_instance_whatever_id_the_caller_chooses() {
+        let ours = scoped_session("cmp-acme", "bot", "s1");
+        assert!(ours.ends_with(":s1") && ours.starts_with('i'), "{ours}");
+        assert_eq!(scoped_session("cmp-acme", "bot", &ours), ours, "the id the runtime gave back continues it");
+        assert_ne!(scoped_session("cmp-globex", "bot", "s1"), ours, "another tenant's s1 is another conversation");
+        assert_ne!(scoped_session("cmp-acme", "other", "s1"), ours, "so is another Instance's");
+        // Guessing: sending another Instance's full id lands inside one's own Instance.
+        let theirs = scoped_session("cmp-globex", "bot", "s1");
+        let guessed = scoped_session("cmp-acme", "bot", &theirs);
+        assert_ne!(guessed, theirs);
+        assert!(guessed.starts_with(&ours[..ours.len() - 2]), "{guessed}");
     }
 }

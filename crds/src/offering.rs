@@ -183,6 +183,81 @@ pub struct OfferingVersion {
     /// A deprecated version is kept for the Instances that use it but cannot be chosen by new ones.
     #[serde(default, skip_serializing_if = "is_false")]
     pub deprecated: bool,
+    /// The inputs callers may send with a run (`inputs` in the run's body), beside the input text and the session
+    /// id: each with its type and bounds, and where it goes in the flow. Anything else is refused (`tweak_not_allowed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub inputs: Vec<CallerInput>,
+}
+
+/// An input a caller may send with a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type == 'string' || (!has(self.maxLength) && !has(self.choices))").message("spec.versions[].inputs[]: maxLength and choices apply to string inputs only"))]
+#[x_kube(validation = Rule::new("self.type in ['integer', 'number'] || (!has(self.minimum) && !has(self.maximum))").message("spec.versions[].inputs[]: minimum and maximum apply to integer and number inputs only"))]
+pub struct CallerInput {
+    /// The name callers send it under, such as "tone".
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_]*$')").message("spec.versions[].inputs[].name must be lower-case letters, digits and '_', starting with a letter, such as \"tone\""))]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// `string`, `integer`, `number` or `boolean`.
+    #[serde(rename = "type")]
+    pub type_: InputType,
+    /// What it is, for callers (and the Instance's MCP tool schema).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub description: String,
+    /// A string's most characters (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_length: Option<u32>,
+    /// A string's only values, when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub choices: Vec<String>,
+    /// A number's least value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<i64>,
+    /// A number's greatest value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<i64>,
+    /// Where the value goes.
+    pub target: InputTarget,
+}
+
+/// The type of a caller input.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// Text.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// true or false.
+    Boolean,
+}
+
+/// Where a caller input goes in the flow: a component's field (the run's tweaks, which full Langflow applies), or a
+/// request global variable (lfx honours these, in sync runs).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.global) != (has(self.component) && has(self.field)) && (has(self.component) == has(self.field))").message("spec.versions[].inputs[].target names either a component and its field, or a global"))]
+pub struct InputTarget {
+    /// The id of the component (the node's id in the flow), with `field`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub component: Option<String>,
+    /// The field of `component`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub field: Option<String>,
+    /// A request global variable's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Z][A-Z0-9_]*$') && !self.startsWith('CMP_')").message("spec.versions[].inputs[].target.global must be upper-case letters, digits and '_', not starting with CMP_ (the platform's own)"))]
+    #[schemars(length(min = 1, max = 128))]
+    pub global: Option<String>,
 }
 
 /// A flow artifact.

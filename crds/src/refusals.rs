@@ -8,6 +8,10 @@
 pub enum Code {
     /// 400: the body or a header is not what the API takes.
     MalformedRequest,
+    /// 400: an input (or tweak) the Offering version does not declare.
+    TweakNotAllowed,
+    /// 400: a declared input whose value is outside its type or bounds.
+    InvalidInput,
     /// 401: no key, a malformed key, or a key nobody issued.
     InvalidApiKey,
     /// 401: the key was revoked (or removed from the Instance).
@@ -47,6 +51,8 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::MalformedRequest => "malformed_request",
+            Code::TweakNotAllowed => "tweak_not_allowed",
+            Code::InvalidInput => "invalid_input",
             Code::InvalidApiKey => "invalid_api_key",
             Code::KeyRevoked => "key_revoked",
             Code::KeyExpired => "key_expired",
@@ -69,7 +75,7 @@ impl Code {
     /// The HTTP status the code is answered with.
     pub fn status(self) -> u16 {
         match self {
-            Code::MalformedRequest => 400,
+            Code::MalformedRequest | Code::TweakNotAllowed | Code::InvalidInput => 400,
             Code::InvalidApiKey | Code::KeyRevoked | Code::KeyExpired | Code::InvalidToken => 401,
             Code::InsufficientCredits | Code::DemoExhausted => 402,
             Code::WrongTenant | Code::Suspended => 403,
@@ -91,6 +97,8 @@ mod tests {
     fn every_code_has_the_status_the_api_documents() {
         let table = [
             (Code::MalformedRequest, 400),
+            (Code::TweakNotAllowed, 400),
+            (Code::InvalidInput, 400),
             (Code::InvalidApiKey, 401),
             (Code::KeyRevoked, 401),
             (Code::KeyExpired, 401),

@@ -3,8 +3,10 @@
 Run with the lfx venv that `xtask/python/venv.sh lfx lfx==1.13.0` installs:
     ~/.cache/cmp/py/lfx-1.13.0/bin/python examples/flows/generate.py
 
-The Offerings pin each file by its sha256: regenerating changes the hashes,
-so update them (and the tests read them from the files) after a change.
+The Offerings pin each file by its sha256: regenerating changes the hashes
+(the order of a flow's edges follows Python's string hashing; run with
+PYTHONHASHSEED=0 to get the same order twice), so update them (the tests read
+them from the files) after a change.
 """
 
 import json
@@ -88,7 +90,31 @@ def ticket_desk() -> None:
     write("ticket-desk", Graph(chat_in, chat_out), "Opens a ticket in the tenant's desk through CMP", chosen_tool)
 
 
+def tone() -> None:
+    """Greets the chat input with the caller's chosen greeting.
+
+    The prompt's `greeting` field loads the request global GREETING (lfx
+    resolves load_from_db fields from a run's globals): an Offering declares
+    a caller input that CMP places there, and nothing else of the flow can be
+    reached by a caller.
+    """
+    chat_in = ChatInput(_id="ChatInput-tone")
+    prompt = PromptComponent(_id="Prompt-tone")
+    prompt.set(template="{greeting}, {name}!", name=chat_in.message_response, greeting="Hello")
+    chat_out = ChatOutput(_id="ChatOutput-tone")
+    chat_out.set(input_value=prompt.build_prompt)
+
+    def from_global(flow: dict) -> None:
+        for node in flow["data"]["nodes"]:
+            field = node["data"]["node"]["template"].get("greeting")
+            if field is not None:
+                field.update(load_from_db=True, value="GREETING")
+
+    write("tone", Graph(chat_in, chat_out), "Greets the chat input with the greeting the caller chose", from_global)
+
+
 if __name__ == "__main__":
     echo()
     greeting()
     ticket_desk()
+    tone()

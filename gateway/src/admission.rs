@@ -93,7 +93,8 @@ impl Gateway {
         let body = axum::body::to_bytes(body, self.max_body_bytes)
             .await
             .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("the body is over {} bytes", self.max_body_bytes)))?;
-        let request = RunRequest::parse(&body)?;
+        let mut request = RunRequest::parse(&body)?;
+        request.place_inputs(&target.inputs)?;
         if request.stream && target.has_connectors && target.api == cmp_crds::offering::RuntimeApi::V2 {
             return Err(Refusal::new(
                 Code::MalformedRequest,

@@ -116,6 +116,8 @@ pub struct RunTarget {
     pub wallet: (String, String),
     /// Whether the Instance has connector bindings (its runs get a run token).
     pub has_connectors: bool,
+    /// The inputs callers may send, as the served version declares them.
+    pub inputs: Vec<cmp_crds::offering::CallerInput>,
 }
 
 /// Checks suspensions and readiness, and gathers what a run needs.
@@ -138,6 +140,9 @@ pub fn run_target(
     let plan = offering.plan(&instance.spec.plan).cloned().ok_or_else(|| {
         not_ready(format!("plan {} is not in Offering {}", instance.spec.plan, instance.spec.offering))
     })?;
+    let version = status.and_then(|s| s.version.clone()).unwrap_or_else(|| instance.spec.version.clone());
+    let inputs =
+        offering.spec.versions.iter().find(|v| v.name == version).map(|v| v.inputs.clone()).unwrap_or_default();
     Ok(RunTarget {
         wallet: (namespace.clone(), cmp_crds::names::wallet_name(&org_name)),
         organization: org_name,
@@ -145,13 +150,14 @@ pub fn run_target(
         instance: name,
         namespace,
         offering: instance.spec.offering.clone(),
-        version: status.and_then(|s| s.version.clone()).unwrap_or_else(|| instance.spec.version.clone()),
+        version,
         plan,
         endpoint,
         flow_id,
         api: offering.spec.runtime.api,
         runtime_key: offering.spec.runtime.api_key_secret_ref.clone(),
         has_connectors: !instance.spec.connectors.is_empty(),
+        inputs,
     })
 }
 

@@ -1,6 +1,14 @@
 //! The request a run sends to its runtime. The caller's body passes only the
-//! input, the session id and the tweaks; the flow, the runtime and the
-//! tenant come from the CRs.
+//! input, the session id and the inputs its Offering version declares
+//! ([`cmp_crds::inputs`]); the flow, the runtime and the tenant come from the
+//! CRs, and the gateway builds the tweaks and globals the runtime gets from
+//! the declarations, never from the caller. The caller's `tweaks` are taken
+//! as inputs by name: a component id or a field is refused
+//! (`tweak_not_allowed`).
+//!
+//! The session id the runtime sees is scoped to the Instance
+//! ([`cmp_crds::names::scoped_session`]): no two Instances share a conversation, whatever ids
+//! their callers choose.
 //!
 //! - `v2` (lfx, and Langflow with its developer API): `POST /api/v2/workflows`
 //!   with `{flow_id, input_value, session_id, tweaks, mode: sync|stream}`.
@@ -9,7 +17,8 @@
 //!
 //! Both carry the runtime's own key in `x-api-key`.
 
-use cmp_crds::offering::RuntimeApi;
+use cmp_crds::inputs::InputRefusal;
+use cmp_crds::offering::{CallerInput, RuntimeApi};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -26,9 +35,16 @@ pub struct RunRequest {
     /// The conversation the run belongs to.
     #[serde(default)]
     pub session_id: Option<String>,
-    /// Per-component overrides of the flow.
+    /// The inputs the Offering version declares, by name.
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+    /// Taken as `inputs` (by input name, never a component's); once placed, the per-component overrides the
+    /// declarations give.
     #[serde(default)]
     pub tweaks: Map<String, Value>,
+    /// The request globals the declarations give (placed by the gateway; never read from the body).
+    #[serde(skip)]
+    pub globals: Map<String, Value>,
     /// Stream the answer as it is produced.
     #[serde(default)]
     pub stream: bool,
@@ -65,6 +81,43 @@ impl RunRequest {
         }
         Ok(request)
     }
+
+    /// Checks the caller's inputs (`inputs`, and `tweaks` taken as inputs) against the version's `declared` inputs
+    /// and puts each where its declaration says: the tweaks and globals the runtime gets are built here.
+    pub fn place_inputs(&mut self, declared: &[CallerInput]) -> Result<(), Refusal> {
+        let mut sent = std::mem::take(&mut self.inputs);
+        for (name, value) in std::mem::take(&mut self.tweaks) {
+            if sent.insert(name.clone(), value).is_some() {
+                let why = format!("the input {name:?} is sent in both \"inputs\" and \"tweaks\": send it once");
+                return Err(Refusal::new(Code::MalformedRequest, why));
+            }
+        }
+        let checked = cmp_crds::inputs::check(declared, &sent).map_err(|refusal| {
+            let code = match refusal {
+                InputRefusal::NotDeclared { .. } => Code::TweakNotAllowed,
+                InputRefusal::Invalid { .. } => Code::InvalidInput,
+            };
+            Refusal::new(code, refusal.to_string())
+        })?;
+        for (input, value) in checked {
+            let target = &input.target;
+            match (&target.component, &target.field, &target.global) {
+                (Some(component), Some(field), _) => {
+                    let fields = self.tweaks.entry(component.clone()).or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(fields) = fields.as_object_mut() {
+                        fields.insert(field.clone(), value);
+                    }
+                }
+                (_, _, Some(global)) => {
+                    let text = value.as_str().map_or_else(|| value.to_string(), String::from);
+                    self.globals.insert(global.clone(), Value::String(text));
+                }
+                // The CRD admits only one of the two shapes.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize)]
@@ -74,16 +127,9 @@ struct V2Body<'r> {
     tweaks: &'r Map<String, Value>,
     mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<&'r str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    globals: Option<Globals<'r>>,
-}
-
-/// The request-level global variables of a v2 run: the run token, when the Instance has connectors.
-#[derive(Serialize)]
-struct Globals<'r> {
-    #[serde(rename = "CMP_RUN_TOKEN")]
-    run_token: &'r str,
+    session_id: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    globals: Map<String, Value>,
 }
 
 /// The global variable (and, for `v1`, the `X-LANGFLOW-GLOBAL-VAR-` header) that carries a run's token.
@@ -94,7 +140,7 @@ struct V1Body<'r> {
     input_value: &'r str,
     tweaks: &'r Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<&'r str>,
+    session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     input_type: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,15 +150,21 @@ struct V1Body<'r> {
 /// The runtime URL and JSON body of a run; a `v2` body carries `run_token` in its globals.
 pub fn upstream(target: &RunTarget, run: &RunRequest, run_token: Option<&str>) -> (String, Vec<u8>) {
     let base = target.endpoint.trim_end_matches('/');
+    let session_id =
+        run.session_id.as_deref().map(|s| cmp_crds::names::scoped_session(&target.namespace, &target.instance, s));
     let (url, body) = match target.api {
         RuntimeApi::V2 => {
+            let mut globals = run.globals.clone();
+            if let Some(token) = run_token {
+                globals.insert(RUN_TOKEN_VARIABLE.to_string(), Value::String(token.to_string()));
+            }
             let body = V2Body {
                 flow_id: &target.flow_id,
                 input_value: &run.input_value,
                 tweaks: &run.tweaks,
                 mode: if run.stream { "stream" } else { "sync" },
-                session_id: run.session_id.as_deref(),
-                globals: run_token.map(|run_token| Globals { run_token }),
+                session_id,
+                globals,
             };
             (format!("{base}/api/v2/workflows"), serde_json::to_vec(&body))
         }
@@ -120,7 +172,7 @@ pub fn upstream(target: &RunTarget, run: &RunRequest, run_token: Option<&str>) -
             let body = V1Body {
                 input_value: &run.input_value,
                 tweaks: &run.tweaks,
-                session_id: run.session_id.as_deref(),
+                session_id,
                 input_type: run.input_type.as_deref(),
                 output_type: run.output_type.as_deref(),
             };
@@ -152,6 +204,7 @@ mod tests {
             runtime_key: None,
             wallet: ("cmp-acme".into(), "acme".into()),
             has_connectors: false,
+            inputs: vec![],
         }
     }
 
@@ -159,14 +212,49 @@ mod tests {
     fn the_flow_comes_from_the_instance_never_from_the_body() {
         let refused = RunRequest::parse(br#"{"input_value":"hi","flow_id":"someone-elses"}"#);
         assert_eq!(refused.expect_err("refused").code, Code::MalformedRequest);
-        let run = RunRequest::parse(br#"{"input":"hi","session_id":"s1","tweaks":{"a":{"b":1}}}"#).expect("parses");
-        let (url, body) = upstream(&target(RuntimeApi::V2), &run, None);
+        let mut run = RunRequest::parse(br#"{"input":"hi","session_id":"s1","inputs":{"tone":"formal","top":2}}"#)
+            .expect("parses");
+        let declared: Vec<CallerInput> = serde_json::from_value(json!([
+            {"name": "tone", "type": "string", "target": {"global": "TONE"}},
+            {"name": "top", "type": "integer", "target": {"component": "Search-1", "field": "k"}},
+        ]))
+        .expect("declarations");
+        run.place_inputs(&declared).expect("declared inputs");
+        let (url, body) = upstream(&target(RuntimeApi::V2), &run, Some("cmpr_token"));
         let body: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(url, "http://127.0.0.1:7861/api/v2/workflows");
+        let session = cmp_crds::names::scoped_session("cmp-acme", "bot", "s1");
         assert_eq!(
             body,
-            json!({"flow_id": "f-1", "input_value": "hi", "session_id": "s1", "tweaks": {"a": {"b": 1}}, "mode": "sync"})
+            json!({"flow_id": "f-1", "input_value": "hi", "session_id": session, "tweaks": {"Search-1": {"k": 2}},
+                   "mode": "sync", "globals": {"TONE": "formal", "CMP_RUN_TOKEN": "cmpr_token"}})
         );
+    }
+
+    #[test]
+    fn a_caller_reaches_no_field_the_version_does_not_declare() {
+        let declared: Vec<CallerInput> =
+            serde_json::from_value(json!([{"name": "tone", "type": "string", "target": {"global": "TONE"}}]))
+                .expect("declarations");
+        // The old way to reach any field of any component, and a global of the platform's own.
+        for body in [
+            &br#"{"tweaks":{"OpenAIModel-1":{"openai_api_base":"https://evil.example"}}}"#[..],
+            br#"{"inputs":{"CMP_RUN_TOKEN":"forged"}}"#,
+            br#"{"tweaks":{"tone":"formal"},"inputs":{"collection":"globex"}}"#,
+        ] {
+            let mut run = RunRequest::parse(body).expect("parses");
+            let refusal = run.place_inputs(&declared).expect_err("refused");
+            assert_eq!(refusal.code, Code::TweakNotAllowed, "{}", refusal.message);
+            assert!(refusal.message.contains("it takes tone"), "{}", refusal.message);
+        }
+        let mut bad = RunRequest::parse(br#"{"inputs":{"tone":7}}"#).expect("parses");
+        assert_eq!(bad.place_inputs(&declared).expect_err("refused").code, Code::InvalidInput);
+        let mut twice = RunRequest::parse(br#"{"inputs":{"tone":"a"},"tweaks":{"tone":"b"}}"#).expect("parses");
+        assert_eq!(twice.place_inputs(&declared).expect_err("refused").code, Code::MalformedRequest);
+        // Nothing declared: nothing beyond the input text and the session id.
+        let mut plain = RunRequest::parse(br#"{"input":"hi","session_id":"s"}"#).expect("parses");
+        plain.place_inputs(&[]).expect("no inputs sent");
+        assert!(plain.tweaks.is_empty() && plain.globals.is_empty());
     }
 
     #[test]

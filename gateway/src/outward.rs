@@ -142,19 +142,21 @@ fn tool(gateway: &Gateway, target: &RunTarget) -> Value {
         .map(|o| (o.spec.display_name.clone(), o.spec.description.clone()))
         .unwrap_or_else(|| (target.offering.clone(), String::new()));
     let description = if description.is_empty() { title.clone() } else { format!("{title}: {description}") };
+    let mut properties = serde_json::Map::new();
+    properties.insert("input".into(), json!({"type": "string", "description": "What to ask the agent."}));
+    properties.insert(
+        "session_id".into(),
+        json!({"type": "string", "description": "The conversation to continue (optional)."}),
+    );
+    // The inputs the Offering version declares (input and session_id stay the agent's own).
+    for (name, schema) in cmp_crds::inputs::schema_properties(&target.inputs) {
+        properties.entry(name).or_insert(schema);
+    }
     json!({
         "name": target.offering,
         "title": title,
         "description": description,
-        "inputSchema": {
-            "type": "object",
-            "properties": {
-                "input": {"type": "string", "description": "What to ask the agent."},
-                "session_id": {"type": "string", "description": "The conversation to continue (optional)."},
-            },
-            "required": ["input"],
-            "additionalProperties": false,
-        },
+        "inputSchema": {"type": "object", "properties": properties, "required": ["input"], "additionalProperties": false},
     })
 }
 
@@ -170,17 +172,23 @@ fn run_request(id: &Value, target: &RunTarget, params: Option<&Value>) -> Result
     }
     let arguments = params.and_then(|p| p.get("arguments")).cloned().unwrap_or_else(|| json!({}));
     #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct Arguments {
         input: String,
         #[serde(default)]
         session_id: Option<String>,
+        /// The declared inputs (anything else is refused when they are placed).
+        #[serde(flatten)]
+        inputs: serde_json::Map<String, Value>,
     }
     let arguments: Arguments = serde_json::from_value(arguments).map_err(|e| {
-        invalid(format!("the arguments must be {{\"input\": <text>, \"session_id\": <text, optional>}}: {e}"))
+        invalid(format!(
+            "the arguments must be {{\"input\": <text>, \"session_id\": <text, optional>}} and the agent's declared inputs: {e}"
+        ))
     })?;
-    let body = json!({"input_value": arguments.input, "session_id": arguments.session_id});
-    RunRequest::parse(body.to_string().as_bytes()).map_err(|r| invalid(r.message))
+    let body = json!({"input_value": arguments.input, "session_id": arguments.session_id, "inputs": arguments.inputs});
+    let mut request = RunRequest::parse(body.to_string().as_bytes()).map_err(|r| invalid(r.message))?;
+    request.place_inputs(&target.inputs).map_err(|r| invalid(format!("{}: {}", r.code.as_str(), r.message)))?;
+    Ok(request)
 }
 
 /// The relayed run as a tool result: the agent's text answer, or the run's error with `isError`.

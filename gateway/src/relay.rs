@@ -112,6 +112,14 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
             .header(RUN_TOKEN_HEADER, &run_token.token)
             .header(format!("x-langflow-global-var-{RUN_TOKEN_VARIABLE}"), &run_token.token);
     }
+    // Full Langflow (v1) takes request globals as headers (their values were checked to hold no control characters).
+    if target.api == cmp_crds::offering::RuntimeApi::V1 {
+        for (name, value) in &request.globals {
+            if let Some(value) = value.as_str().and_then(|v| HeaderValue::from_str(v).ok()) {
+                call = call.header(format!("x-langflow-global-var-{name}"), value);
+            }
+        }
+    }
     let mut settlement =
         Settlement { gateway, held: Some(held), target, run_id, started, outcome: Outcome::Cancelled, run_token };
     let answered = match tokio::time::timeout_at(deadline, call.send()).await {
@@ -248,7 +256,8 @@ mod tests {
     #[test]
     fn the_callers_answer_never_holds_the_runs_token() {
         let token = "cmpr_eyJydW4iOiJydW5fMSJ9.sig";
-        let echoed = format!(r#"{{"status":"completed","output":{{"text":"ok"}},"globals":{{"CMP_RUN_TOKEN":"{token}"}}}}"#);
+        let echoed =
+            format!(r#"{{"status":"completed","output":{{"text":"ok"}},"globals":{{"CMP_RUN_TOKEN":"{token}"}}}}"#);
         let answer = without_token(bytes::Bytes::from(echoed), token);
         let text = std::str::from_utf8(&answer).expect("text");
         assert!(!text.contains(token) && text.contains(r#""CMP_RUN_TOKEN":"[the run's token]""#), "{text}");

@@ -10,6 +10,7 @@ pub fn version(name: &str, deprecated: bool) -> OfferingVersion {
         artifact: Artifact { url: format!("file:///{name}.json"), sha256: "a".repeat(64) },
         flow_id: "export-id".into(),
         deprecated,
+        inputs: vec![],
     }
 }
 
