@@ -121,7 +121,8 @@ async fn serve_sink(sink: IngestSinkStandIn) -> String {
 #[tokio::test]
 async fn usage_events_wait_out_a_sink_outage_and_overflow_is_counted() {
     let OnStandIn { w, key, runtime: _runtime, operator: _operator, .. } =
-        OnStandIn::start("gw-sink", json!([{"id": "basic", "creditsPerRun": 1}]), 100).await;
+        OnStandIn::start("gw-sink", json!([{"id": "basic", "creditsPerRun": 1, "requestsPerMinute": 100000}]), 100)
+            .await;
     let sink = IngestSinkStandIn::default();
     let url = serve_sink(sink.clone()).await;
     let port = free_port().expect("a free port");
@@ -139,8 +140,10 @@ async fn usage_events_wait_out_a_sink_outage_and_overflow_is_counted() {
         TestProcess::spawn_as(Component::Gateway, &w.run, &w.runtime_key_values(), binary, &log, "info", &args)
             .expect("cmp-gateway starts as the chart's gateway");
     process.ready(support::CONVERGE).await;
+    // More runs than the buffer, plus the batch the sink task holds (what came within its 20 ms linger), can take.
+    const RUNS: usize = 60;
     let mut ids = BTreeSet::new();
-    for _ in 0..10 {
+    for _ in 0..RUNS {
         let answer = w
             .http
             .post(format!("http://127.0.0.1:{port}/v1/runs"))
@@ -160,12 +163,12 @@ async fn usage_events_wait_out_a_sink_outage_and_overflow_is_counted() {
             .unwrap_or(0)
     };
     let lost = dropped(&process.metrics().await.expect("metrics"));
-    assert!(lost >= 4, "10 events, a buffer of 5 and one batch in flight: {lost} dropped");
+    assert!(lost > 0, "{RUNS} events, a buffer of 5 and one batch in flight: {lost} dropped");
     assert!(process.log().contains("events are being dropped"), "the drop is logged");
     *sink.up.lock().expect("a lock") = true;
     let delivered = converge("the buffered events delivered", || async {
         let events = sink.events.lock().expect("a lock").clone();
-        (events.len() + lost == 10).then_some(events)
+        (events.len() + lost == RUNS).then_some(events)
     })
     .await;
     let delivered_ids: BTreeSet<String> =
