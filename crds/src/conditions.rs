@@ -86,6 +86,8 @@ pub mod reasons {
     pub const ARTIFACT_MISMATCH: &str = "ArtifactMismatch";
     /// `ArtifactsVerified=False` on an Offering, `Ready=False` on an Instance: an artifact could not be fetched.
     pub const ARTIFACT_UNREACHABLE: &str = "ArtifactUnreachable";
+    /// `Ready=False`, `ArtifactsVerified=False`: a version's flow lacks the component, field or global one of its `inputs` names.
+    pub const FLOW_INPUTS_INVALID: &str = "FlowInputsInvalid";
     /// `ArtifactsVerified=False`, `Ready=False`: an artifact is not checked yet.
     pub const ARTIFACT_PENDING: &str = "ArtifactPending";
     /// `ArtifactsVerified=True`: every artifact matched its sha256.

@@ -103,6 +103,50 @@ pub fn check<'d>(
     Ok(checked)
 }
 
+/// Whether the flow `flow` (Langflow/lfx flow JSON) has what each of `declared` names: the node and its field for a
+/// component target; for a global, a field that loads it (`load_from_db` with the global's name as value) or a text
+/// that refers to it (`{{NAME}}`). The error names the input and what is missing.
+pub fn check_flow(declared: &[CallerInput], flow: &[u8]) -> Result<(), String> {
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let flow: Value = serde_json::from_slice(flow).map_err(|e| format!("the flow is not JSON: {e}"))?;
+    let nodes = flow.pointer("/data/nodes").or_else(|| flow.get("nodes")).and_then(Value::as_array);
+    let nodes = nodes.ok_or("the flow has no nodes (data.nodes)")?;
+    let template = |node: &Value| node.pointer("/data/node/template").and_then(Value::as_object).cloned();
+    for input in declared {
+        let target = &input.target;
+        match (&target.component, &target.field, &target.global) {
+            (Some(component), Some(field), _) => {
+                let node = nodes.iter().find(|n| n["id"] == component.as_str()).ok_or_else(|| {
+                    format!("input {:?} names component {component:?}, which the flow does not have", input.name)
+                })?;
+                if !template(node).is_some_and(|t| t.contains_key(field)) {
+                    return Err(format!(
+                        "input {:?} names field {field:?} of component {component:?}, which it does not have",
+                        input.name
+                    ));
+                }
+            }
+            (_, _, Some(global)) => {
+                let reference = format!("{{{{{global}}}}}");
+                let used = nodes.iter().filter_map(template).flat_map(|t| t.into_iter()).any(|(_, field)| {
+                    let loads = field["load_from_db"] == true && field["value"] == global.as_str();
+                    loads || field.to_string().contains(&reference)
+                });
+                if !used {
+                    return Err(format!(
+                        "input {:?} goes to the global {global}, which no field of the flow loads (load_from_db) or refers to ({reference})",
+                        input.name
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The JSON Schema properties of the declared inputs, as the Instance's MCP tool advertises them.
 pub fn schema_properties(declared: &[CallerInput]) -> Map<String, Value> {
     declared
@@ -188,6 +232,37 @@ mod tests {
             let refusal = refused(value.clone());
             assert!(refusal.to_string().contains(why), "{value}: {refusal}");
         }
+    }
+
+    #[test]
+    fn a_declaration_must_name_what_the_flow_has() {
+        let flow = json!({"data": {"nodes": [
+            {"id": "Search-1", "data": {"node": {"template": {"top_k": {"value": 3}}}}},
+            {"id": "Prompt-1", "data": {"node": {"template": {
+                "greeting": {"load_from_db": true, "value": "GREETING"},
+                "headers": {"value": {"Authorization": "Bearer {{TOKEN}}"}}}}}},
+        ]}});
+        let flow = serde_json::to_vec(&flow).expect("JSON");
+        let declare = |target: Value| -> Vec<CallerInput> {
+            serde_json::from_value(json!([{"name": "x", "type": "string", "target": target}])).expect("a declaration")
+        };
+        for target in [
+            json!({"component": "Search-1", "field": "top_k"}),
+            json!({"global": "GREETING"}),
+            json!({"global": "TOKEN"}),
+        ] {
+            assert_eq!(check_flow(&declare(target.clone()), &flow), Ok(()), "{target}");
+        }
+        for (target, why) in [
+            (json!({"component": "Model-1", "field": "api_base"}), "component \"Model-1\""),
+            (json!({"component": "Search-1", "field": "collection"}), "field \"collection\""),
+            (json!({"global": "TONE"}), "the global TONE"),
+        ] {
+            let error = check_flow(&declare(target.clone()), &flow).expect_err("refused");
+            assert!(error.contains(why) && error.contains("input \"x\""), "{target}: {error}");
+        }
+        assert!(check_flow(&declare(json!({"global": "G"})), b"not json").is_err());
+        assert_eq!(check_flow(&[], b"not json"), Ok(()), "nothing declared, nothing to check");
     }
 
     #[test]

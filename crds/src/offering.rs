@@ -191,7 +191,7 @@ pub struct OfferingVersion {
 }
 
 /// An input a caller may send with a run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.type == 'string' || (!has(self.maxLength) && !has(self.choices))").message("spec.versions[].inputs[]: maxLength and choices apply to string inputs only"))]
 #[x_kube(validation = Rule::new("self.type in ['integer', 'number'] || (!has(self.minimum) && !has(self.maximum))").message("spec.versions[].inputs[]: minimum and maximum apply to integer and number inputs only"))]
@@ -241,7 +241,7 @@ pub enum InputType {
 
 /// Where a caller input goes in the flow: a component's field (the run's tweaks, which full Langflow applies), or a
 /// request global variable (lfx honours these, in sync runs).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.global) != (has(self.component) && has(self.field)) && (has(self.component) == has(self.field))").message("spec.versions[].inputs[].target names either a component and its field, or a global"))]
 pub struct InputTarget {
@@ -408,6 +408,8 @@ pub enum ArtifactState {
     Mismatch,
     /// Could not be fetched; checked again later.
     Unreachable,
+    /// Fetched and its sha256 matched, but the flow lacks what the version's `inputs` name: Instances cannot use it.
+    Invalid,
 }
 
 /// How a plan is used.

@@ -94,6 +94,30 @@ async fn a_caller_sends_only_the_inputs_its_offering_declares_and_they_go_where_
     let refused = rpc(&sneaky).await;
     assert!(refused.to_string().contains("tweak_not_allowed"), "{refused}");
 
+    // A version whose declaration names a global the flow never reads is not Ready, and an Instance on it fails.
+    let broken = format!("{}-broken", w.run);
+    let (url, sha256) = cmp_testenv::lfx::example_flow("tone.json").expect("the tone flow");
+    let missing = json!([{"name": "tone", "type": "string", "target": {"global": "TONE"}}]);
+    let versions =
+        json!([{"name": "1", "flowId": "tone", "artifact": {"url": url, "sha256": sha256}, "inputs": missing}]);
+    let plans = json!([{"id": "basic", "creditsPerRun": 1}]);
+    w.offering_with(&broken, "v2", lfx.url(), plans, json!({"versions": versions})).await;
+    let offerings = kube::Api::<cmp_crds::Offering>::all(w.client.clone());
+    let message = converge("the broken Offering refused", || async {
+        let status = offerings.get(&broken).await.ok()?.status?;
+        let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::READY)?.clone();
+        (ready.reason == "FlowInputsInvalid").then_some(ready.message)
+    })
+    .await;
+    assert!(message.contains("input \"tone\"") && message.contains("global TONE"), "{message}");
+    w.instance_unready(&a, "broken", &broken, "basic", json!([{"name": "main"}])).await;
+    converge("the Instance on it failed", || async {
+        let status = w.instances(&a).get("broken").await.ok()?.status?;
+        let ready = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::READY)?.clone();
+        (ready.reason == "FlowInputsInvalid").then_some(())
+    })
+    .await;
+
     // Charged: alpha's three runs (two on /v1/runs, one as its MCP tool); none of the refusals.
     converge("alpha's Wallet at 17", || async {
         let wallet = w.wallets(&a).get(&a).await.ok()?;

@@ -1,5 +1,6 @@
 //! Flow artifacts: fetched from `file://` or `http(s)://` and checked
-//! against the sha256 their Offering pins. What was checked is remembered
+//! against the sha256 their Offering pins, then against what their version's
+//! `inputs` name ([`cmp_crds::inputs::check_flow`]). What was checked is remembered
 //! (the outcome for the Offering's status, the verified bytes for uploads),
 //! so a verified artifact is not fetched again.
 
@@ -7,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use cmp_crds::offering::ArtifactState;
+use cmp_crds::offering::{ArtifactState, CallerInput};
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
@@ -66,6 +67,12 @@ pub struct Checked {
 
 type ArtifactKey = (String, String);
 
+/// What an outcome is remembered under: the artifact, and the declarations it was checked against.
+fn outcome_key(url: &str, sha256: &str, inputs: &[CallerInput]) -> ArtifactKey {
+    let declared = if inputs.is_empty() { String::new() } else { serde_json::to_string(inputs).unwrap_or_default() };
+    (url.to_string(), format!("{sha256}{declared}"))
+}
+
 /// Fetches and checks artifacts, remembering what it found.
 pub struct Artifacts {
     http: reqwest::Client,
@@ -85,22 +92,31 @@ impl Artifacts {
         Self { http, checked: Mutex::default(), verified: Mutex::default() }
     }
 
-    /// The last outcome of checking `url` against `sha256`, if it was checked by this process.
-    pub fn checked(&self, url: &str, sha256: &str) -> Option<Checked> {
+    /// The last outcome of checking `url` against `sha256` and `inputs`, if it was checked by this process.
+    pub fn checked(&self, url: &str, sha256: &str, inputs: &[CallerInput]) -> Option<Checked> {
         let checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
-        checked.get(&(url.to_string(), sha256.to_string())).cloned()
+        checked.get(&outcome_key(url, sha256, inputs)).cloned()
     }
 
-    /// Fetches `url`, checks it against `sha256`, and remembers the outcome.
-    pub async fn check(&self, url: &str, sha256: &str) -> Checked {
+    /// Fetches `url`, checks it against `sha256` and the flow against `inputs`, and remembers the outcome.
+    pub async fn check(&self, url: &str, sha256: &str, inputs: &[CallerInput]) -> Checked {
         let result = self.fetch_verified(url, sha256).await;
         let at = Timestamp::now();
         let checked = match &result {
-            Ok(_) => Checked { state: ArtifactState::Verified, message: String::new(), at },
+            Ok(flow) => match cmp_crds::inputs::check_flow(inputs, flow) {
+                Ok(()) => Checked { state: ArtifactState::Verified, message: String::new(), at },
+                Err(why) => Checked {
+                    state: ArtifactState::Invalid,
+                    message: format!(
+                        "artifact {url}: {why}; the publisher fixes the version's inputs or the flow (a new version)"
+                    ),
+                    at,
+                },
+            },
             Err(error) => Checked { state: error.state(), message: error.to_string(), at },
         };
         let mut all = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
-        let previous = all.insert((url.to_string(), sha256.to_string()), checked.clone());
+        let previous = all.insert(outcome_key(url, sha256, inputs), checked.clone());
         // A retry that finds the same as before is not news.
         if previous.is_some_and(|p| p.state == checked.state) {
             tracing::debug!(url, state = ?checked.state, message = %checked.message, "checked artifact again");
@@ -186,10 +202,10 @@ mod tests {
         let url = format!("file://{}", path.display());
         let sha = hex::encode(Sha256::digest(b"{}"));
         let artifacts = Artifacts::default();
-        assert_eq!(artifacts.check(&url, &sha).await.state, ArtifactState::Verified);
+        assert_eq!(artifacts.check(&url, &sha, &[]).await.state, ArtifactState::Verified);
         std::fs::remove_file(&path).expect("remove");
         assert!(artifacts.fetch_verified(&url, &sha).await.is_ok(), "served from memory, not fetched again");
-        let missing = artifacts.check(&format!("{url}.gone"), &sha).await;
+        let missing = artifacts.check(&format!("{url}.gone"), &sha, &[]).await;
         assert_eq!(missing.state, ArtifactState::Unreachable);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -92,6 +92,13 @@ pub fn resolve<'a>(instance: &Instance, observed: &'a Observed) -> Result<Resolv
                 spec.version, spec.offering
             ),
         )),
+        ArtifactState::Invalid => Err(failed(
+            reasons::FLOW_INPUTS_INVALID,
+            format!(
+                "spec.version is {:?}, whose flow lacks what its inputs name (see Offering {} status.versions); the publisher must fix the Offering",
+                spec.version, spec.offering
+            ),
+        )),
         ArtifactState::Unreachable => Err(waiting(
             reasons::ARTIFACT_UNREACHABLE,
             format!(

@@ -38,13 +38,16 @@ pub struct ToCheck {
     pub url: String,
     /// Its pinned sha256.
     pub sha256: String,
+    /// What the version's inputs name, to check the flow against.
+    pub inputs: Vec<cmp_crds::offering::CallerInput>,
 }
 
 fn retry_after(state: ArtifactState) -> Option<Duration> {
     match state {
         ArtifactState::Unreachable => Some(UNREACHABLE_RETRY),
         ArtifactState::Mismatch => Some(MISMATCH_RETRY),
-        ArtifactState::Pending | ArtifactState::Verified => None,
+        // The flow and its declarations change only with the Offering's spec.
+        ArtifactState::Pending | ArtifactState::Verified | ArtifactState::Invalid => None,
     }
 }
 
@@ -76,12 +79,14 @@ pub fn desired(offering: &Offering, observed: &Observed, now: Timestamp) -> Desi
                     let due = retry.is_some_and(|after| elapsed(c.at, now) >= after);
                     (c.state, c.message.clone(), due)
                 }
-                // Verified before (by this process or another replica): not fetched again.
-                None if known == ArtifactState::Verified => (known, String::new(), false),
+                // Verified before (by this process or another replica): not fetched again, unless the version
+                // declares inputs, which this process has not checked the flow against yet.
+                None if known == ArtifactState::Verified && v.inputs.is_empty() => (known, String::new(), false),
                 None => (ArtifactState::Pending, String::new(), true),
             };
             if due {
-                to_check.push(ToCheck { version: v.name.clone(), url: url.clone(), sha256: sha256.clone() });
+                let inputs = v.inputs.clone();
+                to_check.push(ToCheck { version: v.name.clone(), url: url.clone(), sha256: sha256.clone(), inputs });
             }
             VersionStatus {
                 name: v.name.clone(),
@@ -115,6 +120,10 @@ fn artifacts_verified(versions: &[VersionStatus]) -> NewCondition<'static> {
     if let Some(v) = first(ArtifactState::Mismatch) {
         let message = format!("version {}: {}", v.name, v.message);
         return NewCondition::new(ARTIFACTS_VERIFIED, false, reasons::ARTIFACT_MISMATCH, message);
+    }
+    if let Some(v) = first(ArtifactState::Invalid) {
+        let message = format!("version {}: {}", v.name, v.message);
+        return NewCondition::new(ARTIFACTS_VERIFIED, false, reasons::FLOW_INPUTS_INVALID, message);
     }
     if let Some(v) = first(ArtifactState::Unreachable) {
         let message =
@@ -158,6 +167,12 @@ fn ready(status: &OfferingStatus) -> NewCondition<'static> {
             READY,
             false,
             reasons::ARTIFACT_UNREACHABLE,
+            format!("latest version {name}: {}", latest.message),
+        ),
+        ArtifactState::Invalid => NewCondition::new(
+            READY,
+            false,
+            reasons::FLOW_INPUTS_INVALID,
             format!("latest version {name}: {}", latest.message),
         ),
         ArtifactState::Pending => NewCondition::new(
@@ -257,6 +272,28 @@ mod tests {
         assert_eq!(d.requeue, Some(MISMATCH_RETRY - Duration::from_secs(10)));
         let later = desired(&offering(vec![version("1", false), version("2", false)]), &observed, at(100 + 300));
         assert_eq!(later.children.expect("checks").len(), 1);
+    }
+
+    #[test]
+    fn a_flow_lacking_its_declared_inputs_is_not_ready_and_not_retried_until_the_spec_changes() {
+        let observed =
+            Observed { checked: [("1".into(), checked(ArtifactState::Invalid, 5))].into(), ..Default::default() };
+        let d = desired(&offering(vec![version("1", false)]), &observed, at(1000));
+        assert_eq!(condition(&d.status, "Ready"), (FALSE.into(), "FlowInputsInvalid".into()));
+        assert_eq!(condition(&d.status, "ArtifactsVerified"), (FALSE.into(), "FlowInputsInvalid".into()));
+        assert_eq!((d.children, d.requeue), (Some(vec![]), None), "only a change of the Offering changes the answer");
+        // A version verified in status but declaring inputs is checked by this process before it is trusted.
+        let mut o = offering(vec![version("1", false)]);
+        let verified =
+            Observed { checked: [("1".into(), checked(ArtifactState::Verified, 5))].into(), ..Default::default() };
+        o.status = Some(desired(&o, &verified, at(10)).status);
+        o.spec.versions[0].inputs = serde_json::from_value(serde_json::json!(
+            [{"name": "tone", "type": "string", "target": {"global": "TONE"}}]
+        ))
+        .expect("inputs");
+        let checks = desired(&o, &Observed::default(), at(20)).children.expect("checks");
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].inputs.len(), 1, "checked against the declarations");
     }
 
     #[test]

@@ -44,7 +44,9 @@ impl Reconcile for Offering {
             .spec
             .versions
             .iter()
-            .filter_map(|v| Some((v.name.clone(), ctx.artifacts.checked(&v.artifact.url, &v.artifact.sha256)?)))
+            .filter_map(|v| {
+                Some((v.name.clone(), ctx.artifacts.checked(&v.artifact.url, &v.artifact.sha256, &v.inputs)?))
+            })
             .collect();
         Ok(Observed { instances, checked })
     }
@@ -59,7 +61,7 @@ impl Reconcile for Offering {
     }
 
     async fn apply(&self, to_check: &Vec<ToCheck>, ctx: &Context) -> Result<()> {
-        futures::future::join_all(to_check.iter().map(|c| ctx.artifacts.check(&c.url, &c.sha256))).await;
+        futures::future::join_all(to_check.iter().map(|c| ctx.artifacts.check(&c.url, &c.sha256, &c.inputs))).await;
         Ok(())
     }
 
