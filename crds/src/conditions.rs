@@ -33,6 +33,8 @@ pub const ARTIFACTS_VERIFIED: &str = "ArtifactsVerified";
 pub const KEYS_ISSUED: &str = "KeysIssued";
 /// An Instance's connector bindings can all be called through the gateway.
 pub const CONNECTORS_READY: &str = "ConnectorsReady";
+/// An Instance's `spec.config` is applied in full: every key a setting its version declares, every value within it.
+pub const CONFIG_APPLIED: &str = "ConfigApplied";
 
 /// The reasons of the conditions above.
 pub mod reasons {
@@ -88,6 +90,10 @@ pub mod reasons {
     pub const ARTIFACT_UNREACHABLE: &str = "ArtifactUnreachable";
     /// `Ready=False`, `ArtifactsVerified=False`: a version's flow lacks the component, field or global one of its `inputs` names.
     pub const FLOW_INPUTS_INVALID: &str = "FlowInputsInvalid";
+    /// `ConfigApplied=True`: every key of `spec.config` is a declared setting, with a valid value.
+    pub const CONFIG_APPLIED: &str = "ConfigApplied";
+    /// `ConfigApplied=False`: keys of `spec.config` that are not settings of the version, or values outside them; those are not applied.
+    pub const CONFIG_NOT_APPLIED: &str = "ConfigNotApplied";
     /// `ArtifactsVerified=False`, `Ready=False`: an artifact is not checked yet.
     pub const ARTIFACT_PENDING: &str = "ArtifactPending";
     /// `ArtifactsVerified=True`: every artifact matched its sha256.

@@ -103,6 +103,51 @@ pub fn check<'d>(
     Ok(checked)
 }
 
+/// A buyer's `Instance.spec.config` against the version's declared `settings`: each setting with its value (parsed
+/// from the config's string by the setting's type, and checked as an input is), and what is wrong with the rest.
+pub fn parse_settings<'d>(
+    declared: &'d [CallerInput],
+    config: &std::collections::BTreeMap<String, String>,
+) -> (Vec<(&'d CallerInput, Value)>, Vec<String>) {
+    let (mut settings, mut problems) = (Vec::new(), Vec::new());
+    for (key, text) in config {
+        let Some(setting) = declared.iter().find(|d| &d.name == key) else {
+            let takes: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+            let takes = if takes.is_empty() { "none".to_string() } else { takes.join(", ") };
+            problems.push(format!("{key} is not a setting of this version (it takes {takes}); it is not applied"));
+            continue;
+        };
+        let parsed = match setting.type_ {
+            InputType::String => Some(Value::String(text.clone())),
+            InputType::Integer => text.trim().parse::<i64>().ok().map(Value::from),
+            InputType::Number => {
+                text.trim().parse::<f64>().ok().and_then(|n| serde_json::Number::from_f64(n)).map(Value::Number)
+            }
+            InputType::Boolean => match text.trim() {
+                "true" => Some(Value::Bool(true)),
+                "false" => Some(Value::Bool(false)),
+                _ => None,
+            },
+        };
+        let Some(value) = parsed else {
+            let wanted = match setting.type_ {
+                InputType::String => "a string",
+                InputType::Integer => "a whole number",
+                InputType::Number => "a number",
+                InputType::Boolean => "true or false",
+            };
+            problems.push(format!("{key} = {text:?} is not {wanted}; it is not applied"));
+            continue;
+        };
+        let one = Map::from_iter([(key.clone(), value)]);
+        match check(std::slice::from_ref(setting), &one) {
+            Ok(mut checked) => settings.append(&mut checked),
+            Err(refusal) => problems.push(format!("{refusal}; it is not applied").replace("the input", "the setting")),
+        }
+    }
+    (settings, problems)
+}
+
 /// Whether the flow `flow` (Langflow/lfx flow JSON) has what each of `declared` names: the node and its field for a
 /// component target; for a global, a field that loads it (`load_from_db` with the global's name as value) or a text
 /// that refers to it (`{{NAME}}`). The error names the input and what is missing.
@@ -232,6 +277,31 @@ mod tests {
             let refusal = refused(value.clone());
             assert!(refusal.to_string().contains(why), "{value}: {refusal}");
         }
+    }
+
+    #[test]
+    fn a_buyers_config_is_parsed_by_the_settings_types_and_the_rest_reported() {
+        let declared = declared();
+        let config: std::collections::BTreeMap<String, String> = [
+            ("tone", "formal"),
+            ("limit", "4"),
+            ("strict", "true"),
+            ("note", "far too long"),
+            ("colour", "blue"),
+            ("api_base", "https://evil.example"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (settings, problems) = parse_settings(&declared, &config);
+        let applied: Vec<(&str, Value)> = settings.iter().map(|(d, v)| (d.name.as_str(), v.clone())).collect();
+        assert_eq!(applied, vec![("limit", json!(4)), ("strict", json!(true)), ("tone", json!("formal"))]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("api_base is not a setting")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("colour is not a setting")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("\"note\" is longer than 5")), "{problems:?}");
+        let (_, bad) = parse_settings(&declared, &[("limit".to_string(), "four".to_string())].into());
+        assert_eq!(bad, vec!["limit = \"four\" is not a whole number; it is not applied".to_string()]);
     }
 
     #[test]

@@ -188,9 +188,14 @@ pub struct OfferingVersion {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub inputs: Vec<CallerInput>,
+    /// The settings a buyer may set per Instance (`Instance.spec.config`, strings parsed by these types), applied by
+    /// the gateway on every run where each says; a caller cannot override them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub settings: Vec<CallerInput>,
 }
 
-/// An input a caller may send with a run.
+/// An input a caller may send with a run (`inputs`), or a setting a buyer sets per Instance (`settings`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.type == 'string' || (!has(self.maxLength) && !has(self.choices))").message("spec.versions[].inputs[]: maxLength and choices apply to string inputs only"))]

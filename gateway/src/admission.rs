@@ -94,7 +94,7 @@ impl Gateway {
             .await
             .map_err(|_| Refusal::new(Code::BodyTooLarge, format!("the body is over {} bytes", self.max_body_bytes)))?;
         let mut request = RunRequest::parse(&body)?;
-        request.place_inputs(&target.inputs)?;
+        request.place(&target)?;
         if request.stream && target.has_connectors && target.api == cmp_crds::offering::RuntimeApi::V2 {
             return Err(Refusal::new(
                 Code::MalformedRequest,

@@ -118,6 +118,8 @@ pub struct RunTarget {
     pub has_connectors: bool,
     /// The inputs callers may send, as the served version declares them.
     pub inputs: Vec<cmp_crds::offering::CallerInput>,
+    /// The buyer's settings (`spec.config` parsed against the version's `settings`), applied on every run.
+    pub settings: Vec<(cmp_crds::offering::CallerInput, serde_json::Value)>,
 }
 
 /// Checks suspensions and readiness, and gathers what a run needs.
@@ -141,8 +143,16 @@ pub fn run_target(
         not_ready(format!("plan {} is not in Offering {}", instance.spec.plan, instance.spec.offering))
     })?;
     let version = status.and_then(|s| s.version.clone()).unwrap_or_else(|| instance.spec.version.clone());
-    let inputs =
-        offering.spec.versions.iter().find(|v| v.name == version).map(|v| v.inputs.clone()).unwrap_or_default();
+    let served = offering.spec.versions.iter().find(|v| v.name == version);
+    let inputs = served.map(|v| v.inputs.clone()).unwrap_or_default();
+    // Settings the config gets wrong are left out here; the operator reports them in status (ConfigApplied).
+    let settings = served
+        .filter(|_| !instance.spec.config.is_empty())
+        .map(|v| {
+            let (settings, _) = cmp_crds::inputs::parse_settings(&v.settings, &instance.spec.config);
+            settings.into_iter().map(|(d, value)| (d.clone(), value)).collect()
+        })
+        .unwrap_or_default();
     Ok(RunTarget {
         wallet: (namespace.clone(), cmp_crds::names::wallet_name(&org_name)),
         organization: org_name,
@@ -158,6 +168,7 @@ pub fn run_target(
         runtime_key: offering.spec.runtime.api_key_secret_ref.clone(),
         has_connectors: !instance.spec.connectors.is_empty(),
         inputs,
+        settings,
     })
 }
 

@@ -82,6 +82,16 @@ impl RunRequest {
         Ok(request)
     }
 
+    /// Checks the caller's inputs against the target's declared inputs and places them, then places the buyer's
+    /// settings over them: a caller never overrides a setting.
+    pub fn place(&mut self, target: &RunTarget) -> Result<(), Refusal> {
+        self.place_inputs(&target.inputs)?;
+        for (setting, value) in &target.settings {
+            self.put(setting, value.clone());
+        }
+        Ok(())
+    }
+
     /// Checks the caller's inputs (`inputs`, and `tweaks` taken as inputs) against the version's `declared` inputs
     /// and puts each where its declaration says: the tweaks and globals the runtime gets are built here.
     pub fn place_inputs(&mut self, declared: &[CallerInput]) -> Result<(), Refusal> {
@@ -100,23 +110,28 @@ impl RunRequest {
             Refusal::new(code, refusal.to_string())
         })?;
         for (input, value) in checked {
-            let target = &input.target;
-            match (&target.component, &target.field, &target.global) {
-                (Some(component), Some(field), _) => {
-                    let fields = self.tweaks.entry(component.clone()).or_insert_with(|| Value::Object(Map::new()));
-                    if let Some(fields) = fields.as_object_mut() {
-                        fields.insert(field.clone(), value);
-                    }
-                }
-                (_, _, Some(global)) => {
-                    let text = value.as_str().map_or_else(|| value.to_string(), String::from);
-                    self.globals.insert(global.clone(), Value::String(text));
-                }
-                // The CRD admits only one of the two shapes.
-                _ => {}
-            }
+            self.put(input, value);
         }
         Ok(())
+    }
+
+    /// Puts `value` where `declared` says: a component's field in the tweaks, or a request global.
+    fn put(&mut self, declared: &CallerInput, value: Value) {
+        let target = &declared.target;
+        match (&target.component, &target.field, &target.global) {
+            (Some(component), Some(field), _) => {
+                let fields = self.tweaks.entry(component.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if let Some(fields) = fields.as_object_mut() {
+                    fields.insert(field.clone(), value);
+                }
+            }
+            (_, _, Some(global)) => {
+                let text = value.as_str().map_or_else(|| value.to_string(), String::from);
+                self.globals.insert(global.clone(), Value::String(text));
+            }
+            // The CRD admits only one of the two shapes.
+            _ => {}
+        }
     }
 }
 
@@ -205,6 +220,7 @@ mod tests {
             wallet: ("cmp-acme".into(), "acme".into()),
             has_connectors: false,
             inputs: vec![],
+            settings: vec![],
         }
     }
 

@@ -187,7 +187,7 @@ fn run_request(id: &Value, target: &RunTarget, params: Option<&Value>) -> Result
     })?;
     let body = json!({"input_value": arguments.input, "session_id": arguments.session_id, "inputs": arguments.inputs});
     let mut request = RunRequest::parse(body.to_string().as_bytes()).map_err(|r| invalid(r.message))?;
-    request.place_inputs(&target.inputs).map_err(|r| invalid(format!("{}: {}", r.code.as_str(), r.message)))?;
+    request.place(target).map_err(|r| invalid(format!("{}: {}", r.code.as_str(), r.message)))?;
     Ok(request)
 }
 

@@ -4,7 +4,9 @@
 //! caller's tweaks that name a component, a field or a platform global are
 //! refused (`tweak_not_allowed`) and cost nothing, a value outside its
 //! choices is `invalid_input`, the Instance's MCP tool advertises the input,
-//! and the session id the runtime sees belongs to the Instance.
+//! and the session id the runtime sees belongs to the Instance. A buyer's
+//! setting (`spec.config`, declared in the version's `settings`) is applied
+//! on every run, and a key that is not a setting is reported in status.
 
 mod support;
 
@@ -94,9 +96,35 @@ async fn a_caller_sends_only_the_inputs_its_offering_declares_and_they_go_where_
     let refused = rpc(&sneaky).await;
     assert!(refused.to_string().contains("tweak_not_allowed"), "{refused}");
 
+    // A buyer's setting: applied on every run, reported when a key is not a setting, and never the caller's to send.
+    let set = format!("{}-set", w.run);
+    let settings = json!([{"name": "greeting", "type": "string", "choices": ["Hello", "Good evening"],
+                           "target": {"global": "GREETING"}}]);
+    let versions =
+        json!([{"name": "1", "flowId": "tone", "artifact": {"url": url, "sha256": sha256}, "settings": settings}]);
+    let plans = json!([{"id": "basic", "creditsPerRun": 1, "requestsPerMinute": 100000}]);
+    w.offering_with(&set, "v2", lfx.url(), plans, json!({"versions": versions})).await;
+    let config = json!({"config": {"greeting": "Good evening", "api_base": "https://evil.example"}});
+    let keys = json!([{"name": "main"}]);
+    let set_key = w.instance_more(&b, "set", &set, "basic", keys, config).await.remove(0).1;
+    let answer = gw.post(http, "/v1/runs", &set_key, &json!({"input_value": "Dee"})).await;
+    let answered: Value = answer.json().await.expect("JSON");
+    assert_eq!(answered["output"]["text"], "Good evening, Dee!", "{answered}");
+    let overriding = json!({"input_value": "Dee", "inputs": {"greeting": "Hello"}});
+    assert_eq!(
+        refusal(gw.post(http, "/v1/runs", &set_key, &overriding).await).await,
+        (400, "tweak_not_allowed".into())
+    );
+    let message = converge("ConfigApplied names api_base", || async {
+        let status = w.instances(&b).get("set").await.ok()?.status?;
+        let applied = cmp_crds::conditions::find(&status.conditions, cmp_crds::conditions::CONFIG_APPLIED)?.clone();
+        (applied.reason == "ConfigNotApplied").then_some(applied.message)
+    })
+    .await;
+    assert!(message.contains("api_base is not a setting") && !message.contains("greeting ="), "{message}");
+
     // A version whose declaration names a global the flow never reads is not Ready, and an Instance on it fails.
     let broken = format!("{}-broken", w.run);
-    let (url, sha256) = cmp_testenv::lfx::example_flow("tone.json").expect("the tone flow");
     let missing = json!([{"name": "tone", "type": "string", "target": {"global": "TONE"}}]);
     let versions =
         json!([{"name": "1", "flowId": "tone", "artifact": {"url": url, "sha256": sha256}, "inputs": missing}]);

@@ -11,6 +11,7 @@ pub fn version(name: &str, deprecated: bool) -> OfferingVersion {
         flow_id: "export-id".into(),
         deprecated,
         inputs: vec![],
+        settings: vec![],
     }
 }
 

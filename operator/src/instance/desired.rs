@@ -102,6 +102,14 @@ pub fn desired(
             set_condition(&mut status.conditions, callable, generation, time.clone());
         }
         status.connectors = std::mem::take(&mut bindings.status);
+        let served = status.version.clone().unwrap_or_else(|| instance.spec.version.clone());
+        match super::config::config_applied(instance, observed.offering.as_ref(), &served) {
+            Some(config) => {
+                set_condition(&mut status.conditions, config, generation, time.clone());
+            }
+            // Nothing to apply any more (the config emptied, the version without settings): no stale verdict.
+            None => status.conditions.retain(|c| c.type_ != conditions::CONFIG_APPLIED),
+        }
         children.check_connectors = std::mem::take(&mut bindings.check);
     }
     status.observed_generation = generation;

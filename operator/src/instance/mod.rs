@@ -4,6 +4,7 @@
 //! registers its flow in the shared runtime and keeps it there. The
 //! Instance writes its own status alone.
 
+pub mod config;
 pub mod connectors;
 pub mod dedicated;
 pub mod desired;
