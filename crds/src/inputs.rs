@@ -121,7 +121,7 @@ pub fn parse_settings<'d>(
             InputType::String => Some(Value::String(text.clone())),
             InputType::Integer => text.trim().parse::<i64>().ok().map(Value::from),
             InputType::Number => {
-                text.trim().parse::<f64>().ok().and_then(|n| serde_json::Number::from_f64(n)).map(Value::Number)
+                text.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number)
             }
             InputType::Boolean => match text.trim() {
                 "true" => Some(Value::Bool(true)),
