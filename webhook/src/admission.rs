@@ -6,6 +6,8 @@
 //!   plan whenever they change: an Offering removed later never blocks an
 //!   update such as a suspension).
 //! - A new Instance, or a version change, may not choose a deprecated version.
+//! - A new or changed `spec.config` must give the settings its version
+//!   declares valid values (undeclared keys are the operator's to report).
 //! - Grants with source `SaleorOrder` may be appended only by the provisioner.
 //!
 //! The Instance rules and their messages are those the operator reports in
@@ -36,6 +38,22 @@ pub fn check_instance(new: &Instance, old: Option<&Instance>, refs: InstanceRefe
     let version_kept = old.is_some_and(|o| o.spec.version == spec.version);
     if old.is_none() && !refs.project_exists {
         return Err(project_not_found(spec, namespace).message);
+    }
+    // A changed config (or a new Instance's) must give its declared settings valid values; keys the version does
+    // not declare are not refused here (an Offering may drop a setting later), the operator reports them in status.
+    if old.is_none_or(|o| o.spec.config != spec.config)
+        && let Some(version) = refs.offering.and_then(|o| o.version(&spec.version))
+    {
+        let declared: std::collections::BTreeMap<String, String> = spec
+            .config
+            .iter()
+            .filter(|(key, _)| version.settings.iter().any(|s| &s.name == *key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (_, problems) = cmp_crds::inputs::parse_settings(&version.settings, &declared);
+        if !problems.is_empty() {
+            return Err(format!("spec.config: {}", problems.join("; ")));
+        }
     }
     if version_kept && old.is_some_and(|o| o.spec.plan == spec.plan) {
         return Ok(());
@@ -123,6 +141,36 @@ mod tests {
             Ok(()),
             "a missing Offering never blocks a suspension"
         );
+    }
+
+    #[test]
+    fn a_changed_config_must_give_declared_settings_valid_values() {
+        let mut o = offering();
+        for version in &mut o.spec.versions {
+            version.settings = serde_json::from_value(serde_json::json!([
+                {"name": "tone", "type": "string", "choices": ["formal", "casual"], "target": {"global": "TONE"}},
+            ]))
+            .expect("settings");
+        }
+        let with = |config: &[(&str, &str)]| {
+            let mut i = instance("1.1.0", "pro");
+            i.spec.config = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            i
+        };
+        assert_eq!(check_instance(&with(&[("tone", "casual")]), None, found(&o)), Ok(()));
+        let refused = check_instance(&with(&[("tone", "angry")]), None, found(&o)).expect_err("refused");
+        assert!(refused.starts_with("spec.config: ") && refused.contains("formal, casual"), "{refused}");
+        assert_eq!(
+            check_instance(&with(&[("colour", "blue")]), None, found(&o)),
+            Ok(()),
+            "an undeclared key is reported in status, not refused"
+        );
+        // An old Instance whose config an Offering change made invalid is not refused on an unrelated update.
+        let old = with(&[("tone", "angry")]);
+        let mut suspended = old.clone();
+        suspended.spec.suspended = true;
+        assert_eq!(check_instance(&suspended, Some(&old), found(&o)), Ok(()));
+        assert!(check_instance(&with(&[("tone", "loud")]), Some(&old), found(&o)).is_err(), "but a config change is");
     }
 
     fn grant(id: &str, source: GrantSource) -> Grant {
