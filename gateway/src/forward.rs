@@ -69,7 +69,7 @@ impl RunRequest {
             Refusal::new(
                 Code::MalformedRequest,
                 format!(
-                    "the body must be JSON {{\"input_value\", \"session_id\", \"tweaks\", \"stream\"}} (the flow and the runtime come from the Instance): {e}"
+                    "the body must be JSON {{\"input_value\", \"session_id\", \"inputs\", \"stream\"}} (the flow and the runtime come from the Instance; \"inputs\" only those the agent declares): {e}"
                 ),
             )
         })?;
