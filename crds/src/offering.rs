@@ -198,11 +198,11 @@ pub struct OfferingVersion {
 /// An input a caller may send with a run (`inputs`), or a setting a buyer sets per Instance (`settings`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.type == 'string' || (!has(self.maxLength) && !has(self.choices))").message("spec.versions[].inputs[]: maxLength and choices apply to string inputs only"))]
-#[x_kube(validation = Rule::new("self.type in ['integer', 'number'] || (!has(self.minimum) && !has(self.maximum))").message("spec.versions[].inputs[]: minimum and maximum apply to integer and number inputs only"))]
+#[x_kube(validation = Rule::new("self.type == 'string' || (!has(self.maxLength) && !has(self.choices))").message("spec.versions[].inputs[] and settings[]: maxLength and choices apply to strings only"))]
+#[x_kube(validation = Rule::new("self.type in ['integer', 'number'] || (!has(self.minimum) && !has(self.maximum))").message("spec.versions[].inputs[] and settings[]: minimum and maximum apply to integers and numbers only"))]
 pub struct CallerInput {
     /// The name callers send it under, such as "tone".
-    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_]*$')").message("spec.versions[].inputs[].name must be lower-case letters, digits and '_', starting with a letter, such as \"tone\""))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_]*$')").message("spec.versions[].inputs[].name (and settings[]) must be lower-case letters, digits and '_', starting with a letter, such as \"tone\""))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// `string`, `integer`, `number` or `boolean`.
@@ -248,7 +248,7 @@ pub enum InputType {
 /// request global variable (lfx honours these, in sync runs).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.global) != (has(self.component) && has(self.field)) && (has(self.component) == has(self.field))").message("spec.versions[].inputs[].target names either a component and its field, or a global"))]
+#[x_kube(validation = Rule::new("has(self.global) != (has(self.component) && has(self.field)) && (has(self.component) == has(self.field))").message("spec.versions[].inputs[].target (and settings[]) names either a component and its field, or a global"))]
 pub struct InputTarget {
     /// The id of the component (the node's id in the flow), with `field`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,7 +260,7 @@ pub struct InputTarget {
     pub field: Option<String>,
     /// A request global variable's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Z][A-Z0-9_]*$') && !self.startsWith('CMP_')").message("spec.versions[].inputs[].target.global must be upper-case letters, digits and '_', not starting with CMP_ (the platform's own)"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Z][A-Z0-9_]*$') && !self.startsWith('CMP_')").message("spec.versions[].inputs[].target.global (and settings[]) must be upper-case letters, digits and '_', not starting with CMP_ (the platform's own)"))]
     #[schemars(length(min = 1, max = 128))]
     pub global: Option<String>,
 }

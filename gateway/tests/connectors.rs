@@ -290,11 +290,7 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
 
     // Charges match the calls: a run (1) and 2 successful calls at 2 credits each; beta a run and 1 call.
     for (org, balance) in [(&a, 95), (&b, 97)] {
-        converge(&format!("{org}'s Wallet at {balance}"), || async {
-            let wallet = w.wallets(org).get(org).await.ok()?;
-            (wallet.status?.balance == balance).then_some(())
-        })
-        .await;
+        w.wallet_at(org, balance).await;
     }
     let mut gw = gw;
     assert!(gw.process.terminate().expect("stops").success());
@@ -408,11 +404,7 @@ async fn a_session_outlives_the_replica_that_opened_it_and_a_run_ends_on_every_r
     })
     .await;
     // The two calls were charged once each, by the replicas that served them (a run at 1, two calls at 2).
-    converge("the Wallet at 95", || async {
-        let wallet = t.w.wallets(&t.a).get(&t.a).await.ok()?;
-        (wallet.status?.balance == 95).then_some(())
-    })
-    .await;
+    t.w.wallet_at(&t.a, 95).await;
 }
 
 #[tokio::test]
@@ -468,11 +460,7 @@ async fn the_connector_gateway_fails_closed_when_audit_the_mcp_server_or_openbao
     assert_eq!(run.await.expect("the run"), 200);
     // Charged: the run (1) and each call that was served (2 each); nothing for the refused or failed ones.
     let expected = 100 - 1 - 2 * (served as i64 + 1);
-    converge(&format!("the Wallet at {expected}"), || async {
-        let wallet = w.wallets(&a).get(&a).await.ok()?;
-        (wallet.status?.balance == expected).then_some(())
-    })
-    .await;
+    w.wallet_at(&a, expected).await;
 
     // The buyer points a binding at another tenant's secret while no operator refuses it in status: the Instance
     // still says Ready, and the gateway (whose role reads every tenant's secrets) refuses it on the call itself.

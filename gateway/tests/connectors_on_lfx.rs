@@ -12,7 +12,7 @@ mod support;
 use cmp_testenv::lfx::{Lfx, example_flow_through};
 use serde_json::{Value, json};
 use support::tools::{ALPHA_SECRET, BETA_SECRET, ConnectorParts};
-use support::{RUNTIME_KEY, World, converge, refusal};
+use support::{RUNTIME_KEY, World, refusal};
 
 #[tokio::test]
 async fn a_flow_on_lfx_opens_a_ticket_with_its_own_tenants_credential_through_cmp() {
@@ -83,11 +83,7 @@ async fn a_flow_on_lfx_opens_a_ticket_with_its_own_tenants_credential_through_cm
 
     // Charged: each tenant one run (1) and one call (3); the failed run nothing.
     for (org, balance) in [(&a, 100 - 1 - 3), (&b, 100 - 1 - 3)] {
-        converge(&format!("{org}'s Wallet at {balance}"), || async {
-            let wallet = w.wallets(org).get(org).await.ok()?;
-            (wallet.status?.balance == balance).then_some(())
-        })
-        .await;
+        w.wallet_at(org, balance).await;
     }
 
     // Audit: each create_ticket joined to its run; the narrow run only listed tools, and settled as a runtime error.

@@ -147,10 +147,6 @@ async fn a_caller_sends_only_the_inputs_its_offering_declares_and_they_go_where_
     .await;
 
     // Charged: alpha's three runs (two on /v1/runs, one as its MCP tool); none of the refusals.
-    converge("alpha's Wallet at 17", || async {
-        let wallet = w.wallets(&a).get(&a).await.ok()?;
-        (wallet.status?.balance == 20 - 3).then_some(())
-    })
-    .await;
+    w.wallet_at(&a, 20 - 3).await;
     drop(lfx);
 }

@@ -7,7 +7,7 @@ mod support;
 
 use cmp_testenv::mcp::client;
 use serde_json::{Value, json};
-use support::{OnStandIn, converge};
+use support::OnStandIn;
 
 #[tokio::test]
 async fn an_instance_is_one_mcp_tool_whose_calls_are_runs() {
@@ -61,11 +61,7 @@ async fn an_instance_is_one_mcp_tool_whose_calls_are_runs() {
     assert_eq!(answer.status(), 401);
 
     // Both runs were charged and reported like any run.
-    converge("the Wallet at 1", || async {
-        let wallet = w.wallets(&org).get(&org).await.ok()?;
-        (wallet.status?.balance == 1).then_some(())
-    })
-    .await;
+    w.wallet_at(&org, 1).await;
     let mut gw = gw;
     assert!(gw.process.terminate().expect("stops").success());
     let settled = gw.usage_events().into_iter().filter(|e| e["type"] == "dev.gsv.cmp.run.settled").count();

@@ -197,6 +197,16 @@ impl World {
             .expect("the Project applies");
     }
 
+    /// Waits until the Wallet of `org` shows `balance`: every charge recorded, and nothing more.
+    pub async fn wallet_at(&self, org: &str, balance: i64) {
+        let wallets = self.wallets(org);
+        eventually(&format!("the Wallet of {org} at {balance}"), CONVERGE, || async {
+            let wallet = wallets.get(org).await.ok()?;
+            (wallet.status?.balance == balance).then_some(())
+        })
+        .await;
+    }
+
     pub fn wallets(&self, org: &str) -> Api<Wallet> {
         Api::namespaced(self.client.clone(), &format!("cmp-{org}"))
     }
