@@ -10,6 +10,7 @@ pub mod connectors;
 pub mod credits;
 pub mod directory;
 pub mod forward;
+pub mod knowledge;
 pub mod ledger;
 pub mod metrics;
 pub mod oidc;
