@@ -8,6 +8,7 @@ pub mod egress;
 pub mod events;
 pub mod health;
 pub mod jwks;
+pub mod knowledge;
 pub mod lease;
 pub mod openbao;
 pub mod runtime;

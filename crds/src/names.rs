@@ -288,3 +288,23 @@ mod tests {
         assert!(guessed.starts_with(&ours[..ours.len() - 2]), "{guessed}");
     }
 }
+
+/// A knowledge-base store name: a prefix and 24 hex digits of a digest of `parts`, which fits PostgreSQL's
+/// 63-byte identifiers and needs no quoting whatever the tenant's names are.
+fn knowledge_name(prefix: &str, parts: &[&str]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(parts.join("/").as_bytes());
+    format!("{prefix}{}", &hex::encode(digest)[..24])
+}
+
+/// The knowledge store's schema of Project `project` of `organization`, and the role that alone may use it
+/// (the same name): every Instance's collection of that Project sits in it.
+pub fn knowledge_schema(organization: &str, project: &str) -> String {
+    knowledge_name("cmp_p_", &[organization, project])
+}
+
+/// The knowledge store's collection (a table in its Project's schema) of Instance `instance` of `project`
+/// of `organization`. Named by CMP from the tenant and the Instance, never from what a caller or flow sends.
+pub fn knowledge_collection(organization: &str, project: &str, instance: &str) -> String {
+    knowledge_name("cmp_i_", &[organization, project, instance])
+}

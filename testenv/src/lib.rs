@@ -23,6 +23,7 @@ pub mod langflow_stand_in;
 pub mod lfx;
 pub mod mcp;
 pub mod openbao;
+pub mod postgres;
 pub mod process;
 pub mod rbac_usage;
 pub mod saleor;
