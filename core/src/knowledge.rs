@@ -39,6 +39,9 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The collection holds as many documents as it may.
+    #[error("the knowledge base holds {0} documents, as many as its Offering allows: remove one first")]
+    Full(i64),
     /// A store name that is not one of CMP's (never reached with CMP's names: refused before any SQL).
     #[error("{0:?} is not a knowledge store name CMP makes; nothing was sent to the store")]
     InvalidName(String),
@@ -193,6 +196,11 @@ impl KnowledgeAdmin {
         Ok(Self { client })
     }
 
+    /// Whether the connection is gone (a new one is needed).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// The Project's schema and role, owned by that role alone, which `gateway` (the gateway's login role) may
     /// set but does not inherit. Idempotent.
     pub async fn ensure_project(&self, schema: &str, gateway: &str) -> Result<(), StoreError> {
@@ -248,6 +256,8 @@ pub struct NewDocument<'a> {
     pub chunks: &'a [(String, Vec<f32>)],
     /// The model that embedded them.
     pub model: &'a str,
+    /// The most documents the collection may hold, this one included.
+    pub max_documents: i64,
 }
 
 impl KnowledgeStore {
@@ -331,6 +341,18 @@ impl KnowledgeStore {
                 .await
                 .map_err(statement("replacing a document"))?
                 .map_or(0, |r| r.get(0));
+            // Uploads to one collection queue here, so concurrent ones cannot pass the cap together.
+            tx.batch_execute(&format!("LOCK TABLE {table}_documents IN SHARE ROW EXCLUSIVE MODE"))
+                .await
+                .map_err(statement("locking the collection"))?;
+            let held: i64 = tx
+                .query_one(&format!("SELECT count(*) FROM {table}_documents"), &[])
+                .await
+                .map_err(statement("counting documents"))?
+                .get(0);
+            if held >= document.max_documents {
+                return Err(StoreError::Full(held));
+            }
             let chunks = i32::try_from(document.chunks.len()).unwrap_or(i32::MAX);
             tx.execute(
                 &format!(

@@ -148,6 +148,8 @@ pub mod reasons {
     pub const RUNTIME_READY: &str = "RuntimeReady";
     /// `Ready=False`: Vault/OpenBao (`--secret-store vault`) refused or did not answer.
     pub const VAULT_UNAVAILABLE: &str = "VaultUnavailable";
+    /// `Ready=False`: the knowledge store (`--knowledge-store-url`) refused or did not answer.
+    pub const KNOWLEDGE_STORE_UNAVAILABLE: &str = "KnowledgeStoreUnavailable";
     /// `Ready=False` on an Instance being deleted, while its cleanup runs.
     pub const TERMINATING: &str = "Terminating";
     /// `KeysIssued=True`: every key is issued and its plaintext stored.

@@ -248,6 +248,22 @@ pub struct ConnectorStatus {
     pub message: String,
 }
 
+/// What an Instance's knowledge base holds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KnowledgeStatus {
+    /// Documents.
+    pub documents: i64,
+    /// Chunks indexed from them.
+    pub chunks: i64,
+    /// When the last document was indexed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ingestion: Option<Time>,
+    /// The embedding model the documents were indexed with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+}
+
 /// What the gateway found when it last called a binding's MCP server
 /// (`initialize`, then `tools/list`) with the binding's own credential.
 /// Written by the gateway alone (field manager `cmp-gateway-probes`); the
@@ -356,6 +372,10 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub connector_probes: Vec<ConnectorProbe>,
+    /// What the Instance's knowledge base holds, when its Offering has one; written by the gateway after each
+    /// upload or removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knowledge: Option<KnowledgeStatus>,
     /// `Synced` (the manifests are committed) and `Ready` (the runtime serves), each with its own observedGeneration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

@@ -188,6 +188,8 @@ pub fn connector_role(organization: &str, project: &str) -> String {
 pub const GATEWAY_CONNECTOR_ROLE: &str = "cmp.gateway.connectors";
 /// The field manager under which the gateway writes an Instance's `status.connectorProbes`, and nothing else of it.
 pub const GATEWAY_PROBE_FIELD_MANAGER: &str = "cmp-gateway-probes";
+/// The field manager under which the gateway writes an Instance's `status.knowledge`, and nothing else of it.
+pub const GATEWAY_KNOWLEDGE_FIELD_MANAGER: &str = "cmp-gateway-knowledge";
 
 /// The root of every connector secret in Vault/OpenBao (below the mount).
 pub const CONNECTORS_ROOT: &str = "connectors/";
@@ -205,6 +207,26 @@ pub fn scoped_session(namespace: &str, instance: &str, session: &str) -> String 
     let scope = sha2::Sha256::digest(format!("{namespace}/{instance}").as_bytes());
     let prefix = format!("i{}:", hex::encode(&scope[..8]));
     if session.starts_with(&prefix) { session.to_string() } else { format!("{prefix}{session}") }
+}
+
+/// A knowledge-base store name: a prefix and 24 hex digits of a digest of `parts`, which fits PostgreSQL's
+/// 63-byte identifiers and needs no quoting whatever the tenant's names are.
+fn knowledge_name(prefix: &str, parts: &[&str]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(parts.join("/").as_bytes());
+    format!("{prefix}{}", &hex::encode(digest)[..24])
+}
+
+/// The knowledge store's schema of Project `project` of `organization`, and the role that alone may use it
+/// (the same name): every Instance's collection of that Project sits in it.
+pub fn knowledge_schema(organization: &str, project: &str) -> String {
+    knowledge_name("cmp_p_", &[organization, project])
+}
+
+/// The knowledge store's collection (a table in its Project's schema) of Instance `instance` of `project`
+/// of `organization`. Named by CMP from the tenant and the Instance, never from what a caller or flow sends.
+pub fn knowledge_collection(organization: &str, project: &str, instance: &str) -> String {
+    knowledge_name("cmp_i_", &[organization, project, instance])
 }
 
 #[cfg(test)]
@@ -287,24 +309,4 @@ mod tests {
         assert_ne!(guessed, theirs);
         assert!(guessed.starts_with(&ours[..ours.len() - 2]), "{guessed}");
     }
-}
-
-/// A knowledge-base store name: a prefix and 24 hex digits of a digest of `parts`, which fits PostgreSQL's
-/// 63-byte identifiers and needs no quoting whatever the tenant's names are.
-fn knowledge_name(prefix: &str, parts: &[&str]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(parts.join("/").as_bytes());
-    format!("{prefix}{}", &hex::encode(digest)[..24])
-}
-
-/// The knowledge store's schema of Project `project` of `organization`, and the role that alone may use it
-/// (the same name): every Instance's collection of that Project sits in it.
-pub fn knowledge_schema(organization: &str, project: &str) -> String {
-    knowledge_name("cmp_p_", &[organization, project])
-}
-
-/// The knowledge store's collection (a table in its Project's schema) of Instance `instance` of `project`
-/// of `organization`. Named by CMP from the tenant and the Instance, never from what a caller or flow sends.
-pub fn knowledge_collection(organization: &str, project: &str, instance: &str) -> String {
-    knowledge_name("cmp_i_", &[organization, project, instance])
 }

@@ -68,6 +68,49 @@ pub struct OfferingSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub connectors: Vec<OfferingConnector>,
+
+    /// A knowledge base per Instance: buyers upload documents through the gateway, and the flow searches them
+    /// with the tool `search_knowledge` of the connector binding `knowledge`. Unset: no knowledge base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knowledge: Option<KnowledgeAllowance>,
+}
+
+/// What an Instance's knowledge base may hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KnowledgeAllowance {
+    /// Documents per Instance.
+    #[serde(default = "default_max_documents")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_documents: i32,
+    /// The largest document, in bytes.
+    #[serde(default = "default_max_document_bytes")]
+    #[schemars(range(min = 1, max = 16777216))]
+    pub max_document_bytes: i64,
+    /// The media types taken (UTF-8 text).
+    #[serde(default = "default_document_types")]
+    #[schemars(length(min = 1, max = 10), inner(regex(pattern = r"^text/(plain|markdown|csv|html)$")))]
+    pub content_types: Vec<String>,
+}
+
+impl Default for KnowledgeAllowance {
+    fn default() -> Self {
+        Self {
+            max_documents: default_max_documents(),
+            max_document_bytes: default_max_document_bytes(),
+            content_types: default_document_types(),
+        }
+    }
+}
+
+fn default_max_documents() -> i32 {
+    100
+}
+fn default_max_document_bytes() -> i64 {
+    1 << 20
+}
+fn default_document_types() -> Vec<String> {
+    vec!["text/plain".into(), "text/markdown".into()]
 }
 
 /// A tool connector an Offering's flow uses.
@@ -310,6 +353,11 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "crate::common::is_zero")]
     #[x_kube(validation = Rule::new("self >= 0").message("spec.plans[].creditsPerToolCall must be a whole number of credits, 0 or more"))]
     pub credits_per_tool_call: i64,
+    /// Credits debited per chunk of a document added to the Instance's knowledge base (0: ingestion is free).
+    /// A document re-sent unchanged is not charged again.
+    #[serde(default, skip_serializing_if = "crate::common::is_zero")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.plans[].creditsPerChunk must be a whole number of credits, 0 or more"))]
+    pub credits_per_chunk: i64,
     /// The Saleor product variant SKU that sells this plan; a paid order line with this SKU creates an Instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]

@@ -28,8 +28,14 @@ pub enum Code {
     WrongTenant,
     /// 403: the Instance or its Organization is suspended.
     Suspended,
-    /// 404: no such route.
+    /// 404: no such route, or no such document.
     NotFound,
+    /// 404: the Instance's Offering has no knowledge base.
+    KnowledgeNotOffered,
+    /// 409: the knowledge base holds as many documents as the Offering allows.
+    TooManyDocuments,
+    /// 415: a document of a media type the Offering does not take.
+    UnsupportedDocumentType,
     /// 413: the body is over the limit.
     BodyTooLarge,
     /// 429: the key is over its plan's rate.
@@ -40,6 +46,8 @@ pub enum Code {
     GatewayNotReady,
     /// 503: the Instance's runtime cannot take runs now.
     RuntimeNotReady,
+    /// 503: the knowledge store could not be reached.
+    KnowledgeUnavailable,
     /// 503: the Wallet could not be checked (no lease could be written).
     CreditsUnverifiable,
     /// 504: the run took longer than the plan's `timeoutSeconds`.
@@ -62,12 +70,16 @@ impl Code {
             Code::WrongTenant => "wrong_tenant",
             Code::Suspended => "suspended",
             Code::NotFound => "not_found",
+            Code::KnowledgeNotOffered => "knowledge_not_offered",
+            Code::TooManyDocuments => "too_many_documents",
+            Code::UnsupportedDocumentType => "unsupported_document_type",
             Code::BodyTooLarge => "body_too_large",
             Code::RateLimited => "rate_limited",
             Code::RuntimeError => "runtime_error",
             Code::GatewayNotReady => "gateway_not_ready",
             Code::RuntimeNotReady => "runtime_not_ready",
             Code::CreditsUnverifiable => "credits_unverifiable",
+            Code::KnowledgeUnavailable => "knowledge_unavailable",
             Code::RuntimeTimeout => "runtime_timeout",
         }
     }
@@ -79,11 +91,15 @@ impl Code {
             Code::InvalidApiKey | Code::KeyRevoked | Code::KeyExpired | Code::InvalidToken => 401,
             Code::InsufficientCredits | Code::DemoExhausted => 402,
             Code::WrongTenant | Code::Suspended => 403,
-            Code::NotFound => 404,
+            Code::NotFound | Code::KnowledgeNotOffered => 404,
+            Code::TooManyDocuments => 409,
+            Code::UnsupportedDocumentType => 415,
             Code::BodyTooLarge => 413,
             Code::RateLimited => 429,
             Code::RuntimeError => 502,
-            Code::GatewayNotReady | Code::RuntimeNotReady | Code::CreditsUnverifiable => 503,
+            Code::GatewayNotReady | Code::RuntimeNotReady | Code::CreditsUnverifiable | Code::KnowledgeUnavailable => {
+                503
+            }
             Code::RuntimeTimeout => 504,
         }
     }
@@ -106,11 +122,15 @@ mod tests {
             (Code::InsufficientCredits, 402),
             (Code::WrongTenant, 403),
             (Code::Suspended, 403),
+            (Code::KnowledgeNotOffered, 404),
+            (Code::TooManyDocuments, 409),
             (Code::BodyTooLarge, 413),
+            (Code::UnsupportedDocumentType, 415),
             (Code::RateLimited, 429),
             (Code::RuntimeError, 502),
             (Code::RuntimeNotReady, 503),
             (Code::CreditsUnverifiable, 503),
+            (Code::KnowledgeUnavailable, 503),
             (Code::RuntimeTimeout, 504),
         ];
         for (code, status) in table {

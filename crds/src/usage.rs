@@ -16,6 +16,8 @@ use serde_json::Value;
 pub const RUN_SETTLED: &str = "dev.gsv.cmp.run.settled";
 /// The CloudEvents type of a tool call (or a refused attempt) through the connector gateway.
 pub const TOOL_CALLED: &str = "dev.gsv.cmp.tool.called";
+/// The CloudEvents type of a document indexed into a knowledge base.
+pub const KNOWLEDGE_INGESTED: &str = "dev.gsv.cmp.knowledge.ingested";
 
 /// How a run ended, which decides what it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,6 +113,52 @@ impl SettledRun {
     }
 }
 
+/// A document indexed into an Instance's knowledge base, and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ingestion {
+    /// The event id (the upload's request id).
+    #[serde(skip)]
+    pub id: String,
+    /// The Organization.
+    pub organization: String,
+    /// The Project.
+    pub project: String,
+    /// The Instance's name.
+    pub instance: String,
+    /// The API key's public id that uploaded it (empty for a token).
+    pub key: String,
+    /// The document's id.
+    pub document: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The chunks indexed.
+    pub chunks: u64,
+    /// Credits charged.
+    pub credits: i64,
+    /// The replica that charged it.
+    pub replica: String,
+    /// When it was indexed.
+    #[serde(skip)]
+    pub at: k8s_openapi::jiff::Timestamp,
+}
+
+impl Ingestion {
+    /// The ingestion as a CloudEvent from `source`, to serialize.
+    pub fn event<'r>(&'r self, source: &'r str) -> CloudEvent<'r, Self> {
+        CloudEvent {
+            specversion: "1.0",
+            id: &self.id,
+            source,
+            type_: KNOWLEDGE_INGESTED,
+            subject: subject(&self.organization, &self.instance),
+            time: self.at.to_string(),
+            datacontenttype: "application/json",
+            data: self,
+        }
+    }
+}
+
 /// How a tool call ended, which decides what it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,6 +241,8 @@ pub enum Record {
     Run(SettledRun),
     /// A tool call.
     Tool(ToolCall),
+    /// A document added to a knowledge base.
+    Ingestion(Ingestion),
 }
 
 impl Record {
@@ -201,6 +251,7 @@ impl Record {
         match self {
             Record::Run(run) => serde_json::to_value(run.event(source)),
             Record::Tool(call) => serde_json::to_value(call.event(source)),
+            Record::Ingestion(ingestion) => serde_json::to_value(ingestion.event(source)),
         }
         .unwrap_or_default()
     }
@@ -210,6 +261,7 @@ impl Record {
         match self {
             Record::Run(run) => &run.id,
             Record::Tool(call) => &call.id,
+            Record::Ingestion(ingestion) => &ingestion.id,
         }
     }
 }

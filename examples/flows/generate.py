@@ -90,6 +90,42 @@ def ticket_desk() -> None:
     write("ticket-desk", Graph(chat_in, chat_out), "Opens a ticket in the tenant's desk through CMP", chosen_tool)
 
 
+def knowledge_desk() -> None:
+    """Answers the chat input with the best passages of the Instance's knowledge base.
+
+    The MCP Tools component calls `search_knowledge` of the built-in binding
+    `knowledge` through the connector gateway, presenting the run's token:
+    the token decides the Instance and so the collection searched. The flow
+    names no collection, holds no store credential and needs no LLM: its
+    answer is the passages, so it can be asserted.
+    """
+    chat_in = ChatInput(_id="ChatInput-know")
+    tools = MCPToolsComponent(_id="MCPTools-know")
+    query = MessageTextInput(name="query", display_name="query", info="What to look for", tool_mode=True)
+    tools._inputs["query"] = query
+    tools.inputs = [*tools.inputs, query]
+    server = {
+        "name": "knowledge",
+        "config": {
+            "url": f"{CONNECTOR_GATEWAY}/v1/connectors/knowledge/mcp",
+            "headers": {"Authorization": "Bearer {{CMP_RUN_TOKEN}}"},
+        },
+    }
+    tools.set(mcp_server=server, tool="search_knowledge", query=chat_in.message_response)
+    parser = ParserComponent(_id="Parser-know")
+    parser.set(input_data=tools.build_output, pattern="{text}")
+    chat_out = ChatOutput(_id="ChatOutput-know")
+    chat_out.set(input_value=parser.parse_combined_text)
+
+    def chosen_tool(flow: dict) -> None:
+        for node in flow["data"]["nodes"]:
+            field = node["data"]["node"]["template"].get("tool")
+            if field is not None:
+                field.update(show=True, options=["search_knowledge"])
+
+    write("knowledge-desk", Graph(chat_in, chat_out), "Answers from the Instance's knowledge base, through CMP", chosen_tool)
+
+
 def tone() -> None:
     """Greets the chat input with the caller's chosen greeting.
 
@@ -117,4 +153,5 @@ if __name__ == "__main__":
     echo()
     greeting()
     ticket_desk()
+    knowledge_desk()
     tone()

@@ -166,7 +166,8 @@ pub fn run_target(
         flow_id,
         api: offering.spec.runtime.api,
         runtime_key: offering.spec.runtime.api_key_secret_ref.clone(),
-        has_connectors: !instance.spec.connectors.is_empty(),
+        // A knowledge base is searched through the connector gateway too, with the run's token.
+        has_connectors: !instance.spec.connectors.is_empty() || offering.spec.knowledge.is_some(),
         inputs,
         settings,
     })

@@ -121,6 +121,17 @@ pub struct Args {
     /// The KV v2 mount of the connector secrets.
     #[arg(long, env = "CMP_GATEWAY_VAULT_MOUNT", default_value = "secret")]
     pub vault_mount: String,
+    /// The knowledge store, PostgreSQL with pgvector, as the gateway's own login role
+    /// (postgres://user:password@host:port/database): a role with no rights of its own, which the operator grants
+    /// each Project's role. Unset: no knowledge base (uploads are refused, and the knowledge binding answers nothing).
+    #[arg(long, env = "CMP_GATEWAY_KNOWLEDGE_STORE_URL", hide_env_values = true, requires = "knowledge_model_dir")]
+    pub knowledge_store_url: Option<String>,
+    /// The directory of the embedding model, all-MiniLM-L6-v2 (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, env = "CMP_GATEWAY_KNOWLEDGE_MODEL_DIR", requires = "knowledge_store_url")]
+    pub knowledge_model_dir: Option<PathBuf>,
+    /// How many connections to the knowledge store are kept open between calls.
+    #[arg(long, env = "CMP_GATEWAY_KNOWLEDGE_STORE_CONNECTIONS", default_value_t = 8)]
+    pub knowledge_store_connections: usize,
     /// How many usage events wait for the sink before new ones are dropped.
     #[arg(long, env = "CMP_GATEWAY_USAGE_BUFFER", default_value_t = 100_000)]
     pub usage_buffer: usize,

@@ -82,31 +82,10 @@ async fn handle(
     };
     let target = gateway.runnable(&tenant.instance).map_err(|r| refused(&id, r))?;
     match method.as_str() {
-        "initialize" => {
-            let asked = params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
-            let version = asked.filter(|v| PROTOCOLS.contains(v)).unwrap_or(PROTOCOLS[0]);
-            Ok(answer(&jsonrpc::result(
-                &id,
-                json!({
-                    "protocolVersion": version,
-                    "capabilities": {"tools": {"listChanged": false}},
-                    "serverInfo": {"name": format!("cmp-{}", target.offering), "version": target.version},
-                }),
-            )))
+        "initialize" | "server/discover" | "ping" => {
+            let name = format!("cmp-{}", target.offering);
+            Ok(answer(&handshake(&id, &method, params.as_ref(), &name, &target.version).unwrap_or_default()))
         }
-        "server/discover" => Ok(answer(&jsonrpc::result(
-            &id,
-            json!({
-                "resultType": "complete",
-                "supportedVersions": MODERN_PROTOCOLS,
-                "capabilities": {"tools": {"listChanged": false}},
-                "cacheScope": "private",
-                "ttlMs": CACHE_TTL_MS,
-                "_meta": {"io.modelcontextprotocol/serverInfo":
-                          {"name": format!("cmp-{}", target.offering), "version": target.version}},
-            }),
-        ))),
-        "ping" => Ok(answer(&jsonrpc::result(&id, json!({"resultType": "complete"})))),
         "tools/list" => Ok(answer(&jsonrpc::result(
             &id,
             json!({"resultType": "complete", "tools": [tool(gateway, &target)], "cacheScope": "private",
@@ -129,6 +108,33 @@ async fn handle(
             ),
         )),
     }
+}
+
+/// The answer to a handshake message (`initialize`, `server/discover`, `ping`) of an MCP server CMP serves itself,
+/// named `name` at `version`, offering tools; `None` for any other method.
+pub(crate) fn handshake(id: &Value, method: &str, params: Option<&Value>, name: &str, version: &str) -> Option<Value> {
+    let result = match method {
+        "initialize" => {
+            let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+            let protocol = asked.filter(|v| PROTOCOLS.contains(v)).unwrap_or(PROTOCOLS[0]);
+            json!({
+                "protocolVersion": protocol,
+                "capabilities": {"tools": {"listChanged": false}},
+                "serverInfo": {"name": name, "version": version},
+            })
+        }
+        "server/discover" => json!({
+            "resultType": "complete",
+            "supportedVersions": MODERN_PROTOCOLS,
+            "capabilities": {"tools": {"listChanged": false}},
+            "cacheScope": "private",
+            "ttlMs": CACHE_TTL_MS,
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": name, "version": version}},
+        }),
+        "ping" => json!({"resultType": "complete"}),
+        _ => return None,
+    };
+    Some(jsonrpc::result(id, result))
 }
 
 fn answer(value: &Value) -> Response {

@@ -11,12 +11,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post, put};
 use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
 use crate::admission::Route;
 use crate::authorize::PathTarget;
+use crate::knowledge::documents::{self, Operation};
 use crate::refusal::{Code, Refusal};
 use crate::state::Gateway;
 use crate::widget::SESSION_HEADER;
@@ -39,6 +40,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/widget/runs", post(run_widget))
         .route("/v1/mcp", post(mcp_by_key))
         .route("/v1/instances/{organization}/{instance}/mcp", post(mcp_on_path))
+        .route("/v1/knowledge/documents", get(documents_by_key))
+        .route("/v1/knowledge/documents/{id}", put(put_document_by_key).delete(remove_document_by_key))
+        .route("/v1/instances/{organization}/{instance}/knowledge/documents", get(documents_on_path))
+        .route(
+            "/v1/instances/{organization}/{instance}/knowledge/documents/{id}",
+            put(put_document_on_path).delete(remove_document_on_path),
+        )
         .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
@@ -70,6 +78,55 @@ async fn mcp_on_path(
     body: Body,
 ) -> Response {
     crate::outward::serve(gateway, Some(PathTarget { organization, instance }), headers, body).await
+}
+
+async fn documents_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    documents::serve(gateway, None, Operation::List, headers, Body::empty()).await
+}
+
+async fn put_document_by_key(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    documents::serve(gateway, None, Operation::Put(id), headers, body).await
+}
+
+async fn remove_document_by_key(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    documents::serve(gateway, None, Operation::Remove(id), headers, Body::empty()).await
+}
+
+async fn documents_on_path(
+    State(gateway): State<Arc<Gateway>>,
+    Path((organization, instance)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = Some(PathTarget { organization, instance });
+    documents::serve(gateway, path, Operation::List, headers, Body::empty()).await
+}
+
+async fn put_document_on_path(
+    State(gateway): State<Arc<Gateway>>,
+    Path((organization, instance, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = Some(PathTarget { organization, instance });
+    documents::serve(gateway, path, Operation::Put(id), headers, body).await
+}
+
+async fn remove_document_on_path(
+    State(gateway): State<Arc<Gateway>>,
+    Path((organization, instance, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = Some(PathTarget { organization, instance });
+    documents::serve(gateway, path, Operation::Remove(id), headers, Body::empty()).await
 }
 
 async fn connector_message(

@@ -105,6 +105,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
     let api_server = kube::Config::infer().await.map(|c| c.cluster_url.to_string()).unwrap_or_default();
     let connectors = connectors(&args, &api_server, &meter)?;
     let probe_every = Duration::from_secs(args.connector_probe_seconds);
+    let knowledge = crate::knowledge::Knowledge::from_args(&args, client.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {} (--addr)", args.addr))?;
@@ -135,6 +136,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 client_address_header: args.client_address_header.clone(),
                 urls: Default::default(),
                 connectors,
+                knowledge,
             });
             if gateway.connectors.is_some() && probe_every > Duration::ZERO {
                 let selector = args.connector_probe_organization_selector.clone();

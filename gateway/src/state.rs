@@ -51,6 +51,8 @@ pub struct Gateway {
     pub urls: UrlCache,
     /// The connector gateway, when a run-token secret is configured.
     pub connectors: Option<Arc<crate::connectors::Connectors>>,
+    /// The knowledge base (`--knowledge-store-url` and `--knowledge-model-dir`), when on.
+    pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
 }
 
 /// Runtime URLs parsed once (parsing a URL, with its IDNA pass, showed in profiles of the run path).

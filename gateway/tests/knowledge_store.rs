@@ -41,6 +41,7 @@ impl Store {
             content_type: "text/plain",
             chunks: &pairs,
             model: self.embedder.model(),
+            max_documents: 3,
         };
         self.gateway.put_document(collection, &document).await
     }

@@ -84,6 +84,15 @@ pub struct Args {
     #[arg(long, env = "CMP_CONNECTOR_ALLOWED_HOSTS", value_delimiter = ',')]
     pub connector_allowed_hosts: Vec<String>,
 
+    /// The knowledge store (PostgreSQL with pgvector) to provision, as a role that may create roles and schemas
+    /// (postgres://user:password@host:port/database): a schema and role per Project, dropped with it. Empty: none.
+    #[arg(long, env = "CMP_KNOWLEDGE_STORE_URL", default_value = "", hide_env_values = true)]
+    pub knowledge_store_url: String,
+
+    /// The gateway's login role in the knowledge store, which is granted each Project's role (without inheriting it).
+    #[arg(long, env = "CMP_KNOWLEDGE_GATEWAY_ROLE", default_value = "cmp_gateway")]
+    pub knowledge_gateway_role: String,
+
     /// `--secret-store vault`: the path prefix; keys go under `<prefix>/<organization>/instances/<instance>/keys/<key>`.
     #[arg(long, env = "CMP_VAULT_PREFIX", default_value = "cmp")]
     pub vault_prefix: String,
@@ -259,9 +268,14 @@ impl Args {
             .map(|h| h.parse::<cmp_crds::connectors::HostPattern>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("--connector-allowed-hosts: {e}"))?;
+        let knowledge = (!self.knowledge_store_url.is_empty()).then(|| crate::settings::KnowledgeSettings {
+            url: self.knowledge_store_url.clone(),
+            gateway_role: self.knowledge_gateway_role.clone(),
+        });
         Ok(Settings {
             gitops,
             connector_hosts,
+            knowledge,
             starter_credits: self.starter_credits,
             low_balance_threshold: self.low_balance_threshold,
             meter_stale_after: SignedDuration::from_secs(self.meter_stale_after_seconds),

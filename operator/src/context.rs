@@ -40,6 +40,8 @@ pub struct Context {
     pub vault: Option<VaultStore>,
     /// The GitOps writer of Dedicated runtimes, when a repository is configured.
     pub gitops: Option<GitOps>,
+    /// The knowledge store's provisioning, with `--knowledge-store-url`.
+    pub knowledge: Option<crate::knowledge::KnowledgeProvisioner>,
     /// The versions reconciles wrote themselves, whose watch events wake nothing.
     pub own_writes: OwnWrites,
     /// Publishes Events.
@@ -56,6 +58,8 @@ impl Context {
         identity: String,
     ) -> anyhow::Result<Self> {
         let vault = settings.vault.clone().map(VaultStore::new).transpose()?;
+        let settings_knowledge =
+            settings.knowledge.as_ref().map(|k| crate::knowledge::KnowledgeProvisioner::new(&k.url, &k.gateway_role));
         let gitops = settings.gitops.clone().map(|g| GitOps::counted(g, metrics.gitops.clone()));
         let manager = cmp_crds::names::OPERATOR_MANAGER;
         let applier = Applier::new(client.clone(), caches.clone(), metrics.clone(), manager);
@@ -72,6 +76,7 @@ impl Context {
             secrets,
             vault,
             gitops,
+            knowledge: settings_knowledge,
             own_writes: OwnWrites::default(),
             recorder,
         })

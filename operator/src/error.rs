@@ -53,6 +53,9 @@ pub enum Error {
         "{0}; the runtime must answer before the Instance can go (or annotate it cmp.gsv.dev/abandon-cleanup=true to leave its flow behind)"
     )]
     Runtime(String),
+    /// The knowledge store refused or did not answer.
+    #[error("{0}")]
+    Knowledge(String),
     /// Vault/OpenBao refused or did not answer.
     #[error("{0}")]
     Vault(String),
@@ -86,6 +89,7 @@ impl Error {
             Error::OrganizationInvalid { .. } => reasons::INVALID_OBJECT,
             Error::Runtime(_) => reasons::RUNTIME_UNAVAILABLE,
             Error::Vault(_) => reasons::VAULT_UNAVAILABLE,
+            Error::Knowledge(_) => reasons::KNOWLEDGE_STORE_UNAVAILABLE,
             Error::GitOps(_) => reasons::GIT_UNREACHABLE,
         }
     }

@@ -26,6 +26,7 @@ pub fn offering(mode: RuntimeMode, versions: Vec<OfferingVersion>) -> Offering {
         requests_per_minute: 60,
         timeout_seconds: 60,
         credits_per_tool_call: 0,
+        credits_per_chunk: 0,
         saleor_sku: None,
     };
     let runtime = Runtime {
@@ -46,6 +47,7 @@ pub fn offering(mode: RuntimeMode, versions: Vec<OfferingVersion>) -> Offering {
         plans: vec![plan("basic"), plan("pro")],
         demo: None,
         connectors: Vec::new(),
+        knowledge: None,
     };
     Offering::new("echo", spec)
 }

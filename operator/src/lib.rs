@@ -21,6 +21,7 @@ pub(crate) mod fixtures;
 pub mod flows;
 pub mod gitops;
 pub mod instance;
+pub mod knowledge;
 pub mod metrics;
 pub mod offering;
 pub mod organization;

@@ -44,6 +44,17 @@ pub struct Settings {
     pub gitops: Option<crate::gitops::GitOpsSettings>,
     /// The hosts connector bindings may call (the gateway's allow-list), to report bindings in status.
     pub connector_hosts: Vec<cmp_crds::connectors::HostPattern>,
+    /// The knowledge store to provision, with `--knowledge-store-url`.
+    pub knowledge: Option<KnowledgeSettings>,
+}
+
+/// The knowledge store the operator provisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnowledgeSettings {
+    /// The store, as a role that may create roles and schemas.
+    pub url: String,
+    /// The gateway's login role, granted each Project's role.
+    pub gateway_role: String,
 }
 
 /// Vault/OpenBao: KV v2 for API-key plaintexts and connector secrets, and
@@ -77,6 +88,7 @@ impl Default for Settings {
             keys_in_vault: false,
             gitops: None,
             connector_hosts: Vec::new(),
+            knowledge: None,
         }
     }
 }

@@ -256,7 +256,10 @@ async fn the_gateway_may_write_connector_probes_but_nothing_else_of_an_instances
     let refused = |what: &str, result: Result<Instance, kube::Error>| match result {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{what}: {status:?}");
-            assert!(status.message.contains("the gateway writes only status.connectorProbes"), "{what}: {status:?}");
+            assert!(
+                status.message.contains("the gateway writes only status.connectorProbes and status.knowledge"),
+                "{what}: {status:?}"
+            );
         }
         other => panic!("{what} was not refused: {other:?}"),
     };
@@ -303,14 +306,15 @@ async fn the_gateway_may_write_connector_probes_but_nothing_else_of_an_instances
 }
 
 #[test]
-fn the_gateways_status_guard_covers_every_status_field_but_its_probes() {
+fn the_gateways_status_guard_covers_every_status_field_but_its_probes_and_the_knowledge_base() {
     let rendered = cmp_testenv::helm::template(RELEASE, NAMESPACE, &[]).expect("helm template");
     let crd = cmp_crds::all_crds().into_iter().find(|c| c.spec.names.kind == "Instance").expect("the Instance CRD");
     let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a schema");
     let status = schema.properties.as_ref().and_then(|p| p.get("status")).expect("status");
     let fields: Vec<&String> = status.properties.as_ref().expect("status fields").keys().collect();
     assert!(fields.iter().any(|f| *f == "connectorProbes"));
-    for field in fields.into_iter().filter(|f| *f != "connectorProbes") {
+    assert!(fields.iter().any(|f| *f == "knowledge"));
+    for field in fields.into_iter().filter(|f| *f != "connectorProbes" && *f != "knowledge") {
         let guarded = format!("object.status.{field} == oldObject.status.{field}");
         assert!(rendered.stdout.contains(&guarded), "status.{field} is not guarded in templates/status-guard.yaml");
     }

@@ -85,6 +85,7 @@ fn gateway(directory: Directory) -> Gateway {
         client_address_header: None,
         urls: Default::default(),
         connectors: None,
+        knowledge: None,
     }
 }
 

@@ -299,7 +299,6 @@ impl Call<'_> {
         if let Some(held) = held {
             self.gateway.credits.settle(held, charged);
         }
-        self.gateway.metrics.charged(charged);
         let refusal = answer.as_ref().err().map(|e| e.reason);
         permit.send(audit.record(self.gateway, &self.connectors.replica, outcome, refusal, charged));
         answer.map(|message| json_answer(&message))

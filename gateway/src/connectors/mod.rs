@@ -25,6 +25,7 @@
 mod call;
 pub mod credentials;
 pub mod jsonrpc;
+mod knowledge;
 pub mod probe;
 pub mod session;
 pub mod upstream;
@@ -205,6 +206,9 @@ async fn handle(
         .instances
         .get(&ObjectRef::new(&claims.instance).within(&claims.ns))
         .ok_or_else(|| RpcError::new(&null, Reason::NotRunnable, "the run's Instance no longer exists"))?;
+    if audit.binding == crate::knowledge::BINDING {
+        return knowledge::serve(gateway, connectors, audit, &instance, headers, incoming).await;
+    }
     let binding = instance
         .spec
         .connectors
@@ -286,7 +290,7 @@ async fn handle(
 
 /// The 2026-07-28 routing headers, when sent, must say what the body says:
 /// the MCP server may route by them, and the rules here read the body.
-fn routing_headers_match(headers: &HeaderMap, message: &Message) -> Result<(), RpcError> {
+pub(crate) fn routing_headers_match(headers: &HeaderMap, message: &Message) -> Result<(), RpcError> {
     let (id, method, name) = match message {
         Message::Request { id, method, params } => {
             (id.clone(), method.as_str(), params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str))

@@ -137,7 +137,8 @@ impl Reconcile for Instance {
         futures::try_join!(issue, remove, register, check).map(|_| ())
     }
 
-    /// `Delete`: unregisters the flow from a shared runtime and removes the key Secrets. `Retain`: leaves both.
+    /// `Delete`: unregisters the flow from a shared runtime, removes the key Secrets and drops the knowledge
+    /// collection. `Retain`: leaves them.
     async fn cleanup(&self, ctx: &Context) -> Result<()> {
         remove_folder(self, ctx).await?;
         ctx.runtimes.forget(&shell::key(self));
@@ -147,6 +148,11 @@ impl Reconcile for Instance {
         if self.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!("deletionPolicy Retain: leaving the flow and the key Secrets in place");
             return Ok(());
+        }
+        if let (Some(knowledge), Some(org)) =
+            (&ctx.knowledge, cmp_crds::names::organization_of_control_namespace(&self.namespace().unwrap_or_default()))
+        {
+            knowledge.drop_collection(org, &self.spec.project, &self.name_any()).await?;
         }
         let offering = ctx.caches.offerings.get(&self.spec.offering, None).as_deref().and_then(valid).cloned();
         let runtime = offering.map(|o| o.spec.runtime);
@@ -190,9 +196,11 @@ impl Reconcile for Instance {
             status.phase = InstancePhase::Terminating;
             let message = match self.spec.deletion_policy {
                 DeletionPolicy::Delete => {
-                    "being deleted: removing its flow from the shared runtime and its key plaintexts"
+                    "being deleted: removing its flow from the shared runtime, its key plaintexts and its knowledge base"
                 }
-                DeletionPolicy::Retain => "being deleted: deletionPolicy Retain leaves its flow and key plaintexts",
+                DeletionPolicy::Retain => {
+                    "being deleted: deletionPolicy Retain leaves its flow, key plaintexts and knowledge base"
+                }
             };
             let terminating = NewCondition::new(READY, false, reasons::TERMINATING, message);
             set_condition(&mut status.conditions, terminating, self.meta().generation, Time(now));

@@ -86,6 +86,11 @@ impl Reconcile for Project {
         if let Some(apps) = &children.argocd {
             argocd::ensure(ctx, apps).await?;
         }
+        if let (Some(knowledge), Some(org)) =
+            (&ctx.knowledge, organization_of_control_namespace(&self.namespace().unwrap_or_default()))
+        {
+            knowledge.ensure_project(org, &self.name_any()).await?;
+        }
         if let (Some(retired), Some(vault)) = (&children.retired_runtime_access, &ctx.vault) {
             // The gateway's access to every connector secret, written (once per process) with the first Project.
             if let Some(gateway) = vault.gateway_access() {
@@ -117,6 +122,9 @@ impl Reconcile for Project {
             if let Some(argocd) = &gitops.settings.argocd {
                 argocd::delete(ctx, &argocd.namespace, &application_name(&runtime_ns)).await?;
             }
+        }
+        if let Some(knowledge) = &ctx.knowledge {
+            knowledge.drop_project(org, &self.name_any()).await?;
         }
         if let Some(vault) = &ctx.vault {
             let role = cmp_crds::names::connector_role(org, &self.name_any());
