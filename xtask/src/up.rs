@@ -38,6 +38,11 @@ const LOCAL_DESK_PORT: u16 = 7863;
 /// acme's credential for the local ticket desk, written in OpenBao at the example binding's vaultPath.
 const LOCAL_DESK_TOKEN: &str = "acme-local-desk-token";
 const LOCAL_DESK_PATH: &str = "connectors/acme/support/tickets";
+/// The gateway's login role in the local knowledge store, and its password (local only).
+const LOCAL_KNOWLEDGE_ROLE: &str = "cmp_gateway";
+const LOCAL_KNOWLEDGE_PASSWORD: &str = "cmp-local-knowledge-password";
+/// The document `up` gives acme's knowledge agent (`examples/57-instance-knowledge-desk.yaml`).
+const EXAMPLE_DOCUMENT: &str = "examples/knowledge/acme-faq.md";
 /// The gateway's widget-session signing secret (local only).
 const LOCAL_WIDGET_SECRET: &str = "cmp-local-widget-secret-not-for-production";
 /// The secret the local gateway signs run tokens with (the connector gateway is on).
@@ -114,6 +119,7 @@ pub(crate) struct LocalPlatform {
     flows: tokio::task::JoinHandle<()>,
     lfx: cmp_testenv::lfx::Lfx,
     desk: cmp_testenv::mcp::TicketDesk,
+    knowledge: cmp_testenv::postgres::Postgres,
 }
 
 impl LocalPlatform {
@@ -133,6 +139,12 @@ impl LocalPlatform {
         let flows = serve_example_flows().await?;
         let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
         let desk = local_ticket_desk(&gitops, &state).await?;
+        eprintln!("starting the knowledge store (PostgreSQL with pgvector, a fresh one each time) ...");
+        let knowledge_dir = state.join("knowledge");
+        let _ = std::fs::remove_dir_all(&knowledge_dir);
+        let knowledge = cmp_testenv::postgres::Postgres::start(&knowledge_dir).await.context("the knowledge store")?;
+        let knowledge_gateway = knowledge.create_login(LOCAL_KNOWLEDGE_ROLE, LOCAL_KNOWLEDGE_PASSWORD).await?;
+        let model = cmp_testenv::postgres::model_dir().context("the embedding model")?;
         eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
         let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
 
@@ -149,7 +161,8 @@ impl LocalPlatform {
                 .env("RUST_LOG", &rust_log)
                 .env("VAULT_TOKEN", gitops.vault_token())
                 .args(gitops.operator_flags())
-                .args(["--connector-allowed-hosts", LOCAL_CONNECTOR_HOSTS]),
+                .args(["--connector-allowed-hosts", LOCAL_CONNECTOR_HOSTS])
+                .env("CMP_KNOWLEDGE_STORE_URL", knowledge.admin_url()),
             &logs,
         )?;
         let usage = state.join("usage.jsonl");
@@ -170,6 +183,9 @@ impl LocalPlatform {
                     "--connector-denied-networks",
                     "169.254.0.0/16",
                 ])
+                .env("CMP_GATEWAY_KNOWLEDGE_STORE_URL", &knowledge_gateway)
+                .arg("--knowledge-model-dir")
+                .arg(&model)
                 .arg("--usage-file")
                 .arg(&usage),
             &logs,
@@ -195,14 +211,15 @@ impl LocalPlatform {
                 apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
             eprintln!("applied {name} ({} objects)", applied.len());
         }
-        Ok(Self { plane, client, gitops, store, usage, processes, flows, lfx, desk })
+        Ok(Self { plane, client, gitops, store, usage, processes, flows, lfx, desk, knowledge })
     }
 
     /// Stops the CMP processes first (see [`Processes::stop`]), then the rest.
     pub async fn stop(self) {
-        let Self { plane, gitops, store, processes, flows, lfx, desk, .. } = self;
+        let Self { plane, gitops, store, processes, flows, lfx, desk, knowledge, .. } = self;
         processes.stop().await;
         drop(desk);
+        drop(knowledge);
         flows.abort();
         drop(store);
         drop(gitops);
@@ -226,12 +243,21 @@ pub(crate) async fn up() -> anyhow::Result<ExitCode> {
     eprintln!(
         "{EXAMPLE_NAMESPACE}/desk-bot opened a ticket in acme's desk through the connector gateway (acme's credential from OpenBao):\n  {desk_answer}\n"
     );
+    let kb_key = example_key_of(&platform.client, "kb-bot").await?;
+    upload_example_document(&kb_key).await?;
+    let kb_answer = run_once(&kb_key, "how do I reset my password?").await?;
+    eprintln!(
+        "{EXAMPLE_NAMESPACE}/kb-bot answered from the document {EXAMPLE_DOCUMENT} it was given (searched through the connector gateway):\n  {kb_answer}\n"
+    );
     eprintln!("run it yourself (usage events go to {}):\n", platform.usage.display());
     println!(
         "curl -s http://{GATEWAY_ADDR}/v1/runs -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{{\"input_value\":\"hello\"}}'"
     );
     println!(
         "curl -s http://{GATEWAY_ADDR}/v1/runs -H 'authorization: Bearer {desk_key}' -H 'content-type: application/json' -d '{{\"input_value\":\"printer on fire\"}}'"
+    );
+    println!(
+        "curl -s -X PUT http://{GATEWAY_ADDR}/v1/knowledge/documents/faq -H 'authorization: Bearer {kb_key}' -H 'content-type: text/markdown' --data-binary @{EXAMPLE_DOCUMENT}"
     );
     eprintln!(
         "\nthe webhook takes Saleor deliveries on http://{WEBHOOK_ADDR}/ (store {}); `cargo xtask demo` sends it orders. Ctrl-C stops everything.",
@@ -326,6 +352,31 @@ async fn example_key_of(client: &kube::Client, name: &str) -> anyhow::Result<Str
 }
 
 /// One run through the gateway with `key` and `input` (retried while the gateway warms up); the answer's body.
+/// Uploads the example document to the knowledge agent whose key is `key` (retried while its Project's store is
+/// being provisioned).
+async fn upload_example_document(key: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(root().join(EXAMPLE_DOCUMENT))?;
+    let http = reqwest::Client::new();
+    for _ in 0..60 {
+        let answer = http
+            .put(format!("http://{GATEWAY_ADDR}/v1/knowledge/documents/faq"))
+            .bearer_auth(key)
+            .header("content-type", "text/markdown")
+            .body(text.clone())
+            .send()
+            .await?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            bail!("uploading {EXAMPLE_DOCUMENT}: {status} {}", answer.text().await.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("uploading {EXAMPLE_DOCUMENT}: the knowledge store stayed unavailable for 30 s (see the operator's log)")
+}
+
 async fn run_once(key: &str, input: &str) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
     let url = format!("http://{GATEWAY_ADDR}/v1/runs");
