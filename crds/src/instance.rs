@@ -106,6 +106,7 @@ pub struct ApiKeySpec {
 pub struct ConnectorBinding {
     /// The binding's name, unique in the list, for example "crm".
     #[x_kube(validation = Rule::new(DNS_LABEL_RULE).message("spec.connectors[].name must be a DNS label such as \"crm\""))]
+    #[x_kube(validation = Rule::new("self != 'knowledge'").message("spec.connectors[].name \"knowledge\" is reserved: it is the built-in binding flows search the Instance's knowledge base at; name the binding otherwise"))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// The connector type, for example "hubspot", "slack" or "http".

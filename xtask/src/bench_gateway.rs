@@ -150,6 +150,17 @@ fn offering(name: &str, api: &str, endpoint: &str) -> anyhow::Result<Value> {
     }))
 }
 
+/// The Secret `default/bench-stand-in` with the runtime stand-in's API key `key` (key `apiKey`).
+pub(crate) async fn stand_in_key(client: &kube::Client, key: &str) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("bench-stand-in".into()), ..Default::default() },
+        string_data: Some([("apiKey".to_string(), key.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "default").create(&kube::api::PostParams::default(), &secret).await?;
+    Ok(())
+}
+
 pub(crate) fn instance(name: &str, offering: &str, keys: Value) -> Value {
     json!({
         "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance", "metadata": {"name": name},

@@ -5,6 +5,7 @@
 //! peak RSS, and its writes per minute once converged (the goal is 0).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,10 +30,36 @@ const RUNTIME_KEY: &str = "bench-runtime-key";
 /// Writes the operator makes at least per Instance: its finalizer, its key Secret, its status.
 const PER_INSTANCE: u64 = 3;
 
+/// Tries a request to lfx again, as the operator does, when the runtime resets the connection (or fails it with
+/// a 5xx): lfx under load resets connections now and then ("Connection reset by peer"). Each such failure is
+/// counted in `resets`; after `ATTEMPTS` the last error stands.
+async fn with_retries(
+    resets: &AtomicU64,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<reqwest::Response> {
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failure = match request().send().await {
+            Ok(response) if !response.status().is_server_error() => return Ok(response),
+            Ok(response) => format!("lfx answered {} to {what}", response.status()),
+            Err(error) => format!("{what}: {error}"),
+        };
+        resets.fetch_add(1, Ordering::Relaxed);
+        if attempt >= ATTEMPTS {
+            bail!("{failure} ({ATTEMPTS} attempts)");
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+    }
+}
+
 /// The baseline, measured on the same runtime before the operator starts:
 /// `count` flow uploads straight to lfx, `CLIENT_CONCURRENCY` at a time (the
-/// runtime's own floor for registering that many flows), then removed.
-async fn direct_uploads(lfx: &cmp_testenv::lfx::Lfx, count: usize) -> anyhow::Result<Duration> {
+/// runtime's own floor for registering that many flows), then removed; a
+/// reset connection is retried and counted in `resets`.
+async fn direct_uploads(lfx: &cmp_testenv::lfx::Lfx, count: usize, resets: &AtomicU64) -> anyhow::Result<Duration> {
     let (url, _) = cmp_testenv::lfx::example_flow("echo.json")?;
     let path = url.strip_prefix("file://").unwrap_or(&url);
     let flow: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
@@ -42,10 +69,11 @@ async fn direct_uploads(lfx: &cmp_testenv::lfx::Lfx, count: usize) -> anyhow::Re
     futures::stream::iter(ids.iter())
         .map(|id| {
             let body = json!({"id": id, "name": "direct", "data": flow["data"], "replace": true});
-            let request =
-                http.post(format!("{}/flows/upload/", lfx.url())).header("x-api-key", lfx.api_key()).json(&body);
+            let http = &http;
             async move {
-                let response = request.send().await?;
+                let request =
+                    || http.post(format!("{}/flows/upload/", lfx.url())).header("x-api-key", lfx.api_key()).json(&body);
+                let response = with_retries(resets, request, "an upload").await?;
                 anyhow::ensure!(response.status().is_success(), "lfx answered {} to an upload", response.status());
                 Ok(())
             }
@@ -55,7 +83,13 @@ async fn direct_uploads(lfx: &cmp_testenv::lfx::Lfx, count: usize) -> anyhow::Re
         .await?;
     let elapsed = started.elapsed();
     futures::stream::iter(ids.iter())
-        .map(|id| http.delete(format!("{}/flows/{id}", lfx.url())).header("x-api-key", lfx.api_key()).send())
+        .map(|id| {
+            let http = &http;
+            async move {
+                let request = || http.delete(format!("{}/flows/{id}", lfx.url())).header("x-api-key", lfx.api_key());
+                with_retries(resets, request, "a removal").await
+            }
+        })
         .buffer_unordered(CLIENT_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
@@ -71,7 +105,8 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     let binary = operator_binary(binary).await?;
     let (dir, plane, client, lfx) = plane_with_lfx(RUNTIME_KEY).await?;
     eprintln!("baseline: {instances} uploads straight to lfx ...");
-    let baseline = direct_uploads(&lfx, instances).await?;
+    let baseline_resets = AtomicU64::new(0);
+    let baseline = direct_uploads(&lfx, instances, &baseline_resets).await?;
     let (mut operator, port) = start_operator(&binary, &dir, &plane, &[]).await?;
     let pid = operator.id().unwrap_or_default();
 
@@ -110,6 +145,14 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     let metrics = scrape(port).await?;
     let writes = sum(&metrics, "cmp_operator_api_writes_total{");
     let rss = peak_rss_kib(pid);
+    // Reconciles that lfx failed (a reset connection, a 5xx): the operator retried each with backoff.
+    let operator_resets: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmp_operator_reconcile_errors_total{") && l.contains("reason=\"RuntimeUnavailable\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
     let mut latencies: Vec<Duration> = {
         let ready_at = ready_at.lock().unwrap_or_else(PoisonError::into_inner);
         created.iter().filter_map(|(key, at)| Some(ready_at.get(key)?.saturating_duration_since(*at))).collect()
@@ -130,6 +173,10 @@ pub async fn run(instances: usize, projects: usize, binary: Option<std::path::Pa
     println!(
         "  baseline, lfx alone:            {:.1} s for {instances} uploads straight to the runtime, {CLIENT_CONCURRENCY} at a time (same run, same runtime)",
         baseline.as_secs_f64()
+    );
+    println!(
+        "  lfx resets met (retried):       baseline {}, operator {operator_resets} (reconciles failed RuntimeUnavailable)",
+        baseline_resets.load(Ordering::Relaxed)
     );
     println!(
         "  operator API writes:            {writes} (of which {} while the Instances converged)",

@@ -14,17 +14,36 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::json;
 
 use crate::bench::{operator_binary, release_binary, start_operator};
 use crate::bench_gateway::{
-    Load, ORG, apply, cpu_seconds, instance, measure_at, organization, ready_key, spawn, wait_http,
+    Load, ORG, apply, cpu_seconds, instance, measure_at, organization, ready_key, spawn, stand_in_key, wait_http,
 };
 
 const RUNTIME_KEY: &str = "bench-runtime-key";
 const CREDENTIAL: &str = "Bearer bench-desk-credential";
 const RUN_TOKEN_SECRET: &str = "a bench run-token secret of 32 characters or more";
+
+/// A run of the Instance whose key is `key`, sent through the gateway at `base` and held open by the stand-in
+/// `runtime`, and the run's token the runtime received: connector calls present it. The run ends when the runtime
+/// releases it (`release_held`).
+pub(crate) async fn held_run(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    runtime: &cmp_testenv::langflow_stand_in::LangflowStandIn,
+) -> anyhow::Result<(tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>, String)> {
+    let request = http.post(format!("{base}/v1/runs")).header("x-api-key", key).json(&json!({"input_value": "hold"}));
+    let held = tokio::spawn(request.send());
+    for _ in 0..600 {
+        if let Some(token) = runtime.seen().first().and_then(|s| s.run_token.clone()) {
+            return Ok((held, token));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the held run's token did not reach the runtime within 30 s")
+}
 
 /// Runs the benchmark: `rate` calls per second for `seconds`, over `connections`.
 pub async fn run(rate: u64, seconds: u64, connections: usize) -> anyhow::Result<()> {
@@ -49,14 +68,7 @@ pub async fn run(rate: u64, seconds: u64, connections: usize) -> anyhow::Result<
     let (_operator, _) = start_operator(&operator, &dir, &plane, &[]).await?;
 
     eprintln!("applying the bench Offering, Organization and Instance ...");
-    let key_secret = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta { name: Some("bench-stand-in".into()), ..Default::default() },
-        string_data: Some([("apiKey".to_string(), RUNTIME_KEY.to_string())].into()),
-        ..Default::default()
-    };
-    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "default")
-        .create(&kube::api::PostParams::default(), &key_secret)
-        .await?;
+    stand_in_key(&client, RUNTIME_KEY).await?;
     let (flow_url, sha256) = cmp_testenv::lfx::example_flow("echo.json")?;
     apply(&client, json!({
         "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering", "metadata": {"name": "bench-desk"},
@@ -95,22 +107,7 @@ pub async fn run(rate: u64, seconds: u64, connections: usize) -> anyhow::Result<
 
     // A run the runtime holds open, whose token the calls present.
     let http = reqwest::Client::new();
-    let held = {
-        let request = http
-            .post(format!("http://127.0.0.1:{gw_port}/v1/runs"))
-            .header("x-api-key", &key)
-            .json(&json!({"input_value": "hold"}));
-        tokio::spawn(request.send())
-    };
-    let mut token = None;
-    for _ in 0..600 {
-        token = runtime.seen().first().and_then(|s| s.run_token.clone());
-        if token.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token = token.context("the held run's token did not reach the runtime within 30 s")?;
+    let (held, token) = held_run(&http, &format!("http://127.0.0.1:{gw_port}"), &key, &runtime).await?;
 
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": "echo", "arguments": {"text": "hello"}}});

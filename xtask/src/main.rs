@@ -12,6 +12,7 @@ mod bench;
 mod bench_gateway;
 mod bench_gitops;
 mod bench_instances;
+mod bench_knowledge;
 mod bench_mcp;
 mod bench_webhook;
 mod local_gitops;
@@ -117,6 +118,16 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         connections: usize,
     },
+    /// Knowledge-base ingestion (documents and chunks per second) and search (p50, p95) through the gateway, beside
+    /// the store's own client doing the store's part of the same work.
+    BenchKnowledge {
+        /// Documents ingested (three paragraphs each).
+        #[arg(long, default_value_t = 200)]
+        documents: usize,
+        /// Searches made, one at a time.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+    },
     /// Write docs/configuration.md: the chart's values and every binary's flags, from the schema and clap.
     Docs,
     /// Fuzz the webhook's signature and payload parsers (release build, every core); fails on a panic or an oversized allocation.
@@ -149,6 +160,9 @@ async fn main() -> ExitCode {
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchGateway { connections, seconds } => {
             bench_gateway::run(bench_gateway::Load { connections, seconds }).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::BenchKnowledge { documents, queries } => {
+            bench_knowledge::run(documents, queries).await.map(|()| ExitCode::SUCCESS)
         }
         Command::BenchMcp { rate, seconds, connections } => {
             bench_mcp::run(rate, seconds, connections).await.map(|()| ExitCode::SUCCESS)
