@@ -31,10 +31,12 @@ pub enum StoreError {
     )]
     Connect(#[source] tokio_postgres::Error),
     /// A statement failed.
-    #[error("the knowledge store refused {what}: {source}")]
+    #[error("the knowledge store refused {what}: {detail}")]
     Statement {
         /// What was being done.
         what: String,
+        /// What the store said (its message, where it sent one).
+        detail: String,
         /// The store's error.
         #[source]
         source: tokio_postgres::Error,
@@ -59,7 +61,13 @@ pub enum StoreError {
 
 fn statement(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     let what = what.into();
-    move |source| StoreError::Statement { what, source }
+    move |source| {
+        let detail = match source.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => source.to_string(),
+        };
+        StoreError::Statement { what, detail, source }
+    }
 }
 
 /// A name the store may take unquoted: CMP's own names, checked again here because they go into SQL text.
@@ -323,6 +331,11 @@ impl KnowledgeStore {
     /// chunks the replaced document had (0 if new).
     pub async fn put_document(&self, collection: &Collection, document: &NewDocument<'_>) -> Result<i32, StoreError> {
         self.as_project(collection, async |tx, table| {
+            // Writes to one collection queue here until commit: concurrent uploads can neither race to create the
+            // tables nor pass the document cap together.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&table])
+                .await
+                .map_err(statement("waiting for the collection's other writes"))?;
             let dims = document.chunks.first().map_or(384, |(_, v)| v.len());
             tx.batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table}_documents (
@@ -341,10 +354,6 @@ impl KnowledgeStore {
                 .await
                 .map_err(statement("replacing a document"))?
                 .map_or(0, |r| r.get(0));
-            // Uploads to one collection queue here, so concurrent ones cannot pass the cap together.
-            tx.batch_execute(&format!("LOCK TABLE {table}_documents IN SHARE ROW EXCLUSIVE MODE"))
-                .await
-                .map_err(statement("locking the collection"))?;
             let held: i64 = tx
                 .query_one(&format!("SELECT count(*) FROM {table}_documents"), &[])
                 .await

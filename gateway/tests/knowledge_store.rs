@@ -159,3 +159,20 @@ async fn dropping_a_collection_or_a_project_leaves_nothing_behind() {
     let left = s.as_gateway(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{}'", desk.schema)).await;
     assert!(left.is_ok());
 }
+
+#[tokio::test]
+async fn concurrent_uploads_to_a_new_collection_all_land_and_never_pass_the_cap() {
+    let s = store("concurrent").await;
+    let c = Collection::of("alpha", "support", "busy");
+    s.admin.ensure_project(&c.schema, GATEWAY_LOGIN).await.expect("provisioned");
+    // Eight uploads at once to a collection that does not exist yet, whose cap (see `Store::put`) is 3.
+    let uploads = (0..8).map(|n| {
+        let (s, c) = (&s, &c);
+        async move { s.put(c, &format!("doc-{n}"), &format!("Note number {n} about printers.")).await }
+    });
+    let results = futures::future::join_all(uploads).await;
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    let full = results.iter().filter(|r| matches!(r, Err(StoreError::Full(3)))).count();
+    assert_eq!((stored, full), (3, 5), "{results:?}");
+    assert_eq!(s.gateway.stats(&c).await.expect("stats").documents, 3);
+}
