@@ -52,78 +52,56 @@ def greeting() -> None:
     write("greeting", Graph(chat_in, chat_out), "Fills a prompt template with the chat input")
 
 
-def ticket_desk() -> None:
-    """Opens a ticket titled with the chat input in the tenant's ticket desk.
+def tool_flow(name: str, suffix: str, binding: str, tool: str, argument: str, info: str, description: str) -> None:
+    """A flow that calls one tool of a connector binding through CMP with the chat input as `argument`.
 
-    The MCP Tools component calls the tool `create_ticket` of the Instance's
-    connector binding `tickets` through the connector gateway, presenting the
-    run's token (the request global CMP_RUN_TOKEN the gateway passes); the
-    gateway adds the tenant's own credential. No LLM: the tool is chosen in
-    the flow and its argument `title` is wired from the chat input.
+    The MCP Tools component presents the run's token (the request global
+    CMP_RUN_TOKEN the gateway passes) to the connector gateway; no LLM: the
+    tool is chosen in the flow. The tool's text answer goes through a Parser
+    to the chat output.
     """
-    chat_in = ChatInput(_id="ChatInput-desk")
-    tools = MCPToolsComponent(_id="MCPTools-desk")
+    chat_in = ChatInput(_id=f"ChatInput-{suffix}")
+    tools = MCPToolsComponent(_id=f"MCPTools-{suffix}")
     # A tool's arguments are fields the UI adds once it has listed the server's tools; add the one this flow wires.
-    title = MessageTextInput(name="title", display_name="title", info="The ticket's title", tool_mode=True)
-    tools._inputs["title"] = title
-    tools.inputs = [*tools.inputs, title]
+    field = MessageTextInput(name=argument, display_name=argument, info=info, tool_mode=True)
+    tools._inputs[argument] = field
+    tools.inputs = [*tools.inputs, field]
     server = {
-        "name": "tickets",
+        "name": binding,
         "config": {
-            "url": f"{CONNECTOR_GATEWAY}/v1/connectors/tickets/mcp",
+            "url": f"{CONNECTOR_GATEWAY}/v1/connectors/{binding}/mcp",
             "headers": {"Authorization": "Bearer {{CMP_RUN_TOKEN}}"},
         },
     }
-    tools.set(mcp_server=server, tool="create_ticket", title=chat_in.message_response)
-    parser = ParserComponent(_id="Parser-desk")
+    tools.set(mcp_server=server, tool=tool, **{argument: chat_in.message_response})
+    parser = ParserComponent(_id=f"Parser-{suffix}")
     parser.set(input_data=tools.build_output, pattern="{text}")
-    chat_out = ChatOutput(_id="ChatOutput-desk")
+    chat_out = ChatOutput(_id=f"ChatOutput-{suffix}")
     chat_out.set(input_value=parser.parse_combined_text)
 
     def chosen_tool(flow: dict) -> None:
         # lfx skips hidden fields; the UI shows the tool field once a server is chosen.
         for node in flow["data"]["nodes"]:
-            field = node["data"]["node"]["template"].get("tool")
-            if field is not None:
-                field.update(show=True, options=["create_ticket"])
+            template_field = node["data"]["node"]["template"].get("tool")
+            if template_field is not None:
+                template_field.update(show=True, options=[tool])
 
-    write("ticket-desk", Graph(chat_in, chat_out), "Opens a ticket in the tenant's desk through CMP", chosen_tool)
+    write(name, Graph(chat_in, chat_out), description, chosen_tool)
+
+
+def ticket_desk() -> None:
+    """Opens a ticket titled with the chat input in the tenant's ticket desk: the tool `create_ticket` of the
+    Instance's binding `tickets`, to which the gateway adds the tenant's own credential."""
+    tool_flow("ticket-desk", "desk", "tickets", "create_ticket", "title", "The ticket's title",
+              "Opens a ticket in the tenant's desk through CMP")
 
 
 def knowledge_desk() -> None:
-    """Answers the chat input with the best passages of the Instance's knowledge base.
-
-    The MCP Tools component calls `search_knowledge` of the built-in binding
-    `knowledge` through the connector gateway, presenting the run's token:
-    the token decides the Instance and so the collection searched. The flow
-    names no collection, holds no store credential and needs no LLM: its
-    answer is the passages, so it can be asserted.
-    """
-    chat_in = ChatInput(_id="ChatInput-know")
-    tools = MCPToolsComponent(_id="MCPTools-know")
-    query = MessageTextInput(name="query", display_name="query", info="What to look for", tool_mode=True)
-    tools._inputs["query"] = query
-    tools.inputs = [*tools.inputs, query]
-    server = {
-        "name": "knowledge",
-        "config": {
-            "url": f"{CONNECTOR_GATEWAY}/v1/connectors/knowledge/mcp",
-            "headers": {"Authorization": "Bearer {{CMP_RUN_TOKEN}}"},
-        },
-    }
-    tools.set(mcp_server=server, tool="search_knowledge", query=chat_in.message_response)
-    parser = ParserComponent(_id="Parser-know")
-    parser.set(input_data=tools.build_output, pattern="{text}")
-    chat_out = ChatOutput(_id="ChatOutput-know")
-    chat_out.set(input_value=parser.parse_combined_text)
-
-    def chosen_tool(flow: dict) -> None:
-        for node in flow["data"]["nodes"]:
-            field = node["data"]["node"]["template"].get("tool")
-            if field is not None:
-                field.update(show=True, options=["search_knowledge"])
-
-    write("knowledge-desk", Graph(chat_in, chat_out), "Answers from the Instance's knowledge base, through CMP", chosen_tool)
+    """Answers the chat input with the best passages of the Instance's knowledge base: `search_knowledge` of the
+    built-in binding `knowledge`, whose collection the run's token decides. The flow names no collection and holds
+    no store credential; its answer is the passages, so it can be asserted."""
+    tool_flow("knowledge-desk", "know", "knowledge", "search_knowledge", "query", "What to look for",
+              "Answers from the Instance's knowledge base, through CMP")
 
 
 def tone() -> None:

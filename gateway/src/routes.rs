@@ -2,6 +2,7 @@
 //! run id, a refusal is counted and logged the same way on every route, and
 //! an admitted run is relayed and settled ([`crate::relay`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,12 +41,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/widget/runs", post(run_widget))
         .route("/v1/mcp", post(mcp_by_key))
         .route("/v1/instances/{organization}/{instance}/mcp", post(mcp_on_path))
-        .route("/v1/knowledge/documents", get(documents_by_key))
-        .route("/v1/knowledge/documents/{id}", put(put_document_by_key).delete(remove_document_by_key))
-        .route("/v1/instances/{organization}/{instance}/knowledge/documents", get(documents_on_path))
+        .route("/v1/knowledge/documents", get(list_documents))
+        .route("/v1/knowledge/documents/{id}", put(put_document).delete(remove_document))
+        .route("/v1/instances/{organization}/{instance}/knowledge/documents", get(list_documents))
         .route(
             "/v1/instances/{organization}/{instance}/knowledge/documents/{id}",
-            put(put_document_on_path).delete(remove_document_on_path),
+            put(put_document).delete(remove_document),
         )
         .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
@@ -80,53 +81,41 @@ async fn mcp_on_path(
     crate::outward::serve(gateway, Some(PathTarget { organization, instance }), headers, body).await
 }
 
-async fn documents_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    documents::serve(gateway, None, Operation::List, headers, Body::empty()).await
+/// The Instance a knowledge route's path names (`/v1/instances/{organization}/{instance}/...`), or none (the key's).
+fn named_instance(params: &Option<Path<HashMap<String, String>>>) -> Option<PathTarget> {
+    let params = params.as_ref()?;
+    Some(PathTarget { organization: params.get("organization")?.clone(), instance: params.get("instance")?.clone() })
 }
 
-async fn put_document_by_key(
+/// The document id a knowledge route's path names.
+fn document_id(params: &Option<Path<HashMap<String, String>>>) -> String {
+    params.as_ref().and_then(|p| p.get("id").cloned()).unwrap_or_default()
+}
+
+async fn list_documents(
     State(gateway): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    params: Option<Path<HashMap<String, String>>>,
+    headers: HeaderMap,
+) -> Response {
+    documents::serve(gateway, named_instance(&params), Operation::List, headers, Body::empty()).await
+}
+
+async fn put_document(
+    State(gateway): State<Arc<Gateway>>,
+    params: Option<Path<HashMap<String, String>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    documents::serve(gateway, None, Operation::Put(id), headers, body).await
+    documents::serve(gateway, named_instance(&params), Operation::Put(document_id(&params)), headers, body).await
 }
 
-async fn remove_document_by_key(
+async fn remove_document(
     State(gateway): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    params: Option<Path<HashMap<String, String>>>,
     headers: HeaderMap,
 ) -> Response {
-    documents::serve(gateway, None, Operation::Remove(id), headers, Body::empty()).await
-}
-
-async fn documents_on_path(
-    State(gateway): State<Arc<Gateway>>,
-    Path((organization, instance)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let path = Some(PathTarget { organization, instance });
-    documents::serve(gateway, path, Operation::List, headers, Body::empty()).await
-}
-
-async fn put_document_on_path(
-    State(gateway): State<Arc<Gateway>>,
-    Path((organization, instance, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let path = Some(PathTarget { organization, instance });
-    documents::serve(gateway, path, Operation::Put(id), headers, body).await
-}
-
-async fn remove_document_on_path(
-    State(gateway): State<Arc<Gateway>>,
-    Path((organization, instance, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let path = Some(PathTarget { organization, instance });
-    documents::serve(gateway, path, Operation::Remove(id), headers, Body::empty()).await
+    let operation = Operation::Remove(document_id(&params));
+    documents::serve(gateway, named_instance(&params), operation, headers, Body::empty()).await
 }
 
 async fn connector_message(

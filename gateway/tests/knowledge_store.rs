@@ -156,8 +156,17 @@ async fn dropping_a_collection_or_a_project_leaves_nothing_behind() {
     s.admin.drop_project(&desk.schema).await.expect("dropping again is fine");
     let gone = s.gateway.stats(&kept).await;
     assert!(gone.is_err(), "the Project's role is gone, so nothing acts as it: {gone:?}");
-    let left = s.as_gateway(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{}'", desk.schema)).await;
-    assert!(left.is_ok());
+    let (admin, connection) =
+        tokio_postgres::connect(&s.server.admin_url(), tokio_postgres::NoTls).await.expect("the store answers");
+    tokio::spawn(connection);
+    let left = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = $1) + (SELECT count(*) FROM pg_namespace WHERE nspname = $1)",
+            &[&desk.schema],
+        )
+        .await
+        .expect("a query");
+    assert_eq!(left.get::<_, i64>(0), 0, "the Project's role or schema outlived it");
 }
 
 #[tokio::test]

@@ -6,23 +6,9 @@
 # Concurrent callers (parallel test binaries) wait for one install; an
 # interrupted install is started over.
 set -euo pipefail
-if [ $# -ne 2 ]; then
-  echo "usage: $0 NAME PACKAGE==VERSION" >&2
-  exit 2
-fi
-NAME=$1
-SPEC=$2
-CACHE=${CMP_CACHE_DIR:-$HOME/.cache/cmp}
+source "$(dirname "$0")/cache-lock.sh" py "$@"
 VENV=$CACHE/py/$NAME-${SPEC##*==}
-mkdir -p "$CACHE/py"
-exec 9>"$CACHE/py/$NAME.lock"
-flock 9
 if [ ! -f "$VENV/.installed" ]; then
-  PYTHON=${PYTHON:-python3}
-  if ! command -v "$PYTHON" >/dev/null 2>&1; then
-    echo "error: python3 is missing; install Python 3.10 or later (it runs $SPEC for the tests)" >&2
-    exit 1
-  fi
   if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     echo "error: $PYTHON cannot create venvs (on Debian/Ubuntu: apt-get install python3-venv)" >&2
     exit 1

