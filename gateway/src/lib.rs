@@ -23,6 +23,7 @@ pub mod routes;
 pub mod run;
 pub mod run_tokens;
 pub mod runtime_keys;
+pub mod scrub;
 pub mod signed;
 pub mod state;
 pub mod usage;

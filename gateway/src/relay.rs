@@ -19,6 +19,7 @@ use crate::credits::Held;
 use crate::forward::{RUN_TOKEN_VARIABLE, upstream};
 use crate::refusal::{Code, Refusal};
 use crate::routes::CREDITS_CHARGED;
+use crate::scrub::TokenScrub;
 use crate::state::Gateway;
 use crate::usage::{Outcome, SettledRun};
 
@@ -156,7 +157,7 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
                 }
                 settlement.outcome = Outcome::Success;
                 let bytes = match &settlement.run_token {
-                    Some(minted) => without_token(bytes, &minted.token),
+                    Some(minted) => TokenScrub::whole(&minted.token, bytes),
                     None => bytes,
                 };
                 drop(settlement);
@@ -170,15 +171,6 @@ pub async fn relay(gateway: Arc<Gateway>, admitted: Admitted, run_id: String, st
     }
     response.headers_mut().insert(CREDITS_CHARGED, HeaderValue::from(price));
     response
-}
-
-/// The runtime's answer without the run's token: lfx echoes a run's request globals (`"globals":
-/// {"CMP_RUN_TOKEN": ...}`) in its answer, and the caller is never given the token.
-fn without_token(bytes: bytes::Bytes, token: &str) -> bytes::Bytes {
-    match std::str::from_utf8(&bytes) {
-        Ok(text) if text.contains(token) => bytes::Bytes::from(text.replace(token, "[the run's token]")),
-        _ => bytes,
-    }
 }
 
 /// lfx's `v2` answer to a sync run whose flow failed: HTTP 200 with `"status": "failed"` and its errors. Such a
@@ -220,16 +212,24 @@ fn timed_out(settlement: &mut Settlement, timeout: Duration) -> Response {
     response
 }
 
-/// The runtime's stream passed through as it arrives, until it ends, breaks
-/// or the deadline passes; the settlement rides along and settles at the end
-/// (or when the caller goes away and the body is dropped).
+/// The runtime's stream passed through as it arrives (without the run's
+/// token), until it ends, breaks or the deadline passes; the settlement rides
+/// along and settles at the end (or when the caller goes away and the body is
+/// dropped).
 fn stream(answered: reqwest::Response, settlement: Settlement, deadline: tokio::time::Instant) -> Body {
     let chunks = answered.bytes_stream();
-    let state = Some((chunks.boxed(), settlement));
+    let scrub = settlement.run_token.as_ref().map(|minted| TokenScrub::new(&minted.token));
+    let state = Some((chunks.boxed(), settlement, scrub));
     Body::from_stream(futures::stream::unfold(state, move |state| async move {
-        let (mut chunks, mut settlement) = state?;
+        let (mut chunks, mut settlement, mut scrub) = state?;
         match tokio::time::timeout_at(deadline, chunks.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok::<_, std::io::Error>(bytes), Some((chunks, settlement)))),
+            Ok(Some(Ok(bytes))) => {
+                let bytes = match scrub.as_mut() {
+                    Some(scrub) => scrub.next_chunk(&bytes),
+                    None => bytes,
+                };
+                Some((Ok::<_, std::io::Error>(bytes), Some((chunks, settlement, scrub))))
+            }
             Ok(Some(Err(error))) => {
                 tracing::warn!(%error, "the runtime's stream broke off");
                 settlement.outcome = Outcome::RuntimeError;
@@ -237,7 +237,9 @@ fn stream(answered: reqwest::Response, settlement: Settlement, deadline: tokio::
             }
             Ok(None) => {
                 settlement.outcome = Outcome::Success;
-                None
+                // What was held back as a possible beginning of the token was not it: send it, then end.
+                let rest = scrub.as_mut().map(TokenScrub::finish).filter(|rest| !rest.is_empty())?;
+                Some((Ok(rest), None))
             }
             Err(_) => {
                 tracing::warn!("the streamed run passed its plan's timeout and was cut");
@@ -252,18 +254,6 @@ fn stream(answered: reqwest::Response, settlement: Settlement, deadline: tokio::
 mod tests {
     use super::*;
     use cmp_crds::offering::RuntimeApi;
-
-    #[test]
-    fn the_callers_answer_never_holds_the_runs_token() {
-        let token = "cmpr_eyJydW4iOiJydW5fMSJ9.sig";
-        let echoed =
-            format!(r#"{{"status":"completed","output":{{"text":"ok"}},"globals":{{"CMP_RUN_TOKEN":"{token}"}}}}"#);
-        let answer = without_token(bytes::Bytes::from(echoed), token);
-        let text = std::str::from_utf8(&answer).expect("text");
-        assert!(!text.contains(token) && text.contains(r#""CMP_RUN_TOKEN":"[the run's token]""#), "{text}");
-        let plain = bytes::Bytes::from_static(br#"{"output":{"text":"ok"}}"#);
-        assert_eq!(without_token(plain.clone(), token), plain);
-    }
 
     #[test]
     fn an_lfx_answer_whose_flow_failed_is_a_runtime_error_and_nothing_else_is() {

@@ -9,7 +9,7 @@
 
 mod support;
 
-use cmp_testenv::langflow_stand_in::LangflowStandIn;
+use cmp_testenv::langflow_stand_in::{ECHO_RUN_TOKEN, LangflowStandIn};
 use cmp_testenv::mcp::client;
 use cmp_testenv::test::test_kubeconfig;
 use serde_json::{Value, json};
@@ -288,8 +288,40 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
     assert_eq!((status, reason(&answer)), (401, "invalid_run_token"), "{answer}");
     assert!(answer.to_string().contains("has ended"), "{answer}");
 
-    // Charges match the calls: a run (1) and 2 successful calls at 2 credits each; beta a run and 1 call.
-    for (org, balance) in [(&a, 95), (&b, 97)] {
+    // A runtime that echoes its run's token (as lfx echoes request globals) never hands it to the caller, whole or
+    // streamed in pieces that split it.
+    for stream in [false, true] {
+        let before = runtime.seen().len();
+        let answer = w
+            .http
+            .post(format!("{}/v1/runs", gw.base))
+            .header("x-api-key", a_key.as_str())
+            .json(&json!({"input_value": ECHO_RUN_TOKEN, "stream": stream}))
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(answer.status(), 200, "stream {stream}");
+        let text = answer.text().await.expect("the whole answer");
+        let token = runtime.seen()[before].run_token.clone().expect("the runtime got a token");
+        assert!(!text.contains(&token), "stream {stream}: {text}");
+        assert!(text.contains("[the run's token]"), "stream {stream}: the rest of the answer is intact: {text}");
+        if stream {
+            let frames: String = text
+                .split("\n\n")
+                .filter(|f| f.contains("\"token\""))
+                .map(|f| {
+                    serde_json::from_str::<Value>(f)
+                        .map(|v| v["data"]["chunk"].as_str().unwrap_or_default().to_string())
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert_eq!(frames, "your run token is [the run's token]", "{text}");
+        }
+    }
+
+    // Charges match the calls: 3 runs (1 each) and 2 successful calls at 2 credits each; beta a run and 1 call.
+    for (org, balance) in [(&a, 93), (&b, 97)] {
         w.wallet_at(org, balance).await;
     }
     let mut gw = gw;

@@ -15,8 +15,10 @@
 //!
 //! It behaves as the input says: `sleep <ms>` answers after that long,
 //! `hold` answers once the test calls [`LangflowStandIn::release_held`],
-//! `fail` answers 500, anything else is echoed (word by word when streamed,
-//! 50 ms apart). Every route wants the `x-api-key` it was started with.
+//! `fail` answers 500, `echo run token` answers with the run's token (as a
+//! runtime echoing its request globals would; streamed, in pieces of 7
+//! bytes, so the token is split between chunks), anything else is echoed
+//! (word by word when streamed, 50 ms apart). Every route wants the `x-api-key` it was started with.
 //!
 //! For `cargo xtask bench-gateway` it also answers `POST /v1/chat/completions`
 //! with a fixed OpenAI-shaped completion (any key), so that LiteLLM can
@@ -193,6 +195,9 @@ impl Drop for StreamWatch {
     }
 }
 
+/// The input a run answers with its run token.
+pub const ECHO_RUN_TOKEN: &str = "echo run token";
+
 async fn run(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -208,11 +213,21 @@ async fn run(
         headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
     everything.push_str(&body.to_string());
     let run_token = headers.get("x-cmp-run-token").and_then(|v| v.to_str().ok()).map(String::from);
-    shared.seen.lock().unwrap_or_else(PoisonError::into_inner).push(SeenRun { run_token, everything });
+    shared
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(SeenRun { run_token: run_token.clone(), everything });
     if !shared.flows.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&flow) {
         return (StatusCode::NOT_FOUND, Json(json!({"detail": format!("flow {flow} not found")}))).into_response();
     }
-    let input = body["input_value"].as_str().unwrap_or_default().to_string();
+    let mut input = body["input_value"].as_str().unwrap_or_default().to_string();
+    let pieces = if input == ECHO_RUN_TOKEN {
+        input = format!("your run token is {}", run_token.unwrap_or_default());
+        7
+    } else {
+        usize::MAX
+    };
     let session = body["session_id"].as_str().unwrap_or("stand-in-session").to_string();
     if let Some(ms) = input.strip_prefix("sleep ").and_then(|ms| ms.trim().parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -234,6 +249,13 @@ async fn run(
     let mut frames = vec![json!({"event": "add_message", "data": {"text": input, "sender": "User"}})];
     frames.extend(input.split(' ').map(|word| json!({"event": "token", "data": {"chunk": word}})));
     frames.push(json!({"event": "end", "data": {"result": {"session_id": session, "text": input}}}));
+    let frames: Vec<String> = frames
+        .iter()
+        .flat_map(|frame| {
+            let text = format!("{frame}\n\n");
+            text.as_bytes().chunks(pieces).map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>()
+        })
+        .collect();
     let watch = StreamWatch { shared: shared.clone(), ended: false };
     let stream =
         futures::stream::unfold((frames.into_iter(), watch, true), |(mut frames, mut watch, first)| async move {
@@ -241,7 +263,7 @@ async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             match frames.next() {
-                Some(frame) => Some((Ok::<_, std::io::Error>(format!("{frame}\n\n")), (frames, watch, false))),
+                Some(frame) => Some((Ok::<_, std::io::Error>(frame), (frames, watch, false))),
                 None => {
                     watch.end();
                     None
