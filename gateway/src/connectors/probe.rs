@@ -11,11 +11,17 @@
 //! `status.connectorProbes` is the record, so whichever replica finds a
 //! probe due first makes it, and the others see it in their caches. Each
 //! waits a random part of a tick first, so they seldom probe together.
+//! A replica also remembers the probes it made whose write did not land
+//! ([`Unwritten`]): they count as made, so a binding is not probed again
+//! before its interval while the status cannot be written (RBAC, the API
+//! server away), and the write is tried again once per [`RETRY`], not every
+//! tick.
 //! The gateway writes `status.connectorProbes` alone (field manager
 //! [`FIELD_MANAGER`], server-side apply of the whole list of an Instance);
 //! the operator reads it into `ConnectorsReady`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -47,26 +54,90 @@ const RETRY: Duration = Duration::from_secs(30);
 /// The protocol revision probes speak.
 const REVISION: &str = "2025-06-18";
 
+/// Probes this replica made whose status write has not landed, and when it last failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// The probes the write held.
+    pub probes: Vec<ConnectorProbe>,
+    /// When the write failed.
+    pub failed_at: Timestamp,
+}
+
+/// The [`Pending`] probes of each Instance, kept by the probing loop.
+#[derive(Debug, Default)]
+pub struct Unwritten(Mutex<HashMap<ObjectRef<Instance>, Pending>>);
+
+impl Unwritten {
+    fn get(&self, instance: &Instance) -> Option<Pending> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&ObjectRef::from_obj(instance)).cloned()
+    }
+
+    fn set(&self, instance: &Instance, pending: Option<Pending>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match pending {
+            Some(pending) => map.insert(ObjectRef::from_obj(instance), pending),
+            None => map.remove(&ObjectRef::from_obj(instance)),
+        };
+    }
+
+    /// Forgets the Instances that are gone.
+    fn keep_only(&self, instances: &[Arc<Instance>]) {
+        let present: std::collections::HashSet<_> = instances.iter().map(|i| ObjectRef::from_obj(&**i)).collect();
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| present.contains(key));
+    }
+}
+
 /// The bindings of `instance` whose probe is due at `now`, and whether its probes need writing even if none is
-/// (a probe of a binding that is gone, or no longer callable).
-pub fn due(instance: &Instance, every: Duration, now: Timestamp) -> (Vec<&ConnectorBinding>, bool) {
+/// (a probe of a binding that is gone or no longer callable, or probes made here whose write failed, once
+/// [`RETRY`] has passed since). `pending` counts as probes made.
+pub fn due<'a>(
+    instance: &'a Instance,
+    pending: Option<&Pending>,
+    every: Duration,
+    now: Timestamp,
+) -> (Vec<&'a ConnectorBinding>, bool) {
     let status = instance.status.as_ref();
-    let probes = status.map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    let written = status.map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    let made = pending.map(|p| p.probes.as_slice()).unwrap_or_default();
     let callable: Vec<&ConnectorBinding> = instance.spec.connectors.iter().filter(|b| callable(instance, b)).collect();
-    let again = |answered: bool| {
-        let after = if answered { every } else { every.min(RETRY) };
-        SignedDuration::try_from(after).unwrap_or(SignedDuration::MAX)
-    };
+    let after = |period: Duration| SignedDuration::try_from(period).unwrap_or(SignedDuration::MAX);
+    let again = |answered: bool| after(if answered { every } else { every.min(RETRY) });
     let due = callable
         .iter()
         .copied()
         .filter(|binding| {
-            let probe = probes.iter().find(|p| p.name == binding.name && p.binding == fingerprint(binding));
-            probe.is_none_or(|p| p.probed_at.0.saturating_add(again(p.answered)).is_ok_and(|next| next <= now))
+            let print = fingerprint(binding);
+            !written.iter().chain(made).any(|p| {
+                p.name == binding.name
+                    && p.binding == print
+                    && p.probed_at.0.saturating_add(again(p.answered)).is_ok_and(|next| next > now)
+            })
         })
         .collect();
-    let stale = probes.iter().any(|p| !callable.iter().any(|b| b.name == p.name));
-    (due, stale)
+    let stale = written.iter().any(|p| !callable.iter().any(|b| b.name == p.name));
+    let retry_write = pending.is_none_or(|p| p.failed_at.saturating_add(after(RETRY)).is_ok_and(|next| next <= now));
+    (due, (stale || pending.is_some()) && retry_write)
+}
+
+/// The probes to write: those just made, then those made here earlier whose write failed (for bindings still
+/// callable as they were, unless the status holds a later probe of them).
+fn with_pending(instance: &Instance, mut new: Vec<ConnectorProbe>, pending: Option<Pending>) -> Vec<ConnectorProbe> {
+    let written = instance.status.as_ref().map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    for earlier in pending.map(|p| p.probes).unwrap_or_default() {
+        let current = instance
+            .spec
+            .connectors
+            .iter()
+            .any(|b| b.name == earlier.name && fingerprint(b) == earlier.binding && callable(instance, b));
+        let superseded = new.iter().any(|p| p.name == earlier.name)
+            || written
+                .iter()
+                .any(|p| p.name == earlier.name && p.binding == earlier.binding && p.probed_at >= earlier.probed_at);
+        if current && !superseded {
+            new.push(earlier);
+        }
+    }
+    new
 }
 
 /// Whether the operator found the binding callable: on the allow-list (the gateway checks its addresses anyway).
@@ -136,15 +207,17 @@ pub async fn keep_probing(
     selector: OrganizationSelector,
 ) {
     tracing::info!(every_seconds = every.as_secs(), ?selector, "probing the connector bindings' MCP servers");
+    let unwritten = Arc::new(Unwritten::default());
     loop {
         tokio::time::sleep(TICK).await;
         let instances = gateway.directory.instances.state();
+        unwritten.keep_only(&instances);
         let due_ones: Vec<Arc<Instance>> = instances
             .into_iter()
             .filter(|i| selector.selects(&gateway, i))
             .filter(|i| {
-                let (due, stale) = due(i, every, Timestamp::now());
-                !due.is_empty() || stale
+                let (due, write) = due(i, unwritten.get(i).as_ref(), every, Timestamp::now());
+                !due.is_empty() || write
             })
             .collect();
         if due_ones.is_empty() {
@@ -155,20 +228,27 @@ pub async fn keep_probing(
         tokio::time::sleep(jitter).await;
         futures::stream::iter(due_ones)
             .for_each_concurrent(CONCURRENT, |stale| {
-                let (gateway, client) = (gateway.clone(), client.clone());
+                let (gateway, client, unwritten) = (gateway.clone(), client.clone(), unwritten.clone());
                 async move {
-                    let key = kube::runtime::reflector::ObjectRef::from_obj(&*stale);
+                    let key = ObjectRef::from_obj(&*stale);
                     let Some(instance) = gateway.directory.instances.get(&key) else { return };
-                    probe_instance(&gateway, &client, &instance, every).await;
+                    probe_instance(&gateway, &client, &instance, every, &unwritten).await;
                 }
             })
             .await;
     }
 }
 
-async fn probe_instance(gateway: &Gateway, client: &kube::Client, instance: &Instance, every: Duration) {
-    let (due, stale) = due(instance, every, Timestamp::now());
-    if due.is_empty() && !stale {
+async fn probe_instance(
+    gateway: &Gateway,
+    client: &kube::Client,
+    instance: &Instance,
+    every: Duration,
+    unwritten: &Unwritten,
+) {
+    let pending = unwritten.get(instance);
+    let (due, write) = due(instance, pending.as_ref(), every, Timestamp::now());
+    if due.is_empty() && !write {
         return;
     }
     let mut new = Vec::new();
@@ -179,7 +259,8 @@ async fn probe_instance(gateway: &Gateway, client: &kube::Client, instance: &Ins
                         tools = probe.tools.len(), message = %probe.message, "probed a connector binding");
         new.push(probe);
     }
-    let probes = merged(instance, new);
+    let made = with_pending(instance, new, pending);
+    let probes = merged(instance, made.clone());
     let namespace = instance.namespace().unwrap_or_default();
     let patch = json!({
         "apiVersion": Instance::api_version(&()), "kind": Instance::kind(&()),
@@ -188,8 +269,13 @@ async fn probe_instance(gateway: &Gateway, client: &kube::Client, instance: &Ins
     });
     let api = Api::<Instance>::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(error) = api.patch_status(&instance.name_any(), &params, &Patch::Apply(patch)).await {
-        tracing::warn!(%error, instance = %instance.name_any(), %namespace, "writing the connector probes");
+    match api.patch_status(&instance.name_any(), &params, &Patch::Apply(patch)).await {
+        Ok(_) => unwritten.set(instance, None),
+        Err(error) => {
+            tracing::warn!(%error, instance = %instance.name_any(), %namespace, retry_seconds = RETRY.as_secs(),
+                           "writing the connector probes failed; they are kept and written again later");
+            unwritten.set(instance, Some(Pending { probes: made, failed_at: Timestamp::now() }));
+        }
     }
 }
 
@@ -335,27 +421,52 @@ mod tests {
     fn a_callable_binding_is_probed_when_new_moved_or_old_and_no_other_is() {
         let every = Duration::from_secs(300);
         let fresh = instance(&[("desk", "http://desk/mcp"), ("far", "http://far/mcp")], &["desk"], vec![]);
-        let (due_now, stale) = due(&fresh, every, at(1000));
+        let (due_now, stale) = due(&fresh, None, every, at(1000));
         assert_eq!(due_now.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["desk"], "far is off the allow-list");
         assert!(!stale);
 
         let probed = probe_of(&fresh, "desk", 1000);
         let seen = instance(&[("desk", "http://desk/mcp")], &["desk"], vec![probed.clone()]);
-        assert!(due(&seen, every, at(1299)).0.is_empty(), "not again before the interval");
-        assert_eq!(due(&seen, every, at(1300)).0.len(), 1, "again once it passed");
+        assert!(due(&seen, None, every, at(1299)).0.is_empty(), "not again before the interval");
+        assert_eq!(due(&seen, None, every, at(1300)).0.len(), 1, "again once it passed");
 
         let mut failed = probed.clone();
         failed.answered = false;
         let failing = instance(&[("desk", "http://desk/mcp")], &["desk"], vec![failed]);
-        assert!(due(&failing, every, at(1029)).0.is_empty());
-        assert_eq!(due(&failing, every, at(1030)).0.len(), 1, "a failed probe is retried after 30 s");
+        assert!(due(&failing, None, every, at(1029)).0.is_empty());
+        assert_eq!(due(&failing, None, every, at(1030)).0.len(), 1, "a failed probe is retried after 30 s");
 
         let moved = instance(&[("desk", "http://desk-2/mcp")], &["desk"], vec![probed.clone()]);
-        assert_eq!(due(&moved, every, at(1001)).0.len(), 1, "a probe of the binding before it moved does not count");
+        assert_eq!(
+            due(&moved, None, every, at(1001)).0.len(),
+            1,
+            "a probe of the binding before it moved does not count"
+        );
 
         let gone = instance(&[("other", "http://o/mcp")], &["other"], vec![probed]);
-        let (_, stale) = due(&gone, every, at(1001));
+        let (_, stale) = due(&gone, None, every, at(1001));
         assert!(stale, "the probe of a removed binding is written away");
+    }
+
+    #[test]
+    fn probes_whose_write_failed_count_as_made_and_the_write_is_tried_again_only_after_the_retry_period() {
+        let every = Duration::from_secs(300);
+        let fresh = instance(&[("desk", "http://desk/mcp")], &["desk"], vec![]);
+        let made = probe_of(&fresh, "desk", 1000);
+        let pending = Pending { probes: vec![made.clone()], failed_at: at(1000) };
+        assert_eq!(due(&fresh, Some(&pending), every, at(1005)), (vec![], false), "neither probed nor written again");
+        assert!(!due(&fresh, Some(&pending), every, at(1029)).1, "not written again before 30 s");
+        let (again, write) = due(&fresh, Some(&pending), every, at(1030));
+        assert!(again.is_empty() && write, "the write is tried again after 30 s, the probe is not");
+        assert_eq!(due(&fresh, Some(&pending), every, at(1300)).0.len(), 1, "the next probe after the interval");
+
+        assert_eq!(with_pending(&fresh, vec![], Some(pending.clone())), vec![made.clone()], "kept for the write");
+        let moved = instance(&[("desk", "http://desk-2/mcp")], &["desk"], vec![]);
+        assert!(with_pending(&moved, vec![], Some(pending.clone())).is_empty(), "not for a binding that moved");
+        let mut later = made.clone();
+        later.probed_at = Time(at(1010));
+        let written_since = instance(&[("desk", "http://desk/mcp")], &["desk"], vec![later]);
+        assert!(with_pending(&written_since, vec![], Some(pending)).is_empty(), "not over a later written probe");
     }
 
     #[test]
