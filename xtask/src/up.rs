@@ -291,6 +291,11 @@ pub(crate) async fn demo(orders: usize) -> anyhow::Result<ExitCode> {
         credit_pack: (DEMO_CREDIT_PACK.into(), DEMO_CREDIT_PACK_CREDITS),
         demo_offering: DEMO_OFFERING.into(),
         run,
+        tools: xtask::journey::ToolDesk {
+            offering: "ticket-desk".into(),
+            plan: "free".into(),
+            url: format!("http://127.0.0.1:{LOCAL_DESK_PORT}/mcp"),
+        },
     };
     let report = tokio::select! {
         report = xtask::journey::run(&journey, orders) => Some(report),
@@ -428,18 +433,25 @@ async fn local_runtime(client: &kube::Client) -> anyhow::Result<cmp_testenv::lfx
 }
 
 /// Starts the local ticket desk (the tests' MCP server, the official Python SDK's) on 127.0.0.1:7863 and writes
-/// acme's credential for it in OpenBao, where `examples/56-instance-ticket-desk.yaml` binds it.
+/// acme's credential for it in OpenBao, where `examples/56-instance-ticket-desk.yaml` binds it. The desk also
+/// answers the credential the buyer's journey (`cargo xtask demo`) binds.
 async fn local_ticket_desk(
     gitops: &local_gitops::LocalGitOps,
     state: &Path,
 ) -> anyhow::Result<cmp_testenv::mcp::TicketDesk> {
     eprintln!("starting the local ticket desk (an MCP server) on 127.0.0.1:{LOCAL_DESK_PORT} ...");
     let presented = format!("Bearer {LOCAL_DESK_TOKEN}");
+    let journey = format!("Bearer {}", xtask::journey::DESK_CREDENTIAL);
     let log = state.join("logs").join("ticket-desk.log");
     std::fs::create_dir_all(state.join("logs"))?;
-    let desk = cmp_testenv::mcp::TicketDesk::start_on(&[(&presented, "acme")], "authorization", log, LOCAL_DESK_PORT)
-        .await
-        .context("starting the ticket desk")?;
+    let desk = cmp_testenv::mcp::TicketDesk::start_on(
+        &[(&presented, "acme"), (&journey, xtask::journey::DESK_TENANT)],
+        "authorization",
+        log,
+        LOCAL_DESK_PORT,
+    )
+    .await
+    .context("starting the ticket desk")?;
     gitops
         .openbao()
         .run(&["kv", "put", "-mount=secret", LOCAL_DESK_PATH, &format!("token={LOCAL_DESK_TOKEN}")])

@@ -4,13 +4,16 @@
 //! auth, and orders signed by PyJWT as Saleor signs them. The same steps as
 //! `cargo xtask demo`; this platform is scoped to the run (its operator
 //! reconciles only the run's Organizations and Offerings) so tests run in
-//! parallel. Its Offering is Shared, so no Argo CD is needed.
+//! parallel. Its Offerings are Shared, so no Argo CD is needed. A ticket
+//! desk (a real MCP server, the Python SDK's) is the tool the second buyer
+//! binds (T6).
 
 use std::time::Duration;
 
 use cmp_testenv::apply::install_crds;
 use cmp_testenv::chart_identity::{Component, OPERATOR_RELEASE};
 use cmp_testenv::lfx::Lfx;
+use cmp_testenv::mcp::TicketDesk;
 use cmp_testenv::openbao::OpenBao;
 use cmp_testenv::process::TestProcess;
 use cmp_testenv::saleor::SaleorStandIn;
@@ -23,6 +26,7 @@ use xtask::journey::{self, Platform};
 const RUN_LABEL: &str = "cmp.gsv.dev/test-run";
 const RUNTIME_KEY: &str = "journey-runtime-key";
 const WIDGET_SECRET: &str = "journey-widget-secret-of-32-characters";
+const RUN_TOKEN_SECRET: &str = "journey-run-token-secret-of-32-characters";
 const CONVERGE: Duration = Duration::from_secs(120);
 
 /// Applies `object` (its kind and name from itself) with server-side apply.
@@ -59,6 +63,13 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
     openbao.enable_kubernetes_auth(&client, &test_kubeconfig()).await.expect("OpenBao's Kubernetes auth");
     let lfx = Lfx::start(&scratch.join("lfx"), RUNTIME_KEY).await.expect("lfx starts");
     let store = SaleorStandIn::start().await.expect("the PyJWT store starts");
+    let desk_credential = format!("Bearer {}", journey::DESK_CREDENTIAL);
+    let desk =
+        TicketDesk::start(&[(&desk_credential, journey::DESK_TENANT)], "authorization", scratch.join("desk.log"))
+            .await
+            .expect("the MCP ticket desk starts");
+    let (gateway_port, webhook_port) = (free_port().expect("a port"), free_port().expect("a port"));
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
 
     // The runtime's key, and a Shared Offering on lfx with a priced plan and a demo allowance.
     let runtime_key = format!("{run}-runtime");
@@ -83,6 +94,21 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
                  "demo": {"runsPerSession": 5, "requestsPerMinute": 60, "instance": {"organization": publisher, "name": "demo"}}},
     }))
     .await;
+    // A tool agent: its flow opens a ticket in the buyer's own desk through this platform's connector gateway.
+    let (desk_flow, desk_sha256) = cmp_testenv::lfx::example_flow_through("ticket-desk.json", &gateway_url, &scratch)
+        .expect("the ticket desk flow");
+    let desk_offering = format!("{run}-desk");
+    apply(&client, json!({
+        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
+        "metadata": {"name": desk_offering, "labels": {RUN_LABEL: run}},
+        "spec": {"displayName": "Ticket desk",
+                 "runtime": {"mode": "Shared", "api": "v2", "endpoint": lfx.url(),
+                             "apiKeySecretRef": {"namespace": "default", "name": runtime_key, "key": "apiKey"}},
+                 "versions": [{"name": "1", "flowId": "ticket-desk", "artifact": {"url": desk_flow, "sha256": desk_sha256}}],
+                 "connectors": [{"type": "tickets", "tools": ["create_ticket"]}],
+                 "plans": [{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 60}]},
+    }))
+    .await;
 
     let selector = format!("{RUN_LABEL}={run}");
     let vault_addr = openbao.addr().to_string();
@@ -97,6 +123,8 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
         &vault_addr,
         "--vault-token",
         openbao.token(),
+        "--connector-allowed-hosts",
+        "localhost,127.0.0.1",
     ]
     .map(String::from)
     .to_vec();
@@ -129,7 +157,6 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
     )
     .await;
 
-    let (gateway_port, webhook_port) = (free_port().expect("a port"), free_port().expect("a port"));
     let usage = scratch.join("usage.jsonl");
     let gateway_args: Vec<String> = vec![
         "--addr".into(),
@@ -140,6 +167,21 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
         usage.display().to_string(),
         "--widget-secret".into(),
         WIDGET_SECRET.into(),
+        // The connector gateway, reading credentials with OpenBao's root token (the connector tests log in with the
+        // gateway's Kubernetes-auth role). Every server here is on loopback, so loopback is not a denied network;
+        // the API server, OpenBao and the runtime stay denied by their endpoints.
+        "--run-token-secret".into(),
+        RUN_TOKEN_SECRET.into(),
+        "--vault-addr".into(),
+        vault_addr.clone(),
+        "--vault-token".into(),
+        openbao.token().into(),
+        "--connector-allowed-hosts".into(),
+        "localhost,127.0.0.1".into(),
+        "--connector-denied-networks".into(),
+        "169.254.0.0/16".into(),
+        "--connector-probe-organization-selector".into(),
+        selector.clone(),
     ];
     let values = vec![
         "gateway.runtimeKeySecrets[0].namespace=default".to_string(),
@@ -169,7 +211,7 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
     let platform = Platform {
         client: client.clone(),
         kubeconfig: test_kubeconfig(),
-        gateway: format!("http://127.0.0.1:{gateway_port}"),
+        gateway: gateway_url.clone(),
         webhook: format!("http://127.0.0.1:{webhook_port}"),
         store: &store,
         openbao: &openbao,
@@ -178,6 +220,11 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
         credit_pack: ("CREDITS-1000".into(), 1000),
         demo_offering: offering,
         run: run.clone(),
+        tools: journey::ToolDesk {
+            offering: desk_offering,
+            plan: "basic".into(),
+            url: format!("http://localhost:{}/mcp", desk.port()),
+        },
     };
     let report = journey::run(&platform, 3).await;
     let text = report.text();
@@ -192,4 +239,5 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
     assert_eq!(report.steps.len(), 9, "every step ran: {text}");
     assert_eq!(report.time_to_first_value.len(), 3, "three orders were timed: {text}");
     drop(lfx);
+    drop(desk);
 }

@@ -52,6 +52,23 @@ pub struct Platform<'a> {
     pub demo_offering: String,
     /// Unique to this run: buyers and orders are named after it.
     pub run: String,
+    /// What the second buyer binds her own tool with (T6).
+    pub tools: ToolDesk,
+}
+
+/// The credential of the second buyer's ticket desk (T6): the desk answers it as [`DESK_TENANT`].
+pub const DESK_CREDENTIAL: &str = "journey-bob-desk-credential";
+/// Who the ticket desk says [`DESK_CREDENTIAL`] is.
+pub const DESK_TENANT: &str = "bob";
+
+/// A Shared Offering whose flow opens a ticket titled with the run's input in the buyer's own ticket desk, through
+/// the connector gateway (binding `tickets`, tool `create_ticket`), its plan, and the desk: a real MCP server that
+/// answers `Bearer <DESK_CREDENTIAL>` as [`DESK_TENANT`].
+pub struct ToolDesk {
+    pub offering: String,
+    pub plan: String,
+    /// The desk's MCP endpoint, on the platform's allow-list of connector hosts.
+    pub url: String,
 }
 
 /// One acceptance case and how it went.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use cmp_crds::instance::ConnectorSecret;
 use cmp_crds::names::{connector_role, control_namespace, runtime_namespace};
-use cmp_crds::{Instance, Wallet};
+use cmp_crds::{Instance, Offering, Wallet};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -23,7 +23,10 @@ pub const STEPS: [(&str, &str); 9] = [
     ("T4", "every run debits the Wallet; balance and usage are in the Wallet and the usage events"),
     ("T5", "an exhausted Wallet answers 402; a top-up order unblocks it"),
     ("T3", "the rate limit answers 429"),
-    ("T6", "a connector binding's secret is found, no runtime can read it, and another tenant's path is refused"),
+    (
+        "T6",
+        "a connector binding's secret is found, no runtime can read it, another tenant's path is refused, and an agent calls the buyer's own tool with her credential",
+    ),
     ("T7", "isolation: another tenant's key gets 403, no ingress between tenants, tenancy labels cannot change"),
     ("T8", "free demo runs through a widget session, then 402"),
     ("T9", "cancelling the order suspends the Instance (403) and withdraws its credits"),
@@ -39,6 +42,8 @@ pub struct Journey<'p> {
     b: Option<Tenant>,
     /// Successful runs of each buyer's key so far.
     runs: BTreeMap<String, i64>,
+    /// Credits each Organization spent beside its buyer's key's runs (the tool agent's run and calls, T6).
+    spent_elsewhere: BTreeMap<String, i64>,
     pub time_to_first_value: Vec<Duration>,
 }
 
@@ -52,7 +57,16 @@ struct Answer {
 impl<'p> Journey<'p> {
     pub fn new(p: &'p Platform<'p>) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Self { p, http, plan: None, a: None, b: None, runs: BTreeMap::new(), time_to_first_value: Vec::new() }
+        Self {
+            p,
+            http,
+            plan: None,
+            a: None,
+            b: None,
+            runs: BTreeMap::new(),
+            spent_elsewhere: BTreeMap::new(),
+            time_to_first_value: Vec::new(),
+        }
     }
 
     pub async fn step(&mut self, id: &str) -> anyhow::Result<String> {
@@ -145,10 +159,11 @@ impl<'p> Journey<'p> {
         Ok(Api::<Wallet>::namespaced(self.p.client.clone(), &tenant.namespace).get(&tenant.organization).await?)
     }
 
-    /// Waits until the Wallet counts exactly `runs` runs at the plan's price as consumed.
+    /// Waits until the Wallet counts exactly `runs` runs at the plan's price as consumed (and what was spent
+    /// elsewhere).
     async fn settled_wallet(&self, tenant: &Tenant) -> anyhow::Result<Wallet> {
         let runs = self.runs.get(&tenant.key).copied().unwrap_or(0);
-        let consumed = runs * self.plan()?.price;
+        let consumed = runs * self.plan()?.price + self.spent_elsewhere.get(&tenant.organization).copied().unwrap_or(0);
         let api = Api::<Wallet>::namespaced(self.p.client.clone(), &tenant.namespace);
         eventually(
             &format!("the Wallet of {} counting {runs} runs ({consumed} credits)", tenant.organization),
@@ -328,9 +343,63 @@ impl<'p> Journey<'p> {
         .await?;
         instances.patch(&a.instance, &PatchParams::default(), &bind(&[&own])).await?;
         ready_key(&self.p.client, &a.namespace, &a.instance).await?;
+        let tool = self.tool_call(&b).await?;
         self.b = Some(b);
         Ok(format!(
-            "{own} found; {runtime}'s runtime cannot log in to OpenBao ({role} does not exist: only the gateway reads connector secrets); binding {other}: ConnectorOutsideTenant ({message})"
+            "{own} found; {runtime}'s runtime cannot log in to OpenBao ({role} does not exist: only the gateway reads connector secrets); binding {other}: ConnectorOutsideTenant ({message}); {tool}"
+        ))
+    }
+
+    /// B binds her own ticket desk to an agent that calls it: its run opens a ticket with her credential (which the
+    /// gateway reads from OpenBao; the desk names whose it is), the caller never sees the run's token, and the run
+    /// and the tool call are charged to her Wallet and audited.
+    async fn tool_call(&mut self, b: &Tenant) -> anyhow::Result<String> {
+        let desk = &self.p.tools;
+        let path = format!("connectors/{}/default/tickets", b.organization);
+        self.p.openbao.run(&["kv", "put", "-mount=secret", &path, &format!("token={}", super::DESK_CREDENTIAL)])?;
+        let instance = json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance",
+            "metadata": {"name": "desk", "namespace": b.namespace},
+            "spec": {"project": "default", "offering": desk.offering, "version": "1", "plan": desk.plan,
+                     "apiKeys": [{"name": "main"}],
+                     "connectors": [{"name": "tickets", "type": "tickets", "url": desk.url, "vaultPath": path,
+                                     "allowedTools": ["create_ticket"]}]}});
+        let instances = Api::<Instance>::namespaced(self.p.client.clone(), &b.namespace);
+        instances.patch("desk", &PatchParams::apply("cmp-journey").force(), &Patch::Apply(instance)).await?;
+        let key = ready_key(&self.p.client, &b.namespace, "desk").await?;
+        let offering = Api::<Offering>::all(self.p.client.clone()).get(&desk.offering).await?;
+        let plan = offering.spec.plans.iter().find(|p| p.id == desk.plan).context("the tool Offering's plan")?;
+        let answer = self.run_by_key(&key, "printer on fire").await?;
+        ensure!(answer.status == 200, "the tool agent answered {} {}: {}", answer.status, answer.code, answer.body);
+        let opened = format!("{}: opened ticket 'printer on fire'", super::DESK_TENANT);
+        ensure!(answer.body.contains(&opened), "the desk did not open B's ticket with B's credential: {}", answer.body);
+        ensure!(!answer.body.contains("cmpr_"), "the caller was given the run's token: {}", answer.body);
+        let charged = plan.credits_per_run + plan.credits_per_tool_call;
+        *self.spent_elsewhere.entry(b.organization.clone()).or_default() += charged;
+        let calls = eventually("the tool call's audit event", || async {
+            let usage = std::fs::read_to_string(&self.p.usage_file).ok()?;
+            let calls: Vec<Value> = usage
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["type"] == "dev.gsv.cmp.tool.called")
+                .map(|e| e["data"].clone())
+                .filter(|c| c["organization"] == b.organization.as_str() && c["method"] == "tools/call")
+                .collect();
+            (!calls.is_empty()).then_some(calls)
+        })
+        .await?;
+        ensure!(calls.len() == 1, "one tools/call, audited once: {calls:?}");
+        let call = &calls[0];
+        ensure!(
+            call["tool"] == "create_ticket"
+                && call["binding"] == "tickets"
+                && call["outcome"] == "success"
+                && call["credits"] == plan.credits_per_tool_call,
+            "the audit event: {call}"
+        );
+        ensure!(!answer.body.contains(super::DESK_CREDENTIAL), "the answer holds B's credential");
+        Ok(format!(
+            "B's agent {} opened a ticket in her own desk with her credential ({opened:?}); run {} + tool call {} credits, audited as {}",
+            desk.offering, plan.credits_per_run, plan.credits_per_tool_call, call["outcome"]
         ))
     }
 
