@@ -13,6 +13,7 @@ pub mod forward;
 pub mod knowledge;
 pub mod ledger;
 pub mod metrics;
+pub mod middleware;
 pub mod oidc;
 pub mod outward;
 pub mod peers;

@@ -108,6 +108,11 @@ impl Metrics {
         self.runs.get_or_create(&CodeLabels { code }).inc();
     }
 
+    /// How many run requests were answered with `code` so far.
+    pub fn runs_answered(&self, code: &'static str) -> u64 {
+        self.runs.get_or_create(&CodeLabels { code }).get()
+    }
+
     /// Records how long a run took.
     pub fn duration(&self, seconds: f64) {
         self.duration.observe(seconds);

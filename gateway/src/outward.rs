@@ -30,6 +30,7 @@ use crate::admission::Route;
 use crate::authorize::{PathTarget, RunTarget};
 use crate::connectors::jsonrpc::{self, Message, Reason, RpcError};
 use crate::forward::RunRequest;
+use crate::middleware::{Refused, RequestId};
 use crate::refusal::{Code, Refusal};
 use crate::state::Gateway;
 
@@ -49,21 +50,33 @@ fn refused(id: &Value, refusal: Refusal) -> RpcError {
 }
 
 /// Serves one MCP message to the Instance `path` names (or the key's, when `None`).
-pub async fn serve(gateway: Arc<Gateway>, path: Option<PathTarget>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&gateway, path, &headers, body).await {
+/// A `tools/call` is a run whose id is the request's.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    id: RequestId,
+    path: Option<PathTarget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&gateway, id, path, &headers, body).await {
         Ok(answer) => answer,
-        Err(error) => {
-            if let Reason::Run(code) = error.reason {
-                gateway.metrics.run(code.as_str());
+        Err(error) => match error.reason {
+            // A refusal of the run API is counted as one; any other (a malformed message) is only logged.
+            Reason::Run(code) => {
+                let reason = error.message.clone();
+                Refused::mark(error.into_response(), code.as_str(), reason)
             }
-            tracing::info!(code = error.reason.as_str(), reason = %error.message, "an MCP message to an Instance was refused");
-            error.into_response()
-        }
+            _ => {
+                tracing::info!(code = error.reason.as_str(), reason = %error.message, "an MCP message to an Instance was refused");
+                error.into_response()
+            }
+        },
     }
 }
 
 async fn handle(
     gateway: &Arc<Gateway>,
+    request: RequestId,
     path: Option<PathTarget>,
     headers: &HeaderMap,
     body: Body,
@@ -96,7 +109,7 @@ async fn handle(
             let rate = gateway.rate(&tenant, &target).map_err(|r| refused(&id, r))?;
             let (runtime_key, held) = gateway.pay(&target).await.map_err(|r| refused(&id, r))?;
             let admitted = crate::admission::Admitted { target, request: run, runtime_key, held, rate };
-            let run_id = crate::routes::new_run_id();
+            let run_id = request.0;
             let relayed = crate::relay::relay(gateway.clone(), admitted, run_id.clone(), Instant::now()).await;
             Ok(answer(&jsonrpc::result(&id, tool_result(relayed, &run_id).await)))
         }

@@ -1,12 +1,14 @@
-//! The run routes, behind one middleware stack: every response carries the
-//! run id, a refusal is counted and logged the same way on every route, and
-//! an admitted run is relayed and settled ([`crate::relay`]).
+//! The gateway's routes, behind one middleware layer ([`crate::middleware`]:
+//! every answer carries the request's id, and a refusal is counted and logged
+//! the same way on every route); an admitted run is relayed and settled
+//! ([`crate::relay`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -14,17 +16,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use k8s_openapi::jiff::Timestamp;
-use tracing::Instrument;
 
 use crate::admission::Route;
 use crate::authorize::PathTarget;
 use crate::knowledge::documents::{self, Operation};
+pub use crate::middleware::REQUEST_ID;
+use crate::middleware::{Refused, RequestId};
 use crate::refusal::{Code, Refusal};
 use crate::state::Gateway;
 use crate::widget::SESSION_HEADER;
 
-/// The run id of every response.
-pub const REQUEST_ID: &str = "x-request-id";
 /// The credits a run was charged (for a stream: what it costs if it completes).
 pub const CREDITS_CHARGED: &str = "x-credits-charged";
 /// The key's rate limit, per minute.
@@ -52,33 +53,46 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
         })
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), crate::middleware::layer))
         .with_state(gateway)
 }
 
-async fn run_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    run(gateway, Route::Run(None), headers, body).await
+async fn run_by_key(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run(gateway, id, Route::Run(None), headers, body).await
 }
 
 async fn run_on_path(
     State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
     Path((organization, instance)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run(gateway, Route::Run(Some(PathTarget { organization, instance })), headers, body).await
+    run(gateway, id, Route::Run(Some(PathTarget { organization, instance })), headers, body).await
 }
 
-async fn mcp_by_key(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    crate::outward::serve(gateway, None, headers, body).await
+async fn mcp_by_key(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    crate::outward::serve(gateway, id, None, headers, body).await
 }
 
 async fn mcp_on_path(
     State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
     Path((organization, instance)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    crate::outward::serve(gateway, Some(PathTarget { organization, instance }), headers, body).await
+    crate::outward::serve(gateway, id, Some(PathTarget { organization, instance }), headers, body).await
 }
 
 /// The Instance a knowledge route's path names (`/v1/instances/{organization}/{instance}/...`), or none (the key's).
@@ -94,28 +108,32 @@ fn document_id(params: &Option<Path<HashMap<String, String>>>) -> String {
 
 async fn list_documents(
     State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
     params: Option<Path<HashMap<String, String>>>,
     headers: HeaderMap,
 ) -> Response {
-    documents::serve(gateway, named_instance(&params), Operation::List, headers, Body::empty()).await
+    documents::serve(gateway, id, named_instance(&params), Operation::List, headers, Body::empty()).await
 }
 
 async fn put_document(
     State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
     params: Option<Path<HashMap<String, String>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    documents::serve(gateway, named_instance(&params), Operation::Put(document_id(&params)), headers, body).await
+    let operation = Operation::Put(document_id(&params));
+    documents::serve(gateway, id, named_instance(&params), operation, headers, body).await
 }
 
 async fn remove_document(
     State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
     params: Option<Path<HashMap<String, String>>>,
     headers: HeaderMap,
 ) -> Response {
     let operation = Operation::Remove(document_id(&params));
-    documents::serve(gateway, named_instance(&params), operation, headers, Body::empty()).await
+    documents::serve(gateway, id, named_instance(&params), operation, headers, Body::empty()).await
 }
 
 async fn connector_message(
@@ -143,12 +161,13 @@ async fn connector_session_end(
 
 async fn run_widget(
     State(gateway): State<Arc<Gateway>>,
+    Extension(id): Extension<RequestId>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let client = gateway.client_address(&headers, peer);
-    run(gateway, Route::Widget(client), headers, body).await
+    run(gateway, id, Route::Widget(client), headers, body).await
 }
 
 async fn init_widget_session(
@@ -160,17 +179,14 @@ async fn init_widget_session(
     let client = gateway.client_address(&headers, peer);
     match widget_session(&gateway, client, body).await {
         Ok(answer) => answer.into_response(),
-        Err(refusal) => {
-            gateway.metrics.run(refusal.code.as_str());
-            tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, %client, "widget session refused");
-            refusal.into_response()
-        }
+        Err(refusal) => refused(refusal),
     }
 }
 
-/// A new run id, as every answer carries it.
-pub fn new_run_id() -> String {
-    format!("run_{}", hex::encode(rand::random::<[u8; 12]>()))
+/// A refusal's answer, marked for the middleware layer to count and log.
+pub fn refused(refusal: Refusal) -> Response {
+    let (code, reason) = (refusal.code.as_str(), refusal.message.clone());
+    Refused::mark(refusal.into_response(), code, reason)
 }
 
 fn header(response: &mut Response, name: &'static str, value: impl Into<HeaderValue>) {
@@ -178,33 +194,19 @@ fn header(response: &mut Response, name: &'static str, value: impl Into<HeaderVa
 }
 
 /// A run on any route: admitted ([`crate::admission`]), then relayed and
-/// settled; or refused, counted and logged. Every answer carries the run id.
-async fn run(gateway: Arc<Gateway>, route: Route, headers: HeaderMap, body: Body) -> Response {
+/// settled; or refused (counted and logged by the middleware layer).
+async fn run(gateway: Arc<Gateway>, id: RequestId, route: Route, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let run_id = new_run_id();
-    let span = tracing::info_span!("run", run = %run_id, organization = tracing::field::Empty, instance = tracing::field::Empty);
-    let mut response = async {
-        match gateway.admit(route, &headers, body).await {
-            Ok(admitted) => {
-                let limit = admitted.rate;
-                let mut response = crate::relay::relay(gateway.clone(), admitted, run_id.clone(), started).await;
-                header(&mut response, RATE_LIMIT, limit.limit);
-                header(&mut response, RATE_REMAINING, limit.remaining);
-                response
-            }
-            Err(refusal) => {
-                gateway.metrics.run(refusal.code.as_str());
-                tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, "run refused");
-                refusal.into_response()
-            }
+    match gateway.admit(route, &headers, body).await {
+        Ok(admitted) => {
+            let limit = admitted.rate;
+            let mut response = crate::relay::relay(gateway.clone(), admitted, id.0, started).await;
+            header(&mut response, RATE_LIMIT, limit.limit);
+            header(&mut response, RATE_REMAINING, limit.remaining);
+            response
         }
+        Err(refusal) => refused(refusal),
     }
-    .instrument(span)
-    .await;
-    if let Ok(id) = HeaderValue::from_str(&run_id) {
-        header(&mut response, REQUEST_ID, id);
-    }
-    response
 }
 
 /// Starts a demo session of the Offering the body names.

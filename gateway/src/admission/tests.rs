@@ -184,3 +184,46 @@ async fn rate_takes_the_plans_requests_per_minute_per_caller() {
     assert_eq!(refused(admit(&w.acme).await), Code::RateLimited);
     assert!(admit(&w.globex).await.is_ok(), "another caller has a bucket of its own");
 }
+
+#[tokio::test]
+async fn every_route_is_behind_one_layer_that_ids_each_answer_and_counts_each_refusal_once() {
+    use tower::ServiceExt;
+    let w = world(60, false);
+    let gateway = Arc::new(w.gateway);
+    let router = crate::routes::router(gateway.clone());
+    let send = |method: &str, uri: &str, key: &str, body: &'static str| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .expect("a request")
+    };
+    let globex = w.globex.plaintext.as_str();
+    let cases = [
+        // A run on another tenant's path, an MCP message and a knowledge request with the same key: each refused by
+        // its own route, each counted once under its code.
+        (send("POST", "/v1/instances/acme/bot/runs", globex, r#"{"input_value":"hi"}"#), 403, Some("wrong_tenant")),
+        (
+            send("POST", "/v1/instances/acme/bot/mcp", globex, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            200,
+            Some("wrong_tenant"),
+        ),
+        (send("PUT", "/v1/instances/acme/bot/knowledge/documents/a", globex, "text"), 403, Some("wrong_tenant")),
+        // No such route: answered with an id, not counted as a run.
+        (send("POST", "/v1/nothing", globex, ""), 404, None),
+    ];
+    let mut ids = std::collections::BTreeSet::new();
+    let mut wrong_tenant = 0;
+    for (request, status, counted) in cases {
+        let uri = request.uri().to_string();
+        let answer = router.clone().oneshot(request).await.expect("an answer");
+        assert_eq!(answer.status().as_u16(), status, "{uri}");
+        let id = answer.headers()[crate::middleware::REQUEST_ID].to_str().expect("text").to_string();
+        assert!(id.starts_with("run_") && ids.insert(id), "{uri}: a new id on every answer");
+        wrong_tenant += u64::from(counted.is_some());
+        assert_eq!(gateway.metrics.runs_answered("wrong_tenant"), wrong_tenant, "{uri}");
+    }
+    assert_eq!(gateway.metrics.runs_answered("not_found"), 0, "an unknown route is no refused run");
+}

@@ -49,12 +49,13 @@ const INGESTION_HOLD: Duration = Duration::from_secs(300);
 /// Serves one request on the documents of the Instance `path` names (or the key's).
 pub async fn serve(
     gateway: Arc<Gateway>,
+    id: crate::middleware::RequestId,
     path: Option<PathTarget>,
     operation: Operation,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request = crate::routes::new_run_id();
+    let request = id.0;
     let answer = match admit(&gateway, path, &headers).await {
         Ok((tenant, target, knowledge, allowance)) => match operation {
             Operation::List => list(&knowledge, &target).await,
@@ -66,18 +67,7 @@ pub async fn serve(
         },
         Err(refusal) => Err(refusal),
     };
-    let mut response = match answer {
-        Ok(response) => response,
-        Err(refusal) => {
-            gateway.metrics.run(refusal.code.as_str());
-            tracing::info!(code = refusal.code.as_str(), reason = %refusal.message, %request, "a knowledge request was refused");
-            refusal.into_response()
-        }
-    };
-    if let Ok(id) = axum::http::HeaderValue::from_str(&request) {
-        response.headers_mut().insert(crate::routes::REQUEST_ID, id);
-    }
-    response
+    answer.unwrap_or_else(crate::routes::refused)
 }
 
 type Admitted = (Tenant, RunTarget, Arc<Knowledge>, KnowledgeAllowance);
