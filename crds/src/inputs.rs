@@ -148,6 +148,26 @@ pub fn parse_settings<'d>(
     (settings, problems)
 }
 
+/// Where a declared input or setting goes in a run: a component's field in `tweaks`, or a request global (as text)
+/// in `globals`. The gateway places a run's inputs and settings with it; a Dedicated render its settings.
+pub fn place(declared: &CallerInput, value: Value, tweaks: &mut Map<String, Value>, globals: &mut Map<String, Value>) {
+    let target = &declared.target;
+    match (&target.component, &target.field, &target.global) {
+        (Some(component), Some(field), _) => {
+            let fields = tweaks.entry(component.clone()).or_insert_with(|| Value::Object(Map::new()));
+            if let Some(fields) = fields.as_object_mut() {
+                fields.insert(field.clone(), value);
+            }
+        }
+        (_, _, Some(global)) => {
+            let text = value.as_str().map_or_else(|| value.to_string(), String::from);
+            globals.insert(global.clone(), Value::String(text));
+        }
+        // The CRD admits only one of the two shapes.
+        _ => {}
+    }
+}
+
 /// Whether the flow `flow` (Langflow/lfx flow JSON) has what each of `declared` names: the node and its field for a
 /// component target; for a global, a field that loads it (`load_from_db` with the global's name as value) or a text
 /// that refers to it (`{{NAME}}`). The error names the input and what is missing.

@@ -117,21 +117,7 @@ impl RunRequest {
 
     /// Puts `value` where `declared` says: a component's field in the tweaks, or a request global.
     fn put(&mut self, declared: &CallerInput, value: Value) {
-        let target = &declared.target;
-        match (&target.component, &target.field, &target.global) {
-            (Some(component), Some(field), _) => {
-                let fields = self.tweaks.entry(component.clone()).or_insert_with(|| Value::Object(Map::new()));
-                if let Some(fields) = fields.as_object_mut() {
-                    fields.insert(field.clone(), value);
-                }
-            }
-            (_, _, Some(global)) => {
-                let text = value.as_str().map_or_else(|| value.to_string(), String::from);
-                self.globals.insert(global.clone(), Value::String(text));
-            }
-            // The CRD admits only one of the two shapes.
-            _ => {}
-        }
+        cmp_crds::inputs::place(declared, value, &mut self.tweaks, &mut self.globals);
     }
 }
 

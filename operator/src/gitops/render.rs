@@ -7,7 +7,7 @@
 //! ```text
 //! tenants/<org>/<project>/kustomization.yaml          lists the Project's Instances
 //! tenants/<org>/<project>/<instance>/kustomization.yaml
-//! tenants/<org>/<project>/<instance>/configmap.yaml   flow id, artifact URL and sha256
+//! tenants/<org>/<project>/<instance>/configmap.yaml   flow id, artifact URL and sha256; the buyer's settings
 //! tenants/<org>/<project>/<instance>/deployment.yaml  the runtime, behind an init container that checks the artifact
 //! tenants/<org>/<project>/<instance>/service.yaml
 //! ```
@@ -122,6 +122,8 @@ const CONFIG_FLOW_ID: &str = "flowId";
 const CONFIG_ARTIFACT_URL: &str = "artifactUrl";
 const CONFIG_ARTIFACT_SHA256: &str = "artifactSha256";
 const CONFIG_VERSION: &str = "version";
+/// The buyer's settings as a run places them: `{"globals": {...}, "tweaks": {...}}` (only when there are any).
+const CONFIG_SETTINGS: &str = "settings.json";
 /// The uid the runtime runs as (the `restricted` level forbids root).
 const RUN_AS_USER: i64 = 1000;
 
@@ -169,6 +171,36 @@ fn fetch_script() -> String {
     )
 }
 
+/// The buyer's settings (`spec.config` parsed against the version's `settings`), placed as the gateway places them
+/// on every run: the tweaks and the request globals. Keys that are not settings, or whose values do not parse, are
+/// left out (the Instance's status names them).
+fn placed_settings(input: &RenderInput<'_>) -> (serde_json::Map<String, serde_json::Value>, BTreeMap<String, String>) {
+    let (settings, _) = cmp_crds::inputs::parse_settings(&input.version.settings, &input.instance.spec.config);
+    let (mut tweaks, mut globals) = (serde_json::Map::new(), serde_json::Map::new());
+    for (setting, value) in settings {
+        cmp_crds::inputs::place(setting, value, &mut tweaks, &mut globals);
+    }
+    let globals = globals.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect();
+    (tweaks, globals)
+}
+
+/// The runtime's environment for the settings that are globals: each as a variable of its name, which Langflow
+/// reads into its global variables (`LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT`).
+fn settings_env(globals: &BTreeMap<String, String>) -> Vec<EnvVar> {
+    if globals.is_empty() {
+        return Vec::new();
+    }
+    let literal =
+        |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() };
+    let names: Vec<&str> = globals.keys().map(String::as_str).collect();
+    let mut env = vec![
+        literal("LANGFLOW_STORE_ENVIRONMENT_VARIABLES", "true"),
+        literal("LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT", &names.join(",")),
+    ];
+    env.extend(globals.iter().map(|(name, value)| literal(name, value)));
+    env
+}
+
 /// The Instance's folder, or why it cannot be rendered.
 pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<InstanceTree, String> {
     let instance = input.instance.name_any();
@@ -185,16 +217,18 @@ pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Inst
         ..Default::default()
     };
     let config = config_map_name(&instance);
-    let config_map = ConfigMap {
-        metadata: meta(config.clone()),
-        data: Some(BTreeMap::from([
-            (CONFIG_FLOW_ID.into(), input.version.flow_id.clone()),
-            (CONFIG_ARTIFACT_URL.into(), input.version.artifact.url.clone()),
-            (CONFIG_ARTIFACT_SHA256.into(), input.version.artifact.sha256.clone()),
-            (CONFIG_VERSION.into(), input.version.name.clone()),
-        ])),
-        ..Default::default()
-    };
+    let mut data = BTreeMap::from([
+        (CONFIG_FLOW_ID.into(), input.version.flow_id.clone()),
+        (CONFIG_ARTIFACT_URL.into(), input.version.artifact.url.clone()),
+        (CONFIG_ARTIFACT_SHA256.into(), input.version.artifact.sha256.clone()),
+        (CONFIG_VERSION.into(), input.version.name.clone()),
+    ]);
+    let (tweaks, globals) = placed_settings(input);
+    if !tweaks.is_empty() || !globals.is_empty() {
+        let placed = serde_json::json!({"globals": globals, "tweaks": tweaks});
+        data.insert(CONFIG_SETTINGS.into(), placed.to_string());
+    }
+    let config_map = ConfigMap { metadata: meta(config.clone()), data: Some(data), ..Default::default() };
 
     // Connector bindings leave no trace here: the runtime calls tools through the gateway's connector route
     // with its run's token, and the gateway alone reads the credentials.
@@ -225,16 +259,18 @@ pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Inst
         volume_mounts: Some(vec![mount("flows", FLOWS_DIR)]),
         ..Default::default()
     };
+    let mut env = vec![
+        env_from_config("CMP_FLOW_ID", &config, CONFIG_FLOW_ID),
+        EnvVar { name: "LANGFLOW_HOST".into(), value: Some("0.0.0.0".into()), ..Default::default() },
+        EnvVar { name: "LANGFLOW_PORT".into(), value: Some(port.to_string()), ..Default::default() },
+        EnvVar { name: "LANGFLOW_LOAD_FLOWS_PATH".into(), value: Some(FLOWS_DIR.into()), ..Default::default() },
+        EnvVar { name: "HOME".into(), value: Some("/tmp".into()), ..Default::default() },
+    ];
+    env.extend(settings_env(&globals));
     let runtime_container = Container {
         name: "runtime".into(),
         image: Some(runtime.image.clone()),
-        env: Some(vec![
-            env_from_config("CMP_FLOW_ID", &config, CONFIG_FLOW_ID),
-            EnvVar { name: "LANGFLOW_HOST".into(), value: Some("0.0.0.0".into()), ..Default::default() },
-            EnvVar { name: "LANGFLOW_PORT".into(), value: Some(port.to_string()), ..Default::default() },
-            EnvVar { name: "LANGFLOW_LOAD_FLOWS_PATH".into(), value: Some(FLOWS_DIR.into()), ..Default::default() },
-            EnvVar { name: "HOME".into(), value: Some("/tmp".into()), ..Default::default() },
-        ]),
+        env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: port,

@@ -149,3 +149,42 @@ fn a_project_kustomization_lists_its_instances_sorted_once() {
     let parsed: serde_json::Value = serde_yaml::from_str(&body).expect("YAML");
     assert_eq!(parsed["resources"], serde_json::json!(["a", "b"]));
 }
+
+#[test]
+fn the_buyers_settings_are_rendered_as_a_run_places_them_and_nothing_else_is() {
+    let mut offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("1", false)]);
+    offering.spec.versions[0].settings = serde_json::from_value(serde_json::json!([
+        {"name": "tone", "type": "string", "choices": ["formal", "casual"], "target": {"global": "TONE"}},
+        {"name": "limit", "type": "integer", "minimum": 1, "maximum": 10,
+         "target": {"component": "Retriever-1", "field": "k"}},
+    ]))
+    .expect("settings");
+    let mut bot = instance(vec![]);
+    bot.spec.config = [("tone", "formal"), ("limit", "4"), ("stray", "x")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let tree = render_offering(&bot, &offering, &settings()).expect("renders");
+    let config_map = parsed(&tree, "configmap.yaml");
+    let placed: serde_json::Value =
+        serde_json::from_str(config_map["data"]["settings.json"].as_str().expect("the settings")).expect("JSON");
+    assert_eq!(
+        placed,
+        serde_json::json!({"globals": {"TONE": "formal"}, "tweaks": {"Retriever-1": {"k": 4}}}),
+        "a key that is not a setting is left out"
+    );
+    let deployment = parsed(&tree, "deployment.yaml");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value =
+        |name: &str| env.as_array().and_then(|e| e.iter().find(|v| v["name"] == name)).map(|v| v["value"].clone());
+    assert_eq!(value("TONE"), Some(serde_json::json!("formal")));
+    assert_eq!(value("LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT"), Some(serde_json::json!("TONE")));
+    assert_eq!(value("stray"), None);
+
+    // A value out of bounds is not rendered; without settings the render is as before (no new commit for them).
+    bot.spec.config = [("limit".to_string(), "40".to_string())].into_iter().collect();
+    let tree = render_offering(&bot, &offering, &settings()).expect("renders");
+    assert!(parsed(&tree, "configmap.yaml")["data"]["settings.json"].is_null());
+    let plain = render_offering(&instance(vec![]), &offering, &settings()).expect("renders");
+    assert_eq!(tree, plain);
+}
