@@ -138,6 +138,8 @@ pub mod reasons {
     pub const CONNECTOR_HOST_NOT_ALLOWED: &str = "ConnectorHostNotAllowed";
     /// `ConnectorsReady=False`: a binding allows tools its Offering does not allow for its type (they stay refused).
     pub const CONNECTOR_TOOLS_BEYOND_OFFERING: &str = "ConnectorToolsBeyondOffering";
+    /// `ConnectorsReady=False`: a binding's host is on the allow-list but resolves to an address no binding may reach (a denied network or a cluster-internal endpoint), as the gateway's probe found after DNS resolution.
+    pub const CONNECTOR_DESTINATION_DENIED: &str = "ConnectorDestinationDenied";
     /// `ConnectorsReady=False`: the gateway's last probe of a binding's MCP server (its `initialize` and `tools/list`, with the binding's own credential) failed.
     pub const CONNECTOR_NOT_ANSWERING: &str = "ConnectorNotAnswering";
     /// `ConnectorsReady=False`: a binding allows tools its MCP server did not list when the gateway last probed it.

@@ -281,6 +281,10 @@ pub struct ConnectorProbe {
     pub probed_at: Time,
     /// Whether the server answered `initialize` and `tools/list`.
     pub answered: bool,
+    /// The gateway would not connect: the binding's host resolved to an address no binding may reach (a denied
+    /// network or a cluster-internal endpoint), or is off the allow-list. Nothing was sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// The tools the server listed (at most 500 names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 500))]
@@ -300,6 +304,9 @@ pub enum ConnectorDestination {
     NoUrl,
     /// The host is not on the platform's allow-list, or the URL is not usable: refused.
     NotAllowed,
+    /// The host is on the allow-list, but the gateway found (after DNS resolution) that it resolves to an address no
+    /// binding may reach: a denied network, or a cluster-internal endpoint. Refused; probed again as it may change.
+    Denied,
 }
 
 /// The state of a connector binding's secret.

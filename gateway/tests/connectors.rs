@@ -207,7 +207,18 @@ async fn a_runs_tool_calls_reach_its_own_tools_with_its_own_credential_and_nothi
         status.connector_probes.into_iter().find(|p| p.name == "apiserver")
     })
     .await;
-    assert!(!internal.answered && internal.message.contains("cluster-internal endpoint"), "{internal:?}");
+    assert!(
+        !internal.answered && internal.refused && internal.message.contains("cluster-internal endpoint"),
+        "{internal:?}"
+    );
+    // The operator reports it as denied, after the gateway's DNS resolution.
+    let destination = converge("alpha's apiserver binding Denied", || async {
+        let status = w.instances(a).get("bot").await.ok()?.status?;
+        let apiserver = status.connectors.into_iter().find(|c| c.name == "apiserver")?;
+        (apiserver.destination == Some(cmp_crds::instance::ConnectorDestination::Denied)).then_some(apiserver)
+    })
+    .await;
+    assert_eq!(destination.allowed_tools, ["get_ticket"], "{destination:?}");
     let alpha = w.instances(a).get("bot").await.expect("alpha's bot").status.expect("status");
     assert!(alpha.connector_probes.iter().all(|p| p.name != "outside"), "a binding off the allow-list is not probed");
 

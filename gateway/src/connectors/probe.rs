@@ -140,10 +140,14 @@ fn with_pending(instance: &Instance, mut new: Vec<ConnectorProbe>, pending: Opti
     new
 }
 
-/// Whether the operator found the binding callable: on the allow-list (the gateway checks its addresses anyway).
+/// Whether the binding is probed: its host is on the allow-list, as the operator found. One whose addresses a probe
+/// found denied is probed again, as DNS may change (the gateway checks the addresses on every call anyway).
 fn callable(instance: &Instance, binding: &ConnectorBinding) -> bool {
     let connectors = instance.status.as_ref().map(|s| s.connectors.as_slice()).unwrap_or_default();
-    connectors.iter().any(|c| c.name == binding.name && c.destination == Some(ConnectorDestination::Allowed))
+    connectors.iter().any(|c| {
+        c.name == binding.name
+            && matches!(c.destination, Some(ConnectorDestination::Allowed | ConnectorDestination::Denied))
+    })
 }
 
 /// The probes to write for `instance`: the new ones, and the earlier ones still of a callable binding as it is.
@@ -282,26 +286,49 @@ async fn probe_instance(
 /// Probes `binding` of `instance`: what its server answered, with the binding's own credential.
 pub async fn probe(gateway: &Gateway, instance: &Instance, binding: &ConnectorBinding) -> ConnectorProbe {
     let result = exchange(gateway, instance, binding).await;
-    let (answered, tools, message) = match result {
-        Ok(tools) => (true, tools, String::new()),
-        Err(message) => (false, Vec::new(), message.chars().take(1000).collect()),
+    let (answered, tools, message, refused) = match result {
+        Ok(tools) => (true, tools, String::new(), false),
+        Err(Failure { message, refused }) => (false, Vec::new(), message.chars().take(1000).collect(), refused),
     };
     ConnectorProbe {
         name: binding.name.clone(),
         binding: fingerprint(binding),
         probed_at: Time(Timestamp::now()),
         answered,
+        refused,
         tools,
         message,
     }
 }
 
-async fn exchange(gateway: &Gateway, instance: &Instance, binding: &ConnectorBinding) -> Result<Vec<String>, String> {
+/// Why a probe got no answer, and whether the gateway refused to connect (nothing was sent).
+struct Failure {
+    message: String,
+    refused: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { message, refused: false }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+async fn exchange(gateway: &Gateway, instance: &Instance, binding: &ConnectorBinding) -> Result<Vec<String>, Failure> {
     let Some(connectors) = gateway.connectors.as_ref() else { return Err("the connector gateway is off".into()) };
     let url = binding.url.as_deref().ok_or("the binding has no url")?;
     let endpoint = instance.status.as_ref().and_then(|s| s.endpoint.as_deref());
     let internal = gateway.internal_endpoints(endpoint);
-    let (client, url) = connectors.egress.client(url, &internal).await.map_err(|refusal| refusal.to_string())?;
+    let (client, url) = connectors
+        .egress
+        .client(url, &internal)
+        .await
+        .map_err(|refusal| Failure { message: refusal.to_string(), refused: true })?;
     let namespace = instance.namespace().unwrap_or_default();
     let organization = cmp_crds::names::organization_of_control_namespace(&namespace).unwrap_or_default();
     let (header, value) = connectors.credentials.presented(organization, &instance.spec.project, binding).await?;
@@ -412,6 +439,7 @@ mod tests {
             binding: fingerprint(binding),
             probed_at: Time(at(secs)),
             answered: true,
+            refused: false,
             tools: vec!["get_ticket".into()],
             message: String::new(),
         }

@@ -96,7 +96,10 @@ pub fn connectors(
         };
         let tools = allowed_tools(bounds.offering, binding);
         let (destination, problem) = match check_url(binding, bounds.allowed_hosts) {
-            UrlCheck::Allowed => (ConnectorDestination::Allowed, None),
+            UrlCheck::Allowed => match denied(instance, binding) {
+                Some(why) => (ConnectorDestination::Denied, Some(Problem::Denied(why))),
+                None => (ConnectorDestination::Allowed, None),
+            },
             UrlCheck::NoUrl => (ConnectorDestination::NoUrl, Some(Problem::NoUrl)),
             UrlCheck::Malformed => {
                 (ConnectorDestination::NotAllowed, Some(Problem::Host("its url is not http(s)".into())))
@@ -133,12 +136,21 @@ pub fn connectors(
 enum Problem {
     NoUrl,
     Host(String),
+    Denied(String),
     Tools(Vec<String>),
     NotAnswering(String),
     ToolsMissing(Vec<String>),
 }
 
 /// What the gateway's last probe of this very binding says is wrong, if anything.
+/// Why the gateway refused to connect to the binding's server as it is (its host resolved to a denied address), if
+/// its last probe says so: the operator reports it, the gateway refuses every call to it anyway.
+fn denied(instance: &Instance, binding: &cmp_crds::instance::ConnectorBinding) -> Option<String> {
+    let probes = instance.status.as_ref().map(|s| s.connector_probes.as_slice()).unwrap_or_default();
+    let probe = probes.iter().find(|p| p.name == binding.name && p.binding == fingerprint(binding))?;
+    probe.refused.then(|| probe.message.clone())
+}
+
 fn probed(
     instance: &Instance,
     binding: &cmp_crds::instance::ConnectorBinding,
@@ -169,6 +181,10 @@ fn callable(
     let no_url = named(|p| matches!(p, Problem::NoUrl).then(String::new));
     let hosts = named(|p| match p {
         Problem::Host(host) => Some(format!(" ({host})")),
+        _ => None,
+    });
+    let denied = named(|p| match p {
+        Problem::Denied(why) => Some(format!(" ({why})")),
         _ => None,
     });
     let tools = named(|p| match p {
@@ -202,6 +218,14 @@ fn callable(
             format!(
                 "bindings {} point at hosts off the platform's allow-list ({allowed}): the gateway refuses every call; point them at an allowed host or ask the platform operator to allow it",
                 hosts.join(", ")
+            ),
+        )
+    } else if !denied.is_empty() {
+        (
+            reasons::CONNECTOR_DESTINATION_DENIED,
+            format!(
+                "bindings {} point at hosts that resolve to addresses no binding may reach (the gateway checked after DNS resolution): it refuses every call; point them at a server outside the cluster's networks",
+                denied.join("; ")
             ),
         )
     } else if !tools.is_empty() {
@@ -385,6 +409,7 @@ mod tests {
             binding: cmp_crds::connectors::fingerprint(binding),
             probed_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)),
             answered,
+            refused: false,
             tools: tools.iter().map(|t| t.to_string()).collect(),
             message: if answered { String::new() } else { "the MCP server answered 401".into() },
         };
@@ -397,6 +422,14 @@ mod tests {
         let (state, why, message, _) = reason(&silent);
         assert_eq!((state.as_str(), why.as_str()), ("False", reasons::CONNECTOR_NOT_ANSWERING), "{message}");
         assert!(message.contains("c0 (the MCP server answered 401)"), "{message}");
+        // A probe the gateway refused to make: the host resolves to a denied address.
+        let mut refused = probe(&i.spec.connectors[0], false, &[]);
+        refused.refused = true;
+        refused.message = "the binding's host desk.example.com resolves to 10.0.0.7:443, inside the denied network 10.0.0.0/8: a connector may not reach it".into();
+        let (state, why, message, status) = reason(&probed(&i, refused));
+        assert_eq!((state.as_str(), why.as_str()), ("False", reasons::CONNECTOR_DESTINATION_DENIED), "{message}");
+        assert!(message.contains("c0 (the binding's host desk.example.com resolves to 10.0.0.7:443"), "{message}");
+        assert_eq!(status[0].destination, Some(ConnectorDestination::Denied));
         let lacking = probed(&i, probe(&i.spec.connectors[0], true, &["create_ticket"]));
         let (_, why, message, _) = reason(&lacking);
         assert_eq!(why, reasons::CONNECTOR_TOOLS_MISSING, "{message}");
