@@ -109,7 +109,8 @@ impl Metrics {
     }
 
     /// How many run requests were answered with `code` so far.
-    pub fn runs_answered(&self, code: &'static str) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn runs_answered(&self, code: &'static str) -> u64 {
         self.runs.get_or_create(&CodeLabels { code }).get()
     }
 

@@ -82,33 +82,28 @@ async fn the_buyers_journey_t1_to_t9_on_the_real_platform() {
     let (offering, publisher, plan_sku) =
         (format!("{run}-echo"), format!("{run}-pub"), format!("{}-PRO", run.to_uppercase()));
     let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("the example flow");
-    apply(&client, json!({
-        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
-        "metadata": {"name": offering, "labels": {RUN_LABEL: run}},
-        "spec": {"displayName": "Echo",
-                 "runtime": {"mode": "Shared", "api": "v2", "endpoint": lfx.url(),
-                             "apiKeySecretRef": {"namespace": "default", "name": runtime_key, "key": "apiKey"}},
-                 "versions": [{"name": "1", "flowId": "echo", "artifact": {"url": url, "sha256": sha256}}],
-                 "plans": [{"id": "pro", "creditsPerRun": 250, "includedCredits": 500, "requestsPerMinute": 60, "saleorSku": plan_sku},
-                           {"id": "free", "creditsPerRun": 1}],
-                 "demo": {"runsPerSession": 5, "requestsPerMinute": 60, "instance": {"organization": publisher, "name": "demo"}}},
-    }))
-    .await;
+    let echo_plans = json!({
+        "plans": [{"id": "pro", "creditsPerRun": 250, "includedCredits": 500, "requestsPerMinute": 60, "saleorSku": plan_sku},
+                  {"id": "free", "creditsPerRun": 1}],
+        "demo": {"runsPerSession": 5, "requestsPerMinute": 60, "instance": {"organization": publisher, "name": "demo"}},
+    });
+    let on_lfx = |name: &str, display: &str, flow: (&str, String, String), more: Value| {
+        let mut spec = json!({"displayName": display,
+            "runtime": {"mode": "Shared", "api": "v2", "endpoint": lfx.url(),
+                        "apiKeySecretRef": {"namespace": "default", "name": runtime_key, "key": "apiKey"}},
+            "versions": [{"name": "1", "flowId": flow.0, "artifact": {"url": flow.1, "sha256": flow.2}}]});
+        spec.as_object_mut().expect("an object").extend(more.as_object().cloned().unwrap_or_default());
+        json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
+               "metadata": {"name": name, "labels": {RUN_LABEL: run}}, "spec": spec})
+    };
+    apply(&client, on_lfx(&offering, "Echo", ("echo", url, sha256), echo_plans)).await;
     // A tool agent: its flow opens a ticket in the buyer's own desk through this platform's connector gateway.
     let (desk_flow, desk_sha256) = cmp_testenv::lfx::example_flow_through("ticket-desk.json", &gateway_url, &scratch)
         .expect("the ticket desk flow");
     let desk_offering = format!("{run}-desk");
-    apply(&client, json!({
-        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",
-        "metadata": {"name": desk_offering, "labels": {RUN_LABEL: run}},
-        "spec": {"displayName": "Ticket desk",
-                 "runtime": {"mode": "Shared", "api": "v2", "endpoint": lfx.url(),
-                             "apiKeySecretRef": {"namespace": "default", "name": runtime_key, "key": "apiKey"}},
-                 "versions": [{"name": "1", "flowId": "ticket-desk", "artifact": {"url": desk_flow, "sha256": desk_sha256}}],
-                 "connectors": [{"type": "tickets", "tools": ["create_ticket"]}],
-                 "plans": [{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 60}]},
-    }))
-    .await;
+    let desk_spec = json!({"connectors": [{"type": "tickets", "tools": ["create_ticket"]}],
+                      "plans": [{"id": "basic", "creditsPerRun": 1, "creditsPerToolCall": 2, "timeoutSeconds": 60}]});
+    apply(&client, on_lfx(&desk_offering, "Ticket desk", ("ticket-desk", desk_flow, desk_sha256), desk_spec)).await;
 
     let selector = format!("{RUN_LABEL}={run}");
     let vault_addr = openbao.addr().to_string();

@@ -184,20 +184,32 @@ fn placed_settings(input: &RenderInput<'_>) -> (serde_json::Map<String, serde_js
     (tweaks, globals)
 }
 
-/// The runtime's environment for the settings that are globals: each as a variable of its name, which Langflow
-/// reads into its global variables (`LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT`).
+/// Whether a setting's global may become an environment variable of the runtime: not one the render sets, nor one
+/// that configures the process rather than the flow (Langflow's own, the loader's, Python's, TLS and proxies, `PATH`,
+/// `HOME`). Those stay in `settings.json` and still reach each run as a request global; as a variable they would let
+/// a buyer's value reconfigure the runtime.
+fn env_safe(global: &str) -> bool {
+    const EXACT: &[&str] = &["PATH", "HOME", "CMP_FLOW_ID", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"];
+    const PREFIXES: &[&str] = &["LANGFLOW_", "LFX_", "LD_", "PYTHON", "SSL_", "UV_", "PIP_"];
+    !EXACT.contains(&global) && !PREFIXES.iter().any(|p| global.starts_with(p)) && !global.ends_with("_PROXY")
+}
+
+/// The runtime's environment for the settings that are globals ([`env_safe`]): each as a variable of its name, which
+/// Langflow reads into its global variables (`LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT`). A value's `$(` is
+/// written `$$(`, so Kubernetes does not expand it as a reference to another variable.
 fn settings_env(globals: &BTreeMap<String, String>) -> Vec<EnvVar> {
-    if globals.is_empty() {
+    let safe: Vec<(&String, &String)> = globals.iter().filter(|(name, _)| env_safe(name)).collect();
+    if safe.is_empty() {
         return Vec::new();
     }
     let literal =
         |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() };
-    let names: Vec<&str> = globals.keys().map(String::as_str).collect();
+    let names: Vec<&str> = safe.iter().map(|(name, _)| name.as_str()).collect();
     let mut env = vec![
         literal("LANGFLOW_STORE_ENVIRONMENT_VARIABLES", "true"),
         literal("LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT", &names.join(",")),
     ];
-    env.extend(globals.iter().map(|(name, value)| literal(name, value)));
+    env.extend(safe.iter().map(|(name, value)| literal(name, &value.replace("$(", "$$("))));
     env
 }
 

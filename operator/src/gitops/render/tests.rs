@@ -188,3 +188,38 @@ fn the_buyers_settings_are_rendered_as_a_run_places_them_and_nothing_else_is() {
     let plain = render_offering(&instance(vec![]), &offering, &settings()).expect("renders");
     assert_eq!(tree, plain);
 }
+
+#[test]
+fn a_setting_cannot_reconfigure_the_runtime_process_through_its_environment() {
+    let mut offering = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("1", false)]);
+    let global =
+        |name: &str, global: &str| serde_json::json!({"name": name, "type": "string", "target": {"global": global}});
+    offering.spec.versions[0].settings = serde_json::from_value(serde_json::json!([
+        global("port", "LANGFLOW_PORT"),
+        global("home", "HOME"),
+        global("preload", "LD_PRELOAD"),
+        global("proxy", "HTTPS_PROXY"),
+        global("tone", "TONE"),
+    ]))
+    .expect("settings");
+    let mut bot = instance(vec![]);
+    bot.spec.config =
+        [("port", "1"), ("home", "/x"), ("preload", "/x/evil.so"), ("proxy", "http://me"), ("tone", "$(HOME) hi")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let tree = render_offering(&bot, &offering, &settings()).expect("renders");
+    let deployment = parsed(&tree, "deployment.yaml");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().cloned().expect("env");
+    let values = |name: &str| -> Vec<String> {
+        env.iter().filter(|v| v["name"] == name).map(|v| v["value"].as_str().unwrap_or_default().to_string()).collect()
+    };
+    assert_eq!(values("LANGFLOW_PORT"), ["8000"], "the render's own value, once");
+    assert_eq!(values("HOME"), ["/tmp"]);
+    assert!(values("LD_PRELOAD").is_empty() && values("HTTPS_PROXY").is_empty());
+    assert_eq!(values("TONE"), ["$$(HOME) hi"], "no expansion of another variable");
+    assert_eq!(values("LANGFLOW_VARIABLES_TO_GET_FROM_ENVIRONMENT"), ["TONE"]);
+    // They still reach the runs as request globals (the ConfigMap records them as a run places them).
+    let placed = parsed(&tree, "configmap.yaml")["data"]["settings.json"].as_str().map(String::from).expect("settings");
+    assert!(placed.contains("LD_PRELOAD") && placed.contains("LANGFLOW_PORT"), "{placed}");
+}
