@@ -14,6 +14,7 @@ import pathlib
 
 from lfx.components.input_output import ChatInput, ChatOutput
 from lfx.components.models_and_agents.mcp_component import MCPToolsComponent
+from lfx.components.models_and_agents.memory import MemoryComponent
 from lfx.components.models_and_agents.prompt import PromptComponent
 from lfx.components.processing.parser import ParserComponent
 from lfx.graph import Graph
@@ -127,9 +128,25 @@ def tone() -> None:
     write("tone", Graph(chat_in, chat_out), "Greets the chat input with the greeting the caller chose", from_global)
 
 
+def recall() -> None:
+    """Answers the chat input with the conversation so far: the Message History component reads the messages
+    its runtime stored for the run's session id (full Langflow keeps them; lfx keeps none). CMP derives that
+    session id from the Instance and the caller's session, so the answer shows which conversation a run joined."""
+    chat_in = ChatInput(_id="ChatInput-recall")
+    history = MemoryComponent(_id="Memory-recall")
+    history.set(n_messages=20, template="{sender}: {text}")
+    prompt = PromptComponent(_id="Prompt-recall")
+    prompt.set(template="{question} | so far: {history}", question=chat_in.message_response,
+               history=history.retrieve_messages_as_text)
+    chat_out = ChatOutput(_id="ChatOutput-recall")
+    chat_out.set(input_value=prompt.build_prompt)
+    write("recall", Graph(chat_in, chat_out), "Answers with the conversation so far (needs full Langflow)")
+
+
 if __name__ == "__main__":
     echo()
     greeting()
     ticket_desk()
     knowledge_desk()
     tone()
+    recall()

@@ -1,19 +1,16 @@
-//! The flow API of a shared runtime (lfx, or Langflow's executor): the
-//! operator registers an Instance's flow under the Instance's own flow id,
-//! checks that it is still served, and removes it.
-//!
-//! Routes (lfx 1.13, `lfx serve`): `GET /flows/{id}/info`,
-//! `POST /flows/upload/` (`{id, name, description, data, replace}`),
-//! `DELETE /flows/{id}`, all behind the header `x-api-key`. An upload with
-//! `replace: true` swaps the flow atomically, so a version change never
-//! leaves a gap in which runs find no flow.
+//! The flow API of a shared runtime: the operator registers an Instance's
+//! flow under the Instance's own flow id, checks that it is still served,
+//! and removes it. Which routes depends on the Offering's run API
+//! ([`FlowRoutes`]); all are behind the header `x-api-key`, and both kinds of
+//! upload replace the flow in one step, so a version change never leaves a
+//! gap in which runs find no flow.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cmp_core::secrets::{SecretError, SecretRef, SecretSource};
-use cmp_crds::offering::SecretKeyRef;
+use cmp_crds::offering::{RuntimeApi, SecretKeyRef};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -25,11 +22,58 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).build().unwrap_or_default()
 }
 
+/// The flow routes of a shared runtime, by the run API it serves.
+///
+/// - `v2` (lfx 1.13, `lfx serve`): `GET /flows/{id}/info`, `POST /flows/upload/`
+///   (`{id, name, description, data, replace: true}`), `DELETE /flows/{id}`.
+/// - `v1` (full Langflow 1.13): `GET /api/v1/flows/{id}`, `PUT /api/v1/flows/{id}`
+///   (an upsert of `{name, description, data}`: 201 created, 200 replaced),
+///   `DELETE /api/v1/flows/{id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRoutes(pub RuntimeApi);
+
+impl FlowRoutes {
+    /// The path that describes the flow `flow_id` (its `description` is the registration's marker).
+    pub fn info(self, flow_id: &str) -> String {
+        match self.0 {
+            RuntimeApi::V2 => format!("/flows/{flow_id}/info"),
+            RuntimeApi::V1 => format!("/api/v1/flows/{flow_id}"),
+        }
+    }
+
+    /// The method, path and body that register (or replace) `registration`'s flow `data`.
+    pub fn upload(self, registration: &Registration, data: Value) -> (reqwest::Method, String, Value) {
+        let (name, description) = (&registration.name, registration.marker());
+        match self.0 {
+            RuntimeApi::V2 => (
+                reqwest::Method::POST,
+                "/flows/upload/".into(),
+                json!({"id": registration.flow_id, "name": name, "description": description, "data": data, "replace": true}),
+            ),
+            RuntimeApi::V1 => (
+                reqwest::Method::PUT,
+                format!("/api/v1/flows/{}", registration.flow_id),
+                json!({"name": name, "description": description, "data": data}),
+            ),
+        }
+    }
+
+    /// The path that removes the flow `flow_id`.
+    pub fn remove(self, flow_id: &str) -> String {
+        match self.0 {
+            RuntimeApi::V2 => format!("/flows/{flow_id}"),
+            RuntimeApi::V1 => format!("/api/v1/flows/{flow_id}"),
+        }
+    }
+}
+
 /// What the operator asks a shared runtime to serve for one Instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     /// The runtime's base URL.
     pub endpoint: String,
+    /// The run API it serves, which decides its flow routes.
+    pub api: RuntimeApi,
     /// The flow id, derived from the Instance.
     pub flow_id: String,
     /// `<namespace>/<name>` of the Instance: the flow's name in the runtime.
@@ -164,11 +208,13 @@ impl SharedRuntimes {
     pub async fn registered(
         &self,
         endpoint: &str,
+        routes: FlowRoutes,
         api_key: &str,
         flow_id: &str,
     ) -> Result<Option<String>, RuntimeError> {
-        let url = format!("{}/flows/{flow_id}/info", base(endpoint));
-        let what = format!("GET /flows/{flow_id}/info");
+        let path = routes.info(flow_id);
+        let what = format!("GET {path}");
+        let url = format!("{}{path}", base(endpoint));
         let response = Self::call(self.http.get(url).header("x-api-key", api_key), endpoint).await?;
         match response.status().as_u16() {
             404 => Ok(None),
@@ -183,30 +229,70 @@ impl SharedRuntimes {
         }
     }
 
-    /// Registers (or atomically replaces) the flow of `registration`, whose artifact is `flow` (a Langflow export).
+    /// Registers (or replaces in one step) the flow of `registration`, whose artifact is `flow` (a Langflow export).
     pub async fn upload(&self, registration: &Registration, api_key: &str, flow: &Value) -> Result<(), RuntimeError> {
         let endpoint = &registration.endpoint;
-        let body = json!({
-            "id": registration.flow_id,
-            "name": registration.name,
-            "description": registration.marker(),
-            "data": flow.get("data").cloned().unwrap_or_else(|| flow.clone()),
-            "replace": true,
-        });
-        let url = format!("{}/flows/upload/", base(endpoint));
-        let what = "POST /flows/upload/";
-        let response = Self::call(self.http.post(url).header("x-api-key", api_key).json(&body), endpoint).await?;
-        if response.status().is_success() { Ok(()) } else { Err(Self::refused(response, endpoint, what).await) }
+        let data = flow.get("data").cloned().unwrap_or_else(|| flow.clone());
+        let (method, path, body) = FlowRoutes(registration.api).upload(registration, data);
+        let what = format!("{method} {path}");
+        let url = format!("{}{path}", base(endpoint));
+        let request = self.http.request(method, url).header("x-api-key", api_key).json(&body);
+        let response = Self::call(request, endpoint).await?;
+        if response.status().is_success() { Ok(()) } else { Err(Self::refused(response, endpoint, &what).await) }
     }
 
     /// Removes the flow `flow_id`; one that is already gone is fine.
-    pub async fn remove(&self, endpoint: &str, api_key: &str, flow_id: &str) -> Result<(), RuntimeError> {
-        let url = format!("{}/flows/{flow_id}", base(endpoint));
-        let what = format!("DELETE /flows/{flow_id}");
+    pub async fn remove(
+        &self,
+        endpoint: &str,
+        routes: FlowRoutes,
+        api_key: &str,
+        flow_id: &str,
+    ) -> Result<(), RuntimeError> {
+        let path = routes.remove(flow_id);
+        let what = format!("DELETE {path}");
+        let url = format!("{}{path}", base(endpoint));
         let response = Self::call(self.http.delete(url).header("x-api-key", api_key), endpoint).await?;
         match response.status().as_u16() {
             200..=299 | 404 => Ok(()),
             _ => Err(Self::refused(response, endpoint, &what).await),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(api: RuntimeApi) -> Registration {
+        Registration {
+            endpoint: "http://runtime:7860".into(),
+            api,
+            flow_id: "0f0e0d0c-0b0a-8908-8706-050403020100".into(),
+            name: "cmp-acme/bot".into(),
+            version: "1".into(),
+            artifact_url: "file:///flow.json".into(),
+            sha256: "ab".into(),
+        }
+    }
+
+    #[test]
+    fn lfx_takes_flows_on_its_upload_route_and_langflow_on_its_upsert() {
+        let data = json!({"nodes": [], "edges": []});
+        let lfx = registration(RuntimeApi::V2);
+        let (method, path, body) = FlowRoutes(RuntimeApi::V2).upload(&lfx, data.clone());
+        assert_eq!((method, path.as_str()), (reqwest::Method::POST, "/flows/upload/"));
+        assert_eq!(body["id"], lfx.flow_id.as_str());
+        assert_eq!(body["replace"], true);
+        assert_eq!(body["description"], lfx.marker().as_str());
+        assert_eq!(FlowRoutes(RuntimeApi::V2).info(&lfx.flow_id), format!("/flows/{}/info", lfx.flow_id));
+
+        let langflow = registration(RuntimeApi::V1);
+        let (method, path, body) = FlowRoutes(RuntimeApi::V1).upload(&langflow, data.clone());
+        assert_eq!((method, path), (reqwest::Method::PUT, format!("/api/v1/flows/{}", langflow.flow_id)));
+        // The id is the path's; Langflow's FlowCreate has no `replace`.
+        assert_eq!(body, json!({"name": "cmp-acme/bot", "description": langflow.marker(), "data": data}));
+        assert_eq!(FlowRoutes(RuntimeApi::V1).info(&langflow.flow_id), format!("/api/v1/flows/{}", langflow.flow_id));
+        assert_eq!(FlowRoutes(RuntimeApi::V1).remove(&langflow.flow_id), format!("/api/v1/flows/{}", langflow.flow_id));
     }
 }

@@ -19,6 +19,7 @@ pub mod git_http;
 pub mod git_ssh;
 pub mod helm;
 pub mod keycloak;
+pub mod langflow;
 pub mod langflow_stand_in;
 pub mod lfx;
 pub mod mcp;

@@ -134,9 +134,14 @@ impl World {
 
     /// The Secret holding the runtime's key (in `default`), as an `apiKeySecretRef`.
     pub async fn runtime_key_secret(&self) -> Value {
+        self.runtime_key_secret_holding(RUNTIME_KEY).await
+    }
+
+    /// Like [`World::runtime_key_secret`], holding `runtime_key` (a runtime that makes its own keys).
+    pub async fn runtime_key_secret_holding(&self, runtime_key: &str) -> Value {
         let name = self.runtime_key_name();
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                            "stringData": {"apiKey": RUNTIME_KEY}});
+                            "stringData": {"apiKey": runtime_key}});
         Api::<Secret>::namespaced(self.client.clone(), "default")
             .patch(&name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(secret))
             .await
@@ -151,7 +156,13 @@ impl World {
 
     /// Like [`World::offering`], with more `spec` fields (for example `demo`).
     pub async fn offering_with(&self, name: &str, api: &str, endpoint: &str, plans: Value, more: Value) {
-        let key = self.runtime_key_secret().await;
+        self.offering_on(name, api, (endpoint, RUNTIME_KEY), plans, more).await;
+    }
+
+    /// Like [`World::offering_with`], on a runtime `(endpoint, key)` whose API key is `key`.
+    pub async fn offering_on(&self, name: &str, api: &str, runtime: (&str, &str), plans: Value, more: Value) {
+        let (endpoint, runtime_key) = runtime;
+        let key = self.runtime_key_secret_holding(runtime_key).await;
         let (url, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("the example flow");
         let mut offering = json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering",

@@ -30,7 +30,7 @@ use crate::apply::await_cached;
 use crate::cache::{Caches, Guarded, OrganizationLookup, Watched, valid};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::flows::Probe;
+use crate::flows::{FlowRoutes, Probe};
 use crate::gitops::argocd::{SyncState, application_name, sync_state};
 use crate::gitops::render::instance_dir;
 use crate::gitops::{Delivery, GitOps};
@@ -156,8 +156,8 @@ impl Reconcile for Instance {
         }
         let offering = ctx.caches.offerings.get(&self.spec.offering, None).as_deref().and_then(valid).cloned();
         let runtime = offering.map(|o| o.spec.runtime);
-        if let Some((RuntimeMode::Shared, Some(endpoint), Some(reference))) =
-            runtime.map(|r| (r.mode, r.endpoint, r.api_key_secret_ref))
+        if let Some((RuntimeMode::Shared, Some(endpoint), Some(reference), api)) =
+            runtime.map(|r| (r.mode, r.endpoint, r.api_key_secret_ref, r.api))
         {
             let flow_id = cmp_crds::names::flow_id(
                 &self.namespace().unwrap_or_default(),
@@ -165,7 +165,10 @@ impl Reconcile for Instance {
                 &self.uid().unwrap_or_default(),
             );
             let api_key = ctx.runtimes.api_key(ctx.secrets.as_ref(), &reference).await.map_err(Error::Runtime)?;
-            ctx.runtimes.remove(&endpoint, &api_key, &flow_id).await.map_err(|e| Error::Runtime(e.to_string()))?;
+            ctx.runtimes
+                .remove(&endpoint, FlowRoutes(api), &api_key, &flow_id)
+                .await
+                .map_err(|e| Error::Runtime(e.to_string()))?;
             tracing::info!(flow_id, endpoint, "removed the flow from the shared runtime");
         }
         let namespace = self.namespace().unwrap_or_default();
@@ -379,7 +382,10 @@ async fn register(instance: &Instance, work: &RuntimeWork, ctx: &Context) {
             .api_key(ctx.secrets.as_ref(), &work.api_key)
             .await
             .map_err(|e| (reasons::RUNTIME_SECRET_MISSING, e))?;
-        let served = ctx.runtimes.registered(&registration.endpoint, &api_key, &registration.flow_id).await;
+        let served = ctx
+            .runtimes
+            .registered(&registration.endpoint, FlowRoutes(registration.api), &api_key, &registration.flow_id)
+            .await;
         if served.as_ref().map_err(|e| unavailable(e))?.as_deref() == Some(registration.marker().as_str()) {
             return Ok(());
         }

@@ -65,6 +65,7 @@ pub fn runtime(instance: &Instance, resolved: &Resolved, observed: &Observed, no
             let uid = instance.uid().unwrap_or_default();
             let registration = Registration {
                 endpoint: endpoint.clone(),
+                api: runtime.api,
                 flow_id: cmp_crds::names::flow_id(&namespace, &name, &uid),
                 name: format!("{namespace}/{name}"),
                 version: resolved.version.name.clone(),
