@@ -30,6 +30,21 @@ pub fn server_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::R
     Ok(config)
 }
 
+/// When the first certificate in the PEM file `cert` expires, in seconds since the Unix epoch.
+pub fn not_after(cert: &std::path::Path) -> anyhow::Result<i64> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let first = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading the certificate {}", cert.display()))?
+        .next()
+        .with_context(|| format!("{} holds no PEM certificate", cert.display()))?
+        .with_context(|| format!("reading the certificate {}", cert.display()))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&first)
+        .map_err(|e| anyhow::anyhow!("{} is not an X.509 certificate: {e}", cert.display()))?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` completes; `what` names the endpoint in logs.
 pub async fn serve(
     what: &'static str,

@@ -55,6 +55,33 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in declaration order (for metrics that start every code at zero).
+    pub const ALL: [Code; 23] = [
+        Code::MalformedRequest,
+        Code::TweakNotAllowed,
+        Code::InvalidInput,
+        Code::InvalidApiKey,
+        Code::KeyRevoked,
+        Code::KeyExpired,
+        Code::InvalidToken,
+        Code::InsufficientCredits,
+        Code::DemoExhausted,
+        Code::WrongTenant,
+        Code::Suspended,
+        Code::NotFound,
+        Code::KnowledgeNotOffered,
+        Code::TooManyDocuments,
+        Code::UnsupportedDocumentType,
+        Code::BodyTooLarge,
+        Code::RateLimited,
+        Code::RuntimeError,
+        Code::GatewayNotReady,
+        Code::RuntimeNotReady,
+        Code::CreditsUnverifiable,
+        Code::KnowledgeUnavailable,
+        Code::RuntimeTimeout,
+    ];
+
     /// The code as it appears in responses and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,6 +135,23 @@ impl Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_holds_every_code_once() {
+        let names: std::collections::BTreeSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len(), "a code listed twice");
+        // as_str's match is exhaustive, so a new variant is named there; this counts its arms.
+        let arms = include_str!("refusals.rs")
+            .split("fn as_str")
+            .nth(1)
+            .unwrap_or_default()
+            .split("\n        }")
+            .next()
+            .unwrap_or_default()
+            .matches("Code::")
+            .count();
+        assert_eq!(arms, Code::ALL.len(), "Code::ALL misses a code that as_str names");
+    }
 
     #[test]
     fn every_code_has_the_status_the_api_documents() {

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -31,6 +32,8 @@ pub struct Metrics {
     lease_writes: Family<WriteLabels, Counter>,
     credits_charged: Counter,
     usage_events: Family<ResultLabels, Counter>,
+    usage_backlog: Gauge,
+    usage_capacity: Gauge,
     tool_calls: Family<ResultLabels, Counter>,
     connector_probes: Family<ResultLabels, Counter>,
     connector_refusals: Family<CodeLabels, Counter>,
@@ -45,6 +48,8 @@ impl Metrics {
             lease_writes: Family::default(),
             credits_charged: Counter::default(),
             usage_events: Family::default(),
+            usage_backlog: Gauge::default(),
+            usage_capacity: Gauge::default(),
             tool_calls: Family::default(),
             connector_probes: Family::default(),
             connector_refusals: Family::default(),
@@ -71,6 +76,16 @@ impl Metrics {
             metrics.usage_events.clone(),
         );
         registry.register(
+            "usage_backlog",
+            "Usage events buffered and not yet taken by the sink (including a batch being retried)",
+            metrics.usage_backlog.clone(),
+        );
+        registry.register(
+            "usage_buffer_capacity",
+            "How many usage events the buffer holds before new ones are dropped (--usage-buffer)",
+            metrics.usage_capacity.clone(),
+        );
+        registry.register(
             "tool_calls",
             "Messages through the connector gateway by result: success, tool_error, upstream_error, timeout, refused, served (not a tool call)",
             metrics.tool_calls.clone(),
@@ -85,7 +100,36 @@ impl Metrics {
             "Connector gateway refusals that are security events, by reason (invalid_run_token, unknown_session, unknown_binding, tool_not_allowed, destination_refused)",
             metrics.connector_refusals.clone(),
         );
+        metrics.start_at_zero();
         metrics
+    }
+
+    /// Creates every series whose labels are known in advance at zero, so a
+    /// fresh replica exports them and `rate()` and `increase()` see the first
+    /// event (a series born at 1 hides it); the alert rules read them.
+    fn start_at_zero(&self) {
+        for code in std::iter::once("ok").chain(cmp_crds::refusals::Code::ALL.iter().map(|c| c.as_str())) {
+            let _ = self.runs.get_or_create(&CodeLabels { code });
+        }
+        for kind in ["lease", "flush", "return"] {
+            for result in ["written", "conflict", "failed"] {
+                let _ = self.lease_writes.get_or_create(&WriteLabels { kind, result });
+            }
+        }
+        for result in ["delivered", "retried", "dropped"] {
+            let _ = self.usage_events.get_or_create(&ResultLabels { result });
+        }
+        for result in ["success", "tool_error", "upstream_error", "timeout", "refused", "served"] {
+            let _ = self.tool_calls.get_or_create(&ResultLabels { result });
+        }
+        for result in ["answered", "failed"] {
+            let _ = self.connector_probes.get_or_create(&ResultLabels { result });
+        }
+        for code in
+            ["invalid_run_token", "unknown_session", "unknown_binding", "tool_not_allowed", "destination_refused"]
+        {
+            let _ = self.connector_refusals.get_or_create(&CodeLabels { code });
+        }
     }
 
     /// Counts a message through the connector gateway with `result`.
@@ -127,6 +171,12 @@ impl Metrics {
     /// Counts credits charged.
     pub fn charged(&self, credits: i64) {
         self.credits_charged.inc_by(u64::try_from(credits).unwrap_or(0));
+    }
+
+    /// Records how many usage events wait for the sink, of a buffer of `capacity`.
+    pub fn usage_backlog(&self, waiting: usize, capacity: usize) {
+        self.usage_backlog.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.usage_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
     }
 
     /// Counts `n` usage events with `result`.

@@ -60,6 +60,7 @@ impl Usage {
         metrics: Arc<Metrics>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (events, receiver) = mpsc::channel(capacity.max(1));
+        metrics.usage_backlog(0, receiver.max_capacity());
         let usage = Self { events, dropped: Arc::default(), metrics: metrics.clone() };
         (usage, deliver(sink, source, receiver, metrics))
     }
@@ -103,9 +104,11 @@ async fn deliver(sink: Sink, source: String, mut receiver: mpsc::Receiver<Record
         }
         let mut backoff = Duration::from_millis(200);
         loop {
+            metrics.usage_backlog(batch.len() + receiver.len(), receiver.max_capacity());
             match send(&sink, &source, &http, &batch).await {
                 Ok(()) => {
                     metrics.usage_events("delivered", batch.len());
+                    metrics.usage_backlog(receiver.len(), receiver.max_capacity());
                     break;
                 }
                 Err(error) => {

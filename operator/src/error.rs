@@ -76,6 +76,22 @@ impl Error {
         move |source| Error::Kube { action, source }
     }
 
+    /// Every reason [`Error::reason`] gives (and `InvalidObject`, counted for objects that do not parse).
+    pub const REASONS: [&'static str; 12] = [
+        "Forbidden",
+        "Conflict",
+        "Invalid",
+        "ApiError",
+        "EncodingFailed",
+        reasons::NOT_IN_CONTROL_NAMESPACE,
+        reasons::ORGANIZATION_NOT_FOUND,
+        reasons::INVALID_OBJECT,
+        reasons::RUNTIME_UNAVAILABLE,
+        reasons::VAULT_UNAVAILABLE,
+        reasons::KNOWLEDGE_STORE_UNAVAILABLE,
+        reasons::GIT_UNREACHABLE,
+    ];
+
     /// The CamelCase reason written to the object's conditions.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -18,6 +18,7 @@ pub mod controllers;
 pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod fleet;
 pub mod flows;
 pub mod gitops;
 pub mod instance;

@@ -67,6 +67,14 @@ impl Metrics {
             writes.clone(),
         );
         let gitops = crate::gitops::writer::Counters::register(registry);
+        // Created at zero so a fresh replica exports them and rate() sees the first reconcile or error.
+        for kind in ["Organization", "Project", "Offering", "Instance", "Wallet"] {
+            let _ = reconciles.get_or_create(&KindLabels { kind: kind.to_string() });
+            let _ = durations.get_or_create(&KindLabels { kind: kind.to_string() });
+            for reason in crate::error::Error::REASONS {
+                let _ = errors.get_or_create(&ErrorLabels { kind: kind.to_string(), reason: reason.to_string() });
+            }
+        }
         Self { reconciles, errors, durations, writes, gitops }
     }
 }

@@ -46,6 +46,8 @@ where
 /// Runs the operator until SIGTERM/Ctrl-C, or until it loses leadership (an error: restart as a standby).
 pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::register(runtime.registry()));
+    let fleet = crate::fleet::FleetCollector::default();
+    runtime.registry().register_collector(Box::new(fleet.clone()));
     let client = runtime.client().await?;
     runtime
         .run(|process| async move {
@@ -66,6 +68,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
             let (caches, watches) = Caches::start(&client, &settings);
             let watches = tokio::spawn(futures::future::join_all(watches));
             let caches = Arc::new(caches);
+            fleet.watch(caches.clone());
             tokio::select! {
                 ready = caches.ready() => ready?,
                 () = process.shutdown.clone() => return Ok(()),

@@ -26,6 +26,7 @@ pub mod mcp;
 pub mod openbao;
 pub mod postgres;
 pub mod process;
+pub mod promtool;
 pub mod rbac_usage;
 pub mod saleor;
 pub mod test;

@@ -118,6 +118,9 @@ pub enum LineProblem {
 }
 
 impl LineProblem {
+    /// Every label [`LineProblem::kind`] gives.
+    pub const KINDS: [&'static str; 5] = ["no_sku", "unknown_sku", "ambiguous_sku", "no_usable_version", "overflow"];
+
     /// A short stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,6 +25,7 @@ pub struct Metrics {
     state_unknown: Family<EventLabels, Counter>,
     webhook_syncs: Family<ResultLabels, Counter>,
     offering_not_ready_lines: Counter,
+    admission_certificate_expiry: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +67,26 @@ impl Metrics {
             "Paid plan lines whose Offering was not Ready: their Instances were created and wait for it",
             metrics.offering_not_ready_lines.clone(),
         );
+        registry.register(
+            "admission_certificate_expiry_timestamp_seconds",
+            "When the admission endpoint's serving certificate (--admission-cert, read at start) expires, in seconds since the Unix epoch; 0 when the endpoint is off",
+            metrics.admission_certificate_expiry.clone(),
+        );
+        // Created at zero so a fresh replica exports them and increase() sees the first line or delivery.
+        for event in crate::event::OrderEvent::ALL {
+            let _ = metrics
+                .deliveries
+                .get_or_create(&DeliveryLabels { event: event.header_value().into(), code: "ok".into() });
+        }
+        for problem in crate::catalog::LineProblem::KINDS {
+            let _ = metrics.unprovisioned_lines.get_or_create(&ProblemLabels { problem: problem.to_string() });
+        }
         metrics
+    }
+
+    /// Records when the admission endpoint's certificate expires.
+    pub fn admission_certificate_expiry(&self, unix_seconds: i64) {
+        self.admission_certificate_expiry.set(unix_seconds);
     }
 
     /// Counts a paid plan line whose Offering is not Ready.

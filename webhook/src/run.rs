@@ -34,7 +34,9 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
     let (projects, project_events) = cmp_core::watch::cache_all::<Project>(&client);
     let admission_tls = match (&args.admission_cert, &args.admission_key) {
         (Some(cert), Some(key)) => {
-            Some((admission_server::tls_config(cert, key)?, admission_server::bind(args.admission_addr).await?))
+            let config = admission_server::tls_config(cert, key)?;
+            metrics.admission_certificate_expiry(cmp_core::tls::not_after(cert)?);
+            Some((config, admission_server::bind(args.admission_addr).await?))
         }
         _ => {
             tracing::info!("no --admission-cert/--admission-key: the admission endpoint is off");

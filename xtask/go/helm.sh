@@ -3,7 +3,7 @@
 # CRDs of the optional kinds the chart renders (for server-side dry runs):
 #   helm                                         <- helm.sh/helm/v4 (xtask/go/helm)
 #   crds/cert-manager.io_{certificates,issuers}  <- github.com/cert-manager/cert-manager (deploy/crds)
-#   crds/monitoring.coreos.com_servicemonitors   <- github.com/prometheus-operator/prometheus-operator
+#   crds/monitoring.coreos.com_{servicemonitors,prometheusrules} <- github.com/prometheus-operator/prometheus-operator
 # Output: $CMP_CACHE/bin/helm-<version>/ (printed on stdout).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +14,8 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOCACHE=${GOCACHE:-$cache/go-build} GOMODCACHE=${GOMODCACHE:-$(go env GOMODCACHE)}
 version=$(cd "$here/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v4)
 out="$cache/bin/helm-$version"
-if [ -x "$out/helm" ] && [ -f "$out/crds/.complete" ]; then
+# .complete-2: the set with the PrometheusRule CRD (a cache made before it is topped up).
+if [ -x "$out/helm" ] && [ -f "$out/crds/.complete-2" ]; then
   echo "$out"
   exit 0
 fi
@@ -31,6 +32,7 @@ certmanager=$(module_dir github.com/cert-manager/cert-manager@v1.21.2)
 prometheus=$(module_dir github.com/prometheus-operator/prometheus-operator@v0.85.0)
 install -m 0644 "$certmanager/deploy/crds/cert-manager.io_certificates.yaml" \
   "$certmanager/deploy/crds/cert-manager.io_issuers.yaml" \
-  "$prometheus/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$out/crds/"
-touch "$out/crds/.complete"
+  "$prometheus/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+  "$prometheus/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$out/crds/"
+touch "$out/crds/.complete-2"
 echo "$out"

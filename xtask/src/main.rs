@@ -240,6 +240,9 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     eprintln!("Helm and the optional CRDs are in {}", helm.display());
     let ssh = tokio::task::spawn_blocking(cmp_testenv::git_ssh::binary).await?.context("building git-ssh-server")?;
     eprintln!("git-ssh-server is {}", ssh.display());
+    // And promtool (the alert rules' checks).
+    let promtool = tokio::task::spawn_blocking(cmp_testenv::promtool::binary).await?.context("building promtool")?;
+    eprintln!("promtool is {}", promtool.display());
     let plane_audit = plane.audit_dir().map(Path::to_path_buf);
     eprintln!("running cargo test --workspace against {}", plane.server());
     let status = tokio::process::Command::from(cmp_testenv::cargo_command())

@@ -59,6 +59,15 @@ pub struct Counters {
     pub push_retries: Counter,
     /// Times the clone was rebuilt.
     pub rebuilds: Counter,
+    /// Batches of edits that could not be pushed (each is tried again), by reason.
+    pub failures: prometheus_client::metrics::family::Family<FailureLabels, Counter>,
+}
+
+/// The reason of a failed GitOps write: `GitUnreachable`, `GitPushRejected` or `RenderFailed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct FailureLabels {
+    /// The condition reason the Instances waiting on it get.
+    pub reason: &'static str,
 }
 
 impl Counters {
@@ -76,6 +85,14 @@ impl Counters {
             "Times the writer's clone was deleted and fetched again",
             counters.rebuilds.clone(),
         );
+        registry.register(
+            "gitops_push_failures",
+            "Batches of GitOps edits that could not be written or pushed (each tried again), by reason (GitUnreachable, GitPushRejected, RenderFailed)",
+            counters.failures.clone(),
+        );
+        for reason in [reasons::GIT_UNREACHABLE, reasons::GIT_PUSH_REJECTED, reasons::RENDER_FAILED] {
+            let _ = counters.failures.get_or_create(&FailureLabels { reason });
+        }
         counters
     }
 
@@ -261,6 +278,7 @@ fn record(
                 RepoError::Rejected { .. } => reasons::GIT_PUSH_REJECTED,
                 RepoError::Write(_) => reasons::RENDER_FAILED,
             };
+            state.counters.failures.get_or_create(&FailureLabels { reason }).inc();
             if !tell {
                 tracing::info!(%error, edits = pending.len(), "other writers keep winning the branch; trying again");
                 return true;
