@@ -3,8 +3,9 @@
 //! API, and its echo flow answers in milliseconds, so it can neither fail
 //! nor time out on demand. The stand-in serves, over real HTTP on loopback:
 //!
-//! - the flow registration routes the operator uses (`GET /flows/{id}/info`,
-//!   `POST /flows/upload/`, `DELETE /flows/{id}`), so Instances become Ready;
+//! - the flow routes of full Langflow that the operator registers flows with
+//!   (`GET`, `PUT` (an upsert) and `DELETE` of `/api/v1/flows/{id}`, as
+//!   Langflow 1.13 serves them), so Instances become Ready;
 //! - `POST /api/v1/run/{flow}?stream=true|false` in Langflow's documented
 //!   shapes (a JSON answer; or bare JSON frames `add_message`, `token`, `end`
 //!   separated by blank lines);
@@ -34,7 +35,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -139,9 +140,7 @@ pub async fn serve_forever(api_key: &str, addr: std::net::SocketAddr) -> Result<
 
 fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
-        .route("/flows/{id}/info", get(info))
-        .route("/flows/upload/", post(upload))
-        .route("/flows/{id}", delete(remove))
+        .route("/api/v1/flows/{id}", get(info).put(upsert).delete(remove))
         .route("/api/v1/run/{flow}", post(run))
         .route("/v1/chat/completions", post(chat_completion))
         .with_state(shared)
@@ -157,22 +156,29 @@ async fn info(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): P
     }
 }
 
-async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn upsert(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     if let Some(refusal) = refused(&shared, &headers) {
         return refusal;
     }
-    let id = body["id"].as_str().unwrap_or_default().to_string();
     let description = body["description"].as_str().unwrap_or_default().to_string();
-    shared.flows.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), description);
-    Json(json!({"id": id})).into_response()
+    let replaced = shared.flows.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), description);
+    let status = if replaced.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    (status, Json(json!({"id": id}))).into_response()
 }
 
 async fn remove(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Some(refusal) = refused(&shared, &headers) {
         return refusal;
     }
-    shared.flows.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-    StatusCode::NO_CONTENT.into_response()
+    match shared.flows.lock().unwrap_or_else(PoisonError::into_inner).remove(&id) {
+        Some(_) => Json(json!({"message": "Flow deleted successfully"})).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"detail": "Flow not found"}))).into_response(),
+    }
 }
 
 /// Counts a stream cut short when dropped before its end.
