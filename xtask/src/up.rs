@@ -115,6 +115,8 @@ pub(crate) struct LocalPlatform {
     pub store: cmp_testenv::saleor::SaleorStandIn,
     /// The gateway's usage events.
     pub usage: PathBuf,
+    /// Where the binaries were built, `kubectl-cmp` among them.
+    pub bin_dir: PathBuf,
     processes: Processes,
     flows: tokio::task::JoinHandle<()>,
     lfx: cmp_testenv::lfx::Lfx,
@@ -125,9 +127,20 @@ pub(crate) struct LocalPlatform {
 impl LocalPlatform {
     /// Builds the binaries, starts everything and applies `examples/`.
     pub async fn start() -> anyhow::Result<Self> {
-        eprintln!("building the CMP binaries ...");
+        eprintln!("building the CMP binaries and kubectl-cmp ...");
         let built = Command::from(cmp_testenv::cargo_command())
-            .args(["build", "--bins", "-p", "cmp-operator", "-p", "cmp-gateway", "-p", "cmp-webhook"])
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "cmp-operator",
+                "-p",
+                "cmp-gateway",
+                "-p",
+                "cmp-webhook",
+                "-p",
+                "kubectl-cmp",
+            ])
             .status()
             .await?;
         if !built.success() {
@@ -149,7 +162,8 @@ impl LocalPlatform {
         let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
 
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-        let bin = |name: &str| target.join("debug").join(name);
+        let bin_dir = target.join("debug");
+        let bin = |name: &str| bin_dir.join(name);
         let logs = state.join("logs");
         std::fs::create_dir_all(&logs)?;
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
@@ -211,7 +225,7 @@ impl LocalPlatform {
                 apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
             eprintln!("applied {name} ({} objects)", applied.len());
         }
-        Ok(Self { plane, client, gitops, store, usage, processes, flows, lfx, desk, knowledge })
+        Ok(Self { plane, client, gitops, store, usage, bin_dir, processes, flows, lfx, desk, knowledge })
     }
 
     /// Stops the CMP processes first (see [`Processes::stop`]), then the rest.
@@ -231,6 +245,10 @@ impl LocalPlatform {
 pub(crate) async fn up() -> anyhow::Result<ExitCode> {
     let mut platform = LocalPlatform::start().await?;
     print_usage(&platform.plane);
+    eprintln!(
+        "and the kubectl plugin (kubectl finds `kubectl-cmp` on the PATH):\n  export PATH={}:$PATH\n  kubectl cmp trace {EXAMPLE_INSTANCE} -n {EXAMPLE_NAMESPACE}\n",
+        platform.bin_dir.display()
+    );
     eprintln!("{}\n", platform.gitops.usage());
     eprintln!("logs:\n{}\n", platform.processes.logs());
     let key = example_key(&platform.client).await?;
