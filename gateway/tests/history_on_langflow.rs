@@ -39,11 +39,7 @@ async fn conversations_belong_to_their_instance_on_a_real_langflow() {
         json!([{"name": "1", "flowId": "recall", "artifact": {"url": url, "sha256": sha256}, "inputs": inputs}]);
     let runtime = (langflow.url(), langflow.api_key());
     w.offering_on(&offering, "v1", runtime, plans, json!({"versions": versions})).await;
-    let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
-    w.organization(&a, 20).await;
-    w.organization(&b, 20).await;
-    let a_key = w.instance(&a, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
-    let b_key = w.instance(&b, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
+    let [(a, a_key), (b, b_key)] = w.two_tenants(&offering, "basic", 20).await;
     let gw = w.gateway("gw", &[]).await;
     let http = &w.http;
     let run_with = |key: &str, body: Value| {

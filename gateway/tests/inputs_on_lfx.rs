@@ -28,11 +28,7 @@ async fn a_caller_sends_only_the_inputs_its_offering_declares_and_they_go_where_
     let versions =
         json!([{"name": "1", "flowId": "tone", "artifact": {"url": url, "sha256": sha256}, "inputs": inputs}]);
     w.offering_with(&offering, "v2", lfx.url(), plans, json!({"versions": versions})).await;
-    let (a, b) = (format!("{}-a", w.run), format!("{}-b", w.run));
-    w.organization(&a, 20).await;
-    w.organization(&b, 20).await;
-    let a_key = w.instance(&a, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
-    let b_key = w.instance(&b, "bot", &offering, "basic", json!([{"name": "main"}])).await.remove(0).1;
+    let [(a, a_key), (b, b_key)] = w.two_tenants(&offering, "basic", 20).await;
     let gw = w.gateway("gw", &[]).await;
     let http = &w.http;
 

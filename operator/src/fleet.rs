@@ -106,14 +106,14 @@ struct BalanceLabels {
 }
 
 /// The collector: empty families until the caches are started (then counted at every scrape).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct FleetCollector {
     caches: Arc<OnceLock<Arc<Caches>>>,
 }
 
-impl std::fmt::Debug for Caches {
+impl std::fmt::Debug for FleetCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Caches")
+        f.debug_struct("FleetCollector").field("counting", &self.caches.get().is_some()).finish()
     }
 }
 

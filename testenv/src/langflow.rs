@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{Error, free_port};
 
@@ -87,45 +87,28 @@ impl Langflow {
     /// Logs in as the superuser and creates an API key (`POST /api/v1/login`, `POST /api/v1/api_key/`).
     async fn create_api_key(&self, password: &str) -> Result<String, Error> {
         let http = reqwest::Client::new();
-        let failed = |what: &str, e: &dyn std::fmt::Display| Error::Process(format!("Langflow {what}: {e}"));
-        let login: Value = http
-            .post(format!("{}/api/v1/login", self.url))
-            .form(&[("username", SUPERUSER), ("password", password)])
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| failed("refused the superuser's login", &e))?
-            .json()
-            .await
-            .map_err(|e| failed("answered the login with no JSON", &e))?;
-        let token = login["access_token"].as_str().ok_or_else(|| failed("gave no access token", &login))?;
-        let created: Value = http
-            .post(format!("{}/api/v1/api_key/", self.url))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"name": "cmp"}))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| failed("refused to create an API key", &e))?
-            .json()
-            .await
-            .map_err(|e| failed("answered the API key request with no JSON", &e))?;
-        created["api_key"].as_str().map(String::from).ok_or_else(|| failed("gave no API key", &created))
+        let login =
+            http.post(format!("{}/api/v1/login", self.url)).form(&[("username", SUPERUSER), ("password", password)]);
+        let login = answer(login, "the superuser's login").await?;
+        let token = login["access_token"]
+            .as_str()
+            .ok_or_else(|| Error::Process(format!("Langflow's login gave no access token: {login}")))?;
+        let create =
+            http.post(format!("{}/api/v1/api_key/", self.url)).bearer_auth(token).json(&json!({"name": "cmp"}));
+        let created = answer(create, "creating an API key").await?;
+        created["api_key"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| Error::Process(format!("Langflow created no API key: {created}")))
     }
 
     /// The messages Langflow stored for `session_id` (`GET /api/v1/monitor/messages`), oldest first.
     pub async fn messages(&self, session_id: &str) -> Result<Vec<Value>, Error> {
-        let answer: Value = reqwest::Client::new()
+        let list = reqwest::Client::new()
             .get(format!("{}/api/v1/monitor/messages", self.url))
             .query(&[("session_id", session_id)])
-            .header("x-api-key", &self.api_key)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| Error::Process(format!("Langflow refused to list the messages of {session_id}: {e}")))?
-            .json()
-            .await
-            .map_err(|e| Error::Process(format!("Langflow's messages of {session_id} are not JSON: {e}")))?;
+            .header("x-api-key", &self.api_key);
+        let answer = answer(list, &format!("listing the messages of {session_id}")).await?;
         Ok(answer.as_array().cloned().unwrap_or_default())
     }
 
@@ -143,6 +126,13 @@ impl Langflow {
     pub fn log(&self) -> &Path {
         &self.log
     }
+}
+
+/// The JSON answer to `request`, or an error saying what `what` was and why it failed.
+async fn answer(request: reqwest::RequestBuilder, what: &str) -> Result<Value, Error> {
+    let failed = |e: &dyn std::fmt::Display| Error::Process(format!("Langflow: {what} failed: {e}"));
+    let response = request.send().await.and_then(reqwest::Response::error_for_status).map_err(|e| failed(&e))?;
+    response.json().await.map_err(|e| failed(&e))
 }
 
 impl Drop for Langflow {

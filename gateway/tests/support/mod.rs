@@ -240,6 +240,19 @@ impl World {
         self.instance_with(org, name, offering, plan, keys, true, json!({})).await
     }
 
+    /// Two Organizations, `<run>-a` and `<run>-b`, each with `starter` credits and an Instance `bot` of
+    /// `offering` on `plan` with one key: `[(organization, key plaintext); 2]`.
+    pub async fn two_tenants(&self, offering: &str, plan: &str, starter: i64) -> [(String, String); 2] {
+        [self.tenant("a", offering, plan, starter).await, self.tenant("b", offering, plan, starter).await]
+    }
+
+    async fn tenant(&self, suffix: &str, offering: &str, plan: &str, starter: i64) -> (String, String) {
+        let org = format!("{}-{suffix}", self.run);
+        self.organization(&org, starter).await;
+        let key = self.instance(&org, "bot", offering, plan, json!([{"name": "main"}])).await.remove(0).1;
+        (org, key)
+    }
+
     /// Like [`World::instance`], with more `spec` fields (for example `connectors`).
     pub async fn instance_more(
         &self,
