@@ -12,7 +12,7 @@
 //! concurrent tests never share or overwrite each other's rules.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
@@ -87,8 +87,15 @@ impl ChartIdentity {
     /// release `release` in the namespace the flags name (`--lease-namespace`
     /// for the operator, `--namespace` for the others; else
     /// [`DEFAULT_NAMESPACE`]), with the values those flags come from in the
-    /// chart, and `values` added.
-    pub fn for_flags(component: Component, release: &str, args: &[String], values: &[String]) -> Result<Self, Error> {
+    /// chart, and `values` added; applied as `admin` (a kubeconfig of the
+    /// control plane's administrator).
+    pub fn for_flags(
+        admin: &Path,
+        component: Component,
+        release: &str,
+        args: &[String],
+        values: &[String],
+    ) -> Result<Self, Error> {
         let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
         let namespace_flag = if component == Component::Operator { "--lease-namespace" } else { "--namespace" };
         let namespace = flag(namespace_flag).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
@@ -111,13 +118,20 @@ impl ChartIdentity {
             }
         }
         all.extend(values.iter().cloned());
-        Self::apply(component, release, &namespace, &all)
+        Self::apply(admin, component, release, &namespace, &all)
     }
 
     /// Renders the chart as `release` in `namespace` with `values` (`--set`
-    /// expressions), applies `component`'s ServiceAccount and RBAC, and
-    /// returns its identity.
-    pub fn apply(component: Component, release: &str, namespace: &str, values: &[String]) -> Result<Self, Error> {
+    /// expressions), applies `component`'s ServiceAccount and RBAC as `admin`
+    /// (a kubeconfig of the control plane's administrator), and returns its
+    /// identity, whose kubeconfig reaches the same server.
+    pub fn apply(
+        admin: &Path,
+        component: Component,
+        release: &str,
+        namespace: &str,
+        values: &[String],
+    ) -> Result<Self, Error> {
         let mut args: Vec<&str> = Vec::new();
         for value in values {
             args.extend(["--set", value.as_str()]);
@@ -130,7 +144,7 @@ impl ChartIdentity {
             )));
         }
         let (objects, account) = rights_of(component, &rendered.stdout)?;
-        kubectl_apply(&objects)?;
+        kubectl_apply(admin, &objects)?;
         let user = format!("system:serviceaccount:{namespace}:{account}");
         // One file per identity made: the operators of concurrent tests share a release, and a
         // binary reading a kubeconfig that another test is rewriting sees no current context.
@@ -141,8 +155,8 @@ impl ChartIdentity {
             component.name(),
             std::process::id()
         ));
-        let token = service_account_token(namespace, &account)?;
-        crate::test::kubeconfig_with_token(&token, &kubeconfig)?;
+        let token = service_account_token(admin, namespace, &account)?;
+        crate::test::kubeconfig_with_token(admin, &token, &kubeconfig)?;
         Ok(Self { user, kubeconfig })
     }
 }
@@ -150,9 +164,9 @@ impl ChartIdentity {
 /// Applies the chart's cluster-wide admission policies of `component_label`
 /// (an `app.kubernetes.io/component` that is not a binary's, such as
 /// `store-suspension`) as release `cmp` in [`DEFAULT_NAMESPACE`], the release
-/// whose namespace the tests' webhooks run in. A policy is cluster-wide, so
-/// it is applied once under one name, never per test release.
-pub fn apply_policies(component_label: &str) -> Result<(), Error> {
+/// whose namespace the tests' webhooks run in, as `admin`. A policy is
+/// cluster-wide, so it is applied once under one name, never per test release.
+pub fn apply_policies(admin: &Path, component_label: &str) -> Result<(), Error> {
     let rendered = crate::helm::template(OPERATOR_RELEASE, DEFAULT_NAMESPACE, &[])?;
     if !rendered.success {
         return Err(Error::Process(format!("helm template failed: {}", rendered.stderr.trim())));
@@ -165,7 +179,7 @@ pub fn apply_policies(component_label: &str) -> Result<(), Error> {
     if policies.is_empty() {
         return Err(Error::Process(format!("the chart renders no admission policy of component {component_label}")));
     }
-    kubectl_apply(&policies)
+    kubectl_apply(admin, &policies)
 }
 
 /// The objects of a `helm template` output, in order.
@@ -224,16 +238,18 @@ fn rights_of(component: Component, rendered: &str) -> Result<(Vec<Value>, String
     Ok((all, account))
 }
 
-/// How long a test identity's token lasts: longer than any test run.
-const TOKEN_DURATION: &str = "24h";
+/// How long an identity's token lasts: longer than any test run, and than
+/// most `cargo xtask up` sessions (a pod's projected token is renewed; this
+/// one is not: restart `up` after a month).
+const TOKEN_DURATION: &str = "720h";
 
 /// A token of ServiceAccount `namespace/account` (`kubectl create token`, the
-/// TokenRequest API), as the test control plane's admin.
-fn service_account_token(namespace: &str, account: &str) -> Result<String, Error> {
+/// TokenRequest API), as `admin`.
+fn service_account_token(admin: &Path, namespace: &str, account: &str) -> Result<String, Error> {
     let kubectl = crate::binaries()?.join("kubectl");
     let output = Command::new(&kubectl)
         .args(["create", "token", account, "--namespace", namespace, "--duration", TOKEN_DURATION])
-        .env("KUBECONFIG", crate::test::test_kubeconfig())
+        .env("KUBECONFIG", admin)
         .output()
         .map_err(|source| Error::Spawn { binary: kubectl.display().to_string(), source })?;
     let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
@@ -247,8 +263,8 @@ fn service_account_token(namespace: &str, account: &str) -> Result<String, Error
     }
 }
 
-/// `kubectl apply --server-side` of `objects` as the test control plane's admin.
-fn kubectl_apply(objects: &[Value]) -> Result<(), Error> {
+/// `kubectl apply --server-side` of `objects` as `admin`.
+fn kubectl_apply(admin: &Path, objects: &[Value]) -> Result<(), Error> {
     let mut stream = String::new();
     for object in objects {
         let text = serde_yaml::to_string(object).map_err(|e| Error::Process(format!("writing YAML: {e}")))?;
@@ -258,7 +274,7 @@ fn kubectl_apply(objects: &[Value]) -> Result<(), Error> {
     let kubectl = crate::binaries()?.join("kubectl");
     let mut child = Command::new(&kubectl)
         .args(["apply", "--server-side", "--force-conflicts", "--field-manager", MANAGER, "-f", "-"])
-        .env("KUBECONFIG", crate::test::test_kubeconfig())
+        .env("KUBECONFIG", admin)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

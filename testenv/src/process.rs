@@ -50,7 +50,7 @@ impl TestProcess {
         rust_log: &str,
         args: &[String],
     ) -> Result<Self, Error> {
-        let identity = ChartIdentity::for_flags(component, release, args, values)?;
+        let identity = ChartIdentity::for_flags(&test_kubeconfig(), component, release, args, values)?;
         Self::spawn_with_kubeconfig(binary, log_name, rust_log, args, &identity.kubeconfig)
     }
 

@@ -72,25 +72,25 @@ pub fn test_kubeconfig() -> PathBuf {
 /// (the admin identity of the test control plane may impersonate anyone), so
 /// a binary runs with only the rights RBAC gives `user`.
 pub fn kubeconfig_as(user: &str, path: &Path) -> Result<PathBuf, Error> {
-    rewrite_users(path, |auth| {
+    rewrite_users(&test_kubeconfig(), path, |auth| {
         auth.insert("as".into(), user.into());
     })
 }
 
-/// Writes a copy of the test kubeconfig to `path` that authenticates with
+/// Writes a copy of the kubeconfig `admin` to `path` that authenticates with
 /// `token` (a ServiceAccount's, from the TokenRequest API) instead of the
 /// admin's certificate: requests are then the ServiceAccount's own, as in a
 /// pod, and the audit log names it as the user.
-pub fn kubeconfig_with_token(token: &str, path: &Path) -> Result<PathBuf, Error> {
-    rewrite_users(path, |auth| {
+pub fn kubeconfig_with_token(admin: &Path, token: &str, path: &Path) -> Result<PathBuf, Error> {
+    rewrite_users(admin, path, |auth| {
         auth.clear();
         auth.insert("token".into(), token.into());
     })
 }
 
-/// Writes the test kubeconfig to `path` with each user's auth changed by `change`.
-fn rewrite_users(path: &Path, change: impl Fn(&mut serde_yaml::Mapping)) -> Result<PathBuf, Error> {
-    let source = test_kubeconfig();
+/// Writes the kubeconfig `source` to `path` with each user's auth changed by `change`.
+fn rewrite_users(source: &Path, path: &Path, change: impl Fn(&mut serde_yaml::Mapping)) -> Result<PathBuf, Error> {
+    let source = source.to_path_buf();
     let text = std::fs::read_to_string(&source).map_err(|e| Error::Io { path: source.clone(), source: e })?;
     let mut config: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| Error::Process(format!("{}: {e}", source.display())))?;

@@ -148,6 +148,13 @@ async fn admission_refuses_what_cel_cannot_express_and_names_the_field() {
     )
     .await
     .expect("the provisioner appends order grants");
+    // The example Wallet, applied by an administrator as `kubectl apply -f examples/` would, is admitted.
+    let mut example: Wallet = serde_yaml::from_str(include_str!("../../examples/40-wallet.yaml")).expect("the example");
+    example.metadata.namespace = Some(ns.name.clone());
+    Api::<Wallet>::namespaced(w.client.clone(), &ns.name)
+        .create(&PostParams::default(), &example)
+        .await
+        .expect("the example Wallet is admitted");
 
     // The webhook down: Instances are admitted (the operator reports bad references in status);
     // Wallet writes are refused (who may add paid credits is not left unchecked).

@@ -353,7 +353,8 @@ async fn a_store_installed_before_gets_its_webhooks_brought_up_to_date_with_the_
 async fn a_buyer_cannot_undo_the_stores_suspension_and_keeps_their_own_flag() {
     use cmp_crds::names::{STORE_SUSPENSION_ANNOTATION, control_namespace};
     use kube::api::{Patch, PatchParams, PostParams};
-    cmp_testenv::chart_identity::apply_policies("store-suspension").expect("the chart's store-suspension policy");
+    cmp_testenv::chart_identity::apply_policies(&cmp_testenv::test::test_kubeconfig(), "store-suspension")
+        .expect("the chart's store-suspension policy");
     let w = World::new("undo").await;
     let _operator = w.operator();
     let webhook = w.webhook(&[]).await;

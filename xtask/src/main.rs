@@ -15,6 +15,7 @@ mod bench_instances;
 mod bench_knowledge;
 mod bench_mcp;
 mod bench_webhook;
+mod chart_parity;
 mod local_gitops;
 mod rbac_usage;
 mod up;

@@ -1,6 +1,8 @@
 //! `cargo xtask up`: the whole platform on this machine. The control plane,
 //! OpenBao (dev), a bare GitOps repository, Argo CD, an lfx runtime with the
-//! example flows, and the operator, the gateway and the webhook; then
+//! example flows, and the operator, the gateway and the webhook, each as the
+//! chart's identity with the chart's admission policies and webhook
+//! registered ([`crate::chart_parity`]); then
 //! `examples/`, a wait until the example Instance is Ready, one run through
 //! the gateway with its real key, and the `curl` that does the same.
 //! Ctrl-C stops every process it started.
@@ -16,7 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use tokio::process::{Child, Command};
 
-use crate::{MANAGER, local_gitops, print_usage, root, start};
+use crate::{MANAGER, chart_parity, local_gitops, print_usage, root, start};
 
 /// Where the gateway serves runs, and its health port (the operator's is 8080).
 const GATEWAY_ADDR: &str = "127.0.0.1:8000";
@@ -33,6 +35,9 @@ const EXAMPLE_KEY: &str = "main";
 const LOCAL_LFX_PORT: u16 = 7861;
 const LOCAL_FLOWS_PORT: u16 = 7862;
 const LOCAL_LFX_KEY: &str = "cmp-local-lfx-key";
+/// The Secret holding it, which the example Offerings name and the gateway's chart identity may read.
+const LOCAL_LFX_KEY_NAMESPACE: &str = "cmp-system";
+const LOCAL_LFX_KEY_SECRET: &str = "lfx-local";
 /// Where `examples/56-instance-ticket-desk.yaml` expects the local ticket desk (an MCP server).
 const LOCAL_DESK_PORT: u16 = 7863;
 /// acme's credential for the local ticket desk, written in OpenBao at the example binding's vaultPath.
@@ -167,54 +172,91 @@ impl LocalPlatform {
         let logs = state.join("logs");
         std::fs::create_dir_all(&logs)?;
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        let operator_args: Vec<String> = gitops
+            .operator_flags()
+            .into_iter()
+            .chain(["--connector-allowed-hosts".to_string(), LOCAL_CONNECTOR_HOSTS.to_string()])
+            .collect();
+        let usage = state.join("usage.jsonl");
+        let gateway_args: Vec<String> = [
+            "--addr",
+            GATEWAY_ADDR,
+            "--health-addr",
+            GATEWAY_HEALTH,
+            "--replica-name",
+            "local",
+            "--widget-secret",
+            LOCAL_WIDGET_SECRET,
+            // The connector gateway, reading credentials with OpenBao's dev token (a cluster uses the gateway's
+            // Kubernetes-auth role instead).
+            "--run-token-secret",
+            LOCAL_RUN_TOKEN_SECRET,
+            "--vault-addr",
+            gitops.openbao().addr(),
+            "--connector-allowed-hosts",
+            LOCAL_CONNECTOR_HOSTS,
+            "--connector-denied-networks",
+            "169.254.0.0/16",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["--knowledge-model-dir".into(), model.display().to_string()])
+        .chain(["--usage-file".into(), usage.display().to_string()])
+        .collect();
+        let admission = chart_parity::Admission::new(&state.join("admission"))?;
+        let webhook_args: Vec<String> = ["--saleor-addr", WEBHOOK_ADDR, "--health-addr", WEBHOOK_HEALTH]
+            .into_iter()
+            .map(String::from)
+            .chain(["--saleor-api-url".into(), store.api_url().to_string()])
+            .chain(["--credit-packs".into(), root().join(CREDIT_PACKS).display().to_string()])
+            .chain(admission.webhook_flags())
+            .collect();
+        eprintln!("applying the chart's identities and admission policies (release cmp in cmp-system) ...");
+        let identities = chart_parity::identities(
+            plane.kubeconfig(),
+            &operator_args,
+            &gateway_args,
+            &[
+                format!("gateway.runtimeKeySecrets[0].namespace={LOCAL_LFX_KEY_NAMESPACE}"),
+                format!("gateway.runtimeKeySecrets[0].name={LOCAL_LFX_KEY_SECRET}"),
+            ],
+            &webhook_args,
+        )?;
         let mut processes = Processes { running: Vec::new() };
         processes.start(
             "cmp-operator",
             Command::new(bin("cmp-operator"))
-                .env("KUBECONFIG", plane.kubeconfig())
+                .env("KUBECONFIG", &identities.operator)
                 .env("RUST_LOG", &rust_log)
                 .env("VAULT_TOKEN", gitops.vault_token())
-                .args(gitops.operator_flags())
-                .args(["--connector-allowed-hosts", LOCAL_CONNECTOR_HOSTS])
-                .env("CMP_KNOWLEDGE_STORE_URL", knowledge.admin_url()),
+                .env("CMP_KNOWLEDGE_STORE_URL", knowledge.admin_url())
+                .args(&operator_args),
             &logs,
         )?;
-        let usage = state.join("usage.jsonl");
         processes.start(
             "cmp-gateway",
             Command::new(bin("cmp-gateway"))
-                .env("KUBECONFIG", plane.kubeconfig())
+                .env("KUBECONFIG", &identities.gateway)
                 .env("RUST_LOG", &rust_log)
-                .args(["--addr", GATEWAY_ADDR, "--health-addr", GATEWAY_HEALTH, "--replica-name", "local"])
-                .args(["--widget-secret", LOCAL_WIDGET_SECRET])
-                // The connector gateway, reading credentials with OpenBao's dev token (a cluster uses the gateway's
-                // Kubernetes-auth role instead).
                 .env("VAULT_TOKEN", gitops.vault_token())
-                .args(["--run-token-secret", LOCAL_RUN_TOKEN_SECRET, "--vault-addr", gitops.openbao().addr()])
-                .args([
-                    "--connector-allowed-hosts",
-                    LOCAL_CONNECTOR_HOSTS,
-                    "--connector-denied-networks",
-                    "169.254.0.0/16",
-                ])
                 .env("CMP_GATEWAY_KNOWLEDGE_STORE_URL", &knowledge_gateway)
-                .arg("--knowledge-model-dir")
-                .arg(&model)
-                .arg("--usage-file")
-                .arg(&usage),
+                .args(&gateway_args),
             &logs,
         )?;
         processes.start(
             "cmp-webhook",
             Command::new(bin("cmp-webhook"))
-                .env("KUBECONFIG", plane.kubeconfig())
+                .env("KUBECONFIG", &identities.webhook)
                 .env("RUST_LOG", &rust_log)
-                .args(["--saleor-addr", WEBHOOK_ADDR, "--health-addr", WEBHOOK_HEALTH])
-                .args(["--saleor-api-url", store.api_url()])
-                .arg("--credit-packs")
-                .arg(root().join(CREDIT_PACKS)),
+                .args(&webhook_args),
             &logs,
         )?;
+        let refusal = admission.register(&client).await?;
+        eprintln!(
+            "the admission webhook is registered; a dry-run Instance naming a missing Project was refused:\n  {refusal}"
+        );
+        let policies = chart_parity::policies_in_force(&client).await?;
+        eprintln!("the chart's admission policies in force: {}", policies.join(", "));
 
         for file in example_files()? {
             let yaml = std::fs::read_to_string(&file)?;
@@ -441,12 +483,13 @@ async fn local_runtime(client: &kube::Client) -> anyhow::Result<cmp_testenv::lfx
         .patch("cmp-system", &params, &kube::api::Patch::Apply(namespace))
         .await
         .context("creating namespace cmp-system")?;
-    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lfx-local", "namespace": "cmp-system"},
-                                    "stringData": {"apiKey": LOCAL_LFX_KEY}});
-    kube::Api::<Secret>::namespaced(client.clone(), "cmp-system")
-        .patch("lfx-local", &params, &kube::api::Patch::Apply(secret))
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": LOCAL_LFX_KEY_SECRET, "namespace": LOCAL_LFX_KEY_NAMESPACE},
+        "stringData": {"apiKey": LOCAL_LFX_KEY}});
+    kube::Api::<Secret>::namespaced(client.clone(), LOCAL_LFX_KEY_NAMESPACE)
+        .patch(LOCAL_LFX_KEY_SECRET, &params, &kube::api::Patch::Apply(secret))
         .await
-        .context("writing the Secret cmp-system/lfx-local")?;
+        .with_context(|| format!("writing the Secret {LOCAL_LFX_KEY_NAMESPACE}/{LOCAL_LFX_KEY_SECRET}"))?;
     Ok(lfx)
 }
 

@@ -29,7 +29,8 @@ fn identity(component: Component) -> ChartIdentity {
         "gateway.runtimeKeySecrets[0].namespace=default".to_string(),
         format!("gateway.runtimeKeySecrets[0].name={RUNTIME_KEY}"),
     ];
-    ChartIdentity::apply(component, RELEASE, NAMESPACE, &values).expect("the chart's identity applies")
+    ChartIdentity::apply(&test_kubeconfig(), component, RELEASE, NAMESPACE, &values)
+        .expect("the chart's identity applies")
 }
 
 /// `kubectl auth can-i <question> --as <identity>`: yes or no.
@@ -125,7 +126,8 @@ fn the_webhook_may_not_delete_namespaces_or_write_wallet_status() {
 fn the_webhook_reads_back_only_the_app_tokens_of_its_allow_listed_stores() {
     let store = "https://shop.example.com/graphql/";
     let values = [format!("webhook.saleorApiUrls[0]={store}")];
-    let webhook = ChartIdentity::apply(Component::Webhook, "least-tokens", NAMESPACE, &values).expect("applies");
+    let webhook = ChartIdentity::apply(&test_kubeconfig(), Component::Webhook, "least-tokens", NAMESPACE, &values)
+        .expect("applies");
     let own = format!("secrets/{}", cmp_webhook::manifest::token_secret_name(store));
     let other = format!("secrets/{}", cmp_webhook::manifest::token_secret_name("https://other.example.com/graphql/"));
     assert_answers(
