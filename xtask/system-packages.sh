@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Debian packages the cargo workspace builds against: git2's HTTPS and SSH
 # transports (libgit2 with libssh2, built from source by the crates) link the
-# system OpenSSL. Installs them with apt-get when they are missing and we may;
-# otherwise says what to install.
+# system OpenSSL. And those the image tests run: umoci unpacks the CMP image
+# and runc runs it (xtask/tests/image.rs). Installs them with apt-get when
+# they are missing and we may; otherwise says what to install.
 set -euo pipefail
 need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${need[*]} from Debian's packages (git2's HTTPS/SSH link OpenSSL)" >&2
+  echo "installing ${need[*]} from Debian's packages (git2's HTTPS/SSH link OpenSSL; the image tests run umoci and runc)" >&2
   apt-get install -y --no-install-recommends "${need[@]}" >&2 || {
     apt-get update >&2 && apt-get install -y --no-install-recommends "${need[@]}" >&2
   }
 else
-  echo "error: the build needs ${need[*]} (git2's HTTPS and SSH link OpenSSL): sudo apt-get install ${need[*]}" >&2
+  echo "error: the build and tests need ${need[*]} (git2's HTTPS and SSH link OpenSSL; the image tests run umoci and runc): sudo apt-get install ${need[*]}" >&2
   exit 1
 fi

@@ -1,4 +1,7 @@
 //! What xtask's commands and its tests share: the buyer's journey, run by
-//! `cargo xtask demo` and by `xtask/tests/journey.rs`.
+//! `cargo xtask demo` and by `xtask/tests/journey.rs`; the CMP image, built
+//! by `cargo xtask image` and run by `xtask/tests/image.rs`.
 
+pub mod image;
 pub mod journey;
+pub mod oci;

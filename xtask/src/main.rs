@@ -5,6 +5,7 @@
 //! - `demo`: the same platform, then the buyer's journey (T1-T9) and time to first value;
 //! - `test`: start a fresh control plane and run the whole test suite against it;
 //! - `cluster`: only start the local control plane and keep it running;
+//! - `image`: build the CMP image as an OCI layout, without Docker;
 //! - `fuzz-webhook`: fuzz the webhook's parsers;
 //! - `bench-*`: benchmarks.
 
@@ -56,6 +57,21 @@ enum Command {
     },
     /// Start the local control plane (state in ~/.cache/cmp/cluster) and keep it running.
     Cluster,
+    /// Build the CMP image (the three binaries on a base of Debian's packages, user 65532) as an OCI layout, without Docker.
+    Image {
+        /// The cargo profile whose binaries go in: release (what ships) or dev (quick, for local checks).
+        #[arg(long, default_value = "release", value_parser = ["release", "dev"])]
+        profile: String,
+        /// Where the OCI layout is written (default: ~/.cache/cmp/image/cmp-<profile>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Leave the layers uncompressed (quicker; for images that stay on this machine).
+        #[arg(long)]
+        uncompressed: bool,
+        /// Take the three binaries from this directory instead of building them (for example a CI job's release build).
+        #[arg(long)]
+        binaries: Option<PathBuf>,
+    },
     /// Benchmark: N Organizations with one Project each, from cold; prints time, writes, RSS.
     BenchTenancy {
         /// How many Organizations.
@@ -157,6 +173,7 @@ async fn main() -> ExitCode {
         Command::Demo { orders } => up::demo(orders).await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
+        Command::Image { profile, out, uncompressed, binaries } => image(&profile, out, uncompressed, binaries).await,
         Command::Docs => docs().await,
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchGateway { connections, seconds } => {
@@ -187,6 +204,44 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask image`: builds the binaries of `profile` (unless `binaries` has them), then the image.
+async fn image(
+    profile: &str,
+    out: Option<PathBuf>,
+    uncompressed: bool,
+    binaries: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use xtask::oci::Compression;
+    let started = std::time::Instant::now();
+    let binaries = match binaries {
+        Some(dir) => dir,
+        None => {
+            let mut build = cmp_testenv::cargo_command();
+            build.args(["build", "--locked", "--profile", profile]);
+            for binary in xtask::image::BINARIES {
+                build.args(["-p", binary]);
+            }
+            if !build.status().context("running cargo build")?.success() {
+                anyhow::bail!("cargo build --profile {profile} failed");
+            }
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+            target.join(if profile == "dev" { "debug" } else { profile })
+        }
+    };
+    let built_in = started.elapsed();
+    let out = out.unwrap_or_else(|| xtask::image::cache().join(format!("cmp-{profile}")));
+    let compression = if uncompressed { Compression::None } else { Compression::Gzip };
+    let written = std::time::Instant::now();
+    let image = tokio::task::spawn_blocking(move || xtask::image::build_cmp(&binaries, &out, compression)).await??;
+    eprintln!("built in {:.0?} (cargo build {:.0?}, image {:.0?})", started.elapsed(), built_in, written.elapsed());
+    for layer in &image.layers {
+        eprintln!("  layer {} {:.1} MB: {}", layer.digest, layer.size as f64 / 1e6, layer.created_by);
+    }
+    println!("{}:{} (manifest {})", image.layout.display(), image.reference, image.manifest);
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn root() -> PathBuf {
