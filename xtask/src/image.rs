@@ -89,11 +89,24 @@ pub fn build_cmp(binaries: &Path, out: &Path, compression: Compression) -> anyho
 
 /// The base layer in `layout`: the cached one when the packages are the same, else built and cached.
 fn base_layer(layout: &Layout, compression: Compression) -> anyhow::Result<Layer> {
-    let debs = download_packages(&BASE_PACKAGES)?;
+    debian_layer(layout, "base", &BASE_PACKAGES.map(String::from), compression)
+}
+
+/// A layer of Debian's `packages` (unpacked, without their documentation),
+/// the users, the CA bundle and `/tmp`, cached under `name` while the
+/// packages' versions are the same.
+pub fn debian_layer(
+    layout: &Layout,
+    name: &str,
+    packages: &[String],
+    compression: Compression,
+) -> anyhow::Result<Layer> {
+    let debs = download_packages(packages)?;
     let names: Vec<String> =
         debs.iter().filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
     let key = format!("recipe {BASE_RECIPE}, {compression:?}: {}", names.join(" "));
-    let dir = cache().join(format!("base-{}", if compression == Compression::Gzip { "gzip" } else { "tar" }));
+    let dir = cache().join(format!("{name}-{}", if compression == Compression::Gzip { "gzip" } else { "tar" }));
+    std::fs::create_dir_all(&dir)?;
     let record = dir.join("layer.json");
     if let Ok(text) = std::fs::read_to_string(&record)
         && let Ok((cached_key, layer)) = serde_json::from_str::<(String, Layer)>(&text)
@@ -115,7 +128,8 @@ fn base_layer(layout: &Layout, compression: Compression) -> anyhow::Result<Layer
         let _ = std::fs::remove_dir_all(root.join(unneeded));
     }
     write_base_files(&root)?;
-    let layer = layout.add_layer(&root, compression, &format!("Debian packages {}", names.join(" ")))?;
+    let summary = if names.len() > 8 { format!("{} Debian packages", names.len()) } else { names.join(" ") };
+    let layer = layout.add_layer(&root, compression, &format!("Debian packages: {summary}"))?;
     std::fs::remove_dir_all(&root)?;
     let blob = dir.join("blob");
     std::fs::copy(layout.blob(&layer.digest), &blob).with_context(|| format!("caching {}", blob.display()))?;
@@ -160,7 +174,7 @@ fn write_base_files(root: &Path) -> anyhow::Result<()> {
 /// Downloads `packages` (their candidate versions) into the cache, once;
 /// returns the `.deb` files. Runs `apt-get update` and tries again when the
 /// download fails (apt has no package lists on a fresh machine).
-pub fn download_packages(packages: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn download_packages(packages: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let dir = cache().join("debs");
     std::fs::create_dir_all(&dir)?;
     let find = |package: &str| -> anyhow::Result<Option<PathBuf>> {
@@ -169,7 +183,7 @@ pub fn download_packages(packages: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))))
     };
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| matches!(find(p), Ok(None))).collect();
+    let missing: Vec<&str> = packages.iter().map(String::as_str).filter(|p| matches!(find(p), Ok(None))).collect();
     if !missing.is_empty() {
         let download = || Command::new("apt-get").arg("download").args(&missing).current_dir(&dir).status();
         let mut status = download().context("running apt-get download")?;
@@ -191,7 +205,7 @@ pub fn download_packages(packages: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }

@@ -5,7 +5,7 @@
 //! - `demo`: the same platform, then the buyer's journey (T1-T9) and time to first value;
 //! - `test`: start a fresh control plane and run the whole test suite against it;
 //! - `cluster`: only start the local control plane and keep it running;
-//! - `image`: build the CMP image as an OCI layout, without Docker;
+//! - `image`: build the CMP image (or, with `--runtime`, the runtime image of Dedicated Instances) as an OCI layout, without Docker;
 //! - `fuzz-webhook`: fuzz the webhook's parsers;
 //! - `bench-*`: benchmarks.
 
@@ -71,6 +71,9 @@ enum Command {
         /// Take the three binaries from this directory instead of building them (for example a CI job's release build).
         #[arg(long)]
         binaries: Option<PathBuf>,
+        /// Build the runtime image of Dedicated Instances (lfx on Debian's Python) instead.
+        #[arg(long)]
+        runtime: bool,
     },
     /// Benchmark: N Organizations with one Project each, from cold; prints time, writes, RSS.
     BenchTenancy {
@@ -173,7 +176,10 @@ async fn main() -> ExitCode {
         Command::Demo { orders } => up::demo(orders).await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
-        Command::Image { profile, out, uncompressed, binaries } => image(&profile, out, uncompressed, binaries).await,
+        Command::Image { runtime: true, out, uncompressed, .. } => runtime_image(out, uncompressed).await,
+        Command::Image { profile, out, uncompressed, binaries, runtime: false } => {
+            image(&profile, out, uncompressed, binaries).await
+        }
         Command::Docs => docs().await,
         Command::FuzzWebhook { inputs, seed } => fuzz_webhook(inputs, seed).await,
         Command::BenchGateway { connections, seconds } => {
@@ -236,12 +242,28 @@ async fn image(
     let compression = if uncompressed { Compression::None } else { Compression::Gzip };
     let written = std::time::Instant::now();
     let image = tokio::task::spawn_blocking(move || xtask::image::build_cmp(&binaries, &out, compression)).await??;
-    eprintln!("built in {:.0?} (cargo build {:.0?}, image {:.0?})", started.elapsed(), built_in, written.elapsed());
+    eprintln!("cargo build took {built_in:.0?}");
+    report(&image, written);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask image --runtime`.
+async fn runtime_image(out: Option<PathBuf>, uncompressed: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let out = out.unwrap_or_else(|| xtask::image::cache().join("cmp-runtime"));
+    let compression = if uncompressed { xtask::oci::Compression::None } else { xtask::oci::Compression::Gzip };
+    let image = tokio::task::spawn_blocking(move || xtask::runtime_image::build_runtime(&out, compression)).await??;
+    report(&image, started);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints where an image is, its layers and how long it took.
+fn report(image: &xtask::image::Built, started: std::time::Instant) {
+    eprintln!("written in {:.0?}", started.elapsed());
     for layer in &image.layers {
         eprintln!("  layer {} {:.1} MB: {}", layer.digest, layer.size as f64 / 1e6, layer.created_by);
     }
     println!("{}:{} (manifest {})", image.layout.display(), image.reference, image.manifest);
-    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn root() -> PathBuf {

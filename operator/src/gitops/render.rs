@@ -116,8 +116,10 @@ pub fn project_kustomization(instances: &[String]) -> Result<String, String> {
     kustomization(&sorted)
 }
 
-const FLOWS_DIR: &str = "/flows";
-const FLOW_FILE: &str = "flow.json";
+/// Where a Dedicated runtime's flow is, in both of its containers.
+pub const FLOWS_DIR: &str = "/flows";
+/// The flow's file name there.
+pub const FLOW_FILE: &str = "flow.json";
 const CONFIG_FLOW_ID: &str = "flowId";
 const CONFIG_ARTIFACT_URL: &str = "artifactUrl";
 const CONFIG_ARTIFACT_SHA256: &str = "artifactSha256";
@@ -162,8 +164,9 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
 }
 
-/// The fetch-and-verify script of the init container: the runtime never starts on a flow whose sha256 differs.
-fn fetch_script() -> String {
+/// The fetch-and-verify script of the init container (`sh -c`, with `ARTIFACT_URL` and `ARTIFACT_SHA256`): the
+/// runtime never starts on a flow whose sha256 differs.
+pub fn fetch_script() -> String {
     format!(
         "set -eu\nwget -q -O {FLOWS_DIR}/{FLOW_FILE}.part \"$ARTIFACT_URL\"\n\
          echo \"$ARTIFACT_SHA256  {FLOWS_DIR}/{FLOW_FILE}.part\" | sha256sum -c -\n\
