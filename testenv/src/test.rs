@@ -105,6 +105,10 @@ fn rewrite_users(source: &Path, path: &Path, change: impl Fn(&mut serde_yaml::Ma
     // Written beside and renamed over, so that nobody reads it half written.
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, text).map_err(|e| Error::Io { path: partial.clone(), source: e })?;
+    // It holds a credential (a ServiceAccount's token, or the admin's key): for its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::Io { path: partial.clone(), source: e })?;
     std::fs::rename(&partial, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     Ok(path.to_path_buf())
 }

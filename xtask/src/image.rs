@@ -58,8 +58,7 @@ pub fn build_cmp(binaries: &Path, out: &Path, compression: Compression) -> anyho
     }
     let layout = Layout::create(out)?;
     let base = base_layer(&layout, compression)?;
-    let app = out.with_extension("binaries");
-    fresh_dir(&app)?;
+    let app = layout.staging("binaries")?;
     for name in BINARIES {
         let (from, to) = (binaries.join(name), app.join(name));
         if std::fs::hard_link(&from, &to).is_err() {
@@ -101,6 +100,8 @@ pub fn debian_layer(
     packages: &[String],
     compression: Compression,
 ) -> anyhow::Result<Layer> {
+    // Concurrent builds (the image tests run in parallel) share the downloaded packages and the cached layers.
+    let _lock = cache_lock("debian-layers")?;
     let debs = download_packages(packages)?;
     let names: Vec<String> =
         debs.iter().filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
@@ -205,7 +206,17 @@ pub fn download_packages(packages: &[String]) -> anyhow::Result<Vec<PathBuf>> {
         .collect()
 }
 
-pub(crate) fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+/// An exclusive lock on the image cache's lock file `name`, held until dropped.
+fn cache_lock(name: &str) -> anyhow::Result<std::fs::File> {
+    let dir = cache().join("locks");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.lock().with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
+fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }

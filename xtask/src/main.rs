@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         binaries: Option<PathBuf>,
         /// Build the runtime image of Dedicated Instances (lfx on Debian's Python) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "binaries")]
         runtime: bool,
     },
     /// Benchmark: N Organizations with one Project each, from cold; prints time, writes, RSS.

@@ -46,20 +46,32 @@ pub struct RunConfig {
     pub labels: Vec<(String, String)>,
 }
 
-/// An OCI image layout directory being written.
+/// An OCI image layout directory being written: beside its destination
+/// until [`Layout::finish`] puts it there, so a build that fails leaves the
+/// image that was there before.
 pub struct Layout {
     dir: PathBuf,
+    destination: PathBuf,
 }
 
 impl Layout {
-    /// A fresh layout at `dir` (anything there is removed).
-    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+    /// A fresh layout that [`Layout::finish`] writes to `destination`.
+    pub fn create(destination: &Path) -> anyhow::Result<Self> {
+        let name = destination.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = destination.with_file_name(format!("{name}.partial"));
         if dir.exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         std::fs::create_dir_all(dir.join("blobs/sha256")).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self { dir, destination: destination.to_path_buf() })
+    }
+
+    /// An empty directory to gather a layer's files in, inside the layout being written (gone at finish).
+    pub fn staging(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.join("staging").join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
     }
 
     /// Adds the tree under `root` as a layer.
@@ -108,7 +120,8 @@ impl Layout {
         self.dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
     }
 
-    /// Writes the config, the manifest and `index.json` naming it `reference`; returns the manifest's digest.
+    /// Writes the config, the manifest and `index.json` naming it `reference`, and moves the layout to its
+    /// destination; returns the manifest's digest.
     pub fn finish(&self, layers: &[Layer], run: &RunConfig, reference: &str) -> anyhow::Result<String> {
         let labels: serde_json::Map<String, Value> =
             run.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
@@ -134,6 +147,13 @@ impl Layout {
                            "annotations": {"org.opencontainers.image.ref.name": reference}}],
         });
         std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index)?)?;
+        let _ = std::fs::remove_dir_all(self.dir.join("staging"));
+        if self.destination.exists() {
+            std::fs::remove_dir_all(&self.destination)
+                .with_context(|| format!("removing the earlier image at {}", self.destination.display()))?;
+        }
+        std::fs::rename(&self.dir, &self.destination)
+            .with_context(|| format!("moving the image to {}", self.destination.display()))?;
         Ok(digest)
     }
 

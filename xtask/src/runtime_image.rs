@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::image::{Built, CA_BUNDLE, NONROOT, debian_layer, fresh_dir};
+use crate::image::{Built, CA_BUNDLE, NONROOT, debian_layer};
 use crate::oci::{Compression, Layout, RunConfig};
 
 /// The Debian packages asked for; their dependencies come too (see [`closure`]).
@@ -57,21 +57,20 @@ pub fn build_runtime(out: &Path, compression: Compression) -> anyhow::Result<Bui
     let packages = closure(&RUNTIME_PACKAGES)?;
     let layout = Layout::create(out)?;
     let base = debian_layer(&layout, "runtime-base", &packages, compression)?;
-    let app = out.with_extension("lfx");
-    fresh_dir(&app)?;
+    let app = layout.staging("lfx")?;
     let image_venv = app.join(VENV);
     std::fs::create_dir_all(image_venv.join("lib").join(PYTHON))?;
     std::fs::create_dir_all(image_venv.join("bin"))?;
-    // Hard links where the cache and the layout share a file system: the environment is about 550 MB.
-    let copied = Command::new("cp")
-        .arg("-al")
-        .arg(&site_packages)
-        .arg(image_venv.join("lib").join(PYTHON))
-        .status()
-        .or_else(|_| Command::new("cp").arg("-a").arg(&site_packages).arg(image_venv.join("lib").join(PYTHON)).status())
-        .context("copying lfx's site-packages")?;
-    if !copied.success() {
-        bail!("copying {} failed ({copied})", site_packages.display());
+    // Hard links where the cache and the layout share a file system (the environment is about 550 MB), else a copy.
+    let into = image_venv.join("lib").join(PYTHON);
+    let copy = |flags: &str| Command::new("cp").arg(flags).arg(&site_packages).arg(&into).status();
+    let linked = copy("-al").context("running cp")?;
+    if !linked.success() {
+        let _ = std::fs::remove_dir_all(into.join("site-packages"));
+        let copied = copy("-a").context("running cp")?;
+        if !copied.success() {
+            bail!("copying {} into the image failed ({copied})", site_packages.display());
+        }
     }
     std::fs::write(image_venv.join("pyvenv.cfg"), "home = /usr/bin\ninclude-system-site-packages = false\n")?;
     std::os::unix::fs::symlink(format!("/usr/bin/{PYTHON}"), image_venv.join("bin/python"))?;

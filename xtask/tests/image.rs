@@ -25,6 +25,29 @@ fn debug_binaries() -> PathBuf {
     dir.expect("a binaries directory")
 }
 
+/// Fails the test with the reason when it cannot run containers: runc creates namespaces and cgroups as root.
+fn as_root() {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    assert_eq!(uid, 0, "the image tests run containers with runc, which needs root; run the suite as root (CI does)");
+}
+
+/// A container started by `runc run`, killed and deleted when dropped (also when the test fails).
+struct RunningContainer {
+    state: PathBuf,
+    id: String,
+    runc: std::process::Child,
+}
+
+impl Drop for RunningContainer {
+    fn drop(&mut self) {
+        let runc = |args: &[&str]| Command::new("runc").arg("--root").arg(&self.state).args(args).status();
+        let _ = runc(&["kill", &self.id, "KILL"]);
+        let _ = self.runc.wait();
+        let _ = runc(&["delete", "--force", &self.id]);
+    }
+}
+
 fn run(command: &mut Command) -> (bool, String) {
     let output = command
         .output()
@@ -47,6 +70,7 @@ fn unpack(built: &xtask::image::Built, scratch: &Path) -> (PathBuf, PathBuf, ser
 
 #[test]
 fn the_image_runs_each_binary_as_nonroot_under_runc() {
+    as_root();
     let scratch = std::env::temp_dir().join(unique_name("image"));
     let layout = scratch.join("layout");
     let built = build_cmp(&debug_binaries(), &layout, Compression::None).expect("the image builds");
@@ -139,6 +163,7 @@ fn pod_like(spec: &mut serde_json::Value, flows: &Path, args: Option<Vec<String>
 async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
     use cmp_operator::gitops::render::{FLOW_FILE, fetch_script};
     use sha2::Digest;
+    as_root();
     let scratch = std::env::temp_dir().join(unique_name("runtime-image"));
     let layout = scratch.join("layout");
     let built = xtask::runtime_image::build_runtime(&layout, Compression::None).expect("the runtime image builds");
@@ -181,7 +206,9 @@ async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
     // ... and the right one leaves the flow.
     let (fetched, output) = fetch(&sha256);
     assert!(fetched, "the fetch with the artifact's sha256: {output}");
-    assert!(flows.join(FLOW_FILE).is_file());
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(flows.join(FLOW_FILE)).expect("the fetched flow").uid();
+    assert_eq!(owner, NONROOT, "the image's user, not root, wrote the flow");
 
     // The runtime, with the variables the operator gives it.
     let port = cmp_testenv::free_port().expect("a port");
@@ -202,7 +229,7 @@ async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
     std::fs::write(&spec_path, serde_json::to_vec(&serve).expect("JSON")).expect("the spec is written");
     let log_path = scratch.join("runtime.log");
     let log_file = std::fs::File::create(&log_path).expect("a log");
-    let mut runtime = Command::new("runc")
+    let runc = Command::new("runc")
         .arg("--root")
         .arg(&state)
         .args(["run", &id("serve")])
@@ -212,6 +239,7 @@ async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
         .stderr(log_file)
         .spawn()
         .expect("runc starts");
+    let runtime = RunningContainer { state: state.clone(), id: id("serve"), runc };
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let healthy = cmp_testenv::test::eventually("the runtime's /health", std::time::Duration::from_secs(180), || {
@@ -231,8 +259,7 @@ async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
     let answer = run_flow(key).await.expect("an answer");
     let status = answer.status();
     let text = answer.text().await.expect("a body");
-    let _ = Command::new("runc").arg("--root").arg(&state).args(["kill", &id("serve"), "KILL"]).status();
-    let _ = runtime.wait();
+    drop(runtime);
     assert!(
         status.is_success() && text.contains("hello from the image"),
         "{status}: {text}\n{}",
