@@ -36,6 +36,13 @@ fn cert_error(what: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
 
 /// Writes fresh certificates into `dir`.
 pub fn generate(dir: &Path) -> Result<CertFiles, Error> {
+    generate_for(dir, &[], &[])
+}
+
+/// [`generate`], with a serving certificate valid also for `ips` and `names`
+/// (a node's API server: the address pods reach, the `kubernetes` Service's
+/// ClusterIP and names).
+pub fn generate_for(dir: &Path, ips: &[std::net::IpAddr], names: &[&str]) -> Result<CertFiles, Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error("CA parameters"))?;
     ca_params.distinguished_name.push(DnType::CommonName, "cmp-local-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -47,6 +54,11 @@ pub fn generate(dir: &Path) -> Result<CertFiles, Error> {
     let mut serving =
         CertificateParams::new(vec!["localhost".to_string()]).map_err(cert_error("serving parameters"))?;
     serving.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    serving.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    for name in names {
+        let name = (*name).try_into().map_err(cert_error("serving certificate's names"))?;
+        serving.subject_alt_names.push(SanType::DnsName(name));
+    }
     serving.distinguished_name.push(DnType::CommonName, "localhost");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];

@@ -2,9 +2,11 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::node_network::NodeNetwork;
+use crate::process::Supervisor;
 use crate::{Error, certs};
 
 /// How long a component may take to become ready.
@@ -103,13 +105,6 @@ pub fn free_port() -> Result<u16, Error> {
     Ok(port)
 }
 
-/// A running component.
-struct Component {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
 /// The audit policy of [`ControlPlane::start_audited`]: the requests of
 /// ServiceAccounts (the binaries run as their chart identities with a token
 /// of their ServiceAccount), at Metadata level, which holds the verb, the
@@ -123,6 +118,16 @@ rules:
   - level: None
 ";
 
+/// The Services' range.
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+
+/// The `kubernetes` Service's ClusterIP (the first of [`SERVICE_CIDR`]).
+const KUBERNETES_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
+
+/// The names pods call the API server by.
+const KUBERNETES_SERVICE_NAMES: [&str; 4] =
+    ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"];
+
 /// A running local control plane. Dropping it stops every process.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -130,14 +135,14 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     bin_dir: PathBuf,
-    components: Vec<Component>,
+    processes: Supervisor,
 }
 
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager with state in
     /// `dir` (wiped first), waits for `/readyz` and writes `dir/kubeconfig`.
     pub async fn start(dir: &Path) -> Result<Self, Error> {
-        Self::launch(dir, false).await
+        Self::launch(dir, false, None).await
     }
 
     /// [`ControlPlane::start`], with the API server writing an audit log of
@@ -145,10 +150,21 @@ impl ControlPlane {
     /// [`ControlPlane::audit_dir`]: what the test command reads to show that
     /// each of the chart's RBAC rules is used.
     pub async fn start_audited(dir: &Path) -> Result<Self, Error> {
-        Self::launch(dir, true).await
+        Self::launch(dir, true, None).await
     }
 
-    async fn launch(dir: &Path, audited: bool) -> Result<Self, Error> {
+    /// A control plane for a [`crate::node::Node`] on `network`: the API
+    /// server listens on the network's machine-side address (where pods reach
+    /// it through the `kubernetes` Service) instead of loopback, calls webhook
+    /// and aggregated servers at their pods' addresses, mounts ServiceAccount
+    /// tokens into pods, and may call the kubelet; every controller of
+    /// kube-controller-manager runs (Deployments, ReplicaSets, EndpointSlices,
+    /// node lifecycle, pod CIDRs, ...).
+    pub async fn start_for_node(dir: &Path, network: &NodeNetwork) -> Result<Self, Error> {
+        Self::launch(dir, false, Some(network)).await
+    }
+
+    async fn launch(dir: &Path, audited: bool, network: Option<&NodeNetwork>) -> Result<Self, Error> {
         let bin_dir = binaries()?;
         let previous = dir.join("kubeconfig");
         if previous.exists()
@@ -162,13 +178,22 @@ impl ControlPlane {
         }
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki).map_err(|source| Error::Io { path: pki.clone(), source })?;
-        let certs = certs::generate(&pki)?;
+        let (address, api_port) = match network {
+            // The address is the slot's own, so the API server's usual port is free on it.
+            Some(network) => (network.host_address(), 6443),
+            None => (std::net::Ipv4Addr::LOCALHOST, free_port()?),
+        };
+        let certs = match network {
+            Some(_) => {
+                certs::generate_for(&pki, &[address.into(), KUBERNETES_SERVICE_IP.into()], &KUBERNETES_SERVICE_NAMES)?
+            }
+            None => certs::generate(&pki)?,
+        };
 
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
-        let api_port = free_port()?;
         let kcm_port = free_port()?;
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{address}:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
         let audit_dir = audited.then(|| dir.join("audit"));
         let mut plane = ControlPlane {
@@ -177,7 +202,7 @@ impl ControlPlane {
             kubeconfig: kubeconfig.clone(),
             server: server.clone(),
             bin_dir,
-            components: Vec::new(),
+            processes: Supervisor::default(),
         };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -211,6 +236,16 @@ impl ControlPlane {
                 "--audit-log-maxsize=500".into(),
             ];
         }
+        let node_args: Vec<String> = match network {
+            Some(_) => vec![
+                "--enable-admission-plugins=ServiceAccount".into(),
+                "--enable-aggregator-routing=true".into(),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-client-certificate={}", certs.admin_cert.display()),
+                format!("--kubelet-client-key={}", certs.admin_key.display()),
+            ],
+            None => vec!["--disable-admission-plugins=ServiceAccount".into()],
+        };
         plane.spawn(
             "kube-apiserver",
             &[
@@ -220,11 +255,10 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", certs.serving_key.display()),
                 format!("--client-ca-file={}", certs.ca_cert.display()),
                 format!("--secure-port={api_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--allow-privileged=true".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
                 "--authorization-mode=RBAC".into(),
                 format!("--service-account-issuer={server}/"),
                 format!("--service-account-key-file={}", certs.service_account_public_key.display()),
@@ -233,22 +267,36 @@ impl ControlPlane {
             ]
             .into_iter()
             .chain(audit_args)
+            .chain(node_args)
             .collect::<Vec<_>>(),
         )?;
         write_kubeconfig(&kubeconfig, &server, &certs)?;
         plane.wait_for_readyz().await?;
 
+        let controllers: Vec<String> = match network {
+            Some(network) => vec![
+                "--controllers=*".into(),
+                format!("--service-account-private-key-file={}", certs.service_account_key.display()),
+                format!("--root-ca-file={}", certs.ca_cert.display()),
+                "--allocate-node-cidrs=true".into(),
+                format!("--cluster-cidr={}", network.pod_cidr()),
+                "--node-cidr-mask-size=24".into(),
+            ],
+            None => vec!["--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,resourcequota-controller".into()],
+        };
         plane.spawn(
             "kube-controller-manager",
             &[
                 format!("--kubeconfig={}", kubeconfig.display()),
-                "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,resourcequota-controller".into(),
                 "--leader-elect=false".into(),
                 "--use-service-account-credentials=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={kcm_port}"),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(controllers)
+            .collect::<Vec<_>>(),
         )?;
         plane.wait_for_port("kube-controller-manager", kcm_port).await?;
         tracing::info!(server = %plane.server, kubeconfig = %plane.kubeconfig.display(), "local control plane is ready");
@@ -287,29 +335,17 @@ impl ControlPlane {
 
     fn spawn(&mut self, name: &'static str, args: &[String]) -> Result<(), Error> {
         let log = self.dir.join(format!("{name}.log"));
-        let child = crate::process::spawn_logged(Command::new(self.bin_dir.join(name)).args(args), &log)?;
-        tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
-        self.components.push(Component { name, child, log });
-        Ok(())
+        self.processes.spawn(name, Command::new(self.bin_dir.join(name)).args(args), &log)
     }
 
     /// Fails with the component's log when it has exited.
     fn check_alive(&mut self, name: &str) -> Result<(), Error> {
-        if let Some(c) = self.components.iter_mut().find(|c| c.name == name)
-            && let Ok(Some(status)) = c.child.try_wait()
-        {
-            return Err(Error::NotReady {
-                what: format!("{name} exited with {status}"),
-                log: c.log.clone(),
-                tail: tail(&c.log),
-            });
-        }
-        Ok(())
+        self.processes.check_alive(name)
     }
 
     fn timed_out(&self, name: &str) -> Error {
         let log = self.dir.join(format!("{name}.log"));
-        Error::NotReady { what: format!("{name} was not ready after {READY_TIMEOUT:?}"), tail: tail(&log), log }
+        Error::not_ready(format!("{name} was not ready after {READY_TIMEOUT:?}"), &log)
     }
 
     async fn wait_for_port(&mut self, name: &str, port: u16) -> Result<(), Error> {
@@ -339,23 +375,7 @@ impl ControlPlane {
 
     /// Stops every component, newest first: SIGTERM, then SIGKILL after 10s.
     pub fn stop(&mut self) {
-        while let Some(mut c) = self.components.pop() {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.child.id()).unwrap_or(i32::MAX));
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match c.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = c.child.kill();
-                        let _ = c.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-            tracing::debug!(component = c.name, "stopped");
-        }
+        self.processes.stop();
     }
 }
 
@@ -363,12 +383,6 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 fn write_kubeconfig(path: &Path, server: &str, certs: &certs::CertFiles) -> Result<(), Error> {

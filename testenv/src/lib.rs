@@ -23,6 +23,8 @@ pub mod langflow;
 pub mod langflow_stand_in;
 pub mod lfx;
 pub mod mcp;
+pub mod node;
+pub mod node_network;
 pub mod openbao;
 pub mod postgres;
 pub mod process;

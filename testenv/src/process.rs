@@ -22,6 +22,60 @@ pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child, Error> {
         .map_err(|source| Error::Spawn { binary: command.get_program().to_string_lossy().into_owned(), source })
 }
 
+/// The long-running processes of one environment (a control plane, a node),
+/// each logging to a file, stopped newest first.
+#[derive(Default)]
+pub(crate) struct Supervisor {
+    components: Vec<Supervised>,
+}
+
+struct Supervised {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Supervisor {
+    /// Starts `command` as the component `name`, its output in `log`.
+    pub(crate) fn spawn(&mut self, name: &str, command: &mut Command, log: &Path) -> Result<(), Error> {
+        let child = spawn_logged(command, log)?;
+        tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
+        self.components.push(Supervised { name: name.to_string(), child, log: log.to_path_buf() });
+        Ok(())
+    }
+
+    /// Fails with the component's log when it has exited.
+    pub(crate) fn check_alive(&mut self, name: &str) -> Result<(), Error> {
+        if let Some(c) = self.components.iter_mut().find(|c| c.name == name)
+            && let Ok(Some(status)) = c.child.try_wait()
+        {
+            return Err(Error::not_ready(format!("{name} exited with {status}"), &c.log));
+        }
+        Ok(())
+    }
+
+    /// Stops every component, newest first: SIGTERM, then SIGKILL after 10s.
+    pub(crate) fn stop(&mut self) {
+        while let Some(mut c) = self.components.pop() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.child.id()).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match c.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if std::time::Instant::now() >= deadline => {
+                        let _ = c.child.kill();
+                        let _ = c.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            }
+            tracing::debug!(component = c.name, "stopped");
+        }
+    }
+}
+
 /// A running binary.
 pub struct TestProcess {
     child: Child,

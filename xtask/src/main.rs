@@ -321,6 +321,9 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     // And promtool (the alert rules' checks).
     let promtool = tokio::task::spawn_blocking(cmp_testenv::promtool::binary).await?.context("building promtool")?;
     eprintln!("promtool is {}", promtool.display());
+    // And the node (kubelet, kube-proxy, kube-scheduler, kube-router, CoreDNS and its images).
+    let node = tokio::task::spawn_blocking(cmp_testenv::node::binaries).await?.context("building the node")?;
+    eprintln!("the node's binaries and images are in {}", node.display());
     let plane_audit = plane.audit_dir().map(Path::to_path_buf);
     eprintln!("running cargo test --workspace against {}", plane.server());
     let status = tokio::process::Command::from(cmp_testenv::cargo_command())

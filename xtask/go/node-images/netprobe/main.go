@@ -1,0 +1,78 @@
+// Command netprobe sends and answers real packets in the tests' node:
+//
+//	netprobe serve ADDR     answers every HTTP request with "netprobe <hostname>"
+//	netprobe get URL [N]    GETs URL (3 s timeout), up to N times (default 1) a
+//	                        second apart until it gets a 2xx answer; prints the
+//	                        last answer or error and exits 0 on a 2xx, else 1
+//
+// A new pod's address reaches the NetworkPolicy enforcer a moment after the pod
+// starts, so a test that expects to be let in tries a few times.
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 3 || len(os.Args) > 4 {
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve ADDR | netprobe get URL [ATTEMPTS]")
+		os.Exit(2)
+	}
+	attempts := 1
+	if len(os.Args) == 4 {
+		n, err := strconv.Atoi(os.Args[3])
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "netprobe: ATTEMPTS must be a positive number, not %q\n", os.Args[3])
+			os.Exit(2)
+		}
+		attempts = n
+	}
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2])
+	case "get":
+		code := get(os.Args[2])
+		for try := 1; code != 0 && try < attempts; try++ {
+			time.Sleep(time.Second)
+			code = get(os.Args[2])
+		}
+		os.Exit(code)
+	default:
+		fmt.Fprintf(os.Stderr, "netprobe: unknown command %q: use serve or get\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func serve(addr string) {
+	host, _ := os.Hostname()
+	answer := "netprobe " + host
+	http.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, answer)
+	})
+	fmt.Println("netprobe: serving on", addr)
+	if err := http.ListenAndServe(addr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "netprobe:", err)
+		os.Exit(1)
+	}
+}
+
+func get(url string) int {
+	client := http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		fmt.Println("netprobe: unreachable:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Printf("netprobe: %s: %s", resp.Status, body)
+	if resp.StatusCode/100 != 2 {
+		return 1
+	}
+	return 0
+}
