@@ -8,7 +8,7 @@ use k8s_openapi::jiff::SignedDuration;
 
 use crate::gitops::render::RenderSettings;
 use crate::gitops::{ArgoCdSettings, GitOpsSettings};
-use crate::settings::{NetworkSettings, Settings, VaultSettings};
+use crate::settings::{ArtifactEgress, NetworkSettings, Settings, VaultSettings};
 use sha2::Digest;
 
 /// The CMP operator.
@@ -43,6 +43,10 @@ pub struct Args {
     /// The gateway pods' API port: runtime namespaces may reach it (the connector gateway), and only it, in the gateway's namespace.
     #[arg(long, env = "CMP_GATEWAY_PORT", default_value_t = 8080, value_parser = clap::value_parser!(i32).range(1..=65535))]
     pub gateway_port: i32,
+
+    /// Where Dedicated runtimes fetch flow artifacts from, as CIDR:PORT (comma-separated; for example 203.0.113.10/32:443): opened in every runtime namespace's egress, which otherwise refuses the fetch.
+    #[arg(long, env = "CMP_ARTIFACT_EGRESS", value_delimiter = ',')]
+    pub artifact_egress: Vec<ArtifactEgress>,
 
     /// The cluster DNS namespace, reachable from runtime namespaces.
     #[arg(long, env = "CMP_DNS_NAMESPACE", default_value = "kube-system")]
@@ -283,6 +287,7 @@ impl Args {
                 gateway_namespace: self.gateway_namespace.clone(),
                 dns_namespace: self.dns_namespace.clone(),
                 gateway_port: self.gateway_port,
+                artifact_egress: self.artifact_egress.clone(),
             },
             organization_selector: Some(self.organization_selector.clone()).filter(|s| !s.is_empty()),
             offering_selector: Some(self.offering_selector.clone()).filter(|s| !s.is_empty()),

@@ -13,11 +13,46 @@ pub struct NetworkSettings {
     pub dns_namespace: String,
     /// The gateway pods' API port, which runtimes reach for the connector gateway.
     pub gateway_port: i32,
+    /// Where Dedicated runtimes fetch their flow artifacts from (the store
+    /// Offerings' versions point at), opened in every runtime namespace's
+    /// egress: without it, the init container's fetch is refused.
+    pub artifact_egress: Vec<ArtifactEgress>,
+}
+
+/// A network and TCP port the runtimes may fetch artifacts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactEgress {
+    /// The network, as a CIDR.
+    pub cidr: ipnet::IpNet,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for ArtifactEgress {
+    type Err = String;
+
+    /// `CIDR:PORT`, for example `203.0.113.10/32:443` (the port follows the last colon).
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let shape = || format!("{value:?} is not CIDR:PORT, such as 203.0.113.10/32:443");
+        let (cidr, port) = value.rsplit_once(':').ok_or_else(shape)?;
+        let cidr = cidr.parse().map_err(|_| format!("{}: {cidr:?} is not a CIDR", shape()))?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{}: {port:?} is not a port", shape()))?;
+        Ok(ArtifactEgress { cidr, port })
+    }
 }
 
 impl Default for NetworkSettings {
     fn default() -> Self {
-        Self { gateway_namespace: "cmp-system".into(), dns_namespace: "kube-system".into(), gateway_port: 8080 }
+        Self {
+            gateway_namespace: "cmp-system".into(),
+            dns_namespace: "kube-system".into(),
+            gateway_port: 8080,
+            artifact_egress: Vec::new(),
+        }
     }
 }
 

@@ -99,10 +99,14 @@ fn install_lock(script: &Path) -> Result<std::fs::File, Error> {
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
 pub fn free_port() -> Result<u16, Error> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
-    let port = listener.local_addr().map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?.port();
-    Ok(port)
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// A free TCP port on `address` (free when asked; bind it soon).
+pub fn free_port_on(address: std::net::Ipv4Addr) -> Result<u16, Error> {
+    let io = |source| Error::Io { path: PathBuf::from(format!("{address}:0")), source };
+    let listener = TcpListener::bind((address, 0)).map_err(io)?;
+    Ok(listener.local_addr().map_err(io)?.port())
 }
 
 /// The audit policy of [`ControlPlane::start_audited`]: the requests of
@@ -178,11 +182,9 @@ impl ControlPlane {
         }
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki).map_err(|source| Error::Io { path: pki.clone(), source })?;
-        let (address, api_port) = match network {
-            // The address is the slot's own, so the API server's usual port is free on it.
-            Some(network) => (network.host_address(), 6443),
-            None => (std::net::Ipv4Addr::LOCALHOST, free_port()?),
-        };
+        let address = network.map_or(std::net::Ipv4Addr::LOCALHOST, NodeNetwork::host_address);
+        // A free port, not 6443: a crashed run's API server may still hold one on the slot's address.
+        let api_port = free_port_on(address)?;
         let certs = match network {
             Some(_) => {
                 certs::generate_for(&pki, &[address.into(), KUBERNETES_SERVICE_IP.into()], &KUBERNETES_SERVICE_NAMES)?

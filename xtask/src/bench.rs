@@ -39,7 +39,12 @@ pub(crate) fn minimum_writes(orgs: usize, projects: usize) -> u64 {
     let oc = org_desired::children(&org, None);
     // finalizer, namespace, Wallet (created with its starter grant in one write), roles, bindings, org status, wallet status
     let per_org = 1 + 1 + 1 + oc.roles.len() + oc.role_bindings.len() + 1 + 1;
-    let settings = NetworkSettings { gateway_namespace: "g".into(), dns_namespace: "d".into(), gateway_port: 8080 };
+    let settings = NetworkSettings {
+        gateway_namespace: "g".into(),
+        dns_namespace: "d".into(),
+        gateway_port: 8080,
+        artifact_egress: Vec::new(),
+    };
     let pc = project_desired::children("o", &OrganizationSpec::default(), "p", &ProjectSpec::default(), &settings);
     // finalizer, namespace, quota, limits, policies, service account, roles, bindings, status
     let per_project = 1 + 1 + 1 + 1 + pc.network_policies.len() + 1 + pc.roles.len() + pc.role_bindings.len() + 1;

@@ -143,7 +143,15 @@ fn egress_rules(spec: &ProjectSpec, network: &NetworkSettings) -> Vec<NetworkPol
             rule.ports.iter().map(|p| port(p.port, if p.protocol == Protocol::Udp { "UDP" } else { "TCP" })).collect()
         }),
     });
-    [dns, gateway].into_iter().chain(allowed).collect()
+    // Dedicated runtimes fetch their flow from the artifact store the platform names.
+    let artifacts = network.artifact_egress.iter().map(|store| NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: store.cidr.to_string(), except: None }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![port(i32::from(store.port), "TCP")]),
+    });
+    [dns, gateway].into_iter().chain(artifacts).chain(allowed).collect()
 }
 
 fn network_policies(
@@ -331,6 +339,7 @@ mod tests {
             gateway_namespace: "cmp-system".into(),
             dns_namespace: "kube-system".into(),
             gateway_port: 8080,
+            artifact_egress: Vec::new(),
         }
     }
 
@@ -384,6 +393,36 @@ mod tests {
         assert_eq!(rules[1].ports.as_ref().and_then(|p| p[0].port.clone()), Some(IntOrString::Int(8080)));
         let block = rules[2].to.as_ref().and_then(|t| t[0].ip_block.clone()).expect("ipBlock");
         assert_eq!(block.cidr, "203.0.113.0/24");
+    }
+
+    #[test]
+    fn the_artifact_store_is_opened_on_its_port_only() {
+        let network =
+            NetworkSettings { artifact_egress: vec!["198.51.100.7/32:8443".parse().expect("CIDR:PORT")], ..settings() };
+        let c = children("acme", &OrganizationSpec::default(), "support", &ProjectSpec::default(), &network);
+        let rules = c.network_policies[2].spec.as_ref().and_then(|s| s.egress.clone()).expect("egress");
+        assert_eq!(rules.len(), 3, "DNS, the gateway, the artifact store");
+        let block = rules[2].to.as_ref().and_then(|t| t[0].ip_block.clone()).expect("ipBlock");
+        assert_eq!(block.cidr, "198.51.100.7/32");
+        let ports = rules[2].ports.clone().expect("ports");
+        assert_eq!((ports.len(), ports[0].port.clone()), (1, Some(IntOrString::Int(8443))));
+        assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+    }
+
+    #[test]
+    fn artifact_egress_must_be_cidr_and_port() {
+        use crate::settings::ArtifactEgress;
+        let parsed: ArtifactEgress = "2001:db8::/64:443".parse().expect("IPv6 CIDR:PORT");
+        assert_eq!((parsed.cidr.to_string(), parsed.port), ("2001:db8::/64".to_string(), 443));
+        for (bad, says) in [
+            ("203.0.113.10/32", "is not CIDR:PORT"),
+            ("example.com:443", "is not a CIDR"),
+            ("203.0.113.10/32:0", "is not a port"),
+            ("203.0.113.10/32:https", "is not a port"),
+        ] {
+            let error = bad.parse::<ArtifactEgress>().expect_err(bad);
+            assert!(error.contains(says) && error.contains("CIDR:PORT"), "{bad}: {error}");
+        }
     }
 
     #[test]

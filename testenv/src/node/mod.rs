@@ -19,6 +19,7 @@
 
 mod config;
 mod host;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,6 +35,10 @@ use crate::process::Supervisor;
 use crate::{Error, free_port};
 
 pub use config::{CLUSTER_DNS, PAUSE_IMAGE};
+
+/// The file in a node's run directory naming its state directory, so the next
+/// node of the slot finds what a crashed one left mounted there.
+const STATE_DIR_FILE: &str = "state-dir";
 
 /// How long the node may take to become Ready and to run CoreDNS.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -66,6 +71,12 @@ pub fn binaries() -> Result<PathBuf, Error> {
         return Ok(PathBuf::from(dir));
     }
     run_install_script("xtask/go/node.sh", &[])
+}
+
+/// Where a test keeps its cluster's state: `~/.cache/cmp/test-runs/<test>-<pid>`
+/// (the components' logs are there; a test removes it when it passes).
+pub fn state_dir(test: &str) -> PathBuf {
+    crate::control_plane::cache_dir().join("test-runs").join(format!("{test}-{}", std::process::id()))
 }
 
 /// A control plane and one node, on a network of their own. Dropping it stops
@@ -125,9 +136,13 @@ impl Node {
             run_dir: Path::new("/run").join(&name),
             name,
         };
-        // What a crashed run of this slot left: its pods still run in the slot's cgroups.
+        // What a crashed run of this slot left: its pods still run in the slot's cgroups, its
+        // mounts stay under the state directory it named in the run directory.
         host::kill_pods(&layout.cgroup_root);
         host::create_cgroups(&layout.cgroup_root)?;
+        if let Ok(previous) = std::fs::read_to_string(layout.run_dir.join(STATE_DIR_FILE)) {
+            host::unmount_under(Path::new(previous.trim()));
+        }
         for stale in [&layout.dir, &layout.run_dir] {
             host::unmount_under(stale);
             if stale.exists() {
@@ -137,6 +152,9 @@ impl Node {
         for made in [layout.dir.clone(), layout.run_dir.clone(), layout.cni_dir()] {
             std::fs::create_dir_all(&made).map_err(|source| Error::Io { path: made.clone(), source })?;
         }
+        let marker = layout.run_dir.join(STATE_DIR_FILE);
+        std::fs::write(&marker, layout.dir.display().to_string())
+            .map_err(|source| Error::Io { path: marker, source })?;
         let mut node = Node { layout, processes: Supervisor::default() };
         let kubeconfig = plane.kubeconfig().to_path_buf();
         let client_ca = plane.dir().join("pki/ca.crt");
