@@ -6,9 +6,10 @@
 //!   same image is the operator's fetch image (`--gitops-fetch-image`).
 //! - A layer with lfx's virtual environment (from PyPI, the one the tests
 //!   run, `cmp_testenv::lfx::LFX`) at `/opt/lfx`, and the entrypoint
-//!   `/usr/local/bin/cmp-runtime`, which serves the flows in
-//!   `$LANGFLOW_LOAD_FLOWS_PATH` on `$LANGFLOW_HOST:$LANGFLOW_PORT`: the
-//!   variables the operator gives a Dedicated runtime.
+//!   `/usr/local/bin/cmp-runtime`, which serves the flow in
+//!   `$LANGFLOW_LOAD_FLOWS_PATH` under the id `$CMP_FLOW_ID` on
+//!   `$LANGFLOW_HOST:$LANGFLOW_PORT`: the variables the operator gives a
+//!   Dedicated runtime.
 //! - User 65532, `HOME=/tmp`, no bytecode written (the pod's root is read-only).
 
 use std::path::Path;
@@ -40,10 +41,37 @@ const PYTHON: &str = "python3.11";
 /// The entrypoint.
 pub const ENTRYPOINT: &str = "/usr/local/bin/cmp-runtime";
 const ENTRYPOINT_SCRIPT: &str = r#"#!/bin/sh
-# A Dedicated Instance's runtime: lfx serving the flows its init container
+# A Dedicated Instance's runtime: lfx serving the flow its init container
 # fetched and checked, with the variables the operator gives the runtime.
+# The flow is served under $CMP_FLOW_ID (the Offering version's flowId, which
+# the gateway runs): lfx builds and runs (/api/v2/workflows) only flows whose
+# id is a UUID, and an exported flow may carry another id or none.
 set -eu
-exec /opt/lfx/bin/python -m lfx serve --flow-dir "${LANGFLOW_LOAD_FLOWS_PATH:-/flows}" \
+flows="${LANGFLOW_LOAD_FLOWS_PATH:-/flows}"
+if [ -n "${CMP_FLOW_ID:-}" ]; then
+  served=/tmp/cmp-flows
+  /opt/lfx/bin/python - "$flows" "$served" "$CMP_FLOW_ID" <<'PY'
+import json, os, sys, uuid
+source, target, flow_id = sys.argv[1:]
+try:
+    uuid.UUID(flow_id)
+except ValueError:
+    sys.exit(f"cmp-runtime: CMP_FLOW_ID {flow_id!r} is not a UUID; lfx serves only flows whose id is a UUID: give the Offering version a UUID flowId")
+names = sorted(n for n in os.listdir(source) if n.endswith(".json"))
+if len(names) != 1:
+    sys.exit(f"cmp-runtime: {source} holds {len(names)} flows ({', '.join(names) or 'none'}); a Dedicated runtime serves exactly one")
+with open(os.path.join(source, names[0]), encoding="utf-8") as f:
+    flow = json.load(f)
+if not isinstance(flow, dict):
+    sys.exit(f"cmp-runtime: {names[0]} is not a flow (a JSON object)")
+flow["id"] = flow_id
+os.makedirs(target, exist_ok=True)
+with open(os.path.join(target, names[0]), "w", encoding="utf-8") as f:
+    json.dump(flow, f)
+PY
+  flows=$served
+fi
+exec /opt/lfx/bin/python -m lfx serve --flow-dir "$flows" \
   --host "${LANGFLOW_HOST:-0.0.0.0}" --port "${LANGFLOW_PORT:-7860}" --log-level "${LANGFLOW_LOG_LEVEL:-warning}"
 "#;
 

@@ -170,14 +170,11 @@ async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
     let (bundle, spec_path, spec) = unpack(&built, &scratch);
     assert_eq!(spec["process"]["user"]["uid"], NONROOT, "{}", spec["process"]);
 
-    // The flow, with the UUID id lfx needs to build its components, served over HTTP.
+    // The example flow as it is (it carries no id), served over HTTP; the Offering version names it by a UUID.
     let flow_id = "5b0a1f56-0c8e-4d5e-9a55-6f5b2c1e7a01";
-    let mut flow: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(cmp_testenv::workspace_root().join("examples/flows/echo.json")).expect("the echo flow"),
-    )
-    .expect("JSON");
-    flow["id"] = flow_id.into();
-    let body = serde_json::to_vec(&flow).expect("JSON");
+    let body = std::fs::read(cmp_testenv::workspace_root().join("examples/flows/echo.json")).expect("the echo flow");
+    let flow: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert!(flow.get("id").is_none(), "the example flow carries no id: the runtime gives it the version's");
     let sha256 = hex::encode(sha2::Sha256::digest(&body));
     let url = serve_once_per_request(body);
     let flows = scratch.join("flows");
@@ -213,20 +210,29 @@ async fn the_runtime_image_fetches_checks_and_serves_a_flow_as_nonroot() {
     // The runtime, with the variables the operator gives it.
     let port = cmp_testenv::free_port().expect("a port");
     let key = "runtime-image-key";
-    let mut serve = spec.clone();
-    pod_like(
-        &mut serve,
-        &flows,
-        None,
-        &[
-            "LANGFLOW_HOST=127.0.0.1".into(),
-            format!("LANGFLOW_PORT={port}"),
-            format!("LANGFLOW_LOAD_FLOWS_PATH={}", cmp_operator::gitops::render::FLOWS_DIR),
-            format!("LANGFLOW_API_KEY={key}"),
-            "HOME=/tmp".into(),
-        ],
-    );
-    std::fs::write(&spec_path, serde_json::to_vec(&serve).expect("JSON")).expect("the spec is written");
+    let runtime_spec = |flow_id: &str| {
+        let mut serve = spec.clone();
+        pod_like(
+            &mut serve,
+            &flows,
+            None,
+            &[
+                "LANGFLOW_HOST=127.0.0.1".into(),
+                format!("LANGFLOW_PORT={port}"),
+                format!("LANGFLOW_LOAD_FLOWS_PATH={}", cmp_operator::gitops::render::FLOWS_DIR),
+                format!("CMP_FLOW_ID={flow_id}"),
+                format!("LANGFLOW_API_KEY={key}"),
+                "HOME=/tmp".into(),
+            ],
+        );
+        std::fs::write(&spec_path, serde_json::to_vec(&serve).expect("JSON")).expect("the spec is written");
+    };
+    // A flowId that is not a UUID stops the runtime, saying why, instead of serving a flow no run can reach.
+    runtime_spec("support-assistant");
+    let (served, output) =
+        run(Command::new("runc").arg("--root").arg(&state).args(["run", &id("not-uuid")]).current_dir(&bundle));
+    assert!(!served && output.contains("is not a UUID"), "a flowId that is not a UUID is refused: {output}");
+    runtime_spec(flow_id);
     let log_path = scratch.join("runtime.log");
     let log_file = std::fs::File::create(&log_path).expect("a log");
     let runc = Command::new("runc")
