@@ -23,6 +23,7 @@ pub mod project;
 pub mod references;
 pub mod refusals;
 pub mod runnable;
+pub mod runtime_key;
 pub mod suspension;
 pub mod usage;
 pub mod wallet;

@@ -257,10 +257,20 @@ impl Gateway {
                 )
             })?),
         };
+        let runtime_key = runtime_key.map(|offering_key| runtime_key_of(target, offering_key));
         let timeout = std::time::Duration::from_secs(u64::try_from(target.plan.timeout_seconds).unwrap_or(1));
         let wallet = (target.wallet.0.as_str(), target.wallet.1.as_str());
         let held = self.credits.hold(wallet, target.plan.credits_per_run, timeout).await?;
         Ok((runtime_key, held))
+    }
+}
+
+/// The key the runtime of `target` takes, from the Offering's: a Shared runtime takes the Offering's own; a
+/// Dedicated one its Instance's, derived from it (`cmp_crds::runtime_key`), which the operator gave the runtime.
+pub(crate) fn runtime_key_of(target: &RunTarget, offering_key: String) -> String {
+    match &target.runtime_key_instance_uid {
+        Some(uid) => cmp_crds::runtime_key::for_instance(&offering_key, uid),
+        None => offering_key,
     }
 }
 

@@ -110,8 +110,11 @@ pub struct RunTarget {
     pub flow_id: String,
     /// The runtime's run API.
     pub api: RuntimeApi,
-    /// Where the runtime's own API key is.
+    /// Where the runtime's own API key is: the Offering's key (a Shared runtime's).
     pub runtime_key: Option<SecretKeyRef>,
+    /// A Dedicated runtime's key is the Instance's own, derived from the Offering's with this Instance uid
+    /// (`cmp_crds::runtime_key`); `None` for a Shared runtime.
+    pub runtime_key_instance_uid: Option<String>,
     /// The Wallet that pays: (namespace, name).
     pub wallet: (String, String),
     /// Whether the Instance has connector bindings (its runs get a run token).
@@ -166,6 +169,8 @@ pub fn run_target(
         flow_id,
         api: offering.spec.runtime.api,
         runtime_key: offering.spec.runtime.api_key_secret_ref.clone(),
+        runtime_key_instance_uid: (offering.spec.runtime.mode == cmp_crds::offering::RuntimeMode::Dedicated)
+            .then(|| instance.uid().unwrap_or_default()),
         // A knowledge base is searched through the connector gateway too, with the run's token.
         has_connectors: !instance.spec.connectors.is_empty() || offering.spec.knowledge.is_some(),
         inputs,

@@ -203,6 +203,7 @@ mod tests {
             flow_id: "f-1".into(),
             api,
             runtime_key: None,
+            runtime_key_instance_uid: None,
             wallet: ("cmp-acme".into(), "acme".into()),
             has_connectors: false,
             inputs: vec![],

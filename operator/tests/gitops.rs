@@ -13,7 +13,7 @@ use cmp_testenv::argocd::ArgoCd;
 use cmp_testenv::git::{AnotherWriter, BareRemote};
 use cmp_testenv::test::{eventually, test_kubeconfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -79,10 +79,25 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
 
     let (artifact, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("flow");
     let offering = format!("{}-ded", w.run);
+    // The Offering's runtime key: each Dedicated runtime gets its own, derived from it.
+    let offering_key = format!("{}-offering-key-value", w.run);
+    let key_secret = format!("{}-runtime-key", w.run);
+    Api::<Secret>::namespaced(w.client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta { name: Some(key_secret.clone()), ..Default::default() },
+                string_data: Some([("key".to_string(), offering_key.clone())].into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the Offering's key Secret");
     let apply_offering = |versions: Value| {
         let body = json!({"apiVersion": Offering::api_version(&()), "kind": "Offering",
             "metadata": {"name": offering, "labels": {RUN_LABEL: w.run}},
-            "spec": {"displayName": "Dedicated", "runtime": {"mode": "Dedicated", "image": "langflowai/langflow:1.5.0", "port": 7860},
+            "spec": {"displayName": "Dedicated", "runtime": {"mode": "Dedicated", "image": "langflowai/langflow:1.5.0", "port": 7860,
+                                                             "apiKeySecretRef": {"namespace": "default", "name": key_secret, "key": "key"}},
                      "versions": versions, "plans": [{"id": "basic", "creditsPerRun": 1}]}});
         let api = Api::<Offering>::all(w.client.clone());
         let name = offering.clone();
@@ -122,6 +137,24 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
     assert_eq!(log.len(), 1, "one commit: {log:?}");
     assert_eq!(log[0].0, synced.commit);
     assert!(log[0].1.contains(&format!("cmp-{org}/bot generation 1")), "{}", log[0].1);
+
+    // The runtime's own key: in a Secret of the runtime namespace, derived from the Offering's with the Instance's
+    // uid (the gateway derives the same), read by the Deployment, and never in git.
+    let uid = instances.get("bot").await.expect("bot").metadata.uid.expect("a uid");
+    let runtime_secrets = Api::<Secret>::namespaced(w.client.clone(), &runtime_ns);
+    let runtime_key = eventually("the runtime's key Secret", CONVERGE, || async {
+        let secret = runtime_secrets.get_opt("bot-runtime-key").await.ok()??;
+        let value = secret.data?.get("api-key")?.0.clone();
+        String::from_utf8(value).ok()
+    })
+    .await;
+    assert_eq!(runtime_key, cmp_crds::runtime_key::for_instance(&offering_key, &uid));
+    let committed = remote.file(&format!("{}/deployment.yaml", synced.path)).expect("committed");
+    assert!(committed.contains("LANGFLOW_API_KEY") && committed.contains("bot-runtime-key"), "{committed}");
+    for secret in [&runtime_key, &offering_key] {
+        let found = cmp_testenv::git::git(Some(remote.path()), &["grep", "-r", secret.as_str(), "HEAD"]);
+        assert!(found.is_err() || found.as_deref() == Ok(""), "no key in git: {found:?}");
+    }
 
     // Argo CD syncs that commit into the runtime namespace.
     let apps = applications(&w.client, &argocd_ns);
@@ -240,6 +273,12 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
         gone.then_some(())
     })
     .await;
+    assert!(
+        runtime_secrets.get_opt("bot-runtime-key").await.expect("a read").is_none(),
+        "the runtime's key went with the Instance"
+    );
+    let secrets = Api::<Secret>::namespaced(w.client.clone(), "default");
+    secrets.delete(&key_secret, &DeleteParams::default()).await.expect("the Offering's key Secret deleted");
 
     // Deleting the Project removes its tree in a commit, and its Application and AppProject.
     w.projects(&org).delete("support", &DeleteParams::default()).await.expect("delete the Project");

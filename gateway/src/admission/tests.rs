@@ -227,3 +227,22 @@ async fn every_route_is_behind_one_layer_that_ids_each_answer_and_counts_each_re
     }
     assert_eq!(gateway.metrics.runs_answered("not_found"), 0, "an unknown route is no refused run");
 }
+
+#[test]
+fn a_dedicated_runtime_takes_its_instances_own_key_and_a_shared_one_the_offerings() {
+    let key = apikey::generate();
+    let bot = instance("acme", "bot", &key, json!({}));
+    let shared = offering(60);
+    let target = crate::authorize::run_target(&bot, Some(&organization("acme")), Some(&shared)).expect("runnable");
+    assert_eq!(runtime_key_of(&target, "offering-key".into()), "offering-key");
+
+    let mut dedicated = shared.clone();
+    dedicated.spec.runtime.mode = cmp_crds::offering::RuntimeMode::Dedicated;
+    let target = crate::authorize::run_target(&bot, Some(&organization("acme")), Some(&dedicated)).expect("runnable");
+    let derived = runtime_key_of(&target, "offering-key".into());
+    assert_eq!(derived, cmp_crds::runtime_key::for_instance("offering-key", "acme-bot"), "derived with the uid");
+    let other = instance("globex", "bot", &key, json!({}));
+    let target =
+        crate::authorize::run_target(&other, Some(&organization("globex")), Some(&dedicated)).expect("runnable");
+    assert_ne!(runtime_key_of(&target, "offering-key".into()), derived, "another tenant's runtime, another key");
+}

@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -281,6 +281,22 @@ pub fn render(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Inst
         EnvVar { name: "LANGFLOW_LOAD_FLOWS_PATH".into(), value: Some(FLOWS_DIR.into()), ..Default::default() },
         EnvVar { name: "HOME".into(), value: Some("/tmp".into()), ..Default::default() },
     ];
+    if input.offering.spec.runtime.api_key_secret_ref.is_some() {
+        // The Instance's own key, derived from the Offering's (cmp_crds::runtime_key): the operator writes the
+        // Secret in the runtime namespace, never in git, and the gateway derives the same key for each run.
+        env.push(EnvVar {
+            name: "LANGFLOW_API_KEY".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: cmp_crds::runtime_key::secret_name(&instance),
+                    key: cmp_crds::runtime_key::SECRET_DATA_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     env.extend(settings_env(&globals));
     let runtime_container = Container {
         name: "runtime".into(),

@@ -56,6 +56,8 @@ pub struct Children {
     pub commit: Option<InstanceTree>,
     /// Connector secrets to look at in Vault.
     pub check_connectors: Vec<String>,
+    /// A Dedicated runtime's own key Secret.
+    pub runtime_key: Option<super::runtime_key::RuntimeKeyWork>,
 }
 
 /// Whether the Instance is suspended, and why ([`cmp_crds::suspension`]).
@@ -131,6 +133,7 @@ pub fn desired(
         }
         (Ok(resolved), None) => {
             let state = runtime(instance, &resolved, observed, now);
+            children.runtime_key = super::runtime_key::wanted(instance, &resolved);
             children.register = state.work;
             children.commit = state.commit;
             status.gitops = state.gitops;

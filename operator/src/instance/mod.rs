@@ -11,6 +11,7 @@ pub mod desired;
 pub mod keys;
 pub mod references;
 pub mod runtime;
+pub mod runtime_key;
 
 use cmp_crds::conditions::{NewCondition, READY, reasons, set_condition};
 use cmp_crds::instance::InstancePhase;
@@ -134,7 +135,13 @@ impl Reconcile for Instance {
             }
             Ok(())
         };
-        futures::try_join!(issue, remove, register, check).map(|_| ())
+        let runtime_key = async {
+            match &children.runtime_key {
+                Some(work) => runtime_key::ensure(work, runtime_key_seen(&ctx.caches, work), ctx).await,
+                None => Ok(()),
+            }
+        };
+        futures::try_join!(issue, remove, register, check, runtime_key).map(|_| ())
     }
 
     /// `Delete`: unregisters the flow from a shared runtime, removes the key Secrets and drops the knowledge
@@ -148,6 +155,10 @@ impl Reconcile for Instance {
         if self.spec.deletion_policy == DeletionPolicy::Retain {
             tracing::info!("deletionPolicy Retain: leaving the flow and the key Secrets in place");
             return Ok(());
+        }
+        if let Some(org) = organization_of_control_namespace(&self.namespace().unwrap_or_default()) {
+            let runtime_ns = runtime_namespace(org, &self.spec.project);
+            delete_secret(&runtime_ns, &cmp_crds::runtime_key::secret_name(&self.name_any()), ctx).await?;
         }
         if let (Some(knowledge), Some(org)) =
             (&ctx.knowledge, cmp_crds::names::organization_of_control_namespace(&self.namespace().unwrap_or_default()))
@@ -291,6 +302,12 @@ async fn remove_folder(instance: &Instance, ctx: &Context) -> Result<()> {
 
 /// How long a deletion waits for its removal commit before it is retried.
 const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The fingerprint of the runtime key in the Secret `work` names, as the cache has it.
+fn runtime_key_seen(caches: &Caches, work: &runtime_key::RuntimeKeyWork) -> Option<String> {
+    let secret = caches.key_secrets.get(&work.name, Some(&work.namespace))?;
+    Some(secret.annotations().get(cmp_crds::runtime_key::FINGERPRINT_ANNOTATION).cloned().unwrap_or_default())
+}
 
 /// The cached key Secrets of `instance`.
 fn key_secrets(caches: &Caches, instance: &Instance) -> Vec<std::sync::Arc<kube::api::PartialObjectMeta<Secret>>> {

@@ -233,9 +233,21 @@ impl Node {
     /// kubelet finds it (pods name it with `imagePullPolicy: Never` or
     /// `IfNotPresent`).
     pub fn import_image(&self, archive: &Path) -> Result<(), Error> {
+        self.import(archive, None)
+    }
+
+    /// Imports an OCI archive whose index names the image by its tag only
+    /// (`org.opencontainers.image.ref.name`, as `cargo xtask image` writes
+    /// it) as `<base_name>:<tag>`.
+    pub fn import_image_as(&self, archive: &Path, base_name: &str) -> Result<(), Error> {
+        self.import(archive, Some(base_name))
+    }
+
+    fn import(&self, archive: &Path, base_name: Option<&str>) -> Result<(), Error> {
         let output = std::process::Command::new("ctr")
             .arg(format!("--address={}", self.layout.containerd_socket().display()))
             .args(["--namespace=k8s.io", "images", "import"])
+            .args(base_name.map(|name| format!("--base-name={name}")))
             .arg(archive)
             .output()
             .map_err(|source| Error::Spawn { binary: "ctr".into(), source })?;

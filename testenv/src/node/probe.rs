@@ -117,6 +117,22 @@ pub async fn check(
     run(client, namespace, name, labels, &[command.into(), url.into(), ATTEMPTS.to_string()]).await
 }
 
+/// Whether a new pod `name` in `namespace`, with `labels`, gets a 2xx answer
+/// to a POST of the JSON `body` to `url` with the header `x-api-key: key` (a
+/// runtime's run), with what it printed (the status and the answer). It
+/// tries again while nothing answers (up to ten times, a second apart).
+pub async fn post(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    url: &str,
+    body: &serde_json::Value,
+    key: &str,
+) -> (bool, String) {
+    run(client, namespace, name, labels, &["post".into(), url.into(), body.to_string(), key.into()]).await
+}
+
 /// Runs netprobe with `args` in a new pod and returns whether it exited 0, with its output.
 async fn run(
     client: &kube::Client,

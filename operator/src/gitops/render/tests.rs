@@ -122,6 +122,25 @@ fn the_init_container_checks_the_artifact_before_the_runtime_starts() {
 }
 
 #[test]
+fn the_runtime_reads_its_own_key_from_the_instances_secret_when_the_offering_names_a_key() {
+    let tree = render_with(&instance(vec![]), &settings()).expect("renders");
+    let deployment = parsed(&tree, "deployment.yaml");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
+    let key = env.iter().find(|e| e["name"] == "LANGFLOW_API_KEY").expect("LANGFLOW_API_KEY");
+    assert_eq!(key["valueFrom"]["secretKeyRef"]["name"], "bot-runtime-key");
+    assert_eq!(key["valueFrom"]["secretKeyRef"]["key"], "api-key");
+    assert!(key.get("value").is_none(), "never the key itself in git");
+    assert!(!tree.files.values().any(|f| f.contains("kind: Secret")), "no Secret goes to git");
+
+    let mut keyless = crate::fixtures::offering(RuntimeMode::Dedicated, vec![crate::fixtures::version("1", false)]);
+    keyless.spec.runtime.api_key_secret_ref = None;
+    let tree = render_offering(&instance(vec![]), &keyless, &settings()).expect("renders");
+    let deployment = parsed(&tree, "deployment.yaml");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
+    assert!(!env.iter().any(|e| e["name"] == "LANGFLOW_API_KEY"), "no Offering key, no runtime key");
+}
+
+#[test]
 fn connectors_leave_no_trace_in_the_runtime_which_calls_tools_through_the_gateway() {
     let binding = ConnectorBinding {
         name: "crm".into(),
