@@ -111,8 +111,9 @@ impl Cluster {
     }
 }
 
-/// A running node. Dropping it stops its processes (the network's removal
-/// kills anything left, containers included).
+/// A running node. Dropping it kills its pods (by their cgroups), stops its
+/// components and unmounts what they mounted; containerd's shims live in the
+/// node's network namespace and go with it.
 pub struct Node {
     layout: Layout,
     processes: Supervisor,
