@@ -207,7 +207,7 @@ pub fn download_packages(packages: &[String]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// An exclusive lock on the image cache's lock file `name`, held until dropped.
-fn cache_lock(name: &str) -> anyhow::Result<std::fs::File> {
+pub(crate) fn cache_lock(name: &str) -> anyhow::Result<std::fs::File> {
     let dir = cache().join("locks");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.lock"));

@@ -135,6 +135,46 @@ pub fn build_runtime(out: &Path, compression: Compression) -> anyhow::Result<Bui
     Ok(Built { layout: out.to_path_buf(), reference, manifest, layers })
 }
 
+/// The runtime image as an OCI archive (a tar of its layout, layers
+/// uncompressed) for `ctr images import`, and its tag: written once per
+/// inputs (lfx's version, the entrypoint, the Debian packages asked for) into
+/// the image cache, then reused; an archive of other inputs is removed. To
+/// take Debian's newer packages, delete the archives with the downloaded
+/// packages (`~/.cache/cmp/image/runtime-*.tar` and `debs`).
+pub fn cached_archive() -> anyhow::Result<(std::path::PathBuf, String)> {
+    use sha2::Digest;
+    let inputs = format!(
+        "{}\n{ENTRYPOINT_SCRIPT}\n{}\n{}",
+        cmp_testenv::lfx::LFX,
+        RUNTIME_PACKAGES.join(","),
+        NOT_RUN.join(",")
+    );
+    let key = &hex::encode(sha2::Sha256::digest(inputs.as_bytes()))[..12];
+    let cache = crate::image::cache();
+    let archive = cache.join(format!("runtime-{key}.tar"));
+    let tag = cmp_testenv::lfx::LFX.trim_start_matches("lfx==").to_string();
+    let _lock = crate::image::cache_lock("runtime-archive")?;
+    if archive.is_file() {
+        return Ok((archive, tag));
+    }
+    let layout = cache.join(format!("runtime-{key}.layout"));
+    let built = build_runtime(&layout, Compression::None)?;
+    let partial = archive.with_extension("tar.partial");
+    let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&partial).arg(".").status()?;
+    if !status.success() {
+        bail!("tar of the runtime image at {} failed ({status})", layout.display());
+    }
+    std::fs::rename(&partial, &archive)?;
+    std::fs::remove_dir_all(&layout)?;
+    for entry in std::fs::read_dir(&cache)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("runtime-") && name.ends_with(".tar") && entry.path() != archive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok((archive, built.reference))
+}
+
 /// `packages` and everything they depend on (`apt-cache depends --recurse`,
 /// without recommends or suggests), less [`NOT_RUN`]. Runs `apt-get update`
 /// once when apt does not know one of them (no package lists yet).

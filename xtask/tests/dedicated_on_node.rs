@@ -13,8 +13,6 @@
 //! and the run is sent by a probe pod in the gateway's namespace, not by the
 //! gateway (the chart's test). Needs root, as the suite does.
 
-use std::path::Path;
-
 use cmp_crds::offering::RuntimeMode;
 use cmp_crds::{Instance, Offering, OrganizationSpec, ProjectSpec};
 use cmp_operator::gitops::render::{RenderInput, RenderSettings, render};
@@ -28,30 +26,11 @@ use kube::Api;
 use kube::api::DynamicObject;
 use serde_json::json;
 use sha2::Digest;
-use xtask::oci::Compression;
 
 const GATEWAY_NAMESPACE: &str = "cmp-system";
 const GATEWAY_LABEL: (&str, &str) = ("app.kubernetes.io/component", "gateway");
 const FLOW_ID: &str = "0d7e3c52-4f2a-4b7e-8c11-2b9d5f6a7e10";
 const OFFERING_KEY: &str = "the-offerings-own-key";
-
-/// The runtime image as an OCI archive for containerd, and its tag.
-fn runtime_image_archive(scratch: &Path) -> (std::path::PathBuf, String) {
-    let layout = scratch.join("runtime-image");
-    let built = xtask::runtime_image::build_runtime(&layout, Compression::None).expect("the runtime image builds");
-    let archive = scratch.join("runtime-image.tar");
-    let status = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .expect("tar runs");
-    assert!(status.success(), "tar of the runtime image");
-    let _ = std::fs::remove_dir_all(&layout);
-    (archive, built.reference)
-}
 
 /// Applies every object, through JSON.
 async fn apply_all(client: &kube::Client, objects: Vec<serde_json::Value>) {
@@ -67,9 +46,7 @@ async fn apply_all(client: &kube::Client, objects: Vec<serde_json::Value>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dedicated_runtime_fetches_checks_and_serves_its_flow_from_a_pod_with_its_own_key() {
     let dir = state_dir("dedicated-on-node");
-    let scratch = dir.join("scratch");
-    std::fs::create_dir_all(&scratch).expect("scratch");
-    let (archive, tag) = runtime_image_archive(&scratch);
+    let (archive, tag) = xtask::runtime_image::cached_archive().expect("the runtime image");
     let cluster = Cluster::start(&dir.join("cluster"), &[]).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
     cluster.node.import_image_as(&archive, "cmp.local/runtime").expect("the runtime image is imported");
     let image = format!("cmp.local/runtime:{tag}");
