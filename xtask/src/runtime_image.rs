@@ -162,7 +162,9 @@ pub fn cached_archive() -> anyhow::Result<(std::path::PathBuf, String)> {
     let partial = archive.with_extension("tar.partial");
     let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&partial).arg(".").status()?;
     if !status.success() {
-        bail!("tar of the runtime image at {} failed ({status})", layout.display());
+        // Nothing half-written stays behind; the layout is kept to look at.
+        let _ = std::fs::remove_file(&partial);
+        bail!("tar of the runtime image at {} failed ({status}); is the disk full?", layout.display());
     }
     std::fs::rename(&partial, &archive)?;
     std::fs::remove_dir_all(&layout)?;
