@@ -72,12 +72,18 @@ impl Lfx {
     /// Like [`Lfx::start`], on `port` (lfx silently moves to the next port
     /// when `port` is taken, so a taken port fails the health check).
     pub async fn start_on(dir: &Path, api_key: &str, port: u16) -> Result<Self, Error> {
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        Self::start_at(dir, api_key, std::net::Ipv4Addr::LOCALHOST, port).await
+    }
+
+    /// Like [`Lfx::start_on`], listening on `address` instead of loopback
+    /// (a node's bridge, for pods to reach).
+    pub async fn start_at(dir: &Path, api_key: &str, address: std::net::Ipv4Addr, port: u16) -> Result<Self, Error> {
+        if std::net::TcpListener::bind((address, port)).is_err() {
             return Err(Error::Process(format!(
                 "port {port} is taken; stop what listens there (lfx would silently move)"
             )));
         }
-        wait_out_time_wait(port).await?;
+        wait_out_time_wait(address, port).await?;
         let venv = install()?;
         let flows = dir.join("flows");
         std::fs::create_dir_all(&flows).map_err(|source| Error::Io { path: flows.clone(), source })?;
@@ -88,33 +94,33 @@ impl Lfx {
         let child = Command::new(&binary)
             .args(["serve", "--flow-dir"])
             .arg(&flows)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warning"])
+            .args(["--host", &address.to_string(), "--port", &port.to_string(), "--log-level", "warning"])
             .env("LANGFLOW_API_KEY", api_key)
             .env("DO_NOT_TRACK", "true")
             .stdout(file)
             .stderr(err)
             .spawn()
             .map_err(|source| Error::Spawn { binary: binary.display().to_string(), source })?;
-        let lfx = Self { child, url: format!("http://127.0.0.1:{port}"), api_key: api_key.to_string(), log };
-        lfx.wait_healthy(port).await?;
+        let lfx = Self { child, url: format!("http://{address}:{port}"), api_key: api_key.to_string(), log };
+        lfx.wait_healthy().await?;
         Ok(lfx)
     }
 
-    async fn wait_healthy(&self, port: u16) -> Result<(), Error> {
+    async fn wait_healthy(&self) -> Result<(), Error> {
         // A keep-alive client, dropped on return: this side closes first, so
         // the runtime's port is not left in TIME_WAIT when it stops.
         let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}/health");
+        let url = format!("{}/health", self.url);
         for _ in 0..240 {
             if http.get(&url).send().await.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Err(Error::not_ready(format!("lfx did not answer GET /health on port {port} within 60 s"), &self.log))
+        Err(Error::not_ready(format!("lfx did not answer GET {url} within 60 s"), &self.log))
     }
 
-    /// The base URL, `http://127.0.0.1:<port>`.
+    /// The base URL, `http://<address>:<port>`.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -135,11 +141,16 @@ impl Drop for Lfx {
 /// lfx checks its port with a bind that does not reuse addresses, so the
 /// connections a stopped runtime left in TIME_WAIT (up to a minute) make it
 /// move to another port. Waits until such a bind succeeds, saying why.
-async fn wait_out_time_wait(port: u16) -> Result<(), Error> {
+async fn wait_out_time_wait(address: std::net::Ipv4Addr, port: u16) -> Result<(), Error> {
     let bindable = || {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
         socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None)
-            .and_then(|fd| bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(127, 0, 0, 1, port)))
+            .and_then(|fd| {
+                bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    &SockaddrIn::from(std::net::SocketAddrV4::new(address, port)),
+                )
+            })
             .is_ok()
     };
     if bindable() {

@@ -169,6 +169,11 @@ fn graphql_answer(app: &AppState, authorization: Option<&str>, body: &Value) -> 
 impl JwksServer {
     /// Serves `jwks`; the store's API URL is `http://127.0.0.1:<port>/<a name unique to this store>/graphql/`.
     pub async fn start(jwks: Value) -> Result<Self, Error> {
+        Self::start_at(jwks, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Like [`JwksServer::start`], listening on `address` (a node's bridge, for pods to reach).
+    pub async fn start_at(jwks: Value, address: std::net::Ipv4Addr) -> Result<Self, Error> {
         let (jwks, fetches) = (Arc::new(Mutex::new(jwks)), Arc::new(AtomicUsize::new(0)));
         // Each store's API URL is unique, though ports are reused: orders are keyed by the API URL, and
         // what one test's store did (a cancellation remembered) must never meet another's.
@@ -198,7 +203,7 @@ impl JwksServer {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((address, 0))
             .await
             .map_err(|e| Error::Process(format!("binding the JWKS server: {e}")))?;
         let port = listener.local_addr().map_err(|e| Error::Process(e.to_string()))?.port();
@@ -207,7 +212,7 @@ impl JwksServer {
         });
         let AppState { tokens, webhooks, mutations } = state;
         Ok(Self {
-            api_url: format!("http://127.0.0.1:{port}/{store}/graphql/"),
+            api_url: format!("http://{address}:{port}/{store}/graphql/"),
             jwks,
             fetches,
             tokens,
@@ -283,6 +288,11 @@ impl SaleorStandIn {
     /// Starts the signer (installing PyJWT into the cache on first use) and
     /// serves its JWKS on 127.0.0.1; the API URL is unique to the store ([`JwksServer::start`]).
     pub async fn start() -> Result<Self, Error> {
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Like [`SaleorStandIn::start`], its JWKS and API served on `address`.
+    pub async fn start_at(address: std::net::Ipv4Addr) -> Result<Self, Error> {
         let venv = crate::lfx::python_venv("pyjwt", PYJWT)?;
         let mut child = Command::new(venv.join("bin/python"))
             .args(["-c", &format!("{PYJWT_KEYS}{SIGNER_LOOP}")])
@@ -299,7 +309,7 @@ impl SaleorStandIn {
         stdout.read_line(&mut first).map_err(|e| Error::Process(format!("reading the PyJWT signer: {e}")))?;
         let start: Value = serde_json::from_str(&first)
             .map_err(|e| Error::Process(format!("the PyJWT signer printed {first:?}: {e}")))?;
-        let jwks = JwksServer::start(start["jwks"].clone()).await?;
+        let jwks = JwksServer::start_at(start["jwks"].clone(), address).await?;
         Ok(Self { signer: Mutex::new(Signer { child, stdin, stdout }), jwks })
     }
 

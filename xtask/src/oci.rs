@@ -185,3 +185,16 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
+
+/// Writes the layout `layout` as an OCI archive (a tar of the layout) at
+/// `archive`, for `ctr images import`: through a `.partial` file renamed when
+/// complete, so a failed write leaves nothing that looks finished.
+pub fn archive(layout: &Path, archive: &Path) -> anyhow::Result<()> {
+    let partial = archive.with_extension("tar.partial");
+    let status = Command::new("tar").arg("-C").arg(layout).arg("-cf").arg(&partial).arg(".").status()?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&partial);
+        bail!("tar of the image layout {} failed ({status}); is the disk full?", layout.display());
+    }
+    std::fs::rename(&partial, archive).with_context(|| format!("renaming {}", partial.display()))
+}

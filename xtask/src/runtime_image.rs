@@ -159,14 +159,8 @@ pub fn cached_archive() -> anyhow::Result<(std::path::PathBuf, String)> {
     }
     let layout = cache.join(format!("runtime-{key}.layout"));
     let built = build_runtime(&layout, Compression::None)?;
-    let partial = archive.with_extension("tar.partial");
-    let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&partial).arg(".").status()?;
-    if !status.success() {
-        // Nothing half-written stays behind; the layout is kept to look at.
-        let _ = std::fs::remove_file(&partial);
-        bail!("tar of the runtime image at {} failed ({status}); is the disk full?", layout.display());
-    }
-    std::fs::rename(&partial, &archive)?;
+    // A failed tar leaves the layout to look at, and no archive.
+    crate::oci::archive(&layout, &archive)?;
     std::fs::remove_dir_all(&layout)?;
     for entry in std::fs::read_dir(&cache)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -129,3 +129,33 @@ fn remove_cgroups(dir: &Path) {
     }
     let _ = std::fs::remove_dir(dir);
 }
+
+/// Kills (SIGKILL) the processes of the pod `uid`'s containers under `root`,
+/// as a crash would, leaving its sandbox (the pause process) alone so the
+/// pod keeps its address and kubelet restarts the containers. Returns how
+/// many processes were killed.
+pub fn crash_pod(root: &str, uid: &str) -> usize {
+    let pod = format!("pod{uid}");
+    let Some(memory) = hierarchies().into_iter().find(|h| h.ends_with("memory")) else { return 0 };
+    let mut pending = vec![memory.join(root.trim_start_matches('/'))];
+    let mut killed = 0;
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            if entry.file_name().to_string_lossy() != pod {
+                pending.push(entry.path());
+                continue;
+            }
+            for procs in files_named(&entry.path(), "cgroup.procs") {
+                for pid in std::fs::read_to_string(&procs).unwrap_or_default().split_whitespace() {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    if let (Ok(pid), false) = (pid.parse::<i32>(), comm.trim() == "pause") {
+                        let signal = nix::sys::signal::Signal::SIGKILL;
+                        killed += usize::from(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok());
+                    }
+                }
+            }
+        }
+    }
+    killed
+}

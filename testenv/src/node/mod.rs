@@ -244,6 +244,16 @@ impl Node {
         self.import(archive, Some(base_name))
     }
 
+    /// Kills (SIGKILL) the processes of the containers of the pod with
+    /// `uid`, as a crash would: the pod keeps its sandbox and address, and
+    /// kubelet restarts its containers. Fails when no process was found.
+    pub fn crash_pod(&self, uid: &str) -> Result<usize, Error> {
+        match host::crash_pod(&self.layout.cgroup_root, uid) {
+            0 => Err(Error::Process(format!("no process of pod {uid} is running on node {}", self.layout.name))),
+            killed => Ok(killed),
+        }
+    }
+
     fn import(&self, archive: &Path, base_name: Option<&str>) -> Result<(), Error> {
         let output = std::process::Command::new("ctr")
             .arg(format!("--address={}", self.layout.containerd_socket().display()))
