@@ -34,7 +34,17 @@ pub struct GitHttpServer {
 impl GitHttpServer {
     /// Serves the bare repositories under `root` on 127.0.0.1, with pushes allowed to `username`:`password` only.
     pub async fn start(root: &Path, username: &str, password: &str) -> Result<Self, Error> {
-        let (listener, router) = Self::bind(root, username, password).await?;
+        Self::start_at(root, username, password, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Like [`GitHttpServer::start`], listening on `address` (a node's bridge, for pods to reach).
+    pub async fn start_at(
+        root: &Path,
+        username: &str,
+        password: &str,
+        address: std::net::Ipv4Addr,
+    ) -> Result<Self, Error> {
+        let (listener, router) = Self::bind(root, username, password, address).await?;
         let addr = listener.local_addr().map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -52,7 +62,7 @@ impl GitHttpServer {
             path: files.serving_cert.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let (listener, router) = Self::bind(root, username, password).await?;
+        let (listener, router) = Self::bind(root, username, password, std::net::Ipv4Addr::LOCALHOST).await?;
         let addr = listener.local_addr().map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
         let task = tokio::spawn(cmp_core::tls::serve("git", listener, config, router, std::future::pending()));
         Ok(Self { addr, task, scheme: "https" })
@@ -62,16 +72,17 @@ impl GitHttpServer {
         root: &Path,
         username: &str,
         password: &str,
+        address: std::net::Ipv4Addr,
     ) -> Result<(tokio::net::TcpListener, axum::Router), Error> {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         let server = Arc::new(Server { root: root.to_path_buf(), authorization: format!("Basic {token}") });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = tokio::net::TcpListener::bind((address, 0))
             .await
             .map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
         Ok((listener, axum::Router::new().fallback(cgi).with_state(server)))
     }
 
-    /// The URL of the repository `name` (a folder under the root), `http(s)://127.0.0.1:<port>/<name>`.
+    /// The URL of the repository `name` (a folder under the root), `http(s)://<address>:<port>/<name>`.
     pub fn url(&self, name: &str) -> String {
         format!("{}://{}/{name}", self.scheme, self.addr)
     }
