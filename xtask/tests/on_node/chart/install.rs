@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use xtask::image::{BINARIES, build_cmp};
 use xtask::oci::Compression;
 
-use crate::reads::ready_pods;
-use crate::{ARGOCD_NAMESPACE, NAMESPACE, RUNTIME_KEY};
+use super::reads::ready_pods;
+use super::{ARGOCD_NAMESPACE, NAMESPACE, RUNTIME_KEY};
 
 /// The release, its pods and what they reach. Dropping it stops Argo CD,
 /// the servers and lfx, then the cluster.
@@ -41,7 +41,7 @@ pub struct Installed {
 impl Installed {
     /// The gateway pods' API base URLs.
     pub fn gateway_bases(&self) -> Vec<String> {
-        self.gateways.iter().map(|g| format!("http://{}:8080", crate::reads::ip(g))).collect()
+        self.gateways.iter().map(|g| format!("http://{}:8080", super::reads::ip(g))).collect()
     }
 }
 

@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::{ARGOCD_NAMESPACE, BALANCE, NAMESPACE, WAIT};
+use super::{ARGOCD_NAMESPACE, BALANCE, NAMESPACE, WAIT};
 
 /// The pods of the chart's `component`, once `count` of them are ready.
 pub async fn ready_pods(client: &kube::Client, component: &str, count: usize) -> Vec<Pod> {
