@@ -7,12 +7,13 @@ use super::Layout;
 /// The cluster's DNS Service address (CoreDNS's `kube-dns`).
 pub const CLUSTER_DNS: &str = "10.0.0.10";
 
-/// The pod sandbox's image, imported from the node's build.
+/// The pod sandbox's image, pulled from the node's registry.
 pub const PAUSE_IMAGE: &str = "cmp.local/pause:node";
 
 /// containerd's configuration (format 2, containerd 1.6): state under the
 /// node's directory, its socket in the node's run directory, pods on runc with
-/// overlayfs, networks from the node's CNI directory.
+/// overlayfs, networks from the node's CNI directory, images of
+/// `cmp.local` from the node's registry (its `hosts.toml`).
 ///
 /// Pods' network namespaces are mounted under its state, not the machine's
 /// `/run/netns`, so removing the node finds them. `restrict_oom_score_adj`:
@@ -42,11 +43,14 @@ state = "{state}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{registry_hosts}"
 "#,
         root = layout.dir.join("containerd/root").display(),
         state = layout.dir.join("containerd/state").display(),
         socket = layout.containerd_socket().display(),
         cni = layout.cni_dir().display(),
+        registry_hosts = layout.registry_hosts_dir().display(),
     )
 }
 

@@ -11,8 +11,9 @@
 //!   needs; kube-router's service proxy and BGP router stay off);
 //! - CoreDNS as a pod, behind the `kube-dns` Service.
 //!
-//! Images are imported into containerd from OCI archives (the node's own,
-//! built by `node.sh`, and any the test gives): nothing is pulled.
+//! Images come from a registry on the node's network ([`registry`]): the
+//! node's own (built by `node.sh`) and any a test pushes
+//! ([`Node::push_image`]); containerd pulls them from it, never from outside.
 //!
 //! kubelet, kube-proxy and kube-router act with the admin's credentials: the
 //! node is the tests' machinery, not what they test.
@@ -20,6 +21,7 @@
 mod config;
 mod host;
 pub mod probe;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::Api;
 
 use crate::apply::{ApplyOptions, apply_yaml};
+use crate::control_plane::free_port_on;
 use crate::control_plane::{ControlPlane, run_install_script};
 use crate::node_network::NodeNetwork;
 use crate::process::Supervisor;
@@ -62,6 +65,11 @@ impl Layout {
     fn cni_dir(&self) -> PathBuf {
         self.dir.join("cni")
     }
+
+    /// containerd's registry hosts (`config_path`): one folder per registry host.
+    fn registry_hosts_dir(&self) -> PathBuf {
+        self.dir.join("certs.d")
+    }
 }
 
 /// Builds (once) and returns the directory with the node's binaries and image
@@ -90,13 +98,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a cluster with state in `dir` (wiped first) and the images in
-    /// `images` (OCI archives) on its node, and waits until the node is Ready
-    /// and cluster DNS answers.
-    pub async fn start(dir: &Path, images: &[PathBuf]) -> Result<Self, Error> {
+    /// Starts a cluster with state in `dir` (wiped first), and waits until
+    /// the node is Ready and cluster DNS answers.
+    pub async fn start(dir: &Path) -> Result<Self, Error> {
         let network = NodeNetwork::create()?;
         let plane = ControlPlane::start_for_node(&dir.join("control-plane"), &network).await?;
-        let node = Node::start(&plane, &network, &dir.join("node"), images).await?;
+        let node = Node::start(&plane, &network, &dir.join("node")).await?;
         Ok(Cluster { node, plane, network })
     }
 
@@ -117,18 +124,15 @@ impl Cluster {
 pub struct Node {
     layout: Layout,
     processes: Supervisor,
+    /// The registry's base URL, `http://<the machine's address on the node network>:<port>`.
+    registry: String,
 }
 
 impl Node {
-    /// Starts containerd, imports the node's images and `images`, then starts
-    /// kubelet, kube-scheduler, kube-proxy and kube-router, deploys CoreDNS,
-    /// and waits until the node is Ready and CoreDNS is available.
-    pub async fn start(
-        plane: &ControlPlane,
-        network: &NodeNetwork,
-        dir: &Path,
-        images: &[PathBuf],
-    ) -> Result<Self, Error> {
+    /// Starts the registry with the node's images, containerd, kubelet,
+    /// kube-scheduler, kube-proxy and kube-router, deploys CoreDNS, and
+    /// waits until the node is Ready and CoreDNS is available.
+    pub async fn start(plane: &ControlPlane, network: &NodeNetwork, dir: &Path) -> Result<Self, Error> {
         let bin = binaries()?;
         let name = network.node_name();
         let layout = Layout {
@@ -156,17 +160,27 @@ impl Node {
         let marker = layout.run_dir.join(STATE_DIR_FILE);
         std::fs::write(&marker, layout.dir.display().to_string())
             .map_err(|source| Error::Io { path: marker, source })?;
-        let mut node = Node { layout, processes: Supervisor::default() };
+        let registry_address = network.host_address();
+        let registry_address = format!("{registry_address}:{}", free_port_on(registry_address)?);
+        let mut node =
+            Node { layout, processes: Supervisor::default(), registry: format!("http://{registry_address}") };
         let kubeconfig = plane.kubeconfig().to_path_buf();
         let client_ca = plane.dir().join("pki/ca.crt");
 
+        let registry_config =
+            node.write("registry.yaml", &registry::config(&node.layout.dir.join("registry"), &registry_address))?;
+        node.spawn("registry", std::process::Command::new(bin.join("registry")).arg("serve").arg(&registry_config))?;
+        node.wait_for_registry().await?;
+        for image in ["pause", "coredns", "netprobe"] {
+            node.push_image(&bin.join(format!("{image}.tar")), &format!("{}/{image}", registry::HOST)).await?;
+        }
+        let hosts_dir = node.layout.registry_hosts_dir();
+        std::fs::create_dir_all(hosts_dir.join(registry::HOST))
+            .map_err(|source| Error::Io { path: hosts_dir.clone(), source })?;
+        node.write(&format!("certs.d/{}/hosts.toml", registry::HOST), &registry::hosts_toml(&registry_address))?;
         let containerd_config = node.write("containerd.toml", &config::containerd(&node.layout))?;
         node.spawn("containerd", network.command("containerd").arg("--config").arg(&containerd_config))?;
         node.wait_for_socket("containerd").await?;
-        let own_images = ["pause", "coredns", "netprobe"].map(|image| bin.join(format!("{image}.tar")));
-        for archive in own_images.iter().chain(images) {
-            node.import_image(archive)?;
-        }
         node.write("cni/10-cmp.conflist", &config::cni(&network.pod_cidr(), &node.layout.dir.join("ipam")))?;
 
         let kubelet_config = node
@@ -230,18 +244,18 @@ impl Node {
         &self.layout.dir
     }
 
-    /// Imports an OCI archive into containerd's `k8s.io` namespace, where
-    /// kubelet finds it (pods name it with `imagePullPolicy: Never` or
-    /// `IfNotPresent`).
-    pub fn import_image(&self, archive: &Path) -> Result<(), Error> {
-        self.import(archive, None)
-    }
-
-    /// Imports an OCI archive whose index names the image by its tag only
-    /// (`org.opencontainers.image.ref.name`, as `cargo xtask image` writes
-    /// it) as `<base_name>:<tag>`.
-    pub fn import_image_as(&self, archive: &Path, base_name: &str) -> Result<(), Error> {
-        self.import(archive, Some(base_name))
+    /// Pushes the image in the OCI archive `archive` (as `cargo xtask image`
+    /// and `mkimage` write them) to the node's registry as `name`
+    /// (`cmp.local/<repository>`), tagged as the archive's index names it;
+    /// pods name it by the reference answered (`cmp.local/<repository>:<tag>`)
+    /// and kubelet pulls it from there.
+    pub async fn push_image(&self, archive: &Path, name: &str) -> Result<String, Error> {
+        let repository = name.strip_prefix(&format!("{}/", registry::HOST)).ok_or_else(|| {
+            Error::Process(format!("the node's registry serves {}/<repository>, not {name}", registry::HOST))
+        })?;
+        let tag = registry::push(&self.registry, archive, repository).await?;
+        tracing::debug!(archive = %archive.display(), %name, %tag, "image pushed to the node's registry");
+        Ok(format!("{name}:{tag}"))
     }
 
     /// Kills (SIGKILL) the processes of the containers of the pod with
@@ -254,23 +268,22 @@ impl Node {
         }
     }
 
-    fn import(&self, archive: &Path, base_name: Option<&str>) -> Result<(), Error> {
-        let output = std::process::Command::new("ctr")
-            .arg(format!("--address={}", self.layout.containerd_socket().display()))
-            .args(["--namespace=k8s.io", "images", "import"])
-            .args(base_name.map(|name| format!("--base-name={name}")))
-            .arg(archive)
-            .output()
-            .map_err(|source| Error::Spawn { binary: "ctr".into(), source })?;
-        if !output.status.success() {
-            return Err(Error::Process(format!(
-                "importing the image {} into the node failed: {}",
-                archive.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+    /// Waits until the registry answers `GET /v2/`.
+    async fn wait_for_registry(&mut self) -> Result<(), Error> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            self.processes.check_alive("registry")?;
+            let answer = http.get(format!("{}/v2/", self.registry)).send().await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tracing::debug!(archive = %archive.display(), "image imported");
-        Ok(())
+        Err(Error::not_ready(
+            format!("the registry did not answer at {} in {READY_TIMEOUT:?}", self.registry),
+            &self.log("registry"),
+        ))
     }
 
     fn write(&self, name: &str, contents: &str) -> Result<PathBuf, Error> {
@@ -290,7 +303,7 @@ impl Node {
 
     /// Fails when a component has exited.
     fn check_alive(&mut self) -> Result<(), Error> {
-        for name in ["containerd", "kubelet", "kube-scheduler", "kube-proxy", "kube-router"] {
+        for name in ["registry", "containerd", "kubelet", "kube-scheduler", "kube-proxy", "kube-router"] {
             self.processes.check_alive(name)?;
         }
         Ok(())

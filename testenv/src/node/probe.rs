@@ -37,7 +37,7 @@ pub async fn create(client: &kube::Client, namespace: Option<&str>, object: serd
 
 fn container(args: &[String]) -> serde_json::Value {
     json!({
-        "name": "netprobe", "image": "cmp.local/netprobe:node", "imagePullPolicy": "Never",
+        "name": "netprobe", "image": "cmp.local/netprobe:node", "imagePullPolicy": "IfNotPresent",
         "args": args,
         "securityContext": {
             "runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,

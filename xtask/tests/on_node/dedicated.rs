@@ -1,7 +1,8 @@
 //! A Dedicated Instance's runtime as a pod on a real node: the operator's
 //! rendered ConfigMap, Deployment and Service, in a runtime namespace with
 //! the operator's NetworkPolicies (the artifact store opened with
-//! `--artifact-egress`), on the runtime image (`cargo xtask image --runtime`).
+//! `--artifact-egress`), on the runtime image (`cargo xtask image --runtime`), pulled from the
+//! node's registry.
 //! The init container fetches the artifact from a store outside the cluster
 //! and checks its sha256, the runtime serves it under the version's flowId
 //! with its own key (the Secret the operator writes), and a run sent from the
@@ -47,9 +48,9 @@ async fn apply_all(client: &kube::Client, objects: Vec<serde_json::Value>) {
 async fn a_dedicated_runtime_fetches_checks_and_serves_its_flow_from_a_pod_with_its_own_key() {
     let dir = state_dir("dedicated-on-node");
     let (archive, tag) = xtask::runtime_image::cached_archive().expect("the runtime image");
-    let cluster = Cluster::start(&dir.join("cluster"), &[]).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
-    cluster.node.import_image_as(&archive, "cmp.local/runtime").expect("the runtime image is imported");
-    let image = format!("cmp.local/runtime:{tag}");
+    let cluster = Cluster::start(&dir.join("cluster")).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
+    let image = cluster.node.push_image(&archive, "cmp.local/runtime").await.expect("the runtime image is pushed");
+    assert_eq!(image, format!("cmp.local/runtime:{tag}"));
     let client = cluster.client().await.expect("client");
 
     // The artifact store, outside the cluster, on the machine's side of the node's network.

@@ -44,7 +44,7 @@ async fn tenant(client: &kube::Client, organization: &str, project: &str, networ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_isolated_and_runtimes_reach_only_what_the_platform_opens() {
     let dir = state_dir("network-policies");
-    let cluster = Cluster::start(&dir, &[]).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
+    let cluster = Cluster::start(&dir).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
     let client = cluster.client().await.expect("client");
 
     // The artifact store, outside the cluster: a server on the machine's side of the node's network.

@@ -10,7 +10,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_services_route_dns_answers_and_network_policies_are_enforced() {
     let dir = state_dir("node");
-    let cluster = Cluster::start(&dir, &[]).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
+    let cluster = Cluster::start(&dir).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
     let client = cluster.client().await.expect("client");
     for ns in ["alpha", "beta"] {
         create(&client, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;

@@ -52,8 +52,9 @@ pub async fn install() -> Installed {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("the state directory");
     let (archive, tag) = cmp_image(&dir);
-    let cluster = Cluster::start(&dir.join("cluster"), &[]).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
-    cluster.node.import_image_as(&archive, "cmp.local/cmp").expect("the CMP image is imported");
+    let cluster = Cluster::start(&dir.join("cluster")).await.unwrap_or_else(|e| panic!("the cluster starts: {e}"));
+    let cmp_image = cluster.node.push_image(&archive, "cmp.local/cmp").await.expect("the CMP image is pushed");
+    assert_eq!(cmp_image, format!("cmp.local/cmp:{tag}"));
     let _ = std::fs::remove_file(&archive);
     let client = cluster.client().await.expect("client");
     let host = cluster.network().host_address();
@@ -80,12 +81,13 @@ pub async fn install() -> Installed {
         .await
         .expect("Argo CD starts");
     let (runtime_archive, runtime_tag) = xtask::runtime_image::cached_archive().expect("the runtime image");
-    cluster.node.import_image_as(&runtime_archive, "cmp.local/runtime").expect("the runtime image is imported");
+    let runtime_image = cluster.node.push_image(&runtime_archive, "cmp.local/runtime").await.expect("pushed");
+    assert_eq!(runtime_image, format!("cmp.local/runtime:{runtime_tag}"));
     let outside = Outside {
         store_api_url: store.api_url().to_string(),
         git_url: git.url("tenants.git"),
         artifact_egress: format!("{}/32:{}", artifacts_address.ip(), artifacts_address.port()),
-        runtime_image: format!("cmp.local/runtime:{runtime_tag}"),
+        runtime_image,
     };
 
     // helm install, as a user would, with the shared runtime's key and the remote's credentials in place.
@@ -180,7 +182,7 @@ pub struct Outside {
 pub fn chart_values(tag: &str, outside: &Outside) -> Value {
     let small = json!({"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}});
     json!({
-        "image": {"repository": "cmp.local/cmp", "tag": tag, "pullPolicy": "Never"},
+        "image": {"repository": "cmp.local/cmp", "tag": tag, "pullPolicy": "IfNotPresent"},
         "logFormat": "text",
         "operator": {
             "replicas": 2, "resources": small, "extraArgs": ["--lease-duration-seconds=6"],
