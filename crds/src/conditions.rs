@@ -110,6 +110,9 @@ pub mod reasons {
     pub const RUNTIME_UNAVAILABLE: &str = "RuntimeUnavailable";
     /// `Synced=False` on a Shared Instance: the Secret named by the Offering's `spec.runtime.apiKeySecretRef` cannot be read.
     pub const RUNTIME_SECRET_MISSING: &str = "RuntimeSecretMissing";
+    /// `Ready=False` on a Dedicated Instance: a Secret with its runtime key's name is in the runtime namespace, and
+    /// the operator did not write it (it lacks the runtime key label); the runtime would refuse every run.
+    pub const RUNTIME_KEY_SECRET_FOREIGN: &str = "RuntimeKeySecretForeign";
     /// `Synced=True` on a Dedicated Instance: its folder is committed and pushed at the commit in `status.gitops`.
     pub const COMMITTED: &str = "Committed";
     /// `Synced=False`: the GitOps commit is being written.

@@ -48,6 +48,20 @@ pub enum Error {
         /// The missing organization.
         organization: String,
     },
+    /// A Secret with a Dedicated runtime's key name exists, and the operator did not write it.
+    #[error(
+        "Secret {namespace}/{name} exists but was not written by CMP (it has no label {label}={value}): the runtime would read its key from it and refuse every run the gateway sends; delete it (kubectl delete secret -n {namespace} {name}) and the operator writes the runtime's key"
+    )]
+    ForeignRuntimeKeySecret {
+        /// The runtime namespace.
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+        /// The label the operator's runtime key Secrets carry.
+        label: &'static str,
+        /// Its value.
+        value: &'static str,
+    },
     /// A shared runtime refused or did not answer while the operator removed a flow.
     #[error(
         "{0}; the runtime must answer before the Instance can go (or annotate it cmp.gsv.dev/abandon-cleanup=true to leave its flow behind)"
@@ -104,6 +118,7 @@ impl Error {
             Error::OrganizationNotFound { .. } => reasons::ORGANIZATION_NOT_FOUND,
             Error::OrganizationInvalid { .. } => reasons::INVALID_OBJECT,
             Error::Runtime(_) => reasons::RUNTIME_UNAVAILABLE,
+            Error::ForeignRuntimeKeySecret { .. } => reasons::RUNTIME_KEY_SECRET_FOREIGN,
             Error::Vault(_) => reasons::VAULT_UNAVAILABLE,
             Error::Knowledge(_) => reasons::KNOWLEDGE_STORE_UNAVAILABLE,
             Error::GitOps(_) => reasons::GIT_UNREACHABLE,

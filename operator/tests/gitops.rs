@@ -300,3 +300,91 @@ async fn a_dedicated_instance_is_committed_synced_by_argo_cd_changed_in_one_comm
     drop(argo);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// A Secret named as a Dedicated runtime's key, which the operator did not write (a tenant's, say): the
+/// Instance's Ready names it and says what to do, the operator neither overwrites nor deletes it (not even
+/// when the Instance goes), and once it is deleted the runtime's own key is written.
+#[tokio::test]
+async fn a_runtime_key_secret_the_operator_did_not_write_is_named_in_status_and_left_alone() {
+    let w = World::new("squat").await;
+    let scratch = std::env::temp_dir().join(format!("{}-squat", w.run));
+    let remote = BareRemote::create(&scratch.join("tenants.git")).expect("bare remote");
+    let clone = scratch.join("clone");
+    let _operator = w.operator("a", &["--gitops-repo", &remote.url(), "--gitops-clone-dir", &clone.to_string_lossy()]);
+    let (artifact, sha256) = cmp_testenv::lfx::example_flow("echo.json").expect("flow");
+    let (offering, offering_secret) = (format!("{}-ded", w.run), format!("{}-offering-key", w.run));
+    let offering_key = format!("{}-offering-key-value", w.run);
+    let default_secrets = Api::<Secret>::namespaced(w.client.clone(), "default");
+    let secret = |name: &str, data: (&str, &str)| Secret {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        string_data: Some([(data.0.to_string(), data.1.to_string())].into()),
+        ..Default::default()
+    };
+    default_secrets
+        .create(&PostParams::default(), &secret(&offering_secret, ("key", &offering_key)))
+        .await
+        .expect("the Offering's key Secret");
+    let body = json!({"apiVersion": Offering::api_version(&()), "kind": "Offering",
+        "metadata": {"name": offering, "labels": {RUN_LABEL: w.run}},
+        "spec": {"displayName": "Dedicated", "runtime": {"mode": "Dedicated", "image": "langflowai/langflow:1.5.0", "port": 7860,
+                                                         "apiKeySecretRef": {"namespace": "default", "name": offering_secret, "key": "key"}},
+                 "versions": [{"name": "1", "artifact": {"url": artifact, "sha256": sha256}, "flowId": "echo"}],
+                 "plans": [{"id": "basic", "creditsPerRun": 1}]}});
+    let offerings = Api::<Offering>::all(w.client.clone());
+    offerings.patch(&offering, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body)).await.expect("Offering");
+    let org = w.org_name("org");
+    w.apply_org(&org, json!({"displayName": "Squatted"})).await;
+    w.apply_project(&org, "support", json!({"displayName": "Support"})).await;
+    w.project_ready(&org, "support").await;
+    let runtime_secrets = Api::<Secret>::namespaced(w.client.clone(), &format!("cmp-{org}-support"));
+    let instances = Api::<Instance>::namespaced(w.client.clone(), &format!("cmp-{org}"));
+    for name in ["bot", "spare"] {
+        let foreign = secret(&format!("{name}-runtime-key"), ("api-key", "someone-elses-key"));
+        runtime_secrets.create(&PostParams::default(), &foreign).await.expect("a Secret the operator did not write");
+        let body = json!({"apiVersion": Instance::api_version(&()), "kind": "Instance", "metadata": {"name": name},
+            "spec": {"project": "support", "offering": offering, "version": "1", "plan": "basic"}});
+        instances.patch(name, &PatchParams::apply("cmp-tests").force(), &Patch::Apply(body)).await.expect("Instance");
+    }
+    let value_of = |name: &'static str| {
+        let api = runtime_secrets.clone();
+        async move {
+            let secret = api.get_opt(&format!("{name}-runtime-key")).await.ok()??;
+            let labels = secret.metadata.labels.unwrap_or_default();
+            let value = secret.data?.get("api-key").map(|v| String::from_utf8_lossy(&v.0).into_owned())?;
+            Some((value, labels.get(cmp_crds::names::API_KEY_LABEL).cloned()))
+        }
+    };
+    for name in ["bot", "spare"] {
+        let (_, _, message) = eventually(&format!("{name} names the foreign Secret"), CONVERGE, || async {
+            let ready = condition(&instances.get(name).await.ok()?, READY)?;
+            (ready.1 == cmp_crds::conditions::reasons::RUNTIME_KEY_SECRET_FOREIGN).then_some(ready)
+        })
+        .await;
+        assert!(message.contains(&format!("{name}-runtime-key")) && message.contains("delete it"), "{message}");
+        assert_eq!(value_of(name).await, Some(("someone-elses-key".to_string(), None)), "not overwritten");
+    }
+
+    // Deleted by its owner: the operator writes the runtime's own key there.
+    runtime_secrets.delete("bot-runtime-key", &DeleteParams::default()).await.expect("deleted");
+    let uid = instances.get("bot").await.expect("bot").metadata.uid.expect("a uid");
+    let written = eventually("the runtime's own key written", CONVERGE, || value_of("bot")).await;
+    let expected = cmp_crds::runtime_key::for_instance(&offering_key, &uid);
+    assert_eq!(written, (expected, Some("runtime".to_string())));
+    eventually("bot's Ready no longer names a foreign Secret", CONVERGE, || async {
+        let ready = condition(&instances.get("bot").await.ok()?, READY)?;
+        (ready.1 != cmp_crds::conditions::reasons::RUNTIME_KEY_SECRET_FOREIGN).then_some(())
+    })
+    .await;
+
+    // An Instance that goes leaves a Secret it did not write where it was.
+    instances.delete("spare", &DeleteParams::default()).await.expect("delete");
+    eventually("spare gone", CONVERGE, || async { matches!(instances.get_opt("spare").await, Ok(None)).then_some(()) })
+        .await;
+    assert_eq!(value_of("spare").await, Some(("someone-elses-key".to_string(), None)), "left alone");
+    instances.delete("bot", &DeleteParams::default()).await.expect("delete");
+    eventually("bot gone", CONVERGE, || async { matches!(instances.get_opt("bot").await, Ok(None)).then_some(()) })
+        .await;
+    assert_eq!(value_of("bot").await, None, "the key the operator wrote went with its Instance");
+    default_secrets.delete(&offering_secret, &DeleteParams::default()).await.expect("deleted");
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -158,7 +158,7 @@ impl Reconcile for Instance {
         }
         if let Some(org) = organization_of_control_namespace(&self.namespace().unwrap_or_default()) {
             let runtime_ns = runtime_namespace(org, &self.spec.project);
-            delete_secret(&runtime_ns, &cmp_crds::runtime_key::secret_name(&self.name_any()), ctx).await?;
+            runtime_key::remove(&runtime_ns, &self.name_any(), ctx).await?;
         }
         if let (Some(knowledge), Some(org)) =
             (&ctx.knowledge, cmp_crds::names::organization_of_control_namespace(&self.namespace().unwrap_or_default()))

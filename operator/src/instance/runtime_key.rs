@@ -5,6 +5,10 @@
 //! Offering's key was rotated, which the Secret's fingerprint annotation
 //! tells without reading the key back. A running runtime reads its key at
 //! start: after a rotation it takes the new one when its pod restarts.
+//!
+//! A Secret of that name that the operator did not write (no runtime key
+//! label) is never overwritten or deleted: the Instance's `Ready` says so
+//! (`RuntimeKeySecretForeign`), naming it and what to do.
 
 use std::collections::BTreeMap;
 
@@ -95,9 +99,48 @@ pub async fn ensure(work: &RuntimeKeyWork, seen: Option<String>, ctx: &Context) 
             tracing::info!(secret = name, namespace, "wrote the Dedicated runtime's key");
             Ok(())
         }
-        // Written meanwhile (another reconcile): the next one compares its fingerprint.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        // Written meanwhile by another reconcile (the next one compares its fingerprint), or by someone else.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            match written_by_the_operator(namespace, name, ctx).await? {
+                Some(false) => Err(foreign(namespace, name)),
+                Some(true) | None => Ok(()),
+            }
+        }
         Err(e) => Err(Error::kube(format!("creating the runtime key Secret {namespace}/{name}"))(e)),
+    }
+}
+
+/// Deletes the runtime key Secret of the Instance `instance` in `namespace`
+/// when the operator wrote it; a Secret of that name that someone else wrote
+/// is left alone.
+pub async fn remove(namespace: &str, instance: &str, ctx: &Context) -> Result<()> {
+    let name = secret_name(instance);
+    match written_by_the_operator(namespace, &name, ctx).await? {
+        Some(true) => super::delete_secret(namespace, &name, ctx).await,
+        Some(false) => {
+            tracing::info!(secret = name, namespace, "leaving a Secret the operator did not write");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Whether the Secret `namespace/name` carries the operator's runtime key label (read from the API: the
+/// cache holds only labelled Secrets); `None` when there is none.
+async fn written_by_the_operator(namespace: &str, name: &str, ctx: &Context) -> Result<Option<bool>> {
+    let secret = Api::<Secret>::namespaced(ctx.applier.client().clone(), namespace)
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading the runtime key Secret {namespace}/{name}")))?;
+    Ok(secret.map(|s| s.labels().get(API_KEY_LABEL).map(String::as_str) == Some(RUNTIME_KEY_LABEL_VALUE)))
+}
+
+fn foreign(namespace: &str, name: &str) -> Error {
+    Error::ForeignRuntimeKeySecret {
+        namespace: namespace.into(),
+        name: name.into(),
+        label: API_KEY_LABEL,
+        value: RUNTIME_KEY_LABEL_VALUE,
     }
 }
 
