@@ -253,7 +253,8 @@ impl Node {
         let repository = name.strip_prefix(&format!("{}/", registry::HOST)).ok_or_else(|| {
             Error::Process(format!("the node's registry serves {}/<repository>, not {name}", registry::HOST))
         })?;
-        let tag = registry::push(&self.registry, archive, repository).await?;
+        let scratch = self.layout.dir.join(format!("push-{}", repository.replace('/', "-")));
+        let tag = registry::push(&self.registry, archive, repository, &scratch).await?;
         tracing::debug!(archive = %archive.display(), %name, %tag, "image pushed to the node's registry");
         Ok(format!("{name}:{tag}"))
     }

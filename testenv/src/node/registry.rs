@@ -34,16 +34,18 @@ pub fn hosts_toml(addr: &str) -> String {
 /// `base_url` as `<repository>:<tag>`, the tag being the one the archive's
 /// index names (`org.opencontainers.image.ref.name`, its part after the last
 /// `:` when it is a whole reference). Blobs the registry has are not sent
-/// again. Answers the tag.
-pub async fn push(base_url: &str, archive: &Path, repository: &str) -> Result<String, Error> {
-    let unpacked = unpack(archive)?;
+/// again. The archive is unpacked into `scratch` (removed after), a folder
+/// of the pushing node's own: the same archive may be pushed by several
+/// nodes at once. Answers the tag.
+pub async fn push(base_url: &str, archive: &Path, repository: &str, scratch: &Path) -> Result<String, Error> {
+    let unpacked = unpack(archive, scratch)?;
     let pushed = push_layout(base_url, &unpacked, repository).await;
     let _ = std::fs::remove_dir_all(&unpacked);
     pushed.map_err(|e| Error::Process(format!("pushing {} to {base_url} as {repository}: {e}", archive.display())))
 }
 
-fn unpack(archive: &Path) -> Result<PathBuf, Error> {
-    let dir = archive.with_extension("unpacked");
+fn unpack(archive: &Path, dir: &Path) -> Result<PathBuf, Error> {
+    let dir = dir.to_path_buf();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     let status = std::process::Command::new("tar")
