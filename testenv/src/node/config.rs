@@ -81,8 +81,9 @@ pub fn cni(pod_cidr: &str, ipam_dir: &Path) -> String {
     .to_string()
 }
 
-/// kubelet's configuration: cgroups of its own (several nodes may run on one
-/// machine), webhook authentication and authorization
+/// kubelet's configuration: cgroups and pod logs of its own (several nodes
+/// may run on one machine, and a kubelet's log cleanup removes the pod log
+/// folders it does not know), webhook authentication and authorization
 /// (the API server calls it with the admin's client certificate), the
 /// cluster's DNS, and eviction thresholds a busy test machine does not cross.
 pub fn kubelet(layout: &Layout, node_address: &str, client_ca: &Path) -> String {
@@ -120,10 +121,12 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 60
+podLogsDir: {pod_logs}
 "#,
         cgroup_root = layout.cgroup_root,
         socket = layout.containerd_socket().display(),
         client_ca = client_ca.display(),
+        pod_logs = layout.dir.join("pod-logs").display(),
     )
 }
 
