@@ -36,7 +36,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use reads::{dedicated_ready, instance, ip, ready, ready_key, ready_pods, restarts, spend, try_create, uid, wallet};
+use reads::{
+    dedicated_ready, instance, ip, ready, ready_key, ready_pods, restarts, run_charged, spend, try_create, uid, wallet,
+};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "cmp-system";
@@ -123,19 +125,7 @@ async fn shared_run(installed: &Installed) -> String {
     let bases = installed.gateway_bases();
     try_create(client, "cmp-acme", instance("bot", "basic", "support"), false).await.expect("the Instance");
     let key = ready_key(client, "bot").await;
-    let http = reqwest::Client::new();
-    let answer = http
-        .post(format!("{}/v1/runs", bases[0]))
-        .header("x-api-key", &key)
-        .json(&json!({"input_value": "hello from the host"}))
-        .send()
-        .await
-        .expect("the gateway pod answers");
-    assert_eq!(answer.status(), 200);
-    assert_eq!(answer.headers().get("x-credits-charged").and_then(|v| v.to_str().ok()), Some("1"));
-    let body: Value = answer.json().await.expect("JSON");
-    assert_eq!(body["output"]["text"], "hello from the host", "lfx's answer: {body}");
-    eventually("the run recorded in the Wallet", WAIT, || async { (wallet(client).await.1 == 1).then_some(()) }).await;
+    run_charged(client, &bases[0], &key, "hello from the host", 1).await;
 
     key
 }
@@ -250,7 +240,7 @@ async fn webhook_crash(installed: &Installed) -> String {
 /// gateway pod reaches it with the Instance's own key and is charged. Another tenant's pod cannot reach it.
 async fn dedicated_run(installed: &Installed, other_tenant: &str) {
     let Installed { client, argocd, outside, artifact: (url, sha256), .. } = installed;
-    let (bases, http) = (installed.gateway_bases(), reqwest::Client::new());
+    let bases = installed.gateway_bases();
     apply(client, json!({"apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Offering", "metadata": {"name": "desk"},
                  "spec": {"displayName": "Desk",
                           "runtime": {"mode": "Dedicated", "api": "v2", "image": outside.runtime_image, "port": 7860,
@@ -269,20 +259,7 @@ async fn dedicated_run(installed: &Installed, other_tenant: &str) {
     try_create(client, "cmp-acme", desk, false).await.expect("the Dedicated Instance");
     dedicated_ready(client, argocd).await;
     let key = ready_key(client, "desk-bot").await;
-    let (_, before) = wallet(client).await;
-    let answer = http
-        .post(format!("{}/v1/runs", bases[0]))
-        .header("x-api-key", &key)
-        .json(&json!({"input_value": "hello, dedicated"}))
-        .send()
-        .await
-        .expect("the gateway pod answers");
-    let status = answer.status();
-    let body: Value = answer.json().await.expect("JSON");
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["output"]["text"], "hello, dedicated", "the Dedicated runtime's answer: {body}");
-    eventually("the Dedicated run charged", WAIT, || async { (wallet(client).await.1 == before + 3).then_some(()) })
-        .await;
+    run_charged(client, &bases[0], &key, "hello, dedicated", 3).await;
 
     // Another tenant's pod (in the buyer's runtime namespace) is refused where the gateway's pods got through.
     let runtime_namespace = ready(client, "cmp-acme", "desk-bot").await.runtime_namespace.expect("a runtime namespace");

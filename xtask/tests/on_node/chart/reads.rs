@@ -110,6 +110,28 @@ pub async fn ready_key(client: &kube::Client, name: &str) -> String {
     String::from_utf8(bytes.0).expect("UTF-8")
 }
 
+/// A run of the echo flow through the gateway at `base` with `key`: it answers `input`, says it charged
+/// `credits`, and the Wallet records them.
+pub async fn run_charged(client: &kube::Client, base: &str, key: &str, input: &str, credits: i64) {
+    let (_, before) = wallet(client).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/runs"))
+        .header("x-api-key", key)
+        .json(&json!({"input_value": input}))
+        .send()
+        .await
+        .expect("the gateway pod answers");
+    let (status, charged) = (answer.status(), answer.headers().get("x-credits-charged").cloned());
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(charged.as_ref().and_then(|v| v.to_str().ok()), Some(credits.to_string().as_str()), "{body}");
+    assert_eq!(body["output"]["text"], input, "the flow's answer: {body}");
+    eventually("the run recorded in the Wallet", WAIT, || async {
+        (wallet(client).await.1 == before + credits).then_some(())
+    })
+    .await;
+}
+
 /// The Wallet's (granted, consumed).
 pub async fn wallet(client: &kube::Client) -> (i64, i64) {
     let wallet = Api::<Wallet>::namespaced(client.clone(), "cmp-acme").get("acme").await.expect("the Wallet");
