@@ -35,11 +35,16 @@ pub struct Keycloak {
     home: PathBuf,
 }
 
+/// Keycloak's unpacked distribution in the cache, downloaded on first use.
+pub fn install() -> Result<PathBuf, Error> {
+    crate::control_plane::run_install_script("xtask/keycloak/install.sh", &[KEYCLOAK])
+}
+
 impl Keycloak {
     /// Starts Keycloak under `dir` with `users`, each `(name, groups)`, and
     /// waits (up to three minutes) until the realm answers.
     pub async fn start(dir: &Path, users: &[(&str, &[&str])]) -> Result<Self, Error> {
-        let install = crate::control_plane::run_install_script("xtask/keycloak/install.sh", &[KEYCLOAK])?;
+        let install = install()?;
         // A copy per run: dev mode writes into its home (the Quarkus build, the import directory).
         let home = dir.join("keycloak");
         let _ = std::fs::remove_dir_all(&home);

@@ -18,6 +18,7 @@ pub mod git;
 pub mod git_http;
 pub mod git_ssh;
 pub mod helm;
+pub mod installs;
 pub mod keycloak;
 pub mod langflow;
 pub mod langflow_stand_in;

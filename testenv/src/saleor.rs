@@ -10,6 +10,7 @@
 //! real, made by an independent JOSE library, never by our own code.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -284,6 +285,11 @@ impl std::ops::Deref for SaleorStandIn {
     }
 }
 
+/// The venv with PyJWT (the independent library that signs the stand-in's deliveries), installed on first use.
+pub fn pyjwt_venv() -> Result<PathBuf, Error> {
+    crate::lfx::python_venv("pyjwt", PYJWT)
+}
+
 impl SaleorStandIn {
     /// Starts the signer (installing PyJWT into the cache on first use) and
     /// serves its JWKS on 127.0.0.1; the API URL is unique to the store ([`JwksServer::start`]).
@@ -293,7 +299,7 @@ impl SaleorStandIn {
 
     /// Like [`SaleorStandIn::start`], its JWKS and API served on `address`.
     pub async fn start_at(address: std::net::Ipv4Addr) -> Result<Self, Error> {
-        let venv = crate::lfx::python_venv("pyjwt", PYJWT)?;
+        let venv = pyjwt_venv()?;
         let mut child = Command::new(venv.join("bin/python"))
             .args(["-c", &format!("{PYJWT_KEYS}{SIGNER_LOOP}")])
             .stdin(Stdio::piped())

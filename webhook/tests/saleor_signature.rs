@@ -25,7 +25,7 @@ json.dump({
 "#;
 
 fn signed_by_pyjwt() -> Value {
-    let venv = cmp_testenv::lfx::python_venv("pyjwt", cmp_testenv::saleor::PYJWT).expect("PyJWT installs");
+    let venv = cmp_testenv::saleor::pyjwt_venv().expect("PyJWT installs");
     let output = std::process::Command::new(venv.join("bin/python"))
         .args(["-c", &format!("{PYJWT_KEYS}{SIGNER}")])
         .output()

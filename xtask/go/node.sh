@@ -2,7 +2,7 @@
 # Builds the tests' Kubernetes node from Go modules, once per machine:
 #   kubelet, kube-scheduler, kube-proxy  <- k8s.io/kubernetes (xtask/go/kube, the control plane's version)
 #   kube-router (NetworkPolicy firewall) <- github.com/cloudnativelabs/kube-router/v2 (xtask/go/kube-router)
-#   coredns (cluster DNS)                <- github.com/coredns/coredns (xtask/go/coredns)
+#   coredns (cluster DNS)                <- github.com/coredns/coredns (xtask/go/coredns/main.go: the Corefile's plugins only)
 #   registry (the node's images)         <- github.com/distribution/distribution/v3 (xtask/go/registry)
 #   pause, netprobe, mkimage             <- xtask/go/node-images (the pod sandbox; real packets in tests)
 # and the node's images, as OCI archives pushed to the node's registry (no Docker):
@@ -20,7 +20,7 @@ kube_version=$(cd "$here/kube" && go list -m -f '{{.Version}}' k8s.io/kubernetes
 router_version=$(cd "$here/kube-router" && go list -m -f '{{.Version}}' github.com/cloudnativelabs/kube-router/v2)
 dns_version=$(cd "$here/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
 registry_version=$(cd "$here/registry" && go list -m -f '{{.Version}}' github.com/distribution/distribution/v3)
-sources=$(cat "$here"/node-images/go.mod "$here"/node-images/*/main.go "$here"/registry/main.go | sha256sum | cut -c1-12)
+sources=$(cat "$here"/node-images/go.mod "$here"/node-images/*/main.go "$here"/registry/main.go "$here"/coredns/main.go | sha256sum | cut -c1-12)
 out="$cache/bin/node-$kube_version-kube-router-$router_version-coredns-$dns_version-registry-$registry_version-$sources"
 all=(kubelet kube-scheduler kube-proxy kube-router coredns registry pause netprobe mkimage)
 images=(pause coredns netprobe)
@@ -42,7 +42,7 @@ done
   k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy) >&2
 (cd "$here/kube-router" && go build -trimpath -ldflags "-s -w" -o "$out/partial/kube-router" \
   github.com/cloudnativelabs/kube-router/v2/cmd/kube-router) >&2
-(cd "$here/coredns" && go build -trimpath -ldflags "-s -w" -o "$out/partial/coredns" github.com/coredns/coredns) >&2
+(cd "$here/coredns" && go build -trimpath -ldflags "-s -w" -o "$out/partial/coredns" .) >&2
 (cd "$here/registry" && go build -trimpath -ldflags "-s -w" -o "$out/partial/registry" .) >&2
 (cd "$here/node-images" && go build -trimpath -ldflags "-s -w" -o "$out/partial/" ./pause ./netprobe ./mkimage) >&2
 for i in "${images[@]}"; do

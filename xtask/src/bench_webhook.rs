@@ -45,7 +45,7 @@ fn order(i: usize) -> Vec<u8> {
 
 /// PyJWT verifying detached RS256 signatures for about two seconds: the baseline.
 fn pyjwt_verifications_per_second() -> anyhow::Result<f64> {
-    let venv = cmp_testenv::lfx::python_venv("pyjwt", cmp_testenv::saleor::PYJWT)?;
+    let venv = cmp_testenv::saleor::pyjwt_venv()?;
     let script = format!(
         "{}\nimport time\npem, kid, public = key()\nbody = open(sys.argv[1], 'rb').read()\nsig = sign(body, pem, kid)\npub = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(public))\nn, t0 = 0, time.perf_counter()\nwhile time.perf_counter() - t0 < 2:\n    jwt.api_jws.decode_complete(sig, key=pub, algorithms=['RS256'], detached_payload=body)\n    n += 1\nprint(n / (time.perf_counter() - t0))",
         cmp_testenv::saleor::PYJWT_KEYS

@@ -5,6 +5,7 @@
 //! - `demo`: the same platform, then the buyer's journey (T1-T9) and time to first value;
 //! - `test`: start a fresh control plane and run the whole test suite against it;
 //! - `cluster`: only start the local control plane and keep it running;
+//! - `install`: build or install every tool the tests run into the cache (`test` does it too);
 //! - `image`: build the CMP image (or, with `--runtime`, the runtime image of Dedicated Instances) as an OCI layout, without Docker;
 //! - `fuzz-webhook`: fuzz the webhook's parsers;
 //! - `bench-*`: benchmarks.
@@ -57,6 +58,9 @@ enum Command {
     },
     /// Start the local control plane (state in ~/.cache/cmp/cluster) and keep it running.
     Cluster,
+    /// Build or install into the cache every tool the tests run (what `test` does before the tests; a no-op when
+    /// all is there): `.ci/run` starts it beside its lint step.
+    Install,
     /// Build the CMP image (the three binaries on a base of Debian's packages, user 65532) as an OCI layout, without Docker.
     Image {
         /// The cargo profile whose binaries go in: release (what ships) or dev (quick, for local checks).
@@ -176,6 +180,10 @@ async fn main() -> ExitCode {
         Command::Demo { orders } => up::demo(orders).await,
         Command::Test { cargo_args } => test(&cargo_args).await,
         Command::Cluster => cluster().await,
+        Command::Install => tokio::task::spawn_blocking(install_tools)
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|installed| installed.map(|()| ExitCode::SUCCESS)),
         Command::Image { runtime: true, out, uncompressed, .. } => runtime_image(out, uncompressed).await,
         Command::Image { profile, out, uncompressed, binaries, runtime: false } => {
             image(&profile, out, uncompressed, binaries).await
@@ -309,21 +317,24 @@ async fn cluster() -> anyhow::Result<ExitCode> {
 async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let dir = cmp_testenv::control_plane::cache_dir().join("test-runs").join(std::process::id().to_string());
     warn_if_disk_is_short(&[cmp_testenv::control_plane::cache_dir(), std::env::temp_dir()]);
+    // Cargo compiles the tests while the tools the tests run are built and installed into the cache: each
+    // leaves a core idle part of the time (links, downloads, unpacking), and on a cold machine both take
+    // many minutes.
+    let build_args = cargo_args.iter().take_while(|a| a.as_str() != "--");
+    let mut compiling = tokio::process::Command::from(cmp_testenv::cargo_command())
+        .args(["test", "--workspace", "--no-run"])
+        .args(build_args)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting cargo test --no-run")?;
+    let installed = tokio::task::spawn_blocking(install_tools).await?;
+    let compiled = compiling.wait().await.context("waiting for cargo test --no-run")?;
+    installed?;
+    if !compiled.success() {
+        eprintln!("compiling the tests failed (above)");
+        return Ok(ExitCode::FAILURE);
+    }
     let (plane, _client) = start_with(&dir, ControlPlane::start_audited(&dir)).await?;
-    // Argo CD (the GitOps tests' peer) is built once into the cache before the tests start, not by two test binaries at once.
-    let argocd = tokio::task::spawn_blocking(cmp_testenv::argocd::binaries).await?.context("building Argo CD")?;
-    eprintln!("Argo CD, kustomize and Redis are in {}", argocd.display());
-    // So are Helm (the chart test) and the git-over-SSH server (the writer's SSH test).
-    let helm = tokio::task::spawn_blocking(cmp_testenv::helm::binaries).await?.context("building Helm")?;
-    eprintln!("Helm and the optional CRDs are in {}", helm.display());
-    let ssh = tokio::task::spawn_blocking(cmp_testenv::git_ssh::binary).await?.context("building git-ssh-server")?;
-    eprintln!("git-ssh-server is {}", ssh.display());
-    // And promtool (the alert rules' checks).
-    let promtool = tokio::task::spawn_blocking(cmp_testenv::promtool::binary).await?.context("building promtool")?;
-    eprintln!("promtool is {}", promtool.display());
-    // And the node (kubelet, kube-proxy, kube-scheduler, kube-router, CoreDNS and its images).
-    let node = tokio::task::spawn_blocking(cmp_testenv::node::binaries).await?.context("building the node")?;
-    eprintln!("the node's binaries and images are in {}", node.display());
     let plane_audit = plane.audit_dir().map(Path::to_path_buf);
     eprintln!("running cargo test --workspace against {}", plane.server());
     let status = tokio::process::Command::from(cmp_testenv::cargo_command())
@@ -353,6 +364,21 @@ async fn test(cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         eprintln!("tests failed; control plane logs are in {}", dir.display());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Builds or installs into the cache everything the tests run (a no-op for what is there): the control
+/// plane, [`cmp_testenv::installs::ALL`] and the Dedicated runtime's image. One after another: the Go builds
+/// each use both cores.
+fn install_tools() -> anyhow::Result<()> {
+    let plane = cmp_testenv::control_plane::binaries().context("building the control plane")?;
+    eprintln!("the control plane's binaries are in {}", plane.display());
+    for (what, install) in cmp_testenv::installs::ALL {
+        let place = install().with_context(|| format!("installing {what}"))?;
+        eprintln!("{what}: {}", place.display());
+    }
+    let (archive, _) = xtask::runtime_image::cached_archive().context("building the runtime image")?;
+    eprintln!("the Dedicated runtime's image: {}", archive.display());
+    Ok(())
 }
 
 /// Builds the binaries and writes the configuration reference.
