@@ -9,6 +9,7 @@ pub mod events;
 pub mod health;
 pub mod jwks;
 pub mod knowledge;
+pub mod labels;
 pub mod lease;
 pub mod openbao;
 pub mod runtime;

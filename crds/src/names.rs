@@ -40,6 +40,12 @@ pub const SALEOR_LINE_ID_ANNOTATION: &str = "cmp.gsv.dev/saleor-line-id";
 pub const SALEOR_API_URL_ANNOTATION: &str = "cmp.gsv.dev/saleor-api-url";
 /// Annotation on an Organization the provisioner created: the buyer's Saleor user id, or e-mail for a guest.
 pub const SALEOR_BUYER_ANNOTATION: &str = "cmp.gsv.dev/saleor-buyer";
+/// The Project an Organization that CMP creates for a buyer (a paid order, or a sign-up) starts with.
+pub const DEFAULT_PROJECT: &str = "default";
+/// Annotation on an Organization a sign-up created: the OIDC issuer and subject (`<issuer>#<sub>`) it was made for.
+pub const SIGNUP_SUBJECT_ANNOTATION: &str = "cmp.gsv.dev/signup-subject";
+/// The gateway's server-side apply field manager and managed-by value, for what a sign-up creates.
+pub const GATEWAY_SIGNUP_MANAGER: &str = "cmp-gateway-signup";
 /// Annotation on an Instance whose order the store withdrew (cancelled or
 /// refunded): why, for example "order #1042 cancelled". Set only by the
 /// provisioner; the chart's ValidatingAdmissionPolicy refuses anyone else

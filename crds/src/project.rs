@@ -186,3 +186,14 @@ pub struct ProjectStatus {
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
 }
+
+/// The Project an Organization that CMP creates for a buyer starts with (a paid order, a sign-up):
+/// [`crate::names::DEFAULT_PROJECT`] in the Organization's control namespace, with the defaults.
+pub fn default_project(organization: &str) -> Project {
+    let mut project = Project::new(
+        crate::names::DEFAULT_PROJECT,
+        ProjectSpec { display_name: "Default".into(), ..Default::default() },
+    );
+    project.metadata.namespace = Some(crate::names::control_namespace(organization));
+    project
+}

@@ -28,6 +28,8 @@ pub enum Code {
     WrongTenant,
     /// 403: the Instance or its Organization is suspended.
     Suspended,
+    /// 403: an OIDC token whose user name is its e-mail address, which the identity provider has not verified.
+    UnverifiedAccount,
     /// 404: no such route, or no such document.
     NotFound,
     /// 404: the Instance's Offering has no knowledge base.
@@ -56,7 +58,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in declaration order (for metrics that start every code at zero).
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 24] = [
         Code::MalformedRequest,
         Code::TweakNotAllowed,
         Code::InvalidInput,
@@ -68,6 +70,7 @@ impl Code {
         Code::DemoExhausted,
         Code::WrongTenant,
         Code::Suspended,
+        Code::UnverifiedAccount,
         Code::NotFound,
         Code::KnowledgeNotOffered,
         Code::TooManyDocuments,
@@ -96,6 +99,7 @@ impl Code {
             Code::DemoExhausted => "demo_exhausted",
             Code::WrongTenant => "wrong_tenant",
             Code::Suspended => "suspended",
+            Code::UnverifiedAccount => "unverified_account",
             Code::NotFound => "not_found",
             Code::KnowledgeNotOffered => "knowledge_not_offered",
             Code::TooManyDocuments => "too_many_documents",
@@ -117,7 +121,7 @@ impl Code {
             Code::MalformedRequest | Code::TweakNotAllowed | Code::InvalidInput => 400,
             Code::InvalidApiKey | Code::KeyRevoked | Code::KeyExpired | Code::InvalidToken => 401,
             Code::InsufficientCredits | Code::DemoExhausted => 402,
-            Code::WrongTenant | Code::Suspended => 403,
+            Code::WrongTenant | Code::Suspended | Code::UnverifiedAccount => 403,
             Code::NotFound | Code::KnowledgeNotOffered => 404,
             Code::TooManyDocuments => 409,
             Code::UnsupportedDocumentType => 415,
@@ -166,6 +170,7 @@ mod tests {
             (Code::InsufficientCredits, 402),
             (Code::WrongTenant, 403),
             (Code::Suspended, 403),
+            (Code::UnverifiedAccount, 403),
             (Code::KnowledgeNotOffered, 404),
             (Code::TooManyDocuments, 409),
             (Code::BodyTooLarge, 413),

@@ -72,6 +72,21 @@ pub struct Args {
     /// The issuer's JWKS is fetched again (for an unknown key id) at most this often.
     #[arg(long, env = "CMP_GATEWAY_OIDC_MIN_REFETCH_SECONDS", default_value_t = 10)]
     pub oidc_min_refetch_seconds: u64,
+    /// Sign-up on first login: a caller with a valid OIDC token whom no Organization lists gets one of their own on
+    /// `GET /v1/me` (owner: the token's user name; named after its issuer and sub), with the default Project.
+    /// Needs --oidc-issuer, and the chart's gateway.signup.enabled (the rights to create them).
+    #[arg(long, env = "CMP_GATEWAY_SIGNUP", requires = "oidc_issuer")]
+    pub signup: bool,
+    /// The starter credits of an Organization a sign-up creates (its spec.starterCredits). Unset: the operator's
+    /// --starter-credits.
+    #[arg(long, env = "CMP_GATEWAY_SIGNUP_STARTER_CREDITS", value_parser = clap::value_parser!(i64).range(0..))]
+    pub signup_starter_credits: Option<i64>,
+    /// A label (key=value) put on every Organization a sign-up creates; repeat for more.
+    #[arg(long = "signup-organization-label", env = "CMP_GATEWAY_SIGNUP_ORGANIZATION_LABELS", value_delimiter = ',', value_parser = cmp_core::labels::parse_label)]
+    pub signup_organization_labels: Vec<(String, String)>,
+    /// Sign-ups this replica makes per minute, at most (and as many at once); over it, 429 with Retry-After.
+    #[arg(long, env = "CMP_GATEWAY_SIGNUP_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_per_minute: u32,
     /// The secret widget demo session tokens are signed with, the same on every replica (from a Secret). Unset: no widget sessions.
     #[arg(long, env = "CMP_GATEWAY_WIDGET_SECRET", hide_env_values = true)]
     pub widget_secret: Option<String>,

@@ -212,6 +212,14 @@ impl Directory {
         self.organizations.get(&ObjectRef::new(name))
     }
 
+    /// The Organizations that list `caller` (or one of its groups) as an owner or a member, by name.
+    pub fn organizations_of(&self, caller: &crate::oidc::Caller) -> Vec<Arc<Organization>> {
+        let mut theirs: Vec<Arc<Organization>> =
+            self.organizations.state().into_iter().filter(|o| caller.belongs_to(o)).collect();
+        theirs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        theirs
+    }
+
     /// An Offering by name.
     pub fn offering(&self, name: &str) -> Option<Arc<Offering>> {
         self.offerings.get(&ObjectRef::new(name))

@@ -5,6 +5,12 @@
 //! token's username claim (`sub` unless configured) and its groups claim;
 //! it may run the Instances of the Organizations that list it, or one of
 //! its groups, as an owner or a member.
+//!
+//! A user name that is an e-mail address names the Organizations a store
+//! order created (their owner is the buyer's e-mail), so it is taken only
+//! when the token's `email` is that address and `email_verified` is true:
+//! an account that merely claims someone's address is refused
+//! (`unverified_account`), wherever the token is used.
 
 use std::time::Duration;
 
@@ -46,6 +52,20 @@ pub struct Caller {
     pub username: String,
     /// Its groups.
     pub groups: Vec<String>,
+    /// The token's issuer and `sub`: who the identity provider says it is, whatever its user name (sign-up names
+    /// the caller's Organization after it). None for a token without `sub`.
+    pub subject: Option<Subject>,
+    /// The token's `name` claim, if any (what a sign-up shows as the Organization's name).
+    pub display_name: Option<String>,
+}
+
+/// An identity provider's name for a user: its issuer and its `sub`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The token's `iss`.
+    pub issuer: String,
+    /// The token's `sub`.
+    pub sub: String,
 }
 
 #[derive(Deserialize)]
@@ -142,23 +162,54 @@ impl Oidc {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid(format!("it has no {} claim", self.settings.username_claim)))?
             .to_string();
+        if username.contains('@') {
+            let email_is_username = claims["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(&username));
+            if !email_is_username || claims["email_verified"].as_bool() != Some(true) {
+                return Err(Refusal::new(
+                    Code::UnverifiedAccount,
+                    format!(
+                        "the token's user name {username:?} is an e-mail address that the identity provider has not \
+                         verified for this account (claims email and email_verified): verify the address with the \
+                         identity provider, then sign in again"
+                    ),
+                ));
+            }
+        }
         let groups = claims[self.settings.groups_claim.as_str()]
             .as_array()
             .map(|g| g.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        Ok(Caller { username, groups })
+        let subject = claims["sub"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|sub| Subject { issuer: self.settings.issuer.clone(), sub: sub.to_string() });
+        let display_name = claims["name"].as_str().filter(|s| !s.trim().is_empty()).map(String::from);
+        Ok(Caller { username, groups, subject, display_name })
     }
 }
 
 impl Caller {
-    /// Whether the Organization lists the caller, or one of its groups, as an owner or a member.
-    pub fn belongs_to(&self, organization: &Organization) -> bool {
-        let matches = |kind: SubjectKind, name: &str| match kind {
+    /// The caller's role in the Organization: `Owner`, else its strongest member role (by name or group).
+    pub fn role_in(&self, organization: &Organization) -> Option<&'static str> {
+        use cmp_crds::organization::Role;
+        let me = |kind: SubjectKind, name: &str| match kind {
             SubjectKind::User => name == self.username,
             SubjectKind::Group => self.groups.iter().any(|g| g == name),
         };
-        organization.spec.owners.iter().any(|o| matches(o.kind, &o.name))
-            || organization.spec.members.iter().any(|m| matches(m.kind, &m.name))
+        if organization.spec.owners.iter().any(|o| me(o.kind, &o.name)) {
+            return Some("Owner");
+        }
+        let roles: Vec<Role> =
+            organization.spec.members.iter().filter(|m| me(m.kind, &m.name)).map(|m| m.role).collect();
+        [(Role::Admin, "Admin"), (Role::Developer, "Developer"), (Role::Viewer, "Viewer")]
+            .into_iter()
+            .find(|(role, _)| roles.contains(role))
+            .map(|(_, shown)| shown)
+    }
+
+    /// Whether the Organization lists the caller, or one of its groups, as an owner or a member.
+    pub fn belongs_to(&self, organization: &Organization) -> bool {
+        self.role_in(organization).is_some()
     }
 }
 
@@ -184,13 +235,21 @@ mod tests {
 
     fn claims() -> Value {
         json!({"iss": "https://sso.example/realms/cmp", "aud": ["account", "cmp-gateway"], "exp": 1_800_000_300_i64,
-               "preferred_username": "ada", "groups": ["acme-devs"]})
+               "preferred_username": "ada", "groups": ["acme-devs"], "sub": "ada-id", "name": "Ada Lovelace"})
     }
 
     #[test]
     fn a_token_for_us_names_its_caller() {
         let caller = oidc().caller(&claims(), now()).expect("valid");
-        assert_eq!(caller, Caller { username: "ada".into(), groups: vec!["acme-devs".into()] });
+        assert_eq!(
+            caller,
+            Caller {
+                username: "ada".into(),
+                groups: vec!["acme-devs".into()],
+                subject: Some(Subject { issuer: "https://sso.example/realms/cmp".into(), sub: "ada-id".into() }),
+                display_name: Some("Ada Lovelace".into()),
+            }
+        );
     }
 
     #[test]
@@ -210,6 +269,33 @@ mod tests {
     }
 
     #[test]
+    fn a_user_name_that_is_an_e_mail_address_must_be_the_verified_address_of_the_account() {
+        let as_email = |patch: Value| {
+            let mut c = claims();
+            c["preferred_username"] = json!("bob@example.com");
+            for (k, v) in patch.as_object().expect("an object") {
+                c[k] = v.clone();
+            }
+            oidc().caller(&c, now())
+        };
+        let verified = as_email(json!({"email": "Bob@Example.com", "email_verified": true})).expect("taken");
+        assert_eq!(verified.username, "bob@example.com");
+        for (claims, why) in [
+            (json!({"email": "bob@example.com", "email_verified": false}), "not verified"),
+            (json!({"email": "bob@example.com"}), "no email_verified"),
+            (json!({"email": "bob@example.com", "email_verified": "true"}), "a string is not true"),
+            (json!({"email": "mallory@example.com", "email_verified": true}), "another verified address"),
+            (json!({"email_verified": true}), "no email"),
+        ] {
+            let refused = as_email(claims).expect_err(why);
+            assert_eq!(refused.code, Code::UnverifiedAccount, "{why}");
+            assert!(refused.message.contains("verify the address"), "{why}: {}", refused.message);
+        }
+        let plain = oidc().caller(&claims(), now()).expect("a user name without @ needs no e-mail");
+        assert_eq!(plain.username, "ada");
+    }
+
+    #[test]
     fn membership_is_by_name_or_group() {
         let org: Organization = serde_json::from_value(json!({
             "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"},
@@ -220,8 +306,13 @@ mod tests {
         let caller = |name: &str, groups: &[&str]| Caller {
             username: name.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            subject: None,
+            display_name: None,
         };
         assert!(caller("owner", &[]).belongs_to(&org));
+        assert_eq!(caller("owner", &[]).role_in(&org), Some("Owner"));
+        assert_eq!(caller("ada", &["acme-devs"]).role_in(&org), Some("Developer"));
+        assert_eq!(caller("eve", &["other"]).role_in(&org), None);
         assert!(caller("ada", &["acme-devs"]).belongs_to(&org));
         assert!(!caller("eve", &["other"]).belongs_to(&org));
         assert!(!caller("acme-devs", &[]).belongs_to(&org), "a user named like a group is not the group");

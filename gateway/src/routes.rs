@@ -49,6 +49,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/v1/instances/{organization}/{instance}/knowledge/documents/{id}",
             put(put_document).delete(remove_document),
         )
+        .route("/v1/me", get(me))
         .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
@@ -181,6 +182,10 @@ async fn init_widget_session(
         Ok(answer) => answer.into_response(),
         Err(refusal) => refused(refusal),
     }
+}
+
+async fn me(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    crate::me::serve(gateway, headers).await.unwrap_or_else(refused)
 }
 
 /// A refusal's answer, marked for the middleware layer to count and log.

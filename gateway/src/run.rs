@@ -95,6 +95,18 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let signup = args.signup.then(|| {
+        tracing::info!(per_minute = args.signup_per_minute, "signing up OIDC callers who have no Organization");
+        crate::signup::Signup::new(
+            client.clone(),
+            crate::signup::SignupSettings {
+                starter_credits: args.signup_starter_credits,
+                organization_labels: args.signup_organization_labels.clone(),
+                per_minute: args.signup_per_minute,
+                namespace_wait: Duration::from_secs(10),
+            },
+        )
+    });
     let widget = match &args.widget_secret {
         Some(secret) if secret.len() >= 32 => {
             Some(Arc::new(WidgetSessions::new(secret.as_bytes(), Duration::from_secs(args.widget_session_seconds))))
@@ -137,6 +149,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 urls: Default::default(),
                 connectors,
                 knowledge,
+                signup,
             });
             if gateway.connectors.is_some() && probe_every > Duration::ZERO {
                 let selector = args.connector_probe_organization_selector.clone();

@@ -53,6 +53,8 @@ pub struct Gateway {
     pub connectors: Option<Arc<crate::connectors::Connectors>>,
     /// The knowledge base (`--knowledge-store-url` and `--knowledge-model-dir`), when on.
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
+    /// Sign-up on first login (`--signup`, with OIDC), when on.
+    pub signup: Option<crate::signup::Signup>,
 }
 
 /// Runtime URLs parsed once (parsing a URL, with its IDNA pass, showed in profiles of the run path).

@@ -111,6 +111,12 @@ impl ChartIdentity {
                 all.push(format!("operator.gitops.credentialsSecret={secret}"));
             }
         }
+        if component == Component::Gateway && args.iter().any(|a| a == "--signup") {
+            all.push("gateway.signup.enabled=true".into());
+            if let Some(issuer) = flag("--oidc-issuer") {
+                all.push(format!("gateway.oidc.issuer={}", issuer.replace(',', "\\,")));
+            }
+        }
         if component == Component::Webhook {
             let urls = args.iter().zip(args.iter().skip(1)).filter(|(flag, _)| *flag == "--saleor-api-url");
             for (i, (_, url)) in urls.enumerate() {

@@ -40,10 +40,36 @@ pub fn install() -> Result<PathBuf, Error> {
     crate::control_plane::run_install_script("xtask/keycloak/install.sh", &[KEYCLOAK])
 }
 
+/// A user of the test realm: password `<name>-pass`, first name `<name>`, last name `Test`.
+#[derive(Debug, Clone)]
+pub struct Account<'a> {
+    /// The user name (`preferred_username`).
+    pub name: &'a str,
+    /// Its groups (the `groups` claim).
+    pub groups: &'a [&'a str],
+    /// Its e-mail address (the realm allows two accounts the same address).
+    pub email: String,
+    /// Whether the address is verified (`email_verified`).
+    pub email_verified: bool,
+}
+
+impl<'a> Account<'a> {
+    /// `name` in `groups`, with the verified address `<name>@example.com`.
+    pub fn new(name: &'a str, groups: &'a [&'a str]) -> Self {
+        Self { name, groups, email: format!("{name}@example.com"), email_verified: true }
+    }
+}
+
 impl Keycloak {
-    /// Starts Keycloak under `dir` with `users`, each `(name, groups)`, and
+    /// Starts Keycloak under `dir` with `users`, each `(name, groups)` (see [`Account::new`]), and
     /// waits (up to three minutes) until the realm answers.
     pub async fn start(dir: &Path, users: &[(&str, &[&str])]) -> Result<Self, Error> {
+        let accounts: Vec<Account> = users.iter().map(|(name, groups)| Account::new(name, groups)).collect();
+        Self::start_with(dir, &accounts).await
+    }
+
+    /// Like [`Keycloak::start`], with each account's e-mail address and whether it is verified.
+    pub async fn start_with(dir: &Path, users: &[Account<'_>]) -> Result<Self, Error> {
         let install = install()?;
         // A copy per run: dev mode writes into its home (the Quarkus build, the import directory).
         let home = dir.join("keycloak");
@@ -135,12 +161,12 @@ impl Drop for Keycloak {
     }
 }
 
-fn realm(users: &[(&str, &[&str])]) -> Value {
-    let mut groups: Vec<&str> = users.iter().flat_map(|(_, g)| g.iter().copied()).collect();
+fn realm(users: &[Account]) -> Value {
+    let mut groups: Vec<&str> = users.iter().flat_map(|u| u.groups.iter().copied()).collect();
     groups.sort_unstable();
     groups.dedup();
     json!({
-        "realm": REALM, "enabled": true,
+        "realm": REALM, "enabled": true, "duplicateEmailsAllowed": true,
         "accessTokenLifespan": 300,
         "groups": groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>(),
         "clients": [{
@@ -155,11 +181,11 @@ fn realm(users: &[(&str, &[&str])]) -> Value {
                  "config": {"user.attribute": "username", "claim.name": "preferred_username", "jsonType.label": "String", "access.token.claim": "true"}},
             ],
         }],
-        "users": users.iter().map(|(name, groups)| json!({
-            "username": name, "enabled": true, "email": format!("{name}@example.com"), "emailVerified": true,
-            "firstName": name, "lastName": "Test",
-            "credentials": [{"type": "password", "value": format!("{name}-pass"), "temporary": false}],
-            "groups": groups,
+        "users": users.iter().map(|u| json!({
+            "username": u.name, "enabled": true, "email": u.email, "emailVerified": u.email_verified,
+            "firstName": u.name, "lastName": "Test",
+            "credentials": [{"type": "password", "value": format!("{}-pass", u.name), "temporary": false}],
+            "groups": u.groups,
         })).collect::<Vec<_>>(),
     })
 }

@@ -49,7 +49,7 @@ pub struct Args {
     pub jwks_min_refetch_seconds: u64,
 
     /// A label (key=value) put on every Organization the provisioner creates; repeat for more.
-    #[arg(long = "organization-label", env = "CMP_ORGANIZATION_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    #[arg(long = "organization-label", env = "CMP_ORGANIZATION_LABELS", value_delimiter = ',', value_parser = cmp_core::labels::parse_label)]
     pub organization_labels: Vec<(String, String)>,
 
     /// Address of the validating admission endpoint (TLS), served when --admission-cert and --admission-key are given.
@@ -84,12 +84,4 @@ pub struct Args {
     /// The least time between two updates of one store's webhooks (made when the store sends an older install's queries).
     #[arg(long, env = "CMP_WEBHOOK_SYNC_INTERVAL_SECONDS", default_value_t = 600)]
     pub webhook_sync_interval_seconds: u64,
-}
-
-pub fn parse_label(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not key=value"))?;
-    if key.is_empty() {
-        return Err(format!("{text:?} has an empty key"));
-    }
-    Ok((key.to_string(), value.to_string()))
 }

@@ -32,7 +32,7 @@ use cmp_crds::names::{
 };
 use cmp_crds::organization::{Subject, SubjectKind};
 use cmp_crds::wallet::{Grant, GrantSource, Reversal};
-use cmp_crds::{Instance, InstanceSpec, Offering, Organization, OrganizationSpec, Project, ProjectSpec, Wallet};
+use cmp_crds::{Instance, InstanceSpec, Offering, Organization, OrganizationSpec, Project, Wallet};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
@@ -42,7 +42,7 @@ use crate::order_state::Withdrawal;
 use crate::payload::{Order, OrderLine, Refund};
 
 /// The Project every buyer's Instances go to.
-pub const DEFAULT_PROJECT: &str = "default";
+pub use cmp_crds::names::DEFAULT_PROJECT;
 /// The name of the one API key of an Instance the provisioner creates.
 pub const API_KEY_NAME: &str = "default";
 
@@ -158,9 +158,7 @@ pub fn order_crs(api_url: &str, order: &Order, catalog: &Catalog) -> Result<Orde
     let organization = organization(api_url, order)?;
     let namespace = cmp_crds::names::control_namespace(&organization.name_any());
     let order_key = order_key(api_url, &order.id);
-    let mut project =
-        Project::new(DEFAULT_PROJECT, ProjectSpec { display_name: "Default".into(), ..ProjectSpec::default() });
-    project.metadata.namespace = Some(namespace.clone());
+    let project = cmp_crds::project::default_project(&organization.name_any());
     let (mut instances, mut grants, mut problems, mut not_ready) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for line in &order.lines {
         let product = match catalog.product(line.sku.as_deref()) {

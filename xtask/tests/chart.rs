@@ -147,7 +147,9 @@ async fn each_components_pod_passes_the_restricted_pod_security_level() {
 
 #[test]
 fn bad_values_are_refused_at_render_time_naming_the_field() {
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 7] = [
+        ("gateway.signup.enabled=true", "gateway.oidc.issuer"),
+        ("gateway.signup.starterCredits=-1", "starterCredits"),
         ("logFormat=xml", "logFormat"),
         ("operator.replicas=0", "replicas"),
         ("gateway.replica=2", "replica"),

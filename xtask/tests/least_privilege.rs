@@ -93,6 +93,29 @@ fn the_gateway_may_not_create_namespaces_or_read_secrets_beyond_its_runtime_key(
 }
 
 #[test]
+fn with_sign_up_the_gateway_may_create_organizations_and_projects_and_change_none() {
+    let values =
+        ["gateway.signup.enabled=true".to_string(), "gateway.oidc.issuer=https://sso.example/realms/cmp".to_string()];
+    let gateway = ChartIdentity::apply(&test_kubeconfig(), Component::Gateway, "least-signup", NAMESPACE, &values)
+        .expect("the chart's identity applies");
+    assert_answers(
+        &gateway,
+        &[
+            (&["create", "organizations.cmp.gsv.dev"], true),
+            (&["create", "projects.cmp.gsv.dev", "-n", "cmp-anyone"], true),
+            (&["update", "organizations.cmp.gsv.dev"], false),
+            (&["patch", "organizations.cmp.gsv.dev"], false),
+            (&["delete", "organizations.cmp.gsv.dev"], false),
+            (&["patch", "projects.cmp.gsv.dev", "-n", "cmp-anyone"], false),
+            (&["delete", "projects.cmp.gsv.dev", "-n", "cmp-anyone"], false),
+            (&["create", "instances.cmp.gsv.dev", "-n", "cmp-anyone"], false),
+            (&["create", "wallets.cmp.gsv.dev", "-n", "cmp-anyone"], false),
+            (&["impersonate", "users"], false),
+        ],
+    );
+}
+
+#[test]
 fn the_webhook_may_not_delete_namespaces_or_write_wallet_status() {
     let webhook = identity(Component::Webhook);
     assert_answers(

@@ -86,6 +86,7 @@ fn gateway(directory: Directory) -> Gateway {
         urls: Default::default(),
         connectors: None,
         knowledge: None,
+        signup: None,
     }
 }
 
