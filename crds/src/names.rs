@@ -8,6 +8,16 @@ use sha2::{Digest, Sha256};
 
 /// Kubernetes' limit on a namespace name (a DNS label).
 pub const MAX_NAMESPACE_LEN: usize = 63;
+
+/// Whether `s` is a DNS label (a namespace's, or an Organization's name's shape): at most 63 lower-case letters,
+/// digits and '-', not at either end.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAMESPACE_LEN
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
 /// Prefix of every namespace CMP creates.
 pub const NAMESPACE_PREFIX: &str = "cmp-";
 
@@ -244,14 +254,6 @@ mod tests {
         assert_eq!(connector_role("acme", "support"), "cmp.acme.support");
         assert_ne!(connector_role("a-b", "c"), connector_role("a", "b-c"));
         assert!(connector_prefix("acme", "support").ends_with('/'), "a prefix, so support-2 is not inside support");
-    }
-
-    fn is_dns_label(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= MAX_NAMESPACE_LEN
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! event per settled run.
 
 pub mod admission;
+pub mod as_caller;
 pub mod authorize;
 pub mod cli;
 pub mod connectors;

@@ -13,6 +13,9 @@
 //!   (403 `unverified_account`) and nothing is created.
 //! - An API key, a forged token and no credential are refused (401), and a
 //!   replica over `--signup-per-minute` answers 429 and creates nothing.
+//! - The buyer API reads as the caller (`--buyer-api`, impersonation): ada
+//!   lists her Organization's Instances and is refused bob's (403
+//!   `wrong_tenant`, the API server's answer), and bob the other way round.
 
 mod support;
 
@@ -43,7 +46,7 @@ async fn a_first_login_signs_up_once_and_a_verified_store_buyer_gets_their_own_o
     let email = |name: &str| format!("{name}-{}@example.com", w.run);
     let accounts: Vec<Account> = ["ada", "bob", "cy", "dee", "eve"]
         .into_iter()
-        .map(|name| Account { email: email(name), ..Account::new(name, &[]) })
+        .map(|name| Account { email: email(name), ..Account::new(name, &["buyers"]) })
         .chain([Account { email: email("bob"), email_verified: false, ..Account::new("mallory", &[]) }])
         .collect();
     let dir = std::env::temp_dir().join(format!("gw-signup-keycloak-{}", std::process::id()));
@@ -68,7 +71,7 @@ async fn a_first_login_signs_up_once_and_a_verified_store_buyer_gets_their_own_o
             per_minute,
         ]
     };
-    let gw = w.gateway("gw", &flags("30")).await;
+    let gw = w.gateway("gw", &[&flags("30")[..], &["--buyer-api"]].concat()).await;
     let http = &w.http;
     let me = |base: String, token: String| async move {
         http.get(format!("{base}/v1/me")).bearer_auth(token).send().await.expect("the gateway answers")
@@ -169,8 +172,55 @@ async fn a_first_login_signs_up_once_and_a_verified_store_buyer_gets_their_own_o
     assert_eq!(refusal(bare).await.0, 401);
     assert!(owned_by(&w, &email("eve")).await.is_empty(), "no Organization for refused calls");
 
+    // The buyer API reads as the caller: the API server answers by the Organizations' RBAC.
+    let instance = json!({
+        "apiVersion": "cmp.gsv.dev/v1alpha1", "kind": "Instance",
+        "metadata": {"name": "bot", "namespace": format!("cmp-{created}")},
+        "spec": {"project": "default", "offering": "not-in-the-catalog", "version": "1.0.0", "plan": "basic",
+                 "apiKeys": [{"name": "main"}]},
+    });
+    Api::<cmp_crds::Instance>::namespaced(w.client.clone(), &format!("cmp-{created}"))
+        .patch("bot", &PatchParams::apply("cmp-tests").force(), &Patch::Apply(instance))
+        .await
+        .expect("ada's Instance applies");
+    let bob = keycloak.token("bob").await.expect("bob's token");
+    let instances_of = |base: String, token: String, org: String| async move {
+        let url = format!("{base}/v1/me/organizations/{org}/instances");
+        http.get(url).bearer_auth(token).send().await.expect("the gateway answers")
+    };
+    let listed = converge("ada's Instances, read as ada (once the operator's RoleBindings are there)", || async {
+        let answer = instances_of(gw.base.clone(), ada.clone(), created.clone()).await;
+        if answer.status() != 200 {
+            return None;
+        }
+        let body: Value = answer.json().await.ok()?;
+        (body["instances"].as_array()?.len() == 1).then_some(body)
+    })
+    .await;
+    let bot = &listed["instances"][0];
+    assert_eq!(bot["name"], "bot");
+    assert_eq!(bot["offering"], "not-in-the-catalog");
+    assert_eq!(bot["apiKeys"], json!(["main"]));
+    assert_eq!(bot["ready"], false, "its Offering is not in the catalog");
+    assert_eq!(bot["runs"], format!("/v1/instances/{created}/bot/runs"));
+    let theirs = instances_of(gw.base.clone(), ada.clone(), store_org.clone()).await;
+    assert_eq!(refusal(theirs).await, (403, "wrong_tenant".into()), "ada reads nothing of bob's");
+    let own = converge("bob's Instances, read as bob", || async {
+        let answer = instances_of(gw.base.clone(), bob.clone(), store_org.clone()).await;
+        (answer.status() == 200).then_some(answer)
+    })
+    .await;
+    let body: Value = own.json().await.expect("JSON");
+    assert_eq!(body["instances"], json!([]), "bob's Organization has none, and ada's are not his");
+    let hers = instances_of(gw.base.clone(), bob.clone(), created.clone()).await;
+    assert_eq!(refusal(hers).await, (403, "wrong_tenant".into()), "bob reads nothing of ada's");
+    let malformed = instances_of(gw.base.clone(), ada.clone(), "Not_A_Name".into()).await;
+    assert_eq!(refusal(malformed).await, (404, "not_found".into()));
+
     // A replica allowed one sign-up a minute: dee signs up, eve is told to come back, and nothing is made for her.
     let slow = w.gateway("gw-slow", &flags("1")).await;
+    let off = instances_of(slow.base.clone(), ada.clone(), created.clone()).await;
+    assert_eq!(refusal(off).await, (404, "not_found".into()), "a replica without --buyer-api does not read");
     let dee = keycloak.token("dee").await.expect("dee's token");
     assert_eq!(me(slow.base.clone(), dee).await.status(), 201);
     let eve = keycloak.token("eve").await.expect("eve's token");

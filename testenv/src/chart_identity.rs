@@ -111,9 +111,15 @@ impl ChartIdentity {
                 all.push(format!("operator.gitops.credentialsSecret={secret}"));
             }
         }
-        if component == Component::Gateway && args.iter().any(|a| a == "--signup") {
-            all.push("gateway.signup.enabled=true".into());
-            if let Some(issuer) = flag("--oidc-issuer") {
+        if component == Component::Gateway {
+            let on = |name: &str| args.iter().any(|a| a == name);
+            if on("--signup") {
+                all.push("gateway.signup.enabled=true".into());
+            }
+            if on("--buyer-api") {
+                all.push("gateway.buyerApi.enabled=true".into());
+            }
+            if let Some(issuer) = flag("--oidc-issuer").filter(|_| on("--signup") || on("--buyer-api")) {
                 all.push(format!("gateway.oidc.issuer={}", issuer.replace(',', "\\,")));
             }
         }

@@ -117,6 +117,8 @@ pub fn grants(rendered: &str) -> Result<Vec<Grant>, Error> {
 struct AuditEvent {
     verb: String,
     user: AuditUser,
+    /// Set when the component acted as someone else (and was allowed to).
+    impersonated_user: Option<ImpersonatedUser>,
     object_ref: Option<ObjectRef>,
     response_status: Option<ResponseStatus>,
     #[serde(default)]
@@ -126,6 +128,12 @@ struct AuditEvent {
 #[derive(Debug, Deserialize)]
 struct AuditUser {
     username: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImpersonatedUser {
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +164,19 @@ fn uses_in(line: &str) -> Vec<UseKey> {
     }) else {
         return Vec::new();
     };
+    // An impersonated request used the component's `impersonate` on users (and on groups, when it named any),
+    // which only its ClusterRole grants; what the request itself did was authorized as the impersonated user.
+    if let Some(impersonated) = &event.impersonated_user {
+        let impersonate = |resource: &str| UseKey {
+            component,
+            role_kind: "ClusterRole".into(),
+            api_group: String::new(),
+            resource: resource.into(),
+            verb: "impersonate".into(),
+        };
+        let groups = (!impersonated.groups.is_empty()).then(|| impersonate("groups"));
+        return std::iter::once(impersonate("users")).chain(groups).collect();
+    }
     if event.annotations.get("authorization.k8s.io/decision").map(String::as_str) != Some("allow") {
         return Vec::new();
     }
@@ -392,6 +413,27 @@ metadata: {name: cmp-gateway, labels: {app.kubernetes.io/component: gateway}}
                 verb: "patch".into(),
             }]
         );
+    }
+
+    #[test]
+    fn a_request_made_as_someone_else_used_the_components_impersonate_on_users_and_groups() {
+        let mut line: serde_json::Value = serde_json::from_str(&event(
+            "system:serviceaccount:cmp-system:cmp-gateway",
+            "list",
+            "cmp.gsv.dev",
+            "instances",
+            None,
+            200,
+            r#"RBAC: allowed by RoleBinding "cmp-admin/cmp-acme" of Role "cmp-admin" to User "ada@example.com""#,
+        ))
+        .expect("json");
+        line["impersonatedUser"] = serde_json::json!({"username": "ada@example.com", "groups": ["buyers"]});
+        let uses: Vec<(String, String, String)> =
+            uses_in(&line.to_string()).into_iter().map(|u| (u.role_kind, u.resource, u.verb)).collect();
+        let expected = |resource: &str| ("ClusterRole".to_string(), resource.to_string(), "impersonate".to_string());
+        assert_eq!(uses, [expected("users"), expected("groups")], "and not the list, which was ada's");
+        line["impersonatedUser"]["groups"] = serde_json::json!([]);
+        assert_eq!(uses_in(&line.to_string()).len(), 1, "no group named: only users");
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn the_gateway_may_not_create_namespaces_or_read_secrets_beyond_its_runtime_key(
 }
 
 #[test]
-fn with_sign_up_the_gateway_may_create_organizations_and_projects_and_change_none() {
+fn with_sign_up_and_the_buyer_api_the_gateway_may_create_organizations_and_projects_and_impersonate_people() {
     let values =
         ["gateway.signup.enabled=true".to_string(), "gateway.oidc.issuer=https://sso.example/realms/cmp".to_string()];
     let gateway = ChartIdentity::apply(&test_kubeconfig(), Component::Gateway, "least-signup", NAMESPACE, &values)
@@ -111,6 +111,21 @@ fn with_sign_up_the_gateway_may_create_organizations_and_projects_and_change_non
             (&["create", "instances.cmp.gsv.dev", "-n", "cmp-anyone"], false),
             (&["create", "wallets.cmp.gsv.dev", "-n", "cmp-anyone"], false),
             (&["impersonate", "users"], false),
+        ],
+    );
+    let values =
+        ["gateway.buyerApi.enabled=true".to_string(), "gateway.oidc.issuer=https://sso.example/realms/cmp".to_string()];
+    let reader = ChartIdentity::apply(&test_kubeconfig(), Component::Gateway, "least-buyer", NAMESPACE, &values)
+        .expect("the chart's identity applies");
+    assert_answers(
+        &reader,
+        &[
+            (&["impersonate", "users"], true),
+            (&["impersonate", "groups"], true),
+            (&["impersonate", "serviceaccounts"], false),
+            (&["impersonate", "userextras/scopes"], false),
+            (&["impersonate", "uids"], false),
+            (&["create", "organizations.cmp.gsv.dev"], false),
         ],
     );
 }
