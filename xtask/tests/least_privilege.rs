@@ -94,10 +94,13 @@ fn the_gateway_may_not_create_namespaces_or_read_secrets_beyond_its_runtime_key(
 
 #[test]
 fn with_sign_up_and_the_buyer_api_the_gateway_may_create_organizations_and_projects_and_impersonate_people() {
-    let values =
-        ["gateway.signup.enabled=true".to_string(), "gateway.oidc.issuer=https://sso.example/realms/cmp".to_string()];
-    let gateway = ChartIdentity::apply(&test_kubeconfig(), Component::Gateway, "least-signup", NAMESPACE, &values)
-        .expect("the chart's identity applies");
+    // The gateway as release `release` with OIDC and `switch` on.
+    let gateway_with = |release: &str, switch: &str| {
+        let values = [format!("{switch}=true"), "gateway.oidc.issuer=https://sso.example/realms/cmp".to_string()];
+        ChartIdentity::apply(&test_kubeconfig(), Component::Gateway, release, NAMESPACE, &values)
+            .expect("the chart's identity applies")
+    };
+    let gateway = gateway_with("least-signup", "gateway.signup.enabled");
     assert_answers(
         &gateway,
         &[
@@ -113,10 +116,7 @@ fn with_sign_up_and_the_buyer_api_the_gateway_may_create_organizations_and_proje
             (&["impersonate", "users"], false),
         ],
     );
-    let values =
-        ["gateway.buyerApi.enabled=true".to_string(), "gateway.oidc.issuer=https://sso.example/realms/cmp".to_string()];
-    let reader = ChartIdentity::apply(&test_kubeconfig(), Component::Gateway, "least-buyer", NAMESPACE, &values)
-        .expect("the chart's identity applies");
+    let reader = gateway_with("least-buyer", "gateway.buyerApi.enabled");
     assert_answers(
         &reader,
         &[
