@@ -2,13 +2,12 @@
 # Builds the real Argo CD from Go modules, once per machine, with what its repo
 # server and application controller need to run outside a cluster:
 #   argocd (multi-call), argocd-repo-server, argocd-application-controller
-#                                 <- github.com/argoproj/argo-cd/v3 (xtask/go/argocd/main.go: only these
-#                                    components and the git askpass helper, not the API server or CLI)
+#                                 <- github.com/argoproj/argo-cd/v3 (xtask/go/argocd)
 #   kustomize                     <- sigs.k8s.io/kustomize/kustomize/v5 (xtask/go/kustomize)
 #   git-verify-wrapper.sh, gpg-wrapper.sh  <- the argo-cd module's hack/ (the repo server runs them)
 #   crds/                         <- the argo-cd module's manifests/crds/
 #   redis-server                  <- Debian's redis-tools (+ libjemalloc2, liblzf1), unpacked, not installed
-# Output: $CMP_CACHE/bin/argocd-<version>-kustomize-<version>-<main.go's hash>/ (printed on stdout).
+# Output: $CMP_CACHE/bin/argocd-<version>-kustomize-<version>/ (printed on stdout).
 # Re-running is a no-op when everything for the pinned versions is there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,8 +18,7 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOCACHE=${GOCACHE:-$cache/go-build} GOMODCACHE=${GOMODCACHE:-$(go env GOMODCACHE)}
 argocd_version=$(cd "$here/argocd" && go list -m -f '{{.Version}}' github.com/argoproj/argo-cd/v3)
 kustomize_version=$(cd "$here/kustomize" && go list -m -f '{{.Version}}' sigs.k8s.io/kustomize/kustomize/v5)
-sources=$(sha256sum "$here/argocd/main.go" | cut -c1-12)
-out="$cache/bin/argocd-$argocd_version-kustomize-$kustomize_version-$sources"
+out="$cache/bin/argocd-$argocd_version-kustomize-$kustomize_version"
 done_marker="$out/.complete"
 if [ -f "$done_marker" ]; then
   echo "$out"
@@ -30,7 +28,7 @@ mkdir -p "$out"
 
 if [ ! -x "$out/argocd" ]; then
   echo "building Argo CD $argocd_version into $out (first time only; ~10 min on 2 cores)" >&2
-  (cd "$here/argocd" && go build -p 2 -trimpath -ldflags "-s -w" -o "$out/argocd.partial" .) >&2
+  (cd "$here/argocd" && go build -p 2 -trimpath -ldflags "-s -w" -o "$out/argocd.partial" github.com/argoproj/argo-cd/v3/cmd) >&2
   mv "$out/argocd.partial" "$out/argocd"
 fi
 # The binary dispatches on its name.

@@ -7,11 +7,7 @@ module local/cmp/argocdbins
 
 go 1.26.3
 
-require (
-	github.com/argoproj/argo-cd/v3 v3.5.3
-	github.com/spf13/cobra v1.10.2
-	k8s.io/klog/v2 v2.140.0
-)
+require github.com/argoproj/argo-cd/v3 v3.5.3
 
 require (
 	cloud.google.com/go v0.120.0 // indirect
@@ -209,6 +205,7 @@ require (
 	github.com/slack-go/slack v0.16.0 // indirect
 	github.com/soheilhy/cmux v0.1.5 // indirect
 	github.com/spf13/cast v1.7.1 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/stretchr/testify v1.11.1 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
@@ -268,6 +265,7 @@ require (
 	k8s.io/component-base v0.36.1 // indirect
 	k8s.io/component-helpers v0.36.1 // indirect
 	k8s.io/controller-manager v0.36.1 // indirect
+	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/kube-aggregator v0.36.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20260317180543-43fb72c5454a // indirect
 	k8s.io/kubectl v0.36.1 // indirect
