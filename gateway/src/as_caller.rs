@@ -23,7 +23,7 @@ pub struct AsCaller<'a> {
 impl<'a> AsCaller<'a> {
     /// Speaks as `caller`, unless its name or a group is reserved.
     pub fn new(client: &'a Client, caller: &'a Caller) -> Result<Self, Refusal> {
-        not_reserved(caller)?;
+        caller.not_reserved()?;
         Ok(Self { client, caller })
     }
 
@@ -59,17 +59,6 @@ impl<'a> AsCaller<'a> {
     }
 }
 
-/// Refuses a caller whose name or a group Kubernetes reserves (`system:`): the gateway never acts as one.
-fn not_reserved(caller: &Caller) -> Result<(), Refusal> {
-    match std::iter::once(&caller.username).chain(&caller.groups).find(|n| n.starts_with("system:")) {
-        Some(name) => Err(Refusal::new(
-            Code::InvalidToken,
-            format!("the token names {name:?}, which Kubernetes reserves (system:): the buyer API does not act as it"),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn header_value(text: &str) -> Result<axum::http::HeaderValue, Refusal> {
     axum::http::HeaderValue::from_str(text)
         .map_err(|_| Refusal::new(Code::InvalidToken, "the token's user name or a group is not a valid header value"))
@@ -90,9 +79,9 @@ mod tests {
 
     #[test]
     fn reserved_names_and_groups_are_never_impersonated() {
-        assert!(not_reserved(&caller("ada@example.com", &["acme-devs"])).is_ok());
+        assert!(caller("ada@example.com", &["acme-devs"]).not_reserved().is_ok());
         for (name, groups) in [("system:admin", &[][..]), ("ada", &["system:masters"][..])] {
-            let refused = not_reserved(&caller(name, groups)).expect_err("refused");
+            let refused = caller(name, groups).not_reserved().expect_err("refused");
             assert_eq!(refused.code, Code::InvalidToken, "{name} {groups:?}");
             assert!(refused.message.contains("system:"), "{}", refused.message);
         }

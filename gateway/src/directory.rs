@@ -220,6 +220,11 @@ impl Directory {
         theirs
     }
 
+    /// A Project by namespace and name.
+    pub fn project(&self, namespace: &str, name: &str) -> Option<Arc<Project>> {
+        self.projects.get(&ObjectRef::new(name).within(namespace))
+    }
+
     /// An Offering by name.
     pub fn offering(&self, name: &str) -> Option<Arc<Offering>> {
         self.offerings.get(&ObjectRef::new(name))

@@ -41,13 +41,21 @@ async fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<Caller, 
 pub async fn serve(gateway: Arc<Gateway>, headers: HeaderMap) -> Result<Response, Refusal> {
     let caller = authenticate(&gateway, &headers).await?;
     let listed = gateway.directory.organizations_of(&caller);
-    if !listed.is_empty() || gateway.signup.is_none() {
-        let organizations: Vec<Value> = listed.iter().map(|o| shown(o, &caller)).collect();
-        return Ok((StatusCode::OK, axum::Json(answer(&caller, organizations, false))).into_response());
+    match &gateway.signup {
+        Some(signup) if listed.is_empty() => {
+            let created = signup.sign_up(&caller, &gateway.directory).await?;
+            let organizations = vec![shown(&created, &caller)];
+            Ok((StatusCode::CREATED, axum::Json(answer(&caller, organizations, true))).into_response())
+        }
+        signup => {
+            // A sign-up whose default Project was not made yet (the operator was slow) is finished here.
+            if let Some(signup) = signup {
+                signup.finish(&caller, &listed, &gateway.directory).await?;
+            }
+            let organizations: Vec<Value> = listed.iter().map(|o| shown(o, &caller)).collect();
+            Ok((StatusCode::OK, axum::Json(answer(&caller, organizations, false))).into_response())
+        }
     }
-    let signup = gateway.signup.as_ref().ok_or_else(|| Refusal::new(Code::NotFound, "sign-up is off"))?;
-    let created = signup.sign_up(&caller, &gateway.directory).await?;
-    Ok((StatusCode::CREATED, axum::Json(answer(&caller, vec![shown(&created, &caller)], true))).into_response())
 }
 
 /// `GET /v1/me/organizations/{organization}/instances`: the Organization's Instances, read as the caller
@@ -59,6 +67,15 @@ pub async fn instances(gateway: Arc<Gateway>, organization: String, headers: Hea
     })?;
     if !cmp_crds::names::is_dns_label(&organization) {
         return Err(Refusal::new(Code::NotFound, format!("no Organization {organization:?}")));
+    }
+    // Only for an Organization that lists the caller is anything asked as them: the impersonated read is then the
+    // API server's check on top of this one, never a wider right (a user name that happens to name a cluster
+    // administrator reads nothing of an Organization that does not list it).
+    if !gateway.directory.organization(&organization).is_some_and(|o| caller.belongs_to(&o)) {
+        return Err(Refusal::new(
+            Code::WrongTenant,
+            format!("Organization {organization} does not list you (or it does not exist)"),
+        ));
     }
     let instances: Vec<Instance> = crate::as_caller::AsCaller::new(client, &caller)?.list_in(&organization).await?;
     let shown: Vec<Value> = instances.iter().map(|i| shown_instance(&organization, i)).collect();

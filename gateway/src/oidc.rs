@@ -207,6 +207,18 @@ impl Caller {
             .map(|(_, shown)| shown)
     }
 
+    /// Refuses a caller whose name or a group Kubernetes reserves (`system:`): CMP never makes one an owner, nor
+    /// acts as one.
+    pub fn not_reserved(&self) -> Result<(), Refusal> {
+        match std::iter::once(&self.username).chain(&self.groups).find(|n| n.starts_with("system:")) {
+            Some(name) => Err(Refusal::new(
+                Code::InvalidToken,
+                format!("the token names {name:?}, which Kubernetes reserves (system:): CMP does not act as it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the Organization lists the caller, or one of its groups, as an owner or a member.
     pub fn belongs_to(&self, organization: &Organization) -> bool {
         self.role_in(organization).is_some()

@@ -70,15 +70,7 @@ pub fn desired_organization(caller: &Caller, settings: &SignupSettings) -> Resul
     let subject = caller.subject.as_ref().ok_or_else(|| {
         Refusal::new(Code::InvalidToken, "the token has no sub claim, which names the Organization a sign-up creates")
     })?;
-    if caller.username.starts_with("system:") {
-        return Err(Refusal::new(
-            Code::InvalidToken,
-            format!(
-                "the user name {:?} is reserved by Kubernetes (system:) and cannot own an Organization",
-                caller.username
-            ),
-        ));
-    }
+    caller.not_reserved()?;
     let shown = caller.display_name.clone().unwrap_or_else(|| caller.username.clone());
     let display_name: String = shown.chars().take(MAX_DISPLAY_NAME).collect();
     let spec = OrganizationSpec {
@@ -174,12 +166,38 @@ impl Signup {
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         self.created_by_another_call(caller, directory, &name).await?
                     }
+                    // The API server's validation refused what the token made (an over-long user name, say):
+                    // calling again would not help.
+                    Err(kube::Error::Api(e)) if e.code == 422 => {
+                        return Err(Refusal::new(
+                            Code::InvalidToken,
+                            format!("the token's identity cannot own an Organization: {}", e.message),
+                        ));
+                    }
                     Err(e) => return Err(unavailable(&format!("creating Organization {name}"), &e)),
                 }
             }
         }
         self.default_project(&name).await?;
         Ok(desired)
+    }
+
+    /// Makes the default Project of the Organization a sign-up made for `caller`, among `listed`, when it is not
+    /// there yet (an earlier sign-up answered 503 before the operator made the namespace).
+    pub async fn finish(
+        &self,
+        caller: &Caller,
+        listed: &[std::sync::Arc<Organization>],
+        directory: &Directory,
+    ) -> Result<(), Refusal> {
+        for organization in listed.iter().filter(|o| made_for(o, caller)) {
+            let name = organization.name_any();
+            let namespace = cmp_crds::names::control_namespace(&name);
+            if directory.project(&namespace, cmp_crds::names::DEFAULT_PROJECT).is_none() {
+                self.default_project(&name).await?;
+            }
+        }
+        Ok(())
     }
 
     /// After a conflicting create: waits for the cache to show the Organization, and checks it is the caller's.

@@ -14,8 +14,9 @@
 //! - An API key, a forged token and no credential are refused (401), and a
 //!   replica over `--signup-per-minute` answers 429 and creates nothing.
 //! - The buyer API reads as the caller (`--buyer-api`, impersonation): ada
-//!   lists her Organization's Instances and is refused bob's (403
-//!   `wrong_tenant`, the API server's answer), and bob the other way round.
+//!   lists her Organization's Instances once the operator's RoleBindings let
+//!   her, and is refused bob's (403 `wrong_tenant`), and bob the other way
+//!   round.
 
 mod support;
 
@@ -129,6 +130,15 @@ async fn a_first_login_signs_up_once_and_a_verified_store_buyer_gets_their_own_o
     assert_eq!(body["organizations"].as_array().map(Vec::len), Some(1));
     assert_eq!(body["organizations"][0]["name"], created.as_str());
     assert_eq!(owned_by(&w, &email("ada")).await.len(), 1);
+
+    // A sign-up whose default Project is missing (as when the operator was too slow for the first call) gets it
+    // on the next call.
+    projects.delete("default", &Default::default()).await.expect("the Project deletes");
+    converge("ada's default Project made again by a later call", || async {
+        me(gw.base.clone(), ada.clone()).await;
+        projects.get_opt("default").await.ok().flatten()
+    })
+    .await;
 
     // Two first calls at once (cy): one Organization.
     let cy = keycloak.token("cy").await.expect("cy's token");
