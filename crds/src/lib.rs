@@ -16,6 +16,7 @@ pub mod connectors;
 pub mod credits;
 pub mod inputs;
 pub mod instance;
+pub mod key_requests;
 pub mod names;
 pub mod offering;
 pub mod organization;
@@ -27,6 +28,7 @@ pub mod runtime_key;
 pub mod suspension;
 pub mod usage;
 pub mod wallet;
+pub mod wallet_view;
 
 pub use common::{DeletionPolicy, GROUP, VERSION};
 pub use instance::{Instance, InstanceSpec, InstanceStatus};

@@ -30,12 +30,16 @@ pub enum Code {
     Suspended,
     /// 403: an OIDC token whose user name is its e-mail address, which the identity provider has not verified.
     UnverifiedAccount,
+    /// 403: the buyer API's caller is listed by the Organization, but their role there does not allow the request.
+    NotPermitted,
     /// 404: no such route, or no such document.
     NotFound,
     /// 404: the Instance's Offering has no knowledge base.
     KnowledgeNotOffered,
     /// 409: the knowledge base holds as many documents as the Offering allows.
     TooManyDocuments,
+    /// 409: the buyer API's request collides with what is there (a key of that name, a change made meanwhile).
+    Conflict,
     /// 415: a document of a media type the Offering does not take.
     UnsupportedDocumentType,
     /// 413: the body is over the limit.
@@ -58,7 +62,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in declaration order (for metrics that start every code at zero).
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 26] = [
         Code::MalformedRequest,
         Code::TweakNotAllowed,
         Code::InvalidInput,
@@ -71,9 +75,11 @@ impl Code {
         Code::WrongTenant,
         Code::Suspended,
         Code::UnverifiedAccount,
+        Code::NotPermitted,
         Code::NotFound,
         Code::KnowledgeNotOffered,
         Code::TooManyDocuments,
+        Code::Conflict,
         Code::UnsupportedDocumentType,
         Code::BodyTooLarge,
         Code::RateLimited,
@@ -100,9 +106,11 @@ impl Code {
             Code::WrongTenant => "wrong_tenant",
             Code::Suspended => "suspended",
             Code::UnverifiedAccount => "unverified_account",
+            Code::NotPermitted => "not_permitted",
             Code::NotFound => "not_found",
             Code::KnowledgeNotOffered => "knowledge_not_offered",
             Code::TooManyDocuments => "too_many_documents",
+            Code::Conflict => "conflict",
             Code::UnsupportedDocumentType => "unsupported_document_type",
             Code::BodyTooLarge => "body_too_large",
             Code::RateLimited => "rate_limited",
@@ -121,9 +129,9 @@ impl Code {
             Code::MalformedRequest | Code::TweakNotAllowed | Code::InvalidInput => 400,
             Code::InvalidApiKey | Code::KeyRevoked | Code::KeyExpired | Code::InvalidToken => 401,
             Code::InsufficientCredits | Code::DemoExhausted => 402,
-            Code::WrongTenant | Code::Suspended | Code::UnverifiedAccount => 403,
+            Code::WrongTenant | Code::Suspended | Code::UnverifiedAccount | Code::NotPermitted => 403,
             Code::NotFound | Code::KnowledgeNotOffered => 404,
-            Code::TooManyDocuments => 409,
+            Code::TooManyDocuments | Code::Conflict => 409,
             Code::UnsupportedDocumentType => 415,
             Code::BodyTooLarge => 413,
             Code::RateLimited => 429,
@@ -171,8 +179,10 @@ mod tests {
             (Code::WrongTenant, 403),
             (Code::Suspended, 403),
             (Code::UnverifiedAccount, 403),
+            (Code::NotPermitted, 403),
             (Code::KnowledgeNotOffered, 404),
             (Code::TooManyDocuments, 409),
+            (Code::Conflict, 409),
             (Code::BodyTooLarge, 413),
             (Code::UnsupportedDocumentType, 415),
             (Code::RateLimited, 429),

@@ -1,66 +1,70 @@
-//! The buyer API's reads, made as the caller: each request to the API server
-//! carries `Impersonate-User` and `Impersonate-Group` with the caller's user
-//! name and groups (from their verified token, named as Organizations list
-//! them), so the API server decides by the RBAC the operator gives each
-//! Organization's people, and the gateway's own rights (its watch caches)
-//! never answer a buyer. Names and groups the API server reserves
-//! (`system:`) are never impersonated.
+//! The buyer API's requests, made as the caller: each request to the API
+//! server carries `Impersonate-User` and `Impersonate-Group` with the
+//! caller's user name and groups (from their verified token, named as
+//! Organizations list them), so the API server decides by the RBAC the
+//! operator gives each Organization's people, and the gateway's own rights
+//! (its watch caches) never answer a buyer. Names and groups the API server
+//! reserves (`system:`) are never impersonated.
+//!
+//! [`as_caller`] wraps the gateway's client, so the caller's requests share
+//! its connections; the headers are added to every request it sends.
 
-use cmp_crds::names::control_namespace;
+use axum::http::{HeaderMap, HeaderValue};
 use kube::Client;
-use kube::core::{ObjectList, Request};
-use serde::de::DeserializeOwned;
 
 use crate::oidc::Caller;
 use crate::refusal::{Code, Refusal};
 
-/// A client that speaks as one caller.
-pub struct AsCaller<'a> {
-    client: &'a Client,
-    caller: &'a Caller,
+/// A client whose every request speaks as `caller`, unless its name or a group is reserved.
+pub fn as_caller(client: &Client, caller: &Caller) -> Result<Client, Refusal> {
+    caller.not_reserved()?;
+    let mut headers = HeaderMap::new();
+    headers.insert("impersonate-user", header_value(&caller.username)?);
+    for group in &caller.groups {
+        headers.append("impersonate-group", header_value(group)?);
+    }
+    let inner = client.clone();
+    let service = tower::service_fn(move |mut request: axum::http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        for (name, value) in &headers {
+            request.headers_mut().append(name, value.clone());
+        }
+        async move { inner.send(request).await }
+    });
+    Ok(Client::new(service, client.default_namespace()))
 }
 
-impl<'a> AsCaller<'a> {
-    /// Speaks as `caller`, unless its name or a group is reserved.
-    pub fn new(client: &'a Client, caller: &'a Caller) -> Result<Self, Refusal> {
-        caller.not_reserved()?;
-        Ok(Self { client, caller })
-    }
-
-    /// Lists `K` (a namespaced kind) in `organization`'s control namespace, as the caller: 403 `wrong_tenant` when
-    /// the API server refuses them.
-    pub async fn list_in<K>(&self, organization: &str) -> Result<Vec<K>, Refusal>
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    {
-        let url = K::url_path(&(), Some(&control_namespace(organization)));
-        let mut request = Request::new(url)
-            .list(&Default::default())
-            .map_err(|e| Refusal::new(Code::MalformedRequest, e.to_string()))?;
-        let headers = request.headers_mut();
-        headers.insert("impersonate-user", header_value(&self.caller.username)?);
-        for group in &self.caller.groups {
-            headers.append("impersonate-group", header_value(group)?);
-        }
-        match self.client.request::<ObjectList<K>>(request).await {
-            Ok(list) => Ok(list.items),
-            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => Err(Refusal::new(
-                Code::WrongTenant,
-                format!("Organization {organization} does not list you (or it does not exist)"),
-            )),
-            Err(error) => {
-                tracing::warn!(%error, organization, "a buyer API read failed");
-                let mut refusal =
-                    Refusal::new(Code::GatewayNotReady, "the API server did not answer the read: try again shortly");
-                refusal.retry_after = Some(2);
-                Err(refusal)
-            }
+/// What the API server's refusal of a request made as the caller means to them; `what` names what was asked
+/// (for example "reading Instance bot of Organization acme"). The caller was listed by the Organization before
+/// anything was asked as them, so a 403 is their role, not their tenancy.
+pub fn refusal(error: kube::Error, organization: &str, what: &str) -> Refusal {
+    match error {
+        kube::Error::Api(e) if e.code == 403 => Refusal::new(
+            Code::NotPermitted,
+            format!(
+                "your role in Organization {organization} does not allow {what} (or its RoleBindings are being \
+                 made: try again shortly); its admins can change your role"
+            ),
+        ),
+        kube::Error::Api(e) if e.code == 404 => Refusal::new(Code::NotFound, format!("{what}: not found")),
+        kube::Error::Api(e) if e.code == 409 || e.code == 422 => Refusal::new(
+            Code::Conflict,
+            format!("{what}: it changed meanwhile ({}); read it again and retry", e.message),
+        ),
+        error => {
+            tracing::warn!(%error, organization, what, "a buyer API request to the API server failed");
+            let mut refusal = Refusal::new(
+                Code::GatewayNotReady,
+                format!("{what}: the API server did not answer; try again shortly"),
+            );
+            refusal.retry_after = Some(2);
+            refusal
         }
     }
 }
 
-fn header_value(text: &str) -> Result<axum::http::HeaderValue, Refusal> {
-    axum::http::HeaderValue::from_str(text)
+fn header_value(text: &str) -> Result<HeaderValue, Refusal> {
+    HeaderValue::from_str(text)
         .map_err(|_| Refusal::new(Code::InvalidToken, "the token's user name or a group is not a valid header value"))
 }
 
@@ -85,5 +89,20 @@ mod tests {
             assert_eq!(refused.code, Code::InvalidToken, "{name} {groups:?}");
             assert!(refused.message.contains("system:"), "{}", refused.message);
         }
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(kube::core::Status { code, message: "m".into(), ..Default::default() }.boxed())
+    }
+
+    #[test]
+    fn the_api_servers_refusals_become_the_buyer_apis() {
+        let shown = |code| refusal(api_error(code), "acme", "creating a key").code;
+        assert_eq!(shown(403), Code::NotPermitted);
+        assert_eq!(shown(404), Code::NotFound);
+        assert_eq!(shown(409), Code::Conflict);
+        assert_eq!(shown(422), Code::Conflict);
+        assert_eq!(shown(500), Code::GatewayNotReady);
+        assert!(refusal(api_error(403), "acme", "creating a key").message.contains("Organization acme"));
     }
 }

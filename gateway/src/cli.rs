@@ -81,9 +81,9 @@ pub struct Args {
     /// --starter-credits.
     #[arg(long, env = "CMP_GATEWAY_SIGNUP_STARTER_CREDITS", value_parser = clap::value_parser!(i64).range(0..))]
     pub signup_starter_credits: Option<i64>,
-    /// The buyer API's reads (GET /v1/me/organizations/{organization}/instances), made as the caller by impersonation
-    /// of their user name and groups. Needs --oidc-issuer, and the chart's gateway.buyerApi.enabled (the right to
-    /// impersonate users and groups).
+    /// The buyer API on the caller's Organizations (/v1/me/organizations/{organization}/...: Instances, API keys, the
+    /// Wallet), asked as the caller by impersonation of their user name and groups. Needs --oidc-issuer, and the
+    /// chart's gateway.buyerApi.enabled (the right to impersonate users and groups).
     #[arg(long, env = "CMP_GATEWAY_BUYER_API", requires = "oidc_issuer")]
     pub buyer_api: bool,
     /// A label (key=value) put on every Organization a sign-up creates; repeat for more.

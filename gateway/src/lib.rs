@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod as_caller;
 pub mod authorize;
+pub mod buyer;
 pub mod cli;
 pub mod connectors;
 pub mod credits;

@@ -50,7 +50,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             put(put_document).delete(remove_document),
         )
         .route("/v1/me", get(me))
-        .route("/v1/me/organizations/{organization}/instances", get(my_instances))
+        .merge(crate::buyer::router())
         .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")
@@ -187,14 +187,6 @@ async fn init_widget_session(
 
 async fn me(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     crate::me::serve(gateway, headers).await.unwrap_or_else(refused)
-}
-
-async fn my_instances(
-    State(gateway): State<Arc<Gateway>>,
-    Path(organization): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    crate::me::instances(gateway, organization, headers).await.unwrap_or_else(refused)
 }
 
 /// A refusal's answer, marked for the middleware layer to count and log.

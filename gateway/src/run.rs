@@ -150,7 +150,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 connectors,
                 knowledge,
                 signup,
-                buyer_reads: args.buyer_api.then(|| client.clone()),
+                buyer_api: args.buyer_api.then(|| client.clone()),
             });
             if gateway.connectors.is_some() && probe_every > Duration::ZERO {
                 let selector = args.connector_probe_organization_selector.clone();

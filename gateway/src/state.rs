@@ -53,8 +53,8 @@ pub struct Gateway {
     pub connectors: Option<Arc<crate::connectors::Connectors>>,
     /// The knowledge base (`--knowledge-store-url` and `--knowledge-model-dir`), when on.
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
-    /// The client the buyer API reads with, as each caller (`--buyer-api`), when on.
-    pub buyer_reads: Option<kube::Client>,
+    /// The client the buyer API asks with, as each caller (`--buyer-api`), when on.
+    pub buyer_api: Option<kube::Client>,
     /// Sign-up on first login (`--signup`, with OIDC), when on.
     pub signup: Option<crate::signup::Signup>,
 }

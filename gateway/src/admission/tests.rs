@@ -87,7 +87,7 @@ fn gateway(directory: Directory) -> Gateway {
         connectors: None,
         knowledge: None,
         signup: None,
-        buyer_reads: None,
+        buyer_api: None,
     }
 }
 
