@@ -6,7 +6,8 @@
 # they are missing and we may; otherwise says what to install. And the tests'
 # node's (testenv/src/node.rs): containerd and the CNI plugins run its pods,
 # iptables, ipset and conntrack serve kube-proxy and kube-router, iproute2 makes
-# its network namespace.
+# its network namespace. And the console's browser test drives Debian's
+# Chromium through ChromeDriver (gateway/tests/console.rs).
 set -euo pipefail
 need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
@@ -19,13 +20,15 @@ for tool in iptables ipset conntrack; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need+=("$tool")
 done
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${need[*]} from Debian's packages (git2's HTTPS/SSH link OpenSSL; the image tests run umoci and runc; the node runs containerd, CNI, iptables, ipset, conntrack)" >&2
+  echo "installing ${need[*]} from Debian's packages (git2's HTTPS/SSH link OpenSSL; the image tests run umoci and runc; the node runs containerd, CNI, iptables, ipset, conntrack; the console's browser test runs Chromium)" >&2
   apt-get install -y --no-install-recommends "${need[@]}" >&2 || {
     apt-get update >&2 && apt-get install -y --no-install-recommends "${need[@]}" >&2
   }
 else
-  echo "error: the build and tests need ${need[*]} (git2's HTTPS and SSH link OpenSSL; the image tests run umoci and runc; the node runs containerd, CNI, iptables, ipset, conntrack): sudo apt-get install ${need[*]}" >&2
+  echo "error: the build and tests need ${need[*]} (git2's HTTPS and SSH link OpenSSL; the image tests run umoci and runc; the node runs containerd, CNI, iptables, ipset, conntrack; the console's browser test runs Chromium): sudo apt-get install ${need[*]}" >&2
   exit 1
 fi

@@ -38,6 +38,9 @@ pub fn as_caller(client: &Client, caller: &Caller) -> Result<Client, Refusal> {
 /// (for example "reading Instance bot of Organization acme"). The caller was listed by the Organization before
 /// anything was asked as them, so a 403 is their role, not their tenancy.
 pub fn refusal(error: kube::Error, organization: &str, what: &str) -> Refusal {
+    if let kube::Error::Api(e) = &error {
+        tracing::info!(organization, what, code = e.code, reason = %e.message, "the API server refused a buyer's request");
+    }
     match error {
         kube::Error::Api(e) if e.code == 403 => Refusal::new(
             Code::NotPermitted,

@@ -86,6 +86,11 @@ pub struct Args {
     /// chart's gateway.buyerApi.enabled (the right to impersonate users and groups).
     #[arg(long, env = "CMP_GATEWAY_BUYER_API", requires = "oidc_issuer")]
     pub buyer_api: bool,
+    /// The buyer console at /console/, signing buyers in as this public client of the identity provider
+    /// (authorization code with PKCE; the client must list <gateway>/console/ as a redirect URI and the gateway's
+    /// origin as a web origin). Needs --buyer-api. Unset: no console.
+    #[arg(long, env = "CMP_GATEWAY_CONSOLE_CLIENT_ID", requires = "buyer_api")]
+    pub console_client_id: Option<String>,
     /// A label (key=value) put on every Organization a sign-up creates; repeat for more.
     #[arg(long = "signup-organization-label", env = "CMP_GATEWAY_SIGNUP_ORGANIZATION_LABELS", value_delimiter = ',', value_parser = cmp_core::labels::parse_label)]
     pub signup_organization_labels: Vec<(String, String)>,

@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod buyer;
 pub mod cli;
 pub mod connectors;
+pub mod console;
 pub mod credits;
 pub mod directory;
 pub mod forward;

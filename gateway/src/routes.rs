@@ -51,6 +51,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/v1/me", get(me))
         .merge(crate::buyer::router())
+        .merge(crate::console::router())
         .route(crate::connectors::ROUTE, post(connector_message).get(connector_stream).delete(connector_session_end))
         .fallback(|| async {
             Refusal::new(Code::NotFound, "no such route: POST /v1/runs or /v1/instances/{organization}/{instance}/runs")

@@ -74,12 +74,26 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()
         .context("building the HTTP client")?;
+    let mut console = None;
     let oidc = match (&args.oidc_issuer, &args.oidc_audience) {
         (Some(issuer), Some(audience)) => {
-            let jwks_url = match &args.oidc_jwks_url {
-                Some(url) => url.clone(),
-                None => discover_jwks(&http, issuer).await?,
+            let discovery = match args.oidc_jwks_url.is_none() || args.console_client_id.is_some() {
+                true => Some(discover(&http, issuer).await?),
+                false => None,
             };
+            if let (Some(client_id), Some(document)) = (&args.console_client_id, &discovery) {
+                let settings =
+                    crate::console::Console::from_discovery(issuer, client_id, document).map_err(anyhow::Error::msg)?;
+                tracing::info!(%client_id, "serving the buyer console at /console/");
+                console = Some(settings);
+            }
+            let jwks_url =
+                match &args.oidc_jwks_url {
+                    Some(url) => url.clone(),
+                    None => discovery.as_ref().and_then(|d| d["jwks_uri"].as_str()).map(String::from).with_context(
+                        || format!("the discovery document of {issuer} has no jwks_uri; set --oidc-jwks-url"),
+                    )?,
+                };
             tracing::info!(%issuer, %audience, %jwks_url, "accepting OIDC tokens");
             Some(Oidc::new(
                 OidcSettings {
@@ -151,6 +165,7 @@ pub async fn run(mut runtime: Runtime, args: Args) -> anyhow::Result<()> {
                 knowledge,
                 signup,
                 buyer_api: args.buyer_api.then(|| client.clone()),
+                console,
             });
             if gateway.connectors.is_some() && probe_every > Duration::ZERO {
                 let selector = args.connector_probe_organization_selector.clone();
@@ -252,11 +267,10 @@ fn connectors(args: &Args, api_server: &str, meter: &str) -> anyhow::Result<Opti
     })))
 }
 
-/// The `jwks_uri` of an issuer's discovery document.
-async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> anyhow::Result<String> {
+/// An issuer's discovery document.
+async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-    let document: serde_json::Value = http
-        .get(&url)
+    http.get(&url)
         .timeout(Duration::from_secs(10))
         .send()
         .await
@@ -264,9 +278,5 @@ async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> anyhow::Result<S
         .with_context(|| format!("fetching {url} (--oidc-issuer); set --oidc-jwks-url to skip discovery"))?
         .json()
         .await
-        .with_context(|| format!("{url} is not JSON"))?;
-    document["jwks_uri"]
-        .as_str()
-        .map(String::from)
-        .with_context(|| format!("{url} has no jwks_uri; set --oidc-jwks-url"))
+        .with_context(|| format!("{url} is not JSON"))
 }

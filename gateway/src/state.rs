@@ -57,6 +57,8 @@ pub struct Gateway {
     pub buyer_api: Option<kube::Client>,
     /// Sign-up on first login (`--signup`, with OIDC), when on.
     pub signup: Option<crate::signup::Signup>,
+    /// The buyer console (`--console-client-id`), when on.
+    pub console: Option<crate::console::Console>,
 }
 
 /// Runtime URLs parsed once (parsing a URL, with its IDNA pass, showed in profiles of the run path).

@@ -6,6 +6,11 @@
 //! - realm `cmp`, confidential client `cmp-gateway` (direct access grants),
 //!   with an audience mapper (so `aud` holds `cmp-gateway`) and a
 //!   `groups` claim (group names, no path);
+//! - public client `cmp-console` (authorization code with PKCE S256 only),
+//!   whose tokens carry the same claims, for the buyer console; it takes
+//!   any redirect URI and web origin, as a test realm may (the gateway's
+//!   port is chosen after Keycloak starts), where a real realm lists the
+//!   console's URL;
 //! - the users and groups a test asks for, each user's password its name
 //!   followed by `-pass`.
 
@@ -25,6 +30,8 @@ pub const REALM: &str = "cmp";
 pub const CLIENT: &str = "cmp-gateway";
 /// The client's secret.
 pub const CLIENT_SECRET: &str = "cmp-gateway-test-secret";
+/// The public client the buyer console signs in as.
+pub const CONSOLE_CLIENT: &str = "cmp-console";
 
 /// A running Keycloak; dropping it stops the process.
 pub struct Keycloak {
@@ -165,6 +172,14 @@ fn realm(users: &[Account]) -> Value {
     let mut groups: Vec<&str> = users.iter().flat_map(|u| u.groups.iter().copied()).collect();
     groups.sort_unstable();
     groups.dedup();
+    let mappers = json!([
+                {"name": "audience", "protocol": "openid-connect", "protocolMapper": "oidc-audience-mapper",
+                 "config": {"included.client.audience": CLIENT, "access.token.claim": "true", "id.token.claim": "false"}},
+                {"name": "groups", "protocol": "openid-connect", "protocolMapper": "oidc-group-membership-mapper",
+                 "config": {"claim.name": "groups", "full.path": "false", "access.token.claim": "true", "id.token.claim": "true", "userinfo.token.claim": "true"}},
+                {"name": "username", "protocol": "openid-connect", "protocolMapper": "oidc-usermodel-property-mapper",
+                 "config": {"user.attribute": "username", "claim.name": "preferred_username", "jsonType.label": "String", "access.token.claim": "true"}},
+    ]);
     json!({
         "realm": REALM, "enabled": true, "duplicateEmailsAllowed": true,
         "accessTokenLifespan": 300,
@@ -172,14 +187,13 @@ fn realm(users: &[Account]) -> Value {
         "clients": [{
             "clientId": CLIENT, "enabled": true, "publicClient": false, "secret": CLIENT_SECRET,
             "directAccessGrantsEnabled": true, "serviceAccountsEnabled": true, "standardFlowEnabled": false,
-            "protocolMappers": [
-                {"name": "audience", "protocol": "openid-connect", "protocolMapper": "oidc-audience-mapper",
-                 "config": {"included.client.audience": CLIENT, "access.token.claim": "true", "id.token.claim": "false"}},
-                {"name": "groups", "protocol": "openid-connect", "protocolMapper": "oidc-group-membership-mapper",
-                 "config": {"claim.name": "groups", "full.path": "false", "access.token.claim": "true", "id.token.claim": "true", "userinfo.token.claim": "true"}},
-                {"name": "username", "protocol": "openid-connect", "protocolMapper": "oidc-usermodel-property-mapper",
-                 "config": {"user.attribute": "username", "claim.name": "preferred_username", "jsonType.label": "String", "access.token.claim": "true"}},
-            ],
+            "protocolMappers": mappers,
+        }, {
+            "clientId": CONSOLE_CLIENT, "enabled": true, "publicClient": true, "standardFlowEnabled": true,
+            "directAccessGrantsEnabled": false, "implicitFlowEnabled": false,
+            "redirectUris": ["*"], "webOrigins": ["*"],
+            "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "*"},
+            "protocolMappers": mappers,
         }],
         "users": users.iter().map(|u| json!({
             "username": u.name, "enabled": true, "email": u.email, "emailVerified": u.email_verified,

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod argocd;
+pub mod browser;
 pub mod certs;
 pub mod chart_identity;
 pub mod control_plane;

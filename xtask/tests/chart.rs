@@ -147,8 +147,9 @@ async fn each_components_pod_passes_the_restricted_pod_security_level() {
 
 #[test]
 fn bad_values_are_refused_at_render_time_naming_the_field() {
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 9] = [
         ("gateway.buyerApi.enabled=true", "gateway.oidc.issuer"),
+        ("gateway.console.clientId=cmp-console", "gateway.buyerApi.enabled"),
         ("gateway.signup.enabled=true", "gateway.oidc.issuer"),
         ("gateway.signup.starterCredits=-1", "starterCredits"),
         ("logFormat=xml", "logFormat"),

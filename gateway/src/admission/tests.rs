@@ -88,6 +88,7 @@ fn gateway(directory: Directory) -> Gateway {
         knowledge: None,
         signup: None,
         buyer_api: None,
+        console: None,
     }
 }
 
