@@ -1,5 +1,6 @@
 // The buyer console: signs in with the identity provider (authorization
-// code with PKCE, a public client), then shows the buyer API's answers.
+// code with PKCE, a public client; the endpoints come from the gateway's
+// /console/config.json), then shows the buyer API's answers.
 // Every text from the API is put into the page as text, never as markup.
 
 const store = window.sessionStorage;
@@ -40,19 +41,12 @@ function say(message, isError = false) {
   status.className = isError ? "error" : "";
 }
 
-async function discovery(config) {
-  const answer = await fetch(`${config.issuer}/.well-known/openid-configuration`);
-  if (!answer.ok) throw new Error(`the identity provider at ${config.issuer} did not answer (${answer.status})`);
-  return answer.json();
-}
-
 async function signIn(config) {
-  const provider = await discovery(config);
   const verifier = random(32);
   const state = random(16);
   const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
   store.setItem(PKCE, JSON.stringify({ verifier, state }));
-  const url = new URL(provider.authorization_endpoint);
+  const url = new URL(config.authorizationEndpoint);
   url.search = new URLSearchParams({
     response_type: "code",
     client_id: config.clientId,
@@ -75,8 +69,7 @@ async function finishSignIn(config, params) {
   if (!saved || saved.state !== params.get("state")) {
     throw new Error("this sign-in answer is not for a sign-in this page started: sign in again");
   }
-  const provider = await discovery(config);
-  const answer = await fetch(provider.token_endpoint, {
+  const answer = await fetch(config.tokenEndpoint, {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams({
