@@ -5,6 +5,8 @@
 
 const store = window.sessionStorage;
 const TOKEN = "cmp.console.token";
+const REFRESH = "cmp.console.refresh";
+const ID_TOKEN = "cmp.console.id";
 const PKCE = "cmp.console.pkce";
 const CHOSEN = "cmp.console.organization";
 const $ = (id) => document.getElementById(id);
@@ -84,15 +86,44 @@ async function finishSignIn(config, params) {
   if (!answer.ok || !body.access_token) {
     throw new Error(`the identity provider gave no token: ${body.error_description || body.error || answer.status}`);
   }
-  store.setItem(TOKEN, body.access_token);
+  keep(body);
 }
 
-async function api(path, options = {}) {
+/** Keeps a token answer: the access token, and the refresh and ID tokens when given. */
+function keep(body) {
+  store.setItem(TOKEN, body.access_token);
+  if (body.refresh_token) store.setItem(REFRESH, body.refresh_token);
+  if (body.id_token) store.setItem(ID_TOKEN, body.id_token);
+}
+
+/** A new access token from the refresh token, if there is one and the provider still honours it. */
+async function refreshed(config) {
+  const refresh = store.getItem(REFRESH);
+  if (!refresh) return false;
+  const answer = await fetch(config.tokenEndpoint, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: refresh, client_id: config.clientId }),
+  }).catch(() => null);
+  const body = answer && answer.ok ? await answer.json().catch(() => ({})) : {};
+  if (!body.access_token) {
+    store.removeItem(REFRESH);
+    return false;
+  }
+  keep(body);
+  return true;
+}
+
+let settings = null;
+
+async function api(path, options = {}, retried = false) {
   const headers = { authorization: `Bearer ${store.getItem(TOKEN)}` };
   if (options.body) headers["content-type"] = "application/json";
   const answer = await fetch(path, { ...options, headers });
   const body = await answer.json().catch(() => ({}));
   if (answer.status === 401) {
+    // An access token lives minutes: renew it once with the refresh token, then ask again.
+    if (!retried && (await refreshed(settings))) return api(path, options, true);
     store.removeItem(TOKEN);
     throw new SignedOut(body.error ? body.error.message : "signed out");
   }
@@ -200,10 +231,18 @@ function fail(error) {
 
 async function main() {
   const config = await (await fetch("/console/config.json")).json();
+  settings = config;
   $("sign-in-button").addEventListener("click", () => signIn(config).catch(fail));
   $("sign-out").addEventListener("click", () => {
-    store.removeItem(TOKEN);
-    location.assign("/console/");
+    // Ends the provider's session too, so the next sign-in asks for the password again.
+    const idToken = store.getItem(ID_TOKEN);
+    for (const name of [TOKEN, REFRESH, ID_TOKEN, CHOSEN]) store.removeItem(name);
+    if (!config.endSessionEndpoint) return location.assign("/console/");
+    const url = new URL(config.endSessionEndpoint);
+    const params = { client_id: config.clientId, post_logout_redirect_uri: redirectUri() };
+    if (idToken) params.id_token_hint = idToken;
+    url.search = new URLSearchParams(params).toString();
+    location.assign(url.toString());
   });
   const params = new URLSearchParams(location.search);
   if (params.has("code") || params.has("error")) await finishSignIn(config, params);

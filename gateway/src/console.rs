@@ -41,6 +41,9 @@ pub struct Console {
     pub authorization_endpoint: String,
     /// The provider's token endpoint (from its discovery document).
     pub token_endpoint: String,
+    /// The provider's logout endpoint, when it has one: signing out of the console ends the provider's session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
 }
 
 impl Console {
@@ -58,6 +61,7 @@ impl Console {
             client_id: client_id.to_string(),
             authorization_endpoint: endpoint("authorization_endpoint")?,
             token_endpoint: endpoint("token_endpoint")?,
+            end_session_endpoint: endpoint("end_session_endpoint").ok(),
         })
     }
 
@@ -132,6 +136,7 @@ mod tests {
                               "token_endpoint": "https://sso.example:8443/realms/cmp/protocol/openid-connect/token"});
         let console =
             Console::from_discovery("https://sso.example/realms/cmp", "cmp-console", &document).expect("a console");
+        assert_eq!(console.end_session_endpoint, None, "optional");
         let policy = console.content_security_policy();
         assert!(policy.contains("connect-src 'self' https://sso.example:8443;"), "{policy}");
         assert!(policy.contains("script-src 'self';") && policy.contains("default-src 'none'"), "{policy}");

@@ -7,7 +7,9 @@
 //! and script: shown as text, nothing of it runs), her agent and its state,
 //! and her credits; she creates a key, which the page shows once and which
 //! runs the agent; after a reload the key is listed and its plaintext is
-//! nowhere in the page. A screenshot of the console is kept in
+//! nowhere in the page. An access token that stopped verifying is renewed
+//! with the refresh token; signing out ends Keycloak's session too. A
+//! screenshot of the console is kept in
 //! `<target>/tmp/test-artefacts/console.png`.
 
 mod support;
@@ -125,6 +127,21 @@ async fn a_buyer_signs_in_sees_their_agent_and_credits_and_gets_a_key_shown_once
         (text == recorded.to_string()).then_some(())
     })
     .await;
+
+    // An access token that no longer verifies is renewed with the refresh token, without signing in again.
+    browser
+        .execute("sessionStorage.setItem('cmp.console.token', 'not-a-token-any-more')", json!([]))
+        .await
+        .expect("the token spoiled");
+    browser.goto(&console).await.expect("reloads");
+    browser.wait_for(agent, 30).await.expect("the agent, with a renewed token");
+
+    // Signing out ends the provider's session too: the next sign-in asks for the password again.
+    browser.click(&browser.wait_for("#sign-out", 5).await.expect("a sign-out button")).await.expect("click");
+    let again = browser.wait_for("#sign-in-button", 30).await.expect("signed out, back on the console");
+    assert!(browser.url().await.expect("url").starts_with(&console), "back on the console");
+    browser.click(&again).await.expect("click");
+    browser.wait_for("#username", 30).await.expect("Keycloak asks for the password again");
 
     // Last (its chart identity, without the buyer API, replaces the first gateway's): no console without the flag.
     let without = w.gateway("gw-off", &[]).await;
