@@ -18,6 +18,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use tokio::process::{Child, Command};
 
+use cmp_testenv::keycloak;
+
 use crate::{MANAGER, chart_parity, local_gitops, print_usage, root, start};
 
 /// Where the gateway serves runs, and its health port (the operator's is 8080).
@@ -55,6 +57,10 @@ const LOCAL_RUN_TOKEN_SECRET: &str = "cmp-local-run-token-secret-not-for-product
 /// The hosts local connector bindings may call: MCP servers on this machine. Loopback is therefore not a denied
 /// network here (the API server, OpenBao, the runtimes and the gateway itself stay denied by their endpoints).
 const LOCAL_CONNECTOR_HOSTS: &str = "127.0.0.1,localhost";
+/// The example Organization's owner (`examples/10-organization.yaml`), who signs in to the console as `alice`.
+const EXAMPLE_OWNER: &str = "alice@acme.example";
+/// Starter credits of a workspace a console sign-up creates.
+const LOCAL_SIGNUP_CREDITS: &str = "100";
 /// The webhook's credit packs.
 const CREDIT_PACKS: &str = "examples/saleor/credit-packs.yaml";
 /// What the demo's buyers buy: the echo Offering's Pro plan and a credit pack
@@ -127,6 +133,7 @@ pub(crate) struct LocalPlatform {
     lfx: cmp_testenv::lfx::Lfx,
     desk: cmp_testenv::mcp::TicketDesk,
     knowledge: cmp_testenv::postgres::Postgres,
+    keycloak: cmp_testenv::keycloak::Keycloak,
 }
 
 impl LocalPlatform {
@@ -163,6 +170,9 @@ impl LocalPlatform {
         let knowledge = cmp_testenv::postgres::Postgres::start(&knowledge_dir).await.context("the knowledge store")?;
         let knowledge_gateway = knowledge.create_login(LOCAL_KNOWLEDGE_ROLE, LOCAL_KNOWLEDGE_PASSWORD).await?;
         let model = cmp_testenv::postgres::model_dir().context("the embedding model")?;
+        eprintln!("starting Keycloak (the identity provider buyers sign in to the console with) ...");
+        let keycloak = local_identity_provider(&state).await?;
+        let issuer = keycloak.issuer();
         eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
         let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
 
@@ -202,6 +212,14 @@ impl LocalPlatform {
         .map(String::from)
         .chain(["--knowledge-model-dir".into(), model.display().to_string()])
         .chain(["--usage-file".into(), usage.display().to_string()])
+        // The buyer API and console, with sign-up: users are named by their verified e-mail, as store orders name
+        // owners.
+        .chain(["--oidc-issuer".into(), issuer, "--oidc-audience".into(), keycloak::CLIENT.into()])
+        .chain(
+            ["--oidc-username-claim", "email", "--buyer-api", "--console-client-id", keycloak::CONSOLE_CLIENT]
+                .map(String::from),
+        )
+        .chain(["--signup", "--signup-starter-credits", LOCAL_SIGNUP_CREDITS].map(String::from))
         .collect();
         let admission = chart_parity::Admission::new(&state.join("admission"))?;
         let webhook_args: Vec<String> = ["--saleor-addr", WEBHOOK_ADDR, "--health-addr", WEBHOOK_HEALTH]
@@ -267,13 +285,14 @@ impl LocalPlatform {
                 apply_yaml(&client, &name, &yaml, &options).await.with_context(|| format!("applying {name}"))?;
             eprintln!("applied {name} ({} objects)", applied.len());
         }
-        Ok(Self { plane, client, gitops, store, usage, bin_dir, processes, flows, lfx, desk, knowledge })
+        Ok(Self { plane, client, gitops, store, usage, bin_dir, processes, flows, lfx, desk, knowledge, keycloak })
     }
 
     /// Stops the CMP processes first (see [`Processes::stop`]), then the rest.
     pub async fn stop(self) {
-        let Self { plane, gitops, store, processes, flows, lfx, desk, knowledge, .. } = self;
+        let Self { plane, gitops, store, processes, flows, lfx, desk, knowledge, keycloak, .. } = self;
         processes.stop().await;
+        drop(keycloak);
         drop(desk);
         drop(knowledge);
         flows.abort();
@@ -308,6 +327,11 @@ pub(crate) async fn up() -> anyhow::Result<ExitCode> {
     let kb_answer = run_once(&kb_key, "how do I reset my password?").await?;
     eprintln!(
         "{EXAMPLE_NAMESPACE}/kb-bot answered from the document {EXAMPLE_DOCUMENT} it was given (searched through the connector gateway):\n  {kb_answer}\n"
+    );
+    eprintln!(
+        "the buyer console: http://{GATEWAY_ADDR}/console/ (identity provider {}); sign in as alice / alice-pass, \
+         the owner of acme, or as bob / bob-pass, whose first sign-in makes a workspace of his own with {LOCAL_SIGNUP_CREDITS} credits\n",
+        platform.keycloak.issuer()
     );
     eprintln!("run it yourself (usage events go to {}):\n", platform.usage.display());
     println!(
@@ -545,6 +569,15 @@ async fn serve_example_flows() -> anyhow::Result<tokio::task::JoinHandle<()>> {
 
 /// Waits for the namespaces that namespaced examples live in: the operator
 /// creates each organization's control namespace from its Organization.
+/// Keycloak with the console's users: alice (`alice@acme.example`, acme's owner) and bob, both verified.
+async fn local_identity_provider(state: &Path) -> anyhow::Result<cmp_testenv::keycloak::Keycloak> {
+    let dir = state.join("identity-provider");
+    std::fs::create_dir_all(&dir)?;
+    let alice = keycloak::Account { email: EXAMPLE_OWNER.into(), ..keycloak::Account::new("alice", &[]) };
+    let bob = keycloak::Account::new("bob", &[]);
+    keycloak::Keycloak::start_with(&dir, &[alice, bob]).await.context("starting Keycloak")
+}
+
 async fn ensure_namespaces(client: &kube::Client, name: &str, yaml: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::Api;

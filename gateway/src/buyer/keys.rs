@@ -239,6 +239,19 @@ mod tests {
     }
 
     #[test]
+    fn a_key_kept_in_vault_is_answered_with_where_it_is_and_no_plaintext() {
+        let mut status: ApiKeyStatus = serde_json::from_value(issued("web", None)).expect("a status");
+        status.secret.store = SecretStore::Vault;
+        status.secret.name = "cmp/acme/instances/bot/keys/web".into();
+        let shown = shown_issued("bot", &IssuedKey { status: status.clone(), plaintext: None });
+        assert_eq!(shown["key"], Value::Null);
+        assert_eq!(shown["keptIn"], json!({"vaultPath": "cmp/acme/instances/bot/keys/web", "field": "key"}));
+        status.secret.store = SecretStore::Secret;
+        let shown = shown_issued("bot", &IssuedKey { status, plaintext: Some("cmp_x".into()) });
+        assert_eq!((shown["key"].clone(), shown["keptIn"].clone()), (json!("cmp_x"), Value::Null));
+    }
+
+    #[test]
     fn key_names_are_dns_labels() {
         assert!(key_name("production").is_ok());
         for bad in ["", "Prod", "a_b", "<script>", &"a".repeat(64)] {
