@@ -103,7 +103,8 @@ impl Buyer {
     }
 }
 
-/// An Instance named in a path: a DNS label, else no such Instance.
+/// An Instance named in a path: a DNS label, else no such Instance. Checked after the caller is authenticated
+/// and listed, so nobody else learns anything from it.
 fn instance_name(name: &str) -> Result<(), Refusal> {
     match cmp_crds::names::is_dns_label(name) {
         true => Ok(()),
@@ -135,8 +136,9 @@ async fn list_keys(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
+        let buyer = Buyer::enter(&gateway, organization, &headers).await?;
         instance_name(&instance)?;
-        keys::list(&Buyer::enter(&gateway, organization, &headers).await?, &instance).await
+        keys::list(&buyer, &instance).await
     };
     answer.await.unwrap_or_else(refused)
 }
@@ -148,8 +150,8 @@ async fn create_key(
     body: axum::body::Body,
 ) -> Response {
     let answer = async {
-        instance_name(&instance)?;
         let buyer = Buyer::enter(&gateway, organization, &headers).await?;
+        instance_name(&instance)?;
         let name = keys::requested_name(body).await?;
         keys::change(&buyer, &instance, &name, keys::Change::Create).await
     };
@@ -163,6 +165,7 @@ async fn change_key(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
+        let buyer = Buyer::enter(&gateway, organization, &headers).await?;
         let change = match action.as_str() {
             "rotate" => keys::Change::Rotate,
             "revoke" => keys::Change::Revoke,
@@ -174,7 +177,7 @@ async fn change_key(
             }
         };
         instance_name(&instance)?;
-        keys::change(&Buyer::enter(&gateway, organization, &headers).await?, &instance, &key, change).await
+        keys::change(&buyer, &instance, &key, change).await
     };
     answer.await.unwrap_or_else(refused)
 }
