@@ -160,6 +160,10 @@ impl LocalPlatform {
         }
         let state = cmp_testenv::default_state_dir();
         let (plane, client) = start(&state).await?;
+        // Keycloak takes about a minute to start: it starts beside the rest, and is waited for when the gateway
+        // needs its issuer.
+        eprintln!("starting Keycloak (the identity provider buyers sign in to the console with), beside the rest ...");
+        let identity_provider = tokio::spawn(local_identity_provider(state.join("identity-provider")));
         let lfx = local_runtime(&client).await?;
         let flows = serve_example_flows().await?;
         let gitops = local_gitops::LocalGitOps::start(&client, &plane, &state).await?;
@@ -170,8 +174,8 @@ impl LocalPlatform {
         let knowledge = cmp_testenv::postgres::Postgres::start(&knowledge_dir).await.context("the knowledge store")?;
         let knowledge_gateway = knowledge.create_login(LOCAL_KNOWLEDGE_ROLE, LOCAL_KNOWLEDGE_PASSWORD).await?;
         let model = cmp_testenv::postgres::model_dir().context("the embedding model")?;
-        eprintln!("starting Keycloak (the identity provider buyers sign in to the console with) ...");
-        let keycloak = local_identity_provider(&state).await?;
+        let keycloak = identity_provider.await.context("starting Keycloak")??;
+        eprintln!("Keycloak is ready at {}", keycloak.issuer());
         let issuer = keycloak.issuer();
         eprintln!("starting a Saleor stand-in (its signing key and JWKS; no Saleor store runs here) ...");
         let store = cmp_testenv::saleor::SaleorStandIn::start().await.context("starting the Saleor stand-in")?;
@@ -570,8 +574,7 @@ async fn serve_example_flows() -> anyhow::Result<tokio::task::JoinHandle<()>> {
 /// Waits for the namespaces that namespaced examples live in: the operator
 /// creates each organization's control namespace from its Organization.
 /// Keycloak with the console's users: alice (`alice@acme.example`, acme's owner) and bob, both verified.
-async fn local_identity_provider(state: &Path) -> anyhow::Result<cmp_testenv::keycloak::Keycloak> {
-    let dir = state.join("identity-provider");
+async fn local_identity_provider(dir: PathBuf) -> anyhow::Result<cmp_testenv::keycloak::Keycloak> {
     std::fs::create_dir_all(&dir)?;
     let alice = keycloak::Account { email: EXAMPLE_OWNER.into(), ..keycloak::Account::new("alice", &[]) };
     let bob = keycloak::Account::new("bob", &[]);
