@@ -37,6 +37,19 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// A small JSON body (at most 4096 bytes) of type `T`; `shape` (for example `{"name": "<key name>"}`) is what the
+/// refusal of any other body says the route takes.
+pub async fn small_json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+    shape: &str,
+) -> Result<T, Refusal> {
+    let body = axum::body::to_bytes(body, 4096)
+        .await
+        .map_err(|_| Refusal::new(Code::BodyTooLarge, "the body is over 4096 bytes"))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Refusal::new(Code::MalformedRequest, format!("the body must be {shape}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,17 +224,12 @@ async fn widget_session(
 ) -> Result<axum::Json<serde_json::Value>, Refusal> {
     gateway.ready()?;
     let sessions = gateway.widget.as_ref().ok_or_else(|| Refusal::new(Code::NotFound, "widget sessions are off"))?;
-    let body = axum::body::to_bytes(body, 4096)
-        .await
-        .map_err(|_| Refusal::new(Code::BodyTooLarge, "the body is over 4096 bytes"))?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Init {
         offering: String,
     }
-    let init: Init = serde_json::from_slice(&body).map_err(|e| {
-        Refusal::new(Code::MalformedRequest, format!("the body must be {{\"offering\": \"<name>\"}}: {e}"))
-    })?;
+    let init: Init = crate::refusal::small_json_body(body, r#"{"offering": "<name>"}"#).await?;
     let (_, demo) = gateway.demo(&init.offering)?;
     gateway.rate_limit(&format!("demo:{}:{client}", init.offering), demo.requests_per_minute)?;
     let (token, ends) = sessions.issue(&init.offering, Timestamp::now());

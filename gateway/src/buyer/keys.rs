@@ -54,17 +54,12 @@ pub enum Change {
 
 /// The key name a create's body asks for: `{"name": "<DNS label>"}`.
 pub async fn requested_name(body: axum::body::Body) -> Result<String, Refusal> {
-    let body = axum::body::to_bytes(body, 4096)
-        .await
-        .map_err(|_| Refusal::new(Code::BodyTooLarge, "the body is over 4096 bytes"))?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Create {
         name: String,
     }
-    let create: Create = serde_json::from_slice(&body).map_err(|e| {
-        Refusal::new(Code::MalformedRequest, format!("the body must be {{\"name\": \"<key name>\"}}: {e}"))
-    })?;
+    let create: Create = crate::refusal::small_json_body(body, r#"{"name": "<key name>"}"#).await?;
     key_name(&create.name)?;
     Ok(create.name)
 }
